@@ -1,0 +1,17 @@
+"""fastnorm: fast CPU normalization layers for NumPy arrays with a torch.nn-compatible API.
+
+Layers (``fastnorm.BatchNorm2d`` ...) mirror ``torch.nn``; functions (``fastnorm.functional``,
+also ``fastnorm.F``) mirror ``torch.nn.functional``; ``fastnorm.reference`` holds the plain
+float64 NumPy versions used as the oracle of the tests.
+"""
+from . import functional
+from . import functional as F
+from ._config import get_config, show_config
+from ._kernels import get_num_threads, set_num_threads
+from .modules import *  # noqa: F401,F403
+from .modules import __all__ as _modules_all
+
+__version__ = get_config()["version"]
+
+__all__ = ["functional", "F", "show_config", "get_config", "set_num_threads",
+           "get_num_threads", "__version__"] + list(_modules_all)

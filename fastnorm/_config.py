@@ -1,0 +1,41 @@
+"""Build and run-time configuration: fastnorm.show_config()."""
+import platform
+import sys
+
+import numpy as np
+
+from . import _kernels
+
+try:
+    from . import _build_config as _bc
+except ImportError:  # pragma: no cover - only when the package was not built by setup.py
+    _bc = None
+
+
+def get_config():
+    """Return a dict describing how fastnorm was built and how it will run."""
+    return {
+        "version": getattr(_bc, "version", "unknown"),
+        "compiler": getattr(_bc, "compiler", "unknown"),
+        "cflags": list(getattr(_bc, "cflags", [])),
+        "openmp": _kernels.have_openmp(),
+        "openmp_probe": getattr(_bc, "openmp_probe", "unknown"),
+        "num_threads": _kernels.get_num_threads(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+    }
+
+
+def show_config():
+    """Print version, compiler, flags, OpenMP on/off and the thread count."""
+    cfg = get_config()
+    print("fastnorm configuration")
+    for key in ("version", "compiler", "cflags", "openmp", "openmp_probe", "num_threads",
+                "python", "numpy", "machine"):
+        val = cfg[key]
+        if key == "cflags":
+            val = " ".join(val)
+        print(f"  {key:13s}: {val}")
+    if not cfg["openmp"]:
+        print("  WARNING: built without OpenMP; kernels run single-threaded.")

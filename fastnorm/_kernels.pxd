@@ -1,0 +1,42 @@
+# Declarations of the C kernels in src_c/fastnorm.h (see that header for the contracts).
+from libc.stdint cimport int64_t
+
+cdef extern from "fastnorm.h" nogil:
+    int FN_OK
+    int FN_ENOMEM
+    int FN_EINVAL
+
+    int fn_have_openmp()
+    int fn_max_threads()
+    int fn_eff_threads(int64_t work, int64_t units, int n_threads)
+    void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
+                          const double *m2_in, double *mean_out, double *m2_out)
+
+    int fn_row_stats_f32(const float *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                         const int64_t *xs, double *mean, double *m2, int n_threads)
+    int fn_row_stats_f64(const double *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                         const int64_t *xs, double *mean, double *m2, int n_threads)
+    int fn_col_stats_f32(const float *x, int64_t P1, int64_t R, int64_t C, const int64_t *xs,
+                         double *mean, double *m2, int n_threads)
+    int fn_col_stats_f64(const double *x, int64_t P1, int64_t R, int64_t C, const int64_t *xs,
+                         double *mean, double *m2, int n_threads)
+    void fn_coefs_f32(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
+                      const double *var, double eps, const float *w, const float *bias,
+                      float *mh, float *ml, float *a, float *b)
+    void fn_coefs_f64(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
+                      const double *var, double eps, const double *w, const double *bias,
+                      double *mh, double *ml, double *a, double *b)
+    int fn_norm_rows_f32(const float *x, float *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                         const int64_t *xs, const int64_t *ys, const int64_t *cs, const float *mh,
+                         const float *ml, const float *a, const float *b, const float *lw,
+                         const float *lb, int n_threads)
+    int fn_norm_rows_f64(const double *x, double *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                         const int64_t *xs, const int64_t *ys, const int64_t *cs, const double *mh,
+                         const double *ml, const double *a, const double *b, const double *lw,
+                         const double *lb, int n_threads)
+    int fn_norm_cols_f32(const float *x, float *y, int64_t P1, int64_t R, int64_t C,
+                         const int64_t *xs, const int64_t *ys, int64_t cp, const float *mh,
+                         const float *ml, const float *a, const float *b, int n_threads)
+    int fn_norm_cols_f64(const double *x, double *y, int64_t P1, int64_t R, int64_t C,
+                         const int64_t *xs, const int64_t *ys, int64_t cp, const double *mh,
+                         const double *ml, const double *a, const double *b, int n_threads)

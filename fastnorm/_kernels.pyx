@@ -1,0 +1,753 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython adapters between fastnorm.functional and the C kernels of src_c/.
+
+Each op validates its arguments (all of them, before any state changes), describes the input as a
+strided 3- or 4-axis view the kernels understand (``_plan_*``), and runs the kernels without the
+GIL. Layouts that cannot be described without a copy (rare: e.g. two unmergeable spatial axes that
+also interleave with the channel axis) are copied to C order first; C order, Fortran order,
+transposes, negative strides, slices and channels-last (NHWC seen as NCHW) run in place.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+cnp.import_array()
+
+# --------------------------------------------------------------------------------------------
+# threads
+
+cdef int _num_threads = 0  # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
+
+
+def set_num_threads(int n):
+    """Set the number of threads fastnorm's kernels may use (n >= 1)."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected a positive number of threads, got {n}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """Number of threads the kernels may use: set_num_threads' value, else OpenMP's limit."""
+    return _num_threads if _num_threads > 0 else fn_max_threads()
+
+
+def _reset_num_threads():
+    """Forget set_num_threads(): follow OpenMP's limit again (used by tests)."""
+    global _num_threads
+    _num_threads = 0
+
+
+def have_openmp():
+    return bool(fn_have_openmp())
+
+
+cdef inline int _threads():
+    return _num_threads if _num_threads > 0 else fn_max_threads()
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+
+cdef inline bint _is_float(cnp.ndarray a):
+    cdef int t = cnp.PyArray_TYPE(a)
+    return t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE
+
+
+cdef object _to_numpy(object a):
+    """np.asarray, also for torch tensors that require grad (detach first, no torch import)."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+cdef cnp.ndarray _as_input(object a, str fname):
+    """The input as a native-endian, aligned float32/float64 ndarray (copied only if needed)."""
+    cdef cnp.ndarray arr
+    if isinstance(a, cnp.ndarray):
+        arr = <cnp.ndarray>a
+    else:
+        arr = _to_numpy(a)
+    if not _is_float(arr):
+        raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {arr.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr):
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    return arr
+
+
+cdef double _check_eps(object eps, str fname) except -1.0:
+    cdef double e
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fname}: eps must be a real number, got {type(eps).__name__}") from None
+    if not isfinite(e) or e < 0:
+        raise ValueError(f"{fname}: eps must be finite and >= 0, got {eps!r}")
+    return e
+
+
+cdef double _check_momentum(object momentum, str fname) except? -1.0:
+    if momentum is None or isinstance(momentum, (bool, np.bool_)):
+        raise TypeError(f"{fname}: momentum must be a real number, got {momentum!r}")
+    cdef double m
+    try:
+        m = float(momentum)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fname}: momentum must be a real number, got {type(momentum).__name__}") from None
+    if not isfinite(m):
+        raise ValueError(f"{fname}: momentum must be finite, got {momentum!r}")
+    return m
+
+
+cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape):
+    """weight/bias as a C-contiguous array of the input's dtype with exactly `shape`."""
+    cdef cnp.ndarray arr
+    if (isinstance(p, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>p) == typenum
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>p)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>p) and cnp.PyArray_ISALIGNED(<cnp.ndarray>p)):
+        arr = <cnp.ndarray>p
+    else:
+        arr = _to_numpy(p)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=cnp.PyArray_DescrFromType(typenum))
+    if (<object>arr).shape != shape:
+        raise ValueError(f"{fname}: expected {name} of shape {shape}, got shape {(<object>arr).shape}")
+    return arr
+
+
+cdef cnp.ndarray _running(object r, str name, str fname, Py_ssize_t C, bint write):
+    """A running statistic: a float ndarray of C elements, writable when it will be updated."""
+    if not isinstance(r, cnp.ndarray):
+        raise TypeError(f"{fname}: {name} must be a numpy.ndarray (it is updated in place), "
+                        f"got {type(r).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>r
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{fname}: {name} must have a floating dtype, got {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != C:
+        raise ValueError(f"{fname}: expected {name} of shape ({C},) (one value per channel), "
+                         f"got shape {(<object>arr).shape}")
+    if write and not arr.flags.writeable:
+        raise ValueError(f"{fname}: {name} is read-only but must be updated in place")
+    return arr
+
+
+cdef tuple _prepare_out(object out, cnp.ndarray x, str fname):
+    """(y, final): y is where the kernels write, final what the call returns (y unless `out`
+    overlaps the input in a way other than being it, when y is a temporary copied back)."""
+    cdef cnp.ndarray o
+    if out is None:
+        y = np.empty_like(x)
+        return y, y
+    if not isinstance(out, cnp.ndarray):
+        raise TypeError(f"{fname}: out must be a numpy.ndarray, got {type(out).__name__}")
+    o = <cnp.ndarray>out
+    if (<object>o).shape != (<object>x).shape:
+        raise ValueError(f"{fname}: out must have the input's shape {(<object>x).shape}, got {(<object>o).shape}")
+    if o.dtype != x.dtype:
+        raise TypeError(f"{fname}: out must have dtype {x.dtype} (the result dtype), got {o.dtype}")
+    if not o.flags.writeable:
+        raise ValueError(f"{fname}: out is read-only")
+    if not cnp.PyArray_ISALIGNED(o):
+        return np.empty_like(x), o
+    if (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x) and (<object>o).strides == (<object>x).strides) or \
+            not np.may_share_memory(o, x):
+        return o, o
+    return np.empty_like(x), o
+
+
+cdef object _finish(cnp.ndarray y, object final):
+    if final is not y:
+        np.copyto(final, y)
+    return final
+
+
+# --------------------------------------------------------------------------------------------
+# layouts: axes as (size, x stride, y stride) in elements
+
+cdef struct Ax:
+    int64_t n
+    int64_t sx
+    int64_t sy
+
+
+cdef inline int64_t _iabs(int64_t v) noexcept nogil:
+    return -v if v < 0 else v
+
+
+cdef int _compact(Ax* a, int k, bint sort) noexcept nogil:
+    """Drop size-1 axes, optionally order by |x stride| (largest first; the order of reduced or
+    independent axes is free), and merge neighbours that tile in both x and y. Returns the count."""
+    cdef int i, j, m = 0
+    cdef Ax t
+    for i in range(k):
+        if a[i].n != 1:
+            a[m] = a[i]
+            m += 1
+    if sort:
+        for i in range(1, m):
+            t = a[i]
+            j = i - 1
+            while j >= 0 and _iabs(a[j].sx) < _iabs(t.sx):
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = t
+    if m == 0:
+        return 0
+    j = 0
+    for i in range(1, m):
+        if a[j].sx == a[i].sx * a[i].n and a[j].sy == a[i].sy * a[i].n:
+            a[j].n *= a[i].n
+            a[j].sx = a[i].sx
+            a[j].sy = a[i].sy
+        else:
+            j += 1
+            a[j] = a[i]
+    return j + 1
+
+
+cdef inline Ax _axis(cnp.ndarray x, cnp.ndarray y, int i, int64_t isz):
+    cdef Ax a
+    a.n = x.shape[i]
+    a.sx = x.strides[i] // isz
+    a.sy = y.strides[i] // isz
+    return a
+
+
+cdef inline Ax _unit():
+    cdef Ax a
+    a.n = 1
+    a.sx = 0
+    a.sy = 0
+    return a
+
+
+cdef int _axes(cnp.ndarray x, cnp.ndarray y, int start, int stop, Ax* out, bint sort):
+    cdef int i, k = 0
+    cdef int64_t isz = x.itemsize
+    for i in range(start, stop):
+        out[k] = _axis(x, y, i, isz)
+        k += 1
+    return _compact(out, k, sort)
+
+
+# --------------------------------------------------------------------------------------------
+# scratch memory and typed dispatch
+
+cdef class _Scratch:
+    """One malloc'd block for per-call statistics and coefficients, freed with the object."""
+    cdef char* p
+
+    def __cinit__(self, size_t nbytes):
+        self.p = <char*>malloc(nbytes if nbytes > 0 else 1)
+        if self.p == NULL:
+            raise MemoryError(f"fastnorm: could not allocate {nbytes} bytes of scratch memory")
+
+    def __dealloc__(self):
+        free(self.p)
+
+
+cdef inline int _check_rc(int rc) except -1:
+    if rc == FN_ENOMEM:
+        raise MemoryError("fastnorm: a kernel could not allocate its scratch memory")
+    if rc != FN_OK:
+        raise RuntimeError(f"fastnorm: internal error, kernel status {rc}")
+    return 0
+
+
+cdef int _row_stats(bint dbl, const char* x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                    const int64_t* xs, double* mean, double* m2) except -1:
+    cdef int rc, nt = _threads()
+    with nogil:
+        if dbl:
+            rc = fn_row_stats_f64(<const double*>x, P1, P2, Q, L, xs, mean, m2, nt)
+        else:
+            rc = fn_row_stats_f32(<const float*>x, P1, P2, Q, L, xs, mean, m2, nt)
+    return _check_rc(rc)
+
+
+cdef int _col_stats(bint dbl, const char* x, int64_t P1, int64_t R, int64_t C, const int64_t* xs,
+                    double* mean, double* m2) except -1:
+    cdef int rc, nt = _threads()
+    with nogil:
+        if dbl:
+            rc = fn_col_stats_f64(<const double*>x, P1, R, C, xs, mean, m2, nt)
+        else:
+            rc = fn_col_stats_f32(<const float*>x, P1, R, C, xs, mean, m2, nt)
+    return _check_rc(rc)
+
+
+cdef struct Coefs:
+    char* mh
+    char* ml
+    char* a
+    char* b
+
+
+cdef void _coefs(bint dbl, int64_t I, int64_t J, int64_t SI, int64_t JD, const double* mean,
+                 const double* var, double eps, const char* w, const char* bias, Coefs c) noexcept nogil:
+    if dbl:
+        fn_coefs_f64(I, J, SI, JD, mean, var, eps, <const double*>w, <const double*>bias,
+                     <double*>c.mh, <double*>c.ml, <double*>c.a, <double*>c.b)
+    else:
+        fn_coefs_f32(I, J, SI, JD, mean, var, eps, <const float*>w, <const float*>bias,
+                     <float*>c.mh, <float*>c.ml, <float*>c.a, <float*>c.b)
+
+
+cdef int _norm_rows(bint dbl, const char* x, char* y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                    const int64_t* xs, const int64_t* ys, const int64_t* cs, Coefs c,
+                    const char* lw, const char* lb) except -1:
+    cdef int rc, nt = _threads()
+    with nogil:
+        if dbl:
+            rc = fn_norm_rows_f64(<const double*>x, <double*>y, P1, P2, Q, L, xs, ys, cs,
+                                  <const double*>c.mh, <const double*>c.ml, <const double*>c.a,
+                                  <const double*>c.b, <const double*>lw, <const double*>lb, nt)
+        else:
+            rc = fn_norm_rows_f32(<const float*>x, <float*>y, P1, P2, Q, L, xs, ys, cs,
+                                  <const float*>c.mh, <const float*>c.ml, <const float*>c.a,
+                                  <const float*>c.b, <const float*>lw, <const float*>lb, nt)
+    return _check_rc(rc)
+
+
+cdef int _norm_cols(bint dbl, const char* x, char* y, int64_t P1, int64_t R, int64_t C,
+                    const int64_t* xs, const int64_t* ys, int64_t cp, Coefs c) except -1:
+    cdef int rc, nt = _threads()
+    with nogil:
+        if dbl:
+            rc = fn_norm_cols_f64(<const double*>x, <double*>y, P1, R, C, xs, ys, cp,
+                                  <const double*>c.mh, <const double*>c.ml, <const double*>c.a,
+                                  <const double*>c.b, nt)
+        else:
+            rc = fn_norm_cols_f32(<const float*>x, <float*>y, P1, R, C, xs, ys, cp,
+                                  <const float*>c.mh, <const float*>c.ml, <const float*>c.a,
+                                  <const float*>c.b, nt)
+    return _check_rc(rc)
+
+
+cdef inline Coefs _coef_slots(char* base, int64_t n, int64_t isz) noexcept nogil:
+    cdef Coefs c
+    c.mh = base
+    c.ml = base + n * isz
+    c.a = base + 2 * n * isz
+    c.b = base + 3 * n * isz
+    return c
+
+
+cdef inline const char* _ptr(object a):
+    return NULL if a is None else <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef int _read_f64(cnp.ndarray a, double* dst) except -1:
+    """Copy a 1-D float array into dst as float64."""
+    cdef Py_ssize_t i, n = a.shape[0]
+    cdef const float* f
+    if cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a):
+        if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+            memcpy(dst, cnp.PyArray_DATA(a), n * sizeof(double))
+            return 0
+        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT:
+            f = <const float*>cnp.PyArray_DATA(a)
+            for i in range(n):
+                dst[i] = f[i]
+            return 0
+    cdef cnp.ndarray t = np.ascontiguousarray(a, dtype=np.float64)
+    memcpy(dst, cnp.PyArray_DATA(t), n * sizeof(double))
+    return 0
+
+
+cdef int _update_running(cnp.ndarray r, const double* stat, double momentum, double* tmp) except -1:
+    """r = (1 - momentum) * r + momentum * stat, computed in double, stored in r's dtype."""
+    cdef Py_ssize_t i, n = r.shape[0]
+    _read_f64(r, tmp)
+    for i in range(n):
+        tmp[i] = (1.0 - momentum) * tmp[i] + momentum * stat[i]
+    cdef double[::1] view = <double[:n]>tmp
+    r[...] = np.asarray(view)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# batch norm (also instance norm without input statistics)
+
+cdef bint _bn(cnp.ndarray x, cnp.ndarray y, bint training, object rm, object rv, object w,
+              object b, double eps, double momentum):
+    """BatchNorm on x (N, C, *): statistics per channel over every other axis. Returns False,
+    having written nothing, when the layout needs a copy first."""
+    cdef int nd = x.ndim, k, i
+    cdef int64_t C = x.shape[1], isz = x.itemsize, count = x.size // C
+    cdef Ax ax[64]
+    ax[0] = _axis(x, y, 0, isz)
+    for i in range(2, nd):
+        ax[i - 1] = _axis(x, y, i, isz)
+    k = _compact(ax, nd - 1, True)
+    cdef Ax ch = _axis(x, y, 1, isz)
+    # channels innermost (NHWC, (N, C)): vectorize across channels; else across the reduced axis
+    cdef bint cols = k == 0 or _iabs(ch.sx) < _iabs(ax[k - 1].sx)
+    if (cols and k > 2) or (not cols and k > 3):
+        return False
+    while k < (2 if cols else 3):  # pad with unit axes in front
+        for i in range(k, 0, -1):
+            ax[i] = ax[i - 1]
+        ax[0] = _unit()
+        k += 1
+    cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef int64_t P1 = ax[0].n
+    cdef _Scratch s = _Scratch(8 * (2 * P1 * C + 3 * C) + 4 * C * isz)
+    cdef double* pmean = <double*>s.p
+    cdef double* pm2 = pmean + P1 * C
+    cdef double* mean = pm2 + P1 * C
+    cdef double* var = mean + C
+    cdef double* tmp = var + C
+    cdef Coefs c = _coef_slots(<char*>(tmp + C), C, isz)
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    cdef char* yp = <char*>cnp.PyArray_DATA(y)
+    cdef int64_t xs[4]
+    cdef int64_t ys[4]
+    cdef int64_t cs[3]
+    cs[0] = 0; cs[1] = 1; cs[2] = 0
+    if cols:
+        xs[0] = ax[0].sx; xs[1] = ax[1].sx; xs[2] = ch.sx
+        ys[0] = ax[0].sy; ys[1] = ax[1].sy; ys[2] = ch.sy
+    else:
+        xs[0] = ax[0].sx; xs[1] = ch.sx; xs[2] = ax[1].sx; xs[3] = ax[2].sx
+        ys[0] = ax[0].sy; ys[1] = ch.sy; ys[2] = ax[1].sy; ys[3] = ax[2].sy
+    if training:
+        if cols:
+            _col_stats(dbl, xp, P1, ax[1].n, C, xs, pmean, pm2)
+        else:
+            _row_stats(dbl, xp, P1, C, ax[1].n, ax[2].n, xs, pmean, pm2)
+        fn_merge_moments(1, P1, C, <double>(count // P1), pmean, pm2, mean, var)
+        for i in range(C):
+            var[i] = var[i] / count
+        if rm is not None:
+            _update_running(rm, mean, momentum, tmp)
+            for i in range(C):  # unbiased variance for the running estimate
+                pm2[i] = var[i] * count / (count - 1)  # count > 1: checked by the caller
+            _update_running(rv, pm2, momentum, tmp)
+    else:
+        _read_f64(rm, mean)
+        _read_f64(rv, var)
+    _coefs(dbl, 1, C, 0, 1, mean, var, eps, _ptr(w), _ptr(b), c)
+    if cols:
+        _norm_cols(dbl, xp, yp, P1, ax[1].n, C, xs, ys, 0, c)
+    else:
+        _norm_rows(dbl, xp, yp, P1, C, ax[1].n, ax[2].n, xs, ys, cs, c, NULL, NULL)
+    return True
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, out=None):
+    cdef str fn = "batch_norm"
+    cdef cnp.ndarray x = _as_input(input, fn)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef Py_ssize_t C = x.shape[1]
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef bint tr = bool(training)
+    cdef double e = _check_eps(eps, fn), m = 0.0
+    w = None if weight is None else _param(weight, "weight", fn, t, (C,))
+    b = None if bias is None else _param(bias, "bias", fn, t, (C,))
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fn}: running_mean and running_var must be given together")
+    rm = None if running_mean is None else _running(running_mean, "running_mean", fn, C, tr)
+    rv = None if running_var is None else _running(running_var, "running_var", fn, C, tr)
+    if not tr and rm is None:
+        raise ValueError(f"{fn}: running_mean and running_var are required when training=False")
+    if tr and rm is not None:
+        m = _check_momentum(momentum, fn)
+    if tr and C > 0 and x.size // C == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                         f"size {(<object>x).shape}")
+    y, final = _prepare_out(out, x, fn)
+    if x.size == 0:
+        return final
+    if not _bn(x, y, tr, rm, rv, w, b, e, m):
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        _bn(x, y, tr, rm, rv, w, b, e, m)
+        final = y if out is None else final
+    return _finish(y, final)
+
+
+# --------------------------------------------------------------------------------------------
+# instance norm
+
+cdef bint _in(cnp.ndarray x, cnp.ndarray y, object rm, object rv, object w, object b, double eps,
+              double momentum):
+    """InstanceNorm with input statistics: per (n, c) over the spatial axes."""
+    cdef int nd = x.ndim, k, i
+    cdef int64_t N = x.shape[0], C = x.shape[1], isz = x.itemsize
+    cdef int64_t S = x.size // (N * C)
+    cdef Ax ax[64]
+    k = _axes(x, y, 2, nd, ax, True)
+    cdef Ax bn = _axis(x, y, 0, isz)
+    cdef Ax ch = _axis(x, y, 1, isz)
+    cdef bint cols = k == 1 and _iabs(ch.sx) < _iabs(ax[0].sx)
+    if k > 2:
+        return False
+    while k < 2:
+        ax[1] = ax[0] if k == 1 else _unit()
+        ax[0] = _unit()
+        k += 1
+    cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef int64_t NC = N * C
+    cdef _Scratch s = _Scratch(8 * (2 * NC + 3 * C) + 4 * NC * isz)
+    cdef double* mean = <double*>s.p
+    cdef double* var = mean + NC
+    cdef double* cm = var + NC
+    cdef double* cv = cm + C
+    cdef double* tmp = cv + C
+    cdef Coefs c = _coef_slots(<char*>(tmp + C), NC, isz)
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    cdef char* yp = <char*>cnp.PyArray_DATA(y)
+    cdef int64_t xs[4]
+    cdef int64_t ys[4]
+    cdef int64_t cs[3]
+    cs[0] = C; cs[1] = 1; cs[2] = 0
+    if cols:
+        xs[0] = bn.sx; xs[1] = ax[1].sx; xs[2] = ch.sx
+        ys[0] = bn.sy; ys[1] = ax[1].sy; ys[2] = ch.sy
+        _col_stats(dbl, xp, N, S, C, xs, mean, var)
+    else:
+        xs[0] = bn.sx; xs[1] = ch.sx; xs[2] = ax[0].sx; xs[3] = ax[1].sx
+        ys[0] = bn.sy; ys[1] = ch.sy; ys[2] = ax[0].sy; ys[3] = ax[1].sy
+        _row_stats(dbl, xp, N, C, ax[0].n, ax[1].n, xs, mean, var)
+    if rm is not None:  # running stats: batch average of the per-instance statistics
+        for i in range(C):
+            cm[i] = 0.0
+            cv[i] = 0.0
+        for i in range(NC):
+            cm[i % C] += mean[i]
+            cv[i % C] += var[i] / (S - 1)  # S > 1: checked by the caller
+        for i in range(C):
+            cm[i] /= N
+            cv[i] /= N
+        _update_running(rm, cm, momentum, tmp)
+        _update_running(rv, cv, momentum, tmp)
+    for i in range(NC):
+        var[i] /= S
+    _coefs(dbl, N, C, C, 1, mean, var, eps, _ptr(w), _ptr(b), c)
+    if cols:
+        _norm_cols(dbl, xp, yp, N, S, C, xs, ys, C, c)
+    else:
+        _norm_rows(dbl, xp, yp, N, C, ax[0].n, ax[1].n, xs, ys, cs, c, NULL, NULL)
+    return True
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5, out=None):
+    cdef str fn = "instance_norm"
+    cdef cnp.ndarray x = _as_input(input, fn)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef Py_ssize_t C = x.shape[1]
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef bint stats = bool(use_input_stats)
+    cdef double e = _check_eps(eps, fn), m = 0.0
+    w = None if weight is None else _param(weight, "weight", fn, t, (C,))
+    b = None if bias is None else _param(bias, "bias", fn, t, (C,))
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fn}: running_mean and running_var must be given together")
+    rm = None if running_mean is None else _running(running_mean, "running_mean", fn, C, stats)
+    rv = None if running_var is None else _running(running_var, "running_var", fn, C, stats)
+    if not stats and rm is None:
+        raise ValueError(f"{fn}: running_mean and running_var are required when "
+                         f"use_input_stats=False")
+    if stats and rm is not None:
+        m = _check_momentum(momentum, fn)
+    if stats and x.size > 0 and x.size // (x.shape[0] * C) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                         f"{(<object>x).shape}")
+    y, final = _prepare_out(out, x, fn)
+    if x.size == 0:
+        return final
+    if not stats:
+        ok = _bn(x, y, False, rm, rv, w, b, e, m)
+    else:
+        ok = _in(x, y, rm, rv, w, b, e, m)
+    if not ok:
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        if not stats:
+            _bn(x, y, False, rm, rv, w, b, e, m)
+        else:
+            _in(x, y, rm, rv, w, b, e, m)
+        final = y if out is None else final
+    return _finish(y, final)
+
+
+# --------------------------------------------------------------------------------------------
+# group norm
+
+cdef bint _gn(cnp.ndarray x, cnp.ndarray y, int64_t G, object w, object b, double eps):
+    """GroupNorm: per (n, g) over the group's channels and the spatial axes."""
+    cdef int nd = x.ndim, k
+    cdef int64_t N = x.shape[0], C = x.shape[1], isz = x.itemsize
+    cdef int64_t Cg = C // G, S = x.size // (N * C), NC = N * C
+    cdef Ax ax[64]
+    k = _axes(x, y, 2, nd, ax, True)
+    if k > 1:
+        return False
+    cdef Ax bn = _axis(x, y, 0, isz)
+    cdef Ax ch = _axis(x, y, 1, isz)
+    cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef _Scratch s = _Scratch(8 * 2 * NC + 4 * NC * isz)
+    # per-(n, c) moments in the channels-last case; per-(n, g) moments end up in the first N*G
+    cdef double* mean = <double*>s.p
+    cdef double* var = mean + NC
+    cdef Coefs c = _coef_slots(<char*>(var + NC), NC, isz)
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    cdef char* yp = <char*>cnp.PyArray_DATA(y)
+    cdef int64_t i
+    cdef int64_t xs[4]
+    cdef int64_t ys[4]
+    cdef int64_t cs[3]
+    cdef bint cols = k == 0 or _iabs(ch.sx) < _iabs(ax[0].sx)
+    if k == 0:  # no spatial extent: a group is Cg consecutive channels
+        xs[0] = bn.sx; xs[1] = Cg * ch.sx; xs[2] = 0; xs[3] = ch.sx
+        _row_stats(dbl, xp, N, G, 1, Cg, xs, mean, var)
+    elif cols:
+        xs[0] = bn.sx; xs[1] = ax[0].sx; xs[2] = ch.sx
+        _col_stats(dbl, xp, N, S, C, xs, mean, var)
+        # merge the Cg channels of each group, in channel order, into the first N*G slots
+        fn_merge_moments(N * G, Cg, 1, <double>S, mean, var, mean, var)
+    else:
+        xs[0] = bn.sx; xs[1] = Cg * ch.sx; xs[2] = ch.sx; xs[3] = ax[0].sx
+        _row_stats(dbl, xp, N, G, Cg, S, xs, mean, var)
+    for i in range(N * G):
+        var[i] /= Cg * S
+    _coefs(dbl, N, C, G, Cg, mean, var, eps, _ptr(w), _ptr(b), c)
+    if cols:
+        xs[0] = bn.sx; xs[1] = ax[0].sx if k else 0; xs[2] = ch.sx
+        ys[0] = bn.sy; ys[1] = ax[0].sy if k else 0; ys[2] = ch.sy
+        _norm_cols(dbl, xp, yp, N, S, C, xs, ys, C, c)
+    else:
+        ys[0] = bn.sy; ys[1] = Cg * ch.sy; ys[2] = ch.sy; ys[3] = ax[0].sy
+        cs[0] = C; cs[1] = Cg; cs[2] = 1
+        _norm_rows(dbl, xp, yp, N, G, Cg, S, xs, ys, cs, c, NULL, NULL)
+    return True
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
+    cdef str fn = "group_norm"
+    cdef cnp.ndarray x = _as_input(input, fn)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    if isinstance(num_groups, (bool, np.bool_)) or not isinstance(num_groups, (int, np.integer)):
+        raise TypeError(f"{fn}: num_groups must be an int, got {type(num_groups).__name__}")
+    cdef Py_ssize_t C = x.shape[1]
+    if num_groups <= 0:
+        raise ValueError(f"{fn}: num_groups must be positive, got {num_groups}")
+    if C % num_groups != 0:
+        raise ValueError(f"Expected number of channels in input to be divisible by num_groups, "
+                         f"but got input of shape {(<object>x).shape} and num_groups={num_groups}")
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef double e = _check_eps(eps, fn)
+    w = None if weight is None else _param(weight, "weight", fn, t, (C,))
+    b = None if bias is None else _param(bias, "bias", fn, t, (C,))
+    y, final = _prepare_out(out, x, fn)
+    if x.size == 0:
+        return final
+    if not _gn(x, y, num_groups, w, b, e):
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        _gn(x, y, num_groups, w, b, e)
+        final = y if out is None else final
+    return _finish(y, final)
+
+
+# --------------------------------------------------------------------------------------------
+# layer norm
+
+cdef tuple _normalized_shape(object normalized_shape, str fn):
+    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
+        ns = (int(normalized_shape),)
+    elif isinstance(normalized_shape, (tuple, list)):
+        ns = tuple(normalized_shape)
+        for d in ns:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+                raise TypeError(f"{fn}: normalized_shape must hold ints, got {normalized_shape!r}")
+        ns = tuple(int(d) for d in ns)
+    else:
+        raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, got "
+                        f"{type(normalized_shape).__name__}")
+    if len(ns) == 0:
+        raise ValueError(f"{fn}: expected normalized_shape to be at least 1-dimensional, got {ns}")
+    for d in ns:
+        if d < 0:
+            raise ValueError(f"{fn}: normalized_shape must not have negative sizes, got {ns}")
+    return ns
+
+
+cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double eps):
+    """LayerNorm: per row over the trailing nk axes; weight/bias indexed by their position."""
+    cdef int nd = x.ndim, km, kk, i
+    cdef int64_t isz = x.itemsize
+    cdef Ax am[64]
+    cdef Ax ak[64]
+    km = _axes(x, y, 0, nd - nk, am, False)
+    kk = _axes(x, y, nd - nk, nd, ak, False)
+    if km > 2 or kk > 1:
+        return False
+    while km < 2:
+        am[1] = am[0] if km == 1 else _unit()
+        am[0] = _unit()
+        km += 1
+    if kk == 0:
+        ak[0] = _unit()
+    cdef int64_t M = am[0].n * am[1].n, K = ak[0].n
+    cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef _Scratch s = _Scratch(8 * 2 * M + 4 * M * isz)
+    cdef double* mean = <double*>s.p
+    cdef double* var = mean + M
+    cdef Coefs c = _coef_slots(<char*>(var + M), M, isz)
+    cdef int64_t xs[4]
+    cdef int64_t ys[4]
+    cdef int64_t cs[3]
+    xs[0] = am[0].sx; xs[1] = am[1].sx; xs[2] = 0; xs[3] = ak[0].sx
+    ys[0] = am[0].sy; ys[1] = am[1].sy; ys[2] = 0; ys[3] = ak[0].sy
+    cs[0] = am[1].n; cs[1] = 1; cs[2] = 0
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    _row_stats(dbl, xp, am[0].n, am[1].n, 1, K, xs, mean, var)
+    for i in range(M):
+        var[i] /= K
+    _coefs(dbl, M, 1, 1, 1, mean, var, eps, NULL, NULL, c)
+    _norm_rows(dbl, xp, <char*>cnp.PyArray_DATA(y), am[0].n, am[1].n, 1, K, xs, ys, cs, c,
+               _ptr(w), _ptr(b))
+    return True
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None):
+    cdef str fn = "layer_norm"
+    cdef cnp.ndarray x = _as_input(input, fn)
+    cdef tuple ns = _normalized_shape(normalized_shape, fn)
+    cdef int nk = len(ns)
+    if x.ndim < nk or tuple((<object>x).shape[x.ndim - nk:]) != ns:
+        raise ValueError(f"Given normalized_shape={list(ns)}, expected input with shape "
+                         f"[*, {', '.join(map(str, ns))}], but got input of size {list((<object>x).shape)}")
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef double e = _check_eps(eps, fn)
+    w = None if weight is None else _param(weight, "weight", fn, t, ns)
+    b = None if bias is None else _param(bias, "bias", fn, t, ns)
+    y, final = _prepare_out(out, x, fn)
+    if x.size == 0:
+        return final
+    # the kernel's affine path takes weight and bias together
+    if w is not None and b is None:
+        b = np.zeros(ns, dtype=x.dtype)
+    elif b is not None and w is None:
+        w = np.ones(ns, dtype=x.dtype)
+    if not _ln(x, y, nk, w, b, e):
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        _ln(x, y, nk, w, b, e)
+        final = y if out is None else final
+    return _finish(y, final)

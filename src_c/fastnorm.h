@@ -1,0 +1,65 @@
+/* fastnorm C kernels: plain C99, no Python. Arrays are described by a base pointer, sizes and
+ * element strides (64-bit, may be negative). Every kernel returns FN_OK or a negative status.
+ * Statistics are computed in one pass in double precision over fixed-size blocks that are merged
+ * with Chan's formula in index order, so results do not depend on n_threads.
+ *
+ * Moments are returned as (mean, m2) per group, where m2 = sum((x - mean)^2) over the group.
+ */
+#ifndef FASTNORM_H
+#define FASTNORM_H
+
+#include <stdint.h>
+
+#define FN_OK 0
+#define FN_ENOMEM (-1)
+#define FN_EINVAL (-2)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int fn_have_openmp(void);
+int fn_max_threads(void);
+/* Threads worth using for `work` elements split into `units` independent pieces. */
+int fn_eff_threads(int64_t work, int64_t units, int n_threads);
+
+/* Merge moments of equal-count sets in index order: in[a, k, b] -> out[a, b] (k merged).
+ * Every input set has n_each elements. out may be in itself (an in-place compaction): out[a, b]
+ * is written only after every in[a', k, b'] at or before it has been read. */
+void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
+                      const double *m2_in, double *mean_out, double *m2_out);
+
+#define FN_DECLARE(T, S)                                                                         \
+    /* Moments per group g = (p1, p2) over the (Q, L) block of x[p1, p2, q, l]. */              \
+    int fn_row_stats_##S(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,              \
+                         const int64_t xs[4], double *mean, double *m2, int n_threads);          \
+    /* Moments per (p1, c) over the R rows of x[p1, r, c]. */                                    \
+    int fn_col_stats_##S(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],     \
+                         double *mean, double *m2, int n_threads);                               \
+    /* Coefficients for entries e = (i, j): group s = i*SI + j/JD, affine index j.               \
+     * a = w[j] / sqrt(var[s] + eps), b = bias[j] (w, bias may be NULL: 1 and 0); the group      \
+     * mean is split into T-precision hi + lo so that float data is centred without rounding    \
+     * the mean to float first. */                                                             \
+    void fn_coefs_##S(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,         \
+                      const double *var, double eps, const T *w, const T *bias, T *mh, T *ml,    \
+                      T *a, T *b);                                                               \
+    /* y[p1,p2,q,l] = ((x - mh[c]) - ml[c]) * a[c] * lw[l] + lb[l], c = p1*cs[0]+p2*cs[1]+q*cs[2] \
+     * (lw/lb NULL: factor 1 and offset b[c] instead). b may be NULL when lw/lb are given.      \
+     * x and y may be the same array with the same strides. */                                 \
+    int fn_norm_rows_##S(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,        \
+                         const int64_t xs[4], const int64_t ys[4], const int64_t cs[3],          \
+                         const T *mh, const T *ml, const T *a, const T *b, const T *lw,          \
+                         const T *lb, int n_threads);                                            \
+    /* y[p1,r,c] = ((x - mh[k]) - ml[k]) * a[k] + b[k], k = p1*cp + c. */                        \
+    int fn_norm_cols_##S(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3], \
+                         const int64_t ys[3], int64_t cp, const T *mh, const T *ml, const T *a,    \
+                         const T *b, int n_threads);
+
+FN_DECLARE(float, f32)
+FN_DECLARE(double, f64)
+#undef FN_DECLARE
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTNORM_H */

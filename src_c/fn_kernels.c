@@ -1,0 +1,146 @@
+/* fastnorm kernels: the shared helpers, then the bodies of fn_kernels_impl.h for float and
+ * double. See fastnorm.h for the interface. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "fastnorm.h"
+#include "fn_openmp.h"
+
+/* Elements per statistics block: blocks are fixed by the shape alone, so the merge order (and
+ * every bit of the result) is the same for any thread count. */
+#define FN_BLOCK 4096
+/* Independent accumulators per contiguous run (two AVX-512 vectors of doubles). */
+#define FN_LANES 16
+/* Columns per tile in the column (channels-last) statistics kernel. */
+#define FN_CB 256
+/* Elements per unit of work in the normalize kernels. */
+#define FN_NCHUNK 16384
+/* Below this many elements per thread, another thread costs more than it saves. */
+#define FN_MIN_WORK_PER_THREAD 32768
+
+/* Hot loops are cloned per ISA and picked at load time, so a portable build still uses AVX2 /
+ * AVX-512 where the CPU has them (GCC on x86-64 with ifunc support). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(FN_NO_CLONES)
+#define FN_HOT __attribute__((noinline, target_clones("avx512f", "avx2", "default")))
+#else
+#define FN_HOT
+#endif
+
+int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
+
+int fn_max_threads(void) { return fn_omp_max_threads(); }
+
+int fn_eff_threads(int64_t work, int64_t units, int n_threads)
+{
+    int64_t nt = n_threads > 0 ? n_threads : fn_omp_max_threads();
+    const int64_t by_work = work / FN_MIN_WORK_PER_THREAD;
+    if (nt > by_work)
+        nt = by_work;
+    if (nt > units)
+        nt = units;
+    return nt < 1 ? 1 : (int)nt;
+}
+
+/* Chan et al.'s pairwise update: merge (nb, mb, m2b) into the running (n, mean, m2). */
+static inline void fn_chan(double *n, double *mean, double *m2, double nb, double mb, double m2b)
+{
+    if (*n == 0.0) {
+        *n = nb;
+        *mean = mb;
+        *m2 = m2b;
+        return;
+    }
+    const double nn = *n + nb, d = mb - *mean, f = nb / nn;
+    *mean += d * f;
+    *m2 += m2b + d * d * (*n) * f;
+    *n = nn;
+}
+
+/* Block moments from shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) over n elements. */
+static inline void fn_finish_block(double n, double k, double s1, double s2, double *mean,
+                                   double *m2)
+{
+    const double mu = s1 / n, q = s2 - s1 * mu;
+    *mean = k + mu;
+    *m2 = q < 0.0 ? 0.0 : q; /* rounding can go below 0; NaN passes through */
+}
+
+void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
+                      const double *m2_in, double *mean_out, double *m2_out)
+{
+    for (int64_t a = 0; a < A; a++) {
+        for (int64_t b = 0; b < B; b++) {
+            double n = 0.0, mu = 0.0, q = 0.0;
+            for (int64_t k = 0; k < K; k++)
+                fn_chan(&n, &mu, &q, n_each, mean_in[(a * K + k) * B + b], m2_in[(a * K + k) * B + b]);
+            mean_out[a * B + b] = mu;
+            m2_out[a * B + b] = q;
+        }
+    }
+}
+
+/* How a group of Q rows of L elements is cut into blocks: long rows into chunks of FN_BLOCK,
+ * short rows gathered FN_BLOCK / L at a time. */
+typedef struct {
+    int64_t nb;  /* blocks per group */
+    int64_t rpb; /* rows per block (short rows) */
+    int64_t cpl; /* chunks per row (long rows) */
+} fn_rowplan;
+
+static inline fn_rowplan fn_plan_rows(int64_t Q, int64_t L)
+{
+    fn_rowplan p;
+    if (L >= FN_BLOCK) {
+        p.rpb = 1;
+        p.cpl = (L + FN_BLOCK - 1) / FN_BLOCK;
+        p.nb = Q * p.cpl;
+    } else {
+        p.cpl = 1;
+        p.rpb = FN_BLOCK / L;
+        p.nb = (Q + p.rpb - 1) / p.rpb;
+    }
+    return p;
+}
+
+static inline void fn_block_range(const fn_rowplan *p, int64_t b, int64_t Q, int64_t L,
+                                  int64_t *q0, int64_t *q1, int64_t *l0, int64_t *l1)
+{
+    if (L >= FN_BLOCK) {
+        *q0 = b / p->cpl;
+        *q1 = *q0 + 1;
+        *l0 = (b % p->cpl) * FN_BLOCK;
+        *l1 = *l0 + FN_BLOCK < L ? *l0 + FN_BLOCK : L;
+    } else {
+        *q0 = b * p->rpb;
+        *q1 = *q0 + p->rpb < Q ? *q0 + p->rpb : Q;
+        *l0 = 0;
+        *l1 = L;
+    }
+}
+
+static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, int64_t L)
+{
+    int64_t q0, q1, l0, l1;
+    fn_block_range(p, b, Q, L, &q0, &q1, &l0, &l1);
+    return (double)((q1 - q0) * (l1 - l0));
+}
+
+/* Rows per block in the column kernel: about FN_BLOCK elements per tile, at least 16 rows. */
+static inline int64_t fn_col_rows_per_block(int64_t C)
+{
+    const int64_t w = C < FN_CB ? C : FN_CB, r = FN_BLOCK / w;
+    return r < 16 ? 16 : r;
+}
+
+#define T float
+#define S f32
+#include "fn_kernels_impl.h"
+#undef T
+#undef S
+
+#define T double
+#define S f64
+#include "fn_kernels_impl.h"
+#undef T
+#undef S

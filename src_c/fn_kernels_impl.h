@@ -1,0 +1,276 @@
+/* Kernel bodies, compiled once per element type: fn_kernels.c defines T (float or double) and
+ * S (f32 or f64) and includes this file twice. Not a public header. */
+
+#define FN_CAT_(a, b) a##_##b
+#define FN_CAT(a, b) FN_CAT_(a, b)
+#define FN(name) FN_CAT(name, S)
+
+/* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. Contiguous runs
+ * use FN_LANES independent double accumulators (vectorizable without -ffast-math); the order
+ * of additions depends only on len, never on threads. */
+static FN_HOT void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, double *s1,
+                                double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    int64_t i = 0;
+    if (s == 1) {
+        double a1[FN_LANES] = {0}, a2[FN_LANES] = {0};
+        for (; i + FN_LANES <= len; i += FN_LANES) {
+            for (int j = 0; j < FN_LANES; j++) {
+                double d = (double)x[i + j] - k;
+                a1[j] += d;
+                a2[j] += d * d;
+            }
+        }
+        for (int j = 0; j < FN_LANES; j++) {
+            t1 += a1[j];
+            t2 += a2[j];
+        }
+    }
+    for (; i < len; i++) {
+        double d = (double)x[i * s] - k;
+        t1 += d;
+        t2 += d * d;
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
+                     double *mean, double *m2, int n_threads)
+{
+    const int64_t P = P1 * P2;
+    if (P <= 0)
+        return FN_OK;
+    if (Q <= 0 || L <= 0) {
+        for (int64_t g = 0; g < P; g++)
+            mean[g] = m2[g] = 0.0;
+        return FN_OK;
+    }
+    const fn_rowplan pl = fn_plan_rows(Q, L);
+    const int64_t U = P * pl.nb;
+    double *pm = mean, *pq = m2, *buf = NULL;
+    if (pl.nb > 1) { /* per-block partials, merged below in block order */
+        buf = (double *)malloc((size_t)(2 * U) * sizeof(double));
+        if (!buf)
+            return FN_ENOMEM;
+        pm = buf;
+        pq = buf + U;
+    }
+    const int nt = fn_eff_threads(P * Q * L, U, n_threads);
+    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t g = u / pl.nb, b = u % pl.nb;
+        const T *xg = x + (g / P2) * xs[0] + (g % P2) * xs[1];
+        int64_t q0, q1, l0, l1;
+        fn_block_range(&pl, b, Q, L, &q0, &q1, &l0, &l1);
+        /* Shift by the block's first element: sums of (x - k) keep full precision for data
+         * far from zero, and constant data gives mean == k and m2 == 0 exactly. */
+        const double k = (double)xg[q0 * xs[2] + l0 * xs[3]];
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t q = q0; q < q1; q++)
+            FN(run_sums)(xg + q * xs[2] + l0 * xs[3], l1 - l0, xs[3], k, &s1, &s2);
+        fn_finish_block((double)((q1 - q0) * (l1 - l0)), k, s1, s2, &pm[u], &pq[u]);
+    }
+    if (buf) {
+        FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
+        for (int64_t g = 0; g < P; g++) {
+            double n = 0.0, mu = 0.0, q = 0.0;
+            for (int64_t b = 0; b < pl.nb; b++)
+                fn_chan(&n, &mu, &q, fn_block_count(&pl, b, Q, L), pm[g * pl.nb + b],
+                        pq[g * pl.nb + b]);
+            mean[g] = mu;
+            m2[g] = q;
+        }
+        free(buf);
+    }
+    return FN_OK;
+}
+
+/* Accumulates rows [r0, r1) of a tile of w <= FN_CB columns (column stride sc) into s1, s2. */
+static FN_HOT void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc,
+                                 int64_t w, const double *k, double *s1, double *s2)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const T *xr = x + r * sr;
+        if (sc == 1) {
+            for (int64_t j = 0; j < w; j++) {
+                double d = (double)xr[j] - k[j];
+                s1[j] += d;
+                s2[j] += d * d;
+            }
+        } else {
+            for (int64_t j = 0; j < w; j++) {
+                double d = (double)xr[j * sc] - k[j];
+                s1[j] += d;
+                s2[j] += d * d;
+            }
+        }
+    }
+}
+
+int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],
+                     double *mean, double *m2, int n_threads)
+{
+    if (P1 <= 0 || C <= 0)
+        return FN_OK;
+    if (R <= 0) {
+        for (int64_t i = 0; i < P1 * C; i++)
+            mean[i] = m2[i] = 0.0;
+        return FN_OK;
+    }
+    const int64_t rb = fn_col_rows_per_block(C);
+    const int64_t nrb = (R + rb - 1) / rb, ncb = (C + FN_CB - 1) / FN_CB;
+    const int64_t U = P1 * nrb * ncb;
+    double *pm = mean, *pq = m2, *buf = NULL;
+    if (nrb > 1) { /* partials [p1][row block][c], merged below in row-block order */
+        buf = (double *)malloc((size_t)(2 * P1 * nrb * C) * sizeof(double));
+        if (!buf)
+            return FN_ENOMEM;
+        pm = buf;
+        pq = buf + P1 * nrb * C;
+    }
+    const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t p1 = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
+        const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
+        const T *xt = x + p1 * xs[0] + c0 * xs[2];
+        double k[FN_CB], s1[FN_CB], s2[FN_CB];
+        for (int64_t j = 0; j < w; j++) {
+            k[j] = (double)xt[r0 * xs[1] + j * xs[2]];
+            s1[j] = s2[j] = 0.0;
+        }
+        FN(tile_sums)(xt, r0, r1, xs[1], xs[2], w, k, s1, s2);
+        const int64_t o = (p1 * nrb + rbi) * C + c0;
+        for (int64_t j = 0; j < w; j++)
+            fn_finish_block((double)(r1 - r0), k[j], s1[j], s2[j], &pm[o + j], &pq[o + j]);
+    }
+    if (buf) {
+        FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
+        for (int64_t i = 0; i < P1 * C; i++) {
+            const int64_t p1 = i / C, c = i % C;
+            double n = 0.0, mu = 0.0, q = 0.0;
+            for (int64_t b = 0; b < nrb; b++) {
+                const int64_t o = (p1 * nrb + b) * C + c;
+                const int64_t cnt = (b + 1) * rb <= R ? rb : R - b * rb;
+                fn_chan(&n, &mu, &q, (double)cnt, pm[o], pq[o]);
+            }
+            mean[i] = mu;
+            m2[i] = q;
+        }
+        free(buf);
+    }
+    return FN_OK;
+}
+
+void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
+                  const double *var, double eps, const T *w, const T *bias, T *mh, T *ml, T *a,
+                  T *b)
+{
+    for (int64_t i = 0; i < I; i++) {
+        for (int64_t j = 0; j < J; j++) {
+            const int64_t s = i * SI + j / JD, e = i * J + j;
+            const double mu = mean[s], r = 1.0 / sqrt(var[s] + eps);
+            const T hi = (T)mu;
+            mh[e] = hi;
+            ml[e] = (T)(mu - (double)hi);
+            a[e] = (T)(w ? r * (double)w[j] : r);
+            b[e] = bias ? bias[j] : (T)0;
+        }
+    }
+}
+
+/* One run of y = ((x - mh) - ml) * a + b. Same-index in-place (x == y) is allowed. */
+static FN_HOT void FN(scale_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T ml,
+                                 T a, T b)
+{
+    if (sx == 1 && sy == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ((x[i] - mh) - ml) * a + b;
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            y[i * sy] = ((x[i * sx] - mh) - ml) * a + b;
+    }
+}
+
+/* One run of y = ((x - mh) - ml) * a * w[i] + lb[i] (LayerNorm's elementwise affine). */
+static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T ml,
+                                  T a, const T *w, const T *lb)
+{
+    if (sx == 1 && sy == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = (((x[i] - mh) - ml) * a) * w[i] + lb[i];
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            y[i * sy] = (((x[i * sx] - mh) - ml) * a) * w[i] + lb[i];
+    }
+}
+
+int FN(fn_norm_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                     const int64_t xs[4], const int64_t ys[4], const int64_t cs[3], const T *mh,
+                     const T *ml, const T *a, const T *b, const T *lw, const T *lb, int n_threads)
+{
+    const int64_t rows = P1 * P2 * Q;
+    if (rows <= 0 || L <= 0)
+        return FN_OK;
+    if ((lw == NULL) != (lb == NULL) || (!lw && !b))
+        return FN_EINVAL;
+    const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = rows * cpl;
+    const int nt = fn_eff_threads(rows * L, U, n_threads);
+    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t row = u / cpl, l0 = (u % cpl) * FN_NCHUNK;
+        const int64_t n = l0 + FN_NCHUNK < L ? FN_NCHUNK : L - l0;
+        const int64_t q = row % Q, p2 = (row / Q) % P2, p1 = row / (Q * P2);
+        const int64_t c = p1 * cs[0] + p2 * cs[1] + q * cs[2];
+        const T *xr = x + p1 * xs[0] + p2 * xs[1] + q * xs[2] + l0 * xs[3];
+        T *yr = y + p1 * ys[0] + p2 * ys[1] + q * ys[2] + l0 * ys[3];
+        if (lw)
+            FN(affine_run)(xr, yr, n, xs[3], ys[3], mh[c], ml[c], a[c], lw + l0, lb + l0);
+        else
+            FN(scale_run)(xr, yr, n, xs[3], ys[3], mh[c], ml[c], a[c], b[c]);
+    }
+    return FN_OK;
+}
+
+/* One row of y[c] = ((x[c] - mh[c]) - ml[c]) * a[c] + b[c]. */
+static FN_HOT void FN(cols_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const T *mh,
+                                const T *ml, const T *a, const T *b)
+{
+    if (sx == 1 && sy == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ((x[i] - mh[i]) - ml[i]) * a[i] + b[i];
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            y[i * sy] = ((x[i * sx] - mh[i]) - ml[i]) * a[i] + b[i];
+    }
+}
+
+int FN(fn_norm_cols)(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],
+                     const int64_t ys[3], int64_t cp, const T *mh, const T *ml, const T *a,
+                     const T *b, int n_threads)
+{
+    if (P1 <= 0 || R <= 0 || C <= 0)
+        return FN_OK;
+    const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
+    const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
+    const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
+        const int64_t k = p1 * cp;
+        for (int64_t r = r0; r < r1; r++)
+            FN(cols_run)(x + p1 * xs[0] + r * xs[1], y + p1 * ys[0] + r * ys[1], C, xs[2], ys[2],
+                         mh + k, ml + k, a + k, b + k);
+    }
+    return FN_OK;
+}
+
+#undef FN
+#undef FN_CAT
+#undef FN_CAT_

@@ -478,46 +478,83 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 # --------------------------------------------------------------------------------------------
 # instance norm
 
-cdef bint _in(cnp.ndarray x, cnp.ndarray y, object rm, object rv, object w, object b, double eps,
-              double momentum):
-    """InstanceNorm with input statistics: per (n, c) over the spatial axes."""
-    cdef int nd = x.ndim, k, i
-    cdef int64_t N = x.shape[0], C = x.shape[1], isz = x.itemsize
-    cdef int64_t S = x.size // (N * C)
+cdef struct NCPlan:
+    # per-(n, c) statistics over the spatial axes; rows: x[n, c, q, l]; cols: x[n, l, c]
+    bint cols
+    int64_t N, C, Q, L
+    int64_t xs[4]
+    int64_t ys[4]
+
+
+cdef bint _plan_nc(cnp.ndarray x, cnp.ndarray y, NCPlan* p):
+    """Describe x (N, C, *S) for per-(n, c) statistics; False when the layout needs a copy."""
+    cdef int k
+    cdef int64_t isz = x.itemsize
     cdef Ax ax[64]
-    k = _axes(x, y, 2, nd, ax, True)
-    cdef Ax bn = _axis(x, y, 0, isz)
-    cdef Ax ch = _axis(x, y, 1, isz)
-    cdef bint cols = k == 1 and _iabs(ch.sx) < _iabs(ax[0].sx)
+    k = _axes(x, y, 2, x.ndim, ax, True)
     if k > 2:
         return False
+    cdef Ax bn = _axis(x, y, 0, isz)
+    cdef Ax ch = _axis(x, y, 1, isz)
+    p.N = bn.n
+    p.C = ch.n
+    p.cols = k == 1 and _iabs(ch.sx) < _iabs(ax[0].sx)
     while k < 2:
         ax[1] = ax[0] if k == 1 else _unit()
         ax[0] = _unit()
         k += 1
+    p.Q = ax[0].n
+    p.L = ax[1].n
+    p.xs[0] = bn.sx
+    p.ys[0] = bn.sy
+    if p.cols:
+        p.xs[1] = ax[1].sx; p.xs[2] = ch.sx
+        p.ys[1] = ax[1].sy; p.ys[2] = ch.sy
+    else:
+        p.xs[1] = ch.sx; p.xs[2] = ax[0].sx; p.xs[3] = ax[1].sx
+        p.ys[1] = ch.sy; p.ys[2] = ax[0].sy; p.ys[3] = ax[1].sy
+    return True
+
+
+cdef int _nc_stats(cnp.ndarray x, NCPlan* p, double* mean, double* m2) except -1:
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-    cdef int64_t NC = N * C
-    cdef _Scratch s = _Scratch(8 * (2 * NC + 3 * C) + 4 * NC * isz)
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    if p.cols:
+        return _col_stats(dbl, xp, p.N, p.L, p.C, p.xs, mean, m2)
+    return _row_stats(dbl, xp, p.N, p.C, p.Q, p.L, p.xs, mean, m2)
+
+
+cdef int _nc_normalize(cnp.ndarray x, cnp.ndarray y, NCPlan* p, const double* mean,
+                       const double* var, object w, object b, double eps) except -1:
+    """y = (x - mean[n, c]) / sqrt(var[n, c] + eps) * w[c] + b[c]."""
+    cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
+    cdef int64_t NC = p.N * p.C
+    cdef _Scratch s = _Scratch(4 * NC * x.itemsize)
+    cdef Coefs c = _coef_slots(s.p, NC, x.itemsize)
+    cdef int64_t cs[3]
+    cs[0] = p.C; cs[1] = 1; cs[2] = 0
+    _coefs(dbl, p.N, p.C, p.C, 1, mean, var, eps, _ptr(w), _ptr(b), c)
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    cdef char* yp = <char*>cnp.PyArray_DATA(y)
+    if p.cols:
+        return _norm_cols(dbl, xp, yp, p.N, p.L, p.C, p.xs, p.ys, p.C, c)
+    return _norm_rows(dbl, xp, yp, p.N, p.C, p.Q, p.L, p.xs, p.ys, cs, c, NULL, NULL)
+
+
+cdef bint _in(cnp.ndarray x, cnp.ndarray y, object rm, object rv, object w, object b, double eps,
+              double momentum):
+    """InstanceNorm with input statistics: per (n, c) over the spatial axes."""
+    cdef NCPlan p
+    if not _plan_nc(x, y, &p):
+        return False
+    cdef int64_t i, N = p.N, C = p.C, NC = p.N * p.C, S = p.Q * p.L
+    cdef _Scratch s = _Scratch(8 * (2 * NC + 3 * C))
     cdef double* mean = <double*>s.p
     cdef double* var = mean + NC
     cdef double* cm = var + NC
     cdef double* cv = cm + C
     cdef double* tmp = cv + C
-    cdef Coefs c = _coef_slots(<char*>(tmp + C), NC, isz)
-    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    cdef int64_t xs[4]
-    cdef int64_t ys[4]
-    cdef int64_t cs[3]
-    cs[0] = C; cs[1] = 1; cs[2] = 0
-    if cols:
-        xs[0] = bn.sx; xs[1] = ax[1].sx; xs[2] = ch.sx
-        ys[0] = bn.sy; ys[1] = ax[1].sy; ys[2] = ch.sy
-        _col_stats(dbl, xp, N, S, C, xs, mean, var)
-    else:
-        xs[0] = bn.sx; xs[1] = ch.sx; xs[2] = ax[0].sx; xs[3] = ax[1].sx
-        ys[0] = bn.sy; ys[1] = ch.sy; ys[2] = ax[0].sy; ys[3] = ax[1].sy
-        _row_stats(dbl, xp, N, C, ax[0].n, ax[1].n, xs, mean, var)
+    _nc_stats(x, &p, mean, var)
     if rm is not None:  # running stats: batch average of the per-instance statistics
         for i in range(C):
             cm[i] = 0.0
@@ -532,12 +569,62 @@ cdef bint _in(cnp.ndarray x, cnp.ndarray y, object rm, object rv, object w, obje
         _update_running(rv, cv, momentum, tmp)
     for i in range(NC):
         var[i] /= S
-    _coefs(dbl, N, C, C, 1, mean, var, eps, _ptr(w), _ptr(b), c)
-    if cols:
-        _norm_cols(dbl, xp, yp, N, S, C, xs, ys, C, c)
-    else:
-        _norm_rows(dbl, xp, yp, N, C, ax[0].n, ax[1].n, xs, ys, cs, c, NULL, NULL)
+    _nc_normalize(x, y, &p, mean, var, w, b, eps)
     return True
+
+
+def instance_moments(input):
+    """Per-(n, c) mean and biased variance over the spatial axes of input (N, C, *), as two
+    float64 arrays of shape (N, C): the statistics SwitchNorm mixes."""
+    cdef str fn = "instance_moments"
+    cdef cnp.ndarray x = _as_input(input, fn)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef NCPlan p
+    if not _plan_nc(x, x, &p):
+        x = np.ascontiguousarray(x)
+        _plan_nc(x, x, &p)
+    mean = np.zeros((x.shape[0], x.shape[1]), np.float64)
+    var = np.zeros((x.shape[0], x.shape[1]), np.float64)
+    if x.size == 0:
+        return mean, var
+    cdef double* mp = <double*>cnp.PyArray_DATA(<cnp.ndarray>mean)
+    cdef double* vp = <double*>cnp.PyArray_DATA(<cnp.ndarray>var)
+    _nc_stats(x, &p, mp, vp)
+    cdef int64_t i, S = p.Q * p.L
+    for i in range(p.N * p.C):
+        vp[i] /= S
+    return mean, var
+
+
+def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
+    """y = (x - mean[n, c]) / sqrt(var[n, c] + eps) * weight[c] + bias[c] for input (N, C, *)
+    and mean, var of shape (N, C) (any float dtype; used in float64)."""
+    cdef str fn = "normalize_nc"
+    cdef cnp.ndarray x = _as_input(input, fn)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef tuple nc = (x.shape[0], x.shape[1])
+    cdef int t = cnp.PyArray_TYPE(x)
+    cdef double e = _check_eps(eps, fn)
+    m = _param(mean, "mean", fn, cnp.NPY_DOUBLE, nc)
+    v = _param(var, "var", fn, cnp.NPY_DOUBLE, nc)
+    w = None if weight is None else _param(weight, "weight", fn, t, (x.shape[1],))
+    b = None if bias is None else _param(bias, "bias", fn, t, (x.shape[1],))
+    y, final = _prepare_out(out, x, fn)
+    if x.size == 0:
+        return final
+    cdef NCPlan p
+    if not _plan_nc(x, y, &p):
+        x = np.ascontiguousarray(x)
+        y = np.empty_like(x)
+        final = y if out is None else final
+        _plan_nc(x, y, &p)
+    _nc_normalize(x, y, &p, <const double*>cnp.PyArray_DATA(<cnp.ndarray>m),
+                  <const double*>cnp.PyArray_DATA(<cnp.ndarray>v), w, b, e)
+    return _finish(y, final)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
@@ -687,8 +774,9 @@ cdef tuple _normalized_shape(object normalized_shape, str fn):
     return ns
 
 
-cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double eps):
-    """LayerNorm: per row over the trailing nk axes; weight/bias indexed by their position."""
+cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double eps, bint rms):
+    """LayerNorm (or RMSNorm, rms=True: no centring, x / sqrt(mean(x^2) + eps)): per row over
+    the trailing nk axes; weight/bias indexed by their position."""
     cdef int nd = x.ndim, km, kk, i
     cdef int64_t isz = x.itemsize
     cdef Ax am[64]
@@ -719,14 +807,17 @@ cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double e
     _row_stats(dbl, xp, am[0].n, am[1].n, 1, K, xs, mean, var)
     for i in range(M):
         var[i] /= K
+        if rms:  # mean of squares from the same one-pass moments, in double
+            var[i] += mean[i] * mean[i]
+            mean[i] = 0.0
     _coefs(dbl, M, 1, 1, 1, mean, var, eps, NULL, NULL, c)
     _norm_rows(dbl, xp, <char*>cnp.PyArray_DATA(y), am[0].n, am[1].n, 1, K, xs, ys, cs, c,
                _ptr(w), _ptr(b))
     return True
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None):
-    cdef str fn = "layer_norm"
+cdef object _ln_call(str fn, object input, object normalized_shape, object weight, object bias,
+                     object eps, object out, bint rms):
     cdef cnp.ndarray x = _as_input(input, fn)
     cdef tuple ns = _normalized_shape(normalized_shape, fn)
     cdef int nk = len(ns)
@@ -734,7 +825,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=No
         raise ValueError(f"Given normalized_shape={list(ns)}, expected input with shape "
                          f"[*, {', '.join(map(str, ns))}], but got input of size {list((<object>x).shape)}")
     cdef int t = cnp.PyArray_TYPE(x)
-    cdef double e = _check_eps(eps, fn)
+    cdef double e = np.finfo(x.dtype).eps if (rms and eps is None) else _check_eps(eps, fn)
     w = None if weight is None else _param(weight, "weight", fn, t, ns)
     b = None if bias is None else _param(bias, "bias", fn, t, ns)
     y, final = _prepare_out(out, x, fn)
@@ -745,9 +836,17 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=No
         b = np.zeros(ns, dtype=x.dtype)
     elif b is not None and w is None:
         w = np.ones(ns, dtype=x.dtype)
-    if not _ln(x, y, nk, w, b, e):
+    if not _ln(x, y, nk, w, b, e, rms):
         x = np.ascontiguousarray(x)
         y = np.empty_like(x)
-        _ln(x, y, nk, w, b, e)
+        _ln(x, y, nk, w, b, e, rms)
         final = y if out is None else final
     return _finish(y, final)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None):
+    return _ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None, out=None):
+    return _ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True)

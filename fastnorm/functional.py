@@ -12,7 +12,7 @@ merged with Chan's formula in index order), so results do not depend on the thre
 """
 from . import _kernels
 
-__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm"]
+__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -156,3 +156,32 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None)
     True
     """
     return _kernels.group_norm(input, num_groups, weight, bias, eps, out)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None):
+    r"""Root-mean-square normalization over the trailing ``normalized_shape`` axes.
+
+    .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \gamma
+
+    Parameters
+    ----------
+    input : ndarray, shape (*, *normalized_shape)
+    normalized_shape : int or sequence of int
+    weight : array_like of shape ``normalized_shape``, optional
+        :math:`\gamma` (1 when omitted).
+    eps : float, optional
+        ``None`` (the default, as in torch) means ``np.finfo(input.dtype).eps``.
+    out : ndarray, optional
+
+    Returns
+    -------
+    ndarray of the input's shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.array([[3.0, 4.0]])
+    >>> np.round(F.rms_norm(x, 2), 6)
+    array([[0.848528, 1.131371]])
+    """
+    return _kernels.rms_norm(input, normalized_shape, weight, eps, out)

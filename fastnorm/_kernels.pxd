@@ -5,6 +5,8 @@ cdef extern from "fastnorm.h" nogil:
     int FN_OK
     int FN_ENOMEM
     int FN_EINVAL
+    int FN_RMS
+    int FN_STATS_GIVEN
 
     int fn_have_openmp()
     int fn_max_threads()
@@ -26,17 +28,17 @@ cdef extern from "fastnorm.h" nogil:
     void fn_coefs_f64(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
                       const double *var, double eps, const double *w, const double *bias,
                       double *mh, double *ml, double *a, double *b)
-    int fn_norm_rows_f32(const float *x, float *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                         const int64_t *xs, const int64_t *ys, const int64_t *cs, const float *mh,
-                         const float *ml, const float *a, const float *b, const float *lw,
-                         const float *lb, int n_threads)
-    int fn_norm_rows_f64(const double *x, double *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                         const int64_t *xs, const int64_t *ys, const int64_t *cs, const double *mh,
-                         const double *ml, const double *a, const double *b, const double *lw,
-                         const double *lb, int n_threads)
     int fn_norm_cols_f32(const float *x, float *y, int64_t P1, int64_t R, int64_t C,
                          const int64_t *xs, const int64_t *ys, int64_t cp, const float *mh,
                          const float *ml, const float *a, const float *b, int n_threads)
     int fn_norm_cols_f64(const double *x, double *y, int64_t P1, int64_t R, int64_t C,
                          const int64_t *xs, const int64_t *ys, int64_t cp, const double *mh,
                          const double *ml, const double *a, const double *b, int n_threads)
+    int fn_group_rows_f32(const float *x, float *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                          const int64_t *xs, const int64_t *ys, double eps, int flags,
+                          const float *w, const float *b, const int64_t *as_, const float *lw,
+                          const float *lb, double *gmean, double *gvar, int n_threads)
+    int fn_group_rows_f64(const double *x, double *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                          const int64_t *xs, const int64_t *ys, double eps, int flags,
+                          const double *w, const double *b, const int64_t *as_, const double *lw,
+                          const double *lb, double *gmean, double *gvar, int n_threads)

@@ -298,22 +298,6 @@ cdef void _coefs(bint dbl, int64_t I, int64_t J, int64_t SI, int64_t JD, const d
                      <float*>c.mh, <float*>c.ml, <float*>c.a, <float*>c.b)
 
 
-cdef int _norm_rows(bint dbl, const char* x, char* y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                    const int64_t* xs, const int64_t* ys, const int64_t* cs, Coefs c,
-                    const char* lw, const char* lb) except -1:
-    cdef int rc, nt = _threads()
-    with nogil:
-        if dbl:
-            rc = fn_norm_rows_f64(<const double*>x, <double*>y, P1, P2, Q, L, xs, ys, cs,
-                                  <const double*>c.mh, <const double*>c.ml, <const double*>c.a,
-                                  <const double*>c.b, <const double*>lw, <const double*>lb, nt)
-        else:
-            rc = fn_norm_rows_f32(<const float*>x, <float*>y, P1, P2, Q, L, xs, ys, cs,
-                                  <const float*>c.mh, <const float*>c.ml, <const float*>c.a,
-                                  <const float*>c.b, <const float*>lw, <const float*>lb, nt)
-    return _check_rc(rc)
-
-
 cdef int _norm_cols(bint dbl, const char* x, char* y, int64_t P1, int64_t R, int64_t C,
                     const int64_t* xs, const int64_t* ys, int64_t cp, Coefs c) except -1:
     cdef int rc, nt = _threads()
@@ -326,6 +310,33 @@ cdef int _norm_cols(bint dbl, const char* x, char* y, int64_t P1, int64_t R, int
             rc = fn_norm_cols_f32(<const float*>x, <float*>y, P1, R, C, xs, ys, cp,
                                   <const float*>c.mh, <const float*>c.ml, <const float*>c.a,
                                   <const float*>c.b, nt)
+    return _check_rc(rc)
+
+
+cdef int _group_rows(cnp.ndarray x, cnp.ndarray y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                    const int64_t* xs, const int64_t* ys, double eps, int flags, object w,
+                    object b, int64_t as0, int64_t as1, object lw, object lb, double* gmean,
+                    double* gvar) except -1:
+    """Statistics + normalization per group (p1, p2) over (q, l): see fn_group_rows."""
+    cdef int rc, nt = _threads()
+    cdef int64_t as_[2]
+    as_[0] = as0
+    as_[1] = as1
+    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
+    cdef char* yp = <char*>cnp.PyArray_DATA(y)
+    cdef const char* wp = _ptr(w)
+    cdef const char* bp = _ptr(b)
+    cdef const char* lwp = _ptr(lw)
+    cdef const char* lbp = _ptr(lb)
+    with nogil:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+            rc = fn_group_rows_f64(<const double*>xp, <double*>yp, P1, P2, Q, L, xs, ys, eps, flags,
+                                   <const double*>wp, <const double*>bp, as_, <const double*>lwp,
+                                   <const double*>lbp, gmean, gvar, nt)
+        else:
+            rc = fn_group_rows_f32(<const float*>xp, <float*>yp, P1, P2, Q, L, xs, ys, eps, flags,
+                                   <const float*>wp, <const float*>bp, as_, <const float*>lwp,
+                                   <const float*>lbp, gmean, gvar, nt)
     return _check_rc(rc)
 
 
@@ -385,18 +396,17 @@ cdef bint _bn(cnp.ndarray x, cnp.ndarray y, bint training, object rm, object rv,
     for i in range(2, nd):
         ax[i - 1] = _axis(x, y, i, isz)
     k = _compact(ax, nd - 1, True)
-    cdef Ax ch = _axis(x, y, 1, isz)
-    # channels innermost (NHWC, (N, C)): vectorize across channels; else across the reduced axis
-    cdef bint cols = k == 0 or _iabs(ch.sx) < _iabs(ax[k - 1].sx)
-    if (cols and k > 2) or (not cols and k > 3):
+    if k > 2:
         return False
-    while k < (2 if cols else 3):  # pad with unit axes in front
-        for i in range(k, 0, -1):
-            ax[i] = ax[i - 1]
+    cdef Ax ch = _axis(x, y, 1, isz)
+    # channels innermost (NHWC, (N, C)): vectorize across channels; else across the reduced axes
+    cdef bint cols = k == 0 or _iabs(ch.sx) < _iabs(ax[k - 1].sx)
+    while k < 2:  # pad with unit axes in front
+        ax[1] = ax[0] if k == 1 else _unit()
         ax[0] = _unit()
         k += 1
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-    cdef int64_t P1 = ax[0].n
+    cdef int64_t P1 = ax[0].n if cols else 1
     cdef _Scratch s = _Scratch(8 * (2 * P1 * C + 3 * C) + 4 * C * isz)
     cdef double* pmean = <double*>s.p
     cdef double* pm2 = pmean + P1 * C
@@ -404,39 +414,32 @@ cdef bint _bn(cnp.ndarray x, cnp.ndarray y, bint training, object rm, object rv,
     cdef double* var = mean + C
     cdef double* tmp = var + C
     cdef Coefs c = _coef_slots(<char*>(tmp + C), C, isz)
-    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
     cdef int64_t xs[4]
     cdef int64_t ys[4]
-    cdef int64_t cs[3]
-    cs[0] = 0; cs[1] = 1; cs[2] = 0
+    if not training:
+        _read_f64(rm, mean)
+        _read_f64(rv, var)
     if cols:
         xs[0] = ax[0].sx; xs[1] = ax[1].sx; xs[2] = ch.sx
         ys[0] = ax[0].sy; ys[1] = ax[1].sy; ys[2] = ch.sy
+        if training:
+            _col_stats(dbl, <const char*>cnp.PyArray_DATA(x), P1, ax[1].n, C, xs, pmean, pm2)
+            fn_merge_moments(1, P1, C, <double>(count // P1), pmean, pm2, mean, var)
+            for i in range(C):
+                var[i] /= count
+        _coefs(dbl, 1, C, 0, 1, mean, var, eps, _ptr(w), _ptr(b), c)
+        _norm_cols(dbl, <const char*>cnp.PyArray_DATA(x), <char*>cnp.PyArray_DATA(y), P1,
+                   ax[1].n, C, xs, ys, 0, c)
     else:
-        xs[0] = ax[0].sx; xs[1] = ch.sx; xs[2] = ax[1].sx; xs[3] = ax[2].sx
-        ys[0] = ax[0].sy; ys[1] = ch.sy; ys[2] = ax[1].sy; ys[3] = ax[2].sy
-    if training:
-        if cols:
-            _col_stats(dbl, xp, P1, ax[1].n, C, xs, pmean, pm2)
-        else:
-            _row_stats(dbl, xp, P1, C, ax[1].n, ax[2].n, xs, pmean, pm2)
-        fn_merge_moments(1, P1, C, <double>(count // P1), pmean, pm2, mean, var)
-        for i in range(C):
-            var[i] = var[i] / count
-        if rm is not None:
-            _update_running(rm, mean, momentum, tmp)
-            for i in range(C):  # unbiased variance for the running estimate
-                pm2[i] = var[i] * count / (count - 1)  # count > 1: checked by the caller
-            _update_running(rv, pm2, momentum, tmp)
-    else:
-        _read_f64(rm, mean)
-        _read_f64(rv, var)
-    _coefs(dbl, 1, C, 0, 1, mean, var, eps, _ptr(w), _ptr(b), c)
-    if cols:
-        _norm_cols(dbl, xp, yp, P1, ax[1].n, C, xs, ys, 0, c)
-    else:
-        _norm_rows(dbl, xp, yp, P1, C, ax[1].n, ax[2].n, xs, ys, cs, c, NULL, NULL)
+        xs[0] = 0; xs[1] = ch.sx; xs[2] = ax[0].sx; xs[3] = ax[1].sx
+        ys[0] = 0; ys[1] = ch.sy; ys[2] = ax[0].sy; ys[3] = ax[1].sy
+        _group_rows(x, y, 1, C, ax[0].n, ax[1].n, xs, ys, eps, 0 if training else FN_STATS_GIVEN,
+                    w, b, 1, 0, None, None, mean, var)
+    if training and rm is not None:
+        _update_running(rm, mean, momentum, tmp)
+        for i in range(C):  # unbiased variance for the running estimate
+            pm2[i] = var[i] * count / (count - 1)  # count > 1: checked by the caller
+        _update_running(rv, pm2, momentum, tmp)
     return True
 
 
@@ -524,21 +527,19 @@ cdef int _nc_stats(cnp.ndarray x, NCPlan* p, double* mean, double* m2) except -1
     return _row_stats(dbl, xp, p.N, p.C, p.Q, p.L, p.xs, mean, m2)
 
 
-cdef int _nc_normalize(cnp.ndarray x, cnp.ndarray y, NCPlan* p, const double* mean,
-                       const double* var, object w, object b, double eps) except -1:
+cdef int _nc_normalize(cnp.ndarray x, cnp.ndarray y, NCPlan* p, double* mean, double* var,
+                       object w, object b, double eps) except -1:
     """y = (x - mean[n, c]) / sqrt(var[n, c] + eps) * w[c] + b[c]."""
+    if not p.cols:
+        return _group_rows(x, y, p.N, p.C, p.Q, p.L, p.xs, p.ys, eps, FN_STATS_GIVEN, w, b, 1, 0,
+                           None, None, mean, var)
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
     cdef int64_t NC = p.N * p.C
     cdef _Scratch s = _Scratch(4 * NC * x.itemsize)
     cdef Coefs c = _coef_slots(s.p, NC, x.itemsize)
-    cdef int64_t cs[3]
-    cs[0] = p.C; cs[1] = 1; cs[2] = 0
     _coefs(dbl, p.N, p.C, p.C, 1, mean, var, eps, _ptr(w), _ptr(b), c)
-    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    if p.cols:
-        return _norm_cols(dbl, xp, yp, p.N, p.L, p.C, p.xs, p.ys, p.C, c)
-    return _norm_rows(dbl, xp, yp, p.N, p.C, p.Q, p.L, p.xs, p.ys, cs, c, NULL, NULL)
+    return _norm_cols(dbl, <const char*>cnp.PyArray_DATA(x), <char*>cnp.PyArray_DATA(y), p.N,
+                      p.L, p.C, p.xs, p.ys, p.C, c)
 
 
 cdef bint _in(cnp.ndarray x, cnp.ndarray y, object rm, object rv, object w, object b, double eps,
@@ -554,22 +555,25 @@ cdef bint _in(cnp.ndarray x, cnp.ndarray y, object rm, object rv, object w, obje
     cdef double* cm = var + NC
     cdef double* cv = cm + C
     cdef double* tmp = cv + C
-    _nc_stats(x, &p, mean, var)
+    if p.cols:
+        _nc_stats(x, &p, mean, var)
+        for i in range(NC):
+            var[i] /= S
+        _nc_normalize(x, y, &p, mean, var, w, b, eps)
+    else:
+        _group_rows(x, y, N, C, p.Q, p.L, p.xs, p.ys, eps, 0, w, b, 1, 0, None, None, mean, var)
     if rm is not None:  # running stats: batch average of the per-instance statistics
         for i in range(C):
             cm[i] = 0.0
             cv[i] = 0.0
         for i in range(NC):
             cm[i % C] += mean[i]
-            cv[i % C] += var[i] / (S - 1)  # S > 1: checked by the caller
+            cv[i % C] += var[i] * S / (S - 1)  # unbiased; S > 1: checked by the caller
         for i in range(C):
             cm[i] /= N
             cv[i] /= N
         _update_running(rm, cm, momentum, tmp)
         _update_running(rv, cv, momentum, tmp)
-    for i in range(NC):
-        var[i] /= S
-    _nc_normalize(x, y, &p, mean, var, w, b, eps)
     return True
 
 
@@ -622,8 +626,8 @@ def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
         y = np.empty_like(x)
         final = y if out is None else final
         _plan_nc(x, y, &p)
-    _nc_normalize(x, y, &p, <const double*>cnp.PyArray_DATA(<cnp.ndarray>m),
-                  <const double*>cnp.PyArray_DATA(<cnp.ndarray>v), w, b, e)
+    _nc_normalize(x, y, &p, <double*>cnp.PyArray_DATA(<cnp.ndarray>m),
+                  <double*>cnp.PyArray_DATA(<cnp.ndarray>v), w, b, e)
     return _finish(y, final)
 
 
@@ -684,41 +688,36 @@ cdef bint _gn(cnp.ndarray x, cnp.ndarray y, int64_t G, object w, object b, doubl
         return False
     cdef Ax bn = _axis(x, y, 0, isz)
     cdef Ax ch = _axis(x, y, 1, isz)
+    cdef int64_t i
+    cdef int64_t xs[4]
+    cdef int64_t ys[4]
+    if k == 1 and _iabs(ch.sx) > _iabs(ax[0].sx):  # NCHW-like: fused rows kernel
+        xs[0] = bn.sx; xs[1] = Cg * ch.sx; xs[2] = ch.sx; xs[3] = ax[0].sx
+        ys[0] = bn.sy; ys[1] = Cg * ch.sy; ys[2] = ch.sy; ys[3] = ax[0].sy
+        _group_rows(x, y, N, G, Cg, S, xs, ys, eps, 0, w, b, Cg, 1, None, None, NULL, NULL)
+        return True
+    # channels-last, or no spatial extent: statistics per (n, c) (or per (n, g) directly),
+    # normalized across the channels of each row
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
     cdef _Scratch s = _Scratch(8 * 2 * NC + 4 * NC * isz)
-    # per-(n, c) moments in the channels-last case; per-(n, g) moments end up in the first N*G
     cdef double* mean = <double*>s.p
     cdef double* var = mean + NC
     cdef Coefs c = _coef_slots(<char*>(var + NC), NC, isz)
     cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    cdef int64_t i
-    cdef int64_t xs[4]
-    cdef int64_t ys[4]
-    cdef int64_t cs[3]
-    cdef bint cols = k == 0 or _iabs(ch.sx) < _iabs(ax[0].sx)
-    if k == 0:  # no spatial extent: a group is Cg consecutive channels
+    if k == 0:  # a group is Cg consecutive channels
         xs[0] = bn.sx; xs[1] = Cg * ch.sx; xs[2] = 0; xs[3] = ch.sx
         _row_stats(dbl, xp, N, G, 1, Cg, xs, mean, var)
-    elif cols:
+    else:
         xs[0] = bn.sx; xs[1] = ax[0].sx; xs[2] = ch.sx
         _col_stats(dbl, xp, N, S, C, xs, mean, var)
         # merge the Cg channels of each group, in channel order, into the first N*G slots
         fn_merge_moments(N * G, Cg, 1, <double>S, mean, var, mean, var)
-    else:
-        xs[0] = bn.sx; xs[1] = Cg * ch.sx; xs[2] = ch.sx; xs[3] = ax[0].sx
-        _row_stats(dbl, xp, N, G, Cg, S, xs, mean, var)
     for i in range(N * G):
         var[i] /= Cg * S
     _coefs(dbl, N, C, G, Cg, mean, var, eps, _ptr(w), _ptr(b), c)
-    if cols:
-        xs[0] = bn.sx; xs[1] = ax[0].sx if k else 0; xs[2] = ch.sx
-        ys[0] = bn.sy; ys[1] = ax[0].sy if k else 0; ys[2] = ch.sy
-        _norm_cols(dbl, xp, yp, N, S, C, xs, ys, C, c)
-    else:
-        ys[0] = bn.sy; ys[1] = Cg * ch.sy; ys[2] = ch.sy; ys[3] = ax[0].sy
-        cs[0] = C; cs[1] = Cg; cs[2] = 1
-        _norm_rows(dbl, xp, yp, N, G, Cg, S, xs, ys, cs, c, NULL, NULL)
+    xs[0] = bn.sx; xs[1] = ax[0].sx if k else 0; xs[2] = ch.sx
+    ys[0] = bn.sy; ys[1] = ax[0].sy if k else 0; ys[2] = ch.sy
+    _norm_cols(dbl, xp, <char*>cnp.PyArray_DATA(y), N, S, C, xs, ys, C, c)
     return True
 
 
@@ -777,8 +776,7 @@ cdef tuple _normalized_shape(object normalized_shape, str fn):
 cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double eps, bint rms):
     """LayerNorm (or RMSNorm, rms=True: no centring, x / sqrt(mean(x^2) + eps)): per row over
     the trailing nk axes; weight/bias indexed by their position."""
-    cdef int nd = x.ndim, km, kk, i
-    cdef int64_t isz = x.itemsize
+    cdef int nd = x.ndim, km, kk
     cdef Ax am[64]
     cdef Ax ak[64]
     km = _axes(x, y, 0, nd - nk, am, False)
@@ -791,28 +789,12 @@ cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double e
         km += 1
     if kk == 0:
         ak[0] = _unit()
-    cdef int64_t M = am[0].n * am[1].n, K = ak[0].n
-    cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-    cdef _Scratch s = _Scratch(8 * 2 * M + 4 * M * isz)
-    cdef double* mean = <double*>s.p
-    cdef double* var = mean + M
-    cdef Coefs c = _coef_slots(<char*>(var + M), M, isz)
     cdef int64_t xs[4]
     cdef int64_t ys[4]
-    cdef int64_t cs[3]
     xs[0] = am[0].sx; xs[1] = am[1].sx; xs[2] = 0; xs[3] = ak[0].sx
     ys[0] = am[0].sy; ys[1] = am[1].sy; ys[2] = 0; ys[3] = ak[0].sy
-    cs[0] = am[1].n; cs[1] = 1; cs[2] = 0
-    cdef const char* xp = <const char*>cnp.PyArray_DATA(x)
-    _row_stats(dbl, xp, am[0].n, am[1].n, 1, K, xs, mean, var)
-    for i in range(M):
-        var[i] /= K
-        if rms:  # mean of squares from the same one-pass moments, in double
-            var[i] += mean[i] * mean[i]
-            mean[i] = 0.0
-    _coefs(dbl, M, 1, 1, 1, mean, var, eps, NULL, NULL, c)
-    _norm_rows(dbl, xp, <char*>cnp.PyArray_DATA(y), am[0].n, am[1].n, 1, K, xs, ys, cs, c,
-               _ptr(w), _ptr(b))
+    _group_rows(x, y, am[0].n, am[1].n, 1, ak[0].n, xs, ys, eps, FN_RMS if rms else 0, None,
+                None, 0, 0, w, b, NULL, NULL)
     return True
 
 

@@ -14,6 +14,10 @@
 #define FN_ENOMEM (-1)
 #define FN_EINVAL (-2)
 
+/* flags of fn_group_rows */
+#define FN_RMS 1         /* normalize by the root mean square: no centring */
+#define FN_STATS_GIVEN 2 /* use gmean/gvar as given instead of computing statistics */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -43,17 +47,21 @@ void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const doub
     void fn_coefs_##S(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,         \
                       const double *var, double eps, const T *w, const T *bias, T *mh, T *ml,    \
                       T *a, T *b);                                                               \
-    /* y[p1,p2,q,l] = ((x - mh[c]) - ml[c]) * a[c] * lw[l] + lb[l], c = p1*cs[0]+p2*cs[1]+q*cs[2] \
-     * (lw/lb NULL: factor 1 and offset b[c] instead). b may be NULL when lw/lb are given.      \
-     * x and y may be the same array with the same strides. */                                 \
-    int fn_norm_rows_##S(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,        \
-                         const int64_t xs[4], const int64_t ys[4], const int64_t cs[3],          \
-                         const T *mh, const T *ml, const T *a, const T *b, const T *lw,          \
-                         const T *lb, int n_threads);                                            \
     /* y[p1,r,c] = ((x - mh[k]) - ml[k]) * a[k] + b[k], k = p1*cp + c. */                        \
     int fn_norm_cols_##S(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3], \
                          const int64_t ys[3], int64_t cp, const T *mh, const T *ml, const T *a,    \
-                         const T *b, int n_threads);
+                         const T *b, int n_threads);                                               \
+    /* Statistics and normalization per group g = (p1, p2) of x[p1, p2, q, l] over (q, l):     \
+     *   y = (x - mean_g) / sqrt(var_g + eps) * w[j] + b[j],  j = p2*as[0] + q*as[1]            \
+     * (w, b may be NULL: 1, 0), or with lw/lb (both or neither; LayerNorm's elementwise        \
+     * affine) y = (...) * lw[l] + lb[l]. The biased mean/variance of each group go to gmean/gvar \
+     * when these are not NULL, or are read from them with FN_STATS_GIVEN. Groups that fit in     \
+     * L2 are normalized right after their statistics (one read from memory); results are the   \
+     * same bits either way. x and y may be the same array with the same strides. */            \
+    int fn_group_rows_##S(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,       \
+                          const int64_t xs[4], const int64_t ys[4], double eps, int flags,       \
+                          const T *w, const T *b, const int64_t as[2], const T *lw, const T *lb,  \
+                          double *gmean, double *gvar, int n_threads);
 
 FN_DECLARE(float, f32)
 FN_DECLARE(double, f64)

@@ -2,6 +2,7 @@
  * double. See fastnorm.h for the interface. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fastnorm.h"
 #include "fn_openmp.h"
@@ -15,6 +16,9 @@
 #define FN_CB 256
 /* Elements per unit of work in the normalize kernels. */
 #define FN_NCHUNK 16384
+/* Largest group (bytes) that the fused kernel normalizes right after its statistics: well
+ * inside a 1 MiB L2 together with the output it writes. */
+#define FN_FUSE_BYTES (512 * 1024)
 /* Below this many elements per thread, another thread costs more than it saves. */
 #define FN_MIN_WORK_PER_THREAD 32768
 
@@ -64,6 +68,17 @@ static inline void fn_finish_block(double n, double k, double s1, double s2, dou
     const double mu = s1 / n, q = s2 - s1 * mu;
     *mean = k + mu;
     *m2 = q < 0.0 ? 0.0 : q; /* rounding can go below 0; NaN passes through */
+}
+
+/* A group's moments (n elements) -> its mean and biased variance; for RMSNorm (rms != 0) the
+ * mean of squares and a zero mean instead. m2 in, var out. */
+static inline void fn_group_finish(int64_t n, int rms, double *mean, const double *m2, double *var)
+{
+    *var = *m2 / (double)n;
+    if (rms) {
+        *var += *mean * *mean;
+        *mean = 0.0;
+    }
 }
 
 void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,

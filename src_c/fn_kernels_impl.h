@@ -36,6 +36,38 @@ static FN_HOT void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, do
     *s2 += t2;
 }
 
+/* Moments of block b of a group (rows q at stride sq, elements l at stride sl). Shifted by the
+ * block's first element: sums of (x - k) keep full precision for data far from zero, and
+ * constant data gives mean == k and m2 == 0 exactly. Returns the block's element count. */
+static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q,
+                                       int64_t L, int64_t sq, int64_t sl, double *mean, double *m2)
+{
+    int64_t q0, q1, l0, l1;
+    fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
+    const double k = (double)xg[q0 * sq + l0 * sl];
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t q = q0; q < q1; q++)
+        FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, &s1, &s2);
+    const double n = (double)((q1 - q0) * (l1 - l0));
+    fn_finish_block(n, k, s1, s2, mean, m2);
+    return n;
+}
+
+/* Moments of a whole group: its blocks in order, merged with Chan's formula. The same blocks
+ * and the same merge order as fn_row_stats' parallel path, so both give identical bits. */
+static inline void FN(group_moments)(const T *xg, const fn_rowplan *pl, int64_t Q, int64_t L,
+                                     int64_t sq, int64_t sl, double *mean, double *m2)
+{
+    double n = 0.0, mu = 0.0, q = 0.0;
+    for (int64_t b = 0; b < pl->nb; b++) {
+        double bm, bq;
+        const double bn = FN(block_moments)(xg, pl, b, Q, L, sq, sl, &bm, &bq);
+        fn_chan(&n, &mu, &q, bn, bm, bq);
+    }
+    *mean = mu;
+    *m2 = q;
+}
+
 int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
                      double *mean, double *m2, int n_threads)
 {
@@ -60,17 +92,9 @@ int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, c
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
     FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
     for (int64_t u = 0; u < U; u++) {
-        const int64_t g = u / pl.nb, b = u % pl.nb;
-        const T *xg = x + (g / P2) * xs[0] + (g % P2) * xs[1];
-        int64_t q0, q1, l0, l1;
-        fn_block_range(&pl, b, Q, L, &q0, &q1, &l0, &l1);
-        /* Shift by the block's first element: sums of (x - k) keep full precision for data
-         * far from zero, and constant data gives mean == k and m2 == 0 exactly. */
-        const double k = (double)xg[q0 * xs[2] + l0 * xs[3]];
-        double s1 = 0.0, s2 = 0.0;
-        for (int64_t q = q0; q < q1; q++)
-            FN(run_sums)(xg + q * xs[2] + l0 * xs[3], l1 - l0, xs[3], k, &s1, &s2);
-        fn_finish_block((double)((q1 - q0) * (l1 - l0)), k, s1, s2, &pm[u], &pq[u]);
+        const int64_t g = u / pl.nb;
+        FN(block_moments)(x + (g / P2) * xs[0] + (g % P2) * xs[1], &pl, u % pl.nb, Q, L, xs[2],
+                          xs[3], &pm[u], &pq[u]);
     }
     if (buf) {
         FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
@@ -210,33 +234,6 @@ static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64
     }
 }
 
-int FN(fn_norm_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                     const int64_t xs[4], const int64_t ys[4], const int64_t cs[3], const T *mh,
-                     const T *ml, const T *a, const T *b, const T *lw, const T *lb, int n_threads)
-{
-    const int64_t rows = P1 * P2 * Q;
-    if (rows <= 0 || L <= 0)
-        return FN_OK;
-    if ((lw == NULL) != (lb == NULL) || (!lw && !b))
-        return FN_EINVAL;
-    const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = rows * cpl;
-    const int nt = fn_eff_threads(rows * L, U, n_threads);
-    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
-    for (int64_t u = 0; u < U; u++) {
-        const int64_t row = u / cpl, l0 = (u % cpl) * FN_NCHUNK;
-        const int64_t n = l0 + FN_NCHUNK < L ? FN_NCHUNK : L - l0;
-        const int64_t q = row % Q, p2 = (row / Q) % P2, p1 = row / (Q * P2);
-        const int64_t c = p1 * cs[0] + p2 * cs[1] + q * cs[2];
-        const T *xr = x + p1 * xs[0] + p2 * xs[1] + q * xs[2] + l0 * xs[3];
-        T *yr = y + p1 * ys[0] + p2 * ys[1] + q * ys[2] + l0 * ys[3];
-        if (lw)
-            FN(affine_run)(xr, yr, n, xs[3], ys[3], mh[c], ml[c], a[c], lw + l0, lb + l0);
-        else
-            FN(scale_run)(xr, yr, n, xs[3], ys[3], mh[c], ml[c], a[c], b[c]);
-    }
-    return FN_OK;
-}
-
 /* One row of y[c] = ((x[c] - mh[c]) - ml[c]) * a[c] + b[c]. */
 static FN_HOT void FN(cols_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const T *mh,
                                 const T *ml, const T *a, const T *b)
@@ -268,6 +265,102 @@ int FN(fn_norm_cols)(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const i
             FN(cols_run)(x + p1 * xs[0] + r * xs[1], y + p1 * ys[0] + r * ys[1], C, xs[2], ys[2],
                          mh + k, ml + k, a + k, b + k);
     }
+    return FN_OK;
+}
+
+/* Normalizes rows [q0, q1) x [l0, l1) of group g with its mean and rstd (see fn_group_rows). */
+static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
+                                   int64_t l0, int64_t l1, const int64_t xs[4],
+                                   const int64_t ys[4], double mean, double rstd, const T *w,
+                                   const T *b, const int64_t as[2], const T *lw, const T *lb)
+{
+    const T mh = (T)mean, ml = (T)(mean - (double)mh);
+    for (int64_t q = q0; q < q1; q++) {
+        const T *xr = xg + q * xs[2] + l0 * xs[3];
+        T *yr = yg + q * ys[2] + l0 * ys[3];
+        if (lw) {
+            FN(affine_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, ml, (T)rstd, lw + l0, lb + l0);
+        } else {
+            const int64_t j = p2 * as[0] + q * as[1];
+            const T a = (T)(w ? rstd * (double)w[j] : rstd), c = b ? b[j] : (T)0;
+            FN(scale_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, ml, a, c);
+        }
+    }
+}
+
+int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                      const int64_t xs[4], const int64_t ys[4], double eps, int flags, const T *w,
+                      const T *b, const int64_t as[2], const T *lw, const T *lb, double *gmean,
+                      double *gvar, int n_threads)
+{
+    const int64_t P = P1 * P2;
+    if (P <= 0 || Q <= 0 || L <= 0)
+        return FN_OK;
+    if ((lw == NULL) != (lb == NULL) || ((flags & FN_STATS_GIVEN) && (!gmean || !gvar)))
+        return FN_EINVAL;
+    const fn_rowplan pl = fn_plan_rows(Q, L);
+    const int64_t gsize = Q * L;
+    const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
+    const int given = flags & FN_STATS_GIVEN, rms = flags & FN_RMS;
+    /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
+     * while it is still in L2. Needs enough groups to share out evenly and groups that fit. */
+    if (!given && gsize * (int64_t)sizeof(T) <= FN_FUSE_BYTES &&
+        (nt == 1 || P % nt == 0 || P >= 8 * nt)) {
+        const int ntf = P < nt ? (int)P : nt;
+        FN_OMP(parallel for schedule(static) num_threads(ntf) if(ntf > 1))
+        for (int64_t g = 0; g < P; g++) {
+            const int64_t p1 = g / P2, p2 = g % P2;
+            const T *xg = x + p1 * xs[0] + p2 * xs[1];
+            double mean, m2, var;
+            FN(group_moments)(xg, &pl, Q, L, xs[2], xs[3], &mean, &m2);
+            fn_group_finish(gsize, rms, &mean, &m2, &var);
+            if (gmean)
+                gmean[g] = mean;
+            if (gvar)
+                gvar[g] = var;
+            FN(group_apply)(xg, y + p1 * ys[0] + p2 * ys[1], p2, 0, Q, 0, L, xs, ys, mean,
+                            1.0 / sqrt(var + eps), w, b, as, lw, lb);
+        }
+        return FN_OK;
+    }
+    /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
+     * normalize pass over row chunks. */
+    double *buf = (double *)malloc((size_t)(3 * P) * sizeof(double));
+    if (!buf)
+        return FN_ENOMEM;
+    double *mean = buf, *var = buf + P, *rstd = buf + 2 * P;
+    if (given) {
+        memcpy(mean, gmean, (size_t)P * sizeof(double));
+        memcpy(var, gvar, (size_t)P * sizeof(double));
+    } else {
+        int rc = FN(fn_row_stats)(x, P1, P2, Q, L, xs, mean, var, n_threads);
+        if (rc != FN_OK) {
+            free(buf);
+            return rc;
+        }
+    }
+    for (int64_t g = 0; g < P; g++) {
+        if (!given) {
+            const double m2 = var[g];
+            fn_group_finish(gsize, rms, &mean[g], &m2, &var[g]);
+            if (gmean)
+                gmean[g] = mean[g];
+            if (gvar)
+                gvar[g] = var[g];
+        }
+        rstd[g] = 1.0 / sqrt(var[g] + eps);
+    }
+    const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
+    const int ntn = fn_eff_threads(P * gsize, U, n_threads);
+    FN_OMP(parallel for schedule(static) num_threads(ntn) if(ntn > 1))
+    for (int64_t u = 0; u < U; u++) {
+        const int64_t row = u / cpl, g = row / Q, q = row % Q, l0 = (u % cpl) * FN_NCHUNK;
+        const int64_t l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+        const int64_t p1 = g / P2, p2 = g % P2;
+        FN(group_apply)(x + p1 * xs[0] + p2 * xs[1], y + p1 * ys[0] + p2 * ys[1], p2, q, q + 1,
+                        l0, l1, xs, ys, mean[g], rstd[g], w, b, as, lw, lb);
+    }
+    free(buf);
     return FN_OK;
 }
 

@@ -13,6 +13,7 @@ Environment knobs:
   FASTNORM_EXTRA_CFLAGS       extra compiler flags, appended last
 """
 import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -85,9 +86,12 @@ if not have_omp:
     warn_loudly(f"OpenMP not available ({omp_msg}).")
 
 # Portable by default: no -march=native. Hot loops get per-ISA clones at run time (see fn_simd.h).
-cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wall",
+cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-psabi",
           "-Wno-unused-function", "-Wno-unknown-pragmas"]
 ldflags = []
+if platform.machine() in ("x86_64", "AMD64") and "gcc" in " ".join(_compiler()):
+    # generic tuning splits unaligned 256-bit loads in the AVX2/AVX-512 clones of the hot loops
+    cflags += ["-mno-avx256-split-unaligned-load", "-mno-avx256-split-unaligned-store"]
 if have_omp:
     cflags.append("-fopenmp")
     ldflags.append("-fopenmp")

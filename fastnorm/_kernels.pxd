@@ -24,16 +24,16 @@ cdef extern from "fastnorm.h" nogil:
                          double *mean, double *m2, int n_threads)
     void fn_coefs_f32(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
                       const double *var, double eps, const float *w, const float *bias,
-                      float *mh, float *ml, float *a, float *b)
+                      float *mh, float *a, float *c)
     void fn_coefs_f64(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
                       const double *var, double eps, const double *w, const double *bias,
-                      double *mh, double *ml, double *a, double *b)
+                      double *mh, double *a, double *c)
     int fn_norm_cols_f32(const float *x, float *y, int64_t P1, int64_t R, int64_t C,
                          const int64_t *xs, const int64_t *ys, int64_t cp, const float *mh,
-                         const float *ml, const float *a, const float *b, int n_threads)
+                         const float *a, const float *c, int n_threads)
     int fn_norm_cols_f64(const double *x, double *y, int64_t P1, int64_t R, int64_t C,
                          const int64_t *xs, const int64_t *ys, int64_t cp, const double *mh,
-                         const double *ml, const double *a, const double *b, int n_threads)
+                         const double *a, const double *c, int n_threads)
     int fn_group_rows_f32(const float *x, float *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
                           const int64_t *xs, const int64_t *ys, double eps, int flags,
                           const float *w, const float *b, const int64_t *as_, const float *lw,

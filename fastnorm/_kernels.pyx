@@ -281,21 +281,20 @@ cdef int _col_stats(bint dbl, const char* x, int64_t P1, int64_t R, int64_t C, c
     return _check_rc(rc)
 
 
-cdef struct Coefs:
+cdef struct Coefs:  # y = (x - mh) * a + c, see fn_coefs
     char* mh
-    char* ml
     char* a
-    char* b
+    char* c
 
 
 cdef void _coefs(bint dbl, int64_t I, int64_t J, int64_t SI, int64_t JD, const double* mean,
                  const double* var, double eps, const char* w, const char* bias, Coefs c) noexcept nogil:
     if dbl:
         fn_coefs_f64(I, J, SI, JD, mean, var, eps, <const double*>w, <const double*>bias,
-                     <double*>c.mh, <double*>c.ml, <double*>c.a, <double*>c.b)
+                     <double*>c.mh, <double*>c.a, <double*>c.c)
     else:
         fn_coefs_f32(I, J, SI, JD, mean, var, eps, <const float*>w, <const float*>bias,
-                     <float*>c.mh, <float*>c.ml, <float*>c.a, <float*>c.b)
+                     <float*>c.mh, <float*>c.a, <float*>c.c)
 
 
 cdef int _norm_cols(bint dbl, const char* x, char* y, int64_t P1, int64_t R, int64_t C,
@@ -304,12 +303,10 @@ cdef int _norm_cols(bint dbl, const char* x, char* y, int64_t P1, int64_t R, int
     with nogil:
         if dbl:
             rc = fn_norm_cols_f64(<const double*>x, <double*>y, P1, R, C, xs, ys, cp,
-                                  <const double*>c.mh, <const double*>c.ml, <const double*>c.a,
-                                  <const double*>c.b, nt)
+                                  <const double*>c.mh, <const double*>c.a, <const double*>c.c, nt)
         else:
             rc = fn_norm_cols_f32(<const float*>x, <float*>y, P1, R, C, xs, ys, cp,
-                                  <const float*>c.mh, <const float*>c.ml, <const float*>c.a,
-                                  <const float*>c.b, nt)
+                                  <const float*>c.mh, <const float*>c.a, <const float*>c.c, nt)
     return _check_rc(rc)
 
 
@@ -343,9 +340,8 @@ cdef int _group_rows(cnp.ndarray x, cnp.ndarray y, int64_t P1, int64_t P2, int64
 cdef inline Coefs _coef_slots(char* base, int64_t n, int64_t isz) noexcept nogil:
     cdef Coefs c
     c.mh = base
-    c.ml = base + n * isz
-    c.a = base + 2 * n * isz
-    c.b = base + 3 * n * isz
+    c.a = base + n * isz
+    c.c = base + 2 * n * isz
     return c
 
 
@@ -407,7 +403,7 @@ cdef bint _bn(cnp.ndarray x, cnp.ndarray y, bint training, object rm, object rv,
         k += 1
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
     cdef int64_t P1 = ax[0].n if cols else 1
-    cdef _Scratch s = _Scratch(8 * (2 * P1 * C + 3 * C) + 4 * C * isz)
+    cdef _Scratch s = _Scratch(8 * (2 * P1 * C + 3 * C) + 3 * C * isz)
     cdef double* pmean = <double*>s.p
     cdef double* pm2 = pmean + P1 * C
     cdef double* mean = pm2 + P1 * C
@@ -535,7 +531,7 @@ cdef int _nc_normalize(cnp.ndarray x, cnp.ndarray y, NCPlan* p, double* mean, do
                            None, None, mean, var)
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
     cdef int64_t NC = p.N * p.C
-    cdef _Scratch s = _Scratch(4 * NC * x.itemsize)
+    cdef _Scratch s = _Scratch(3 * NC * x.itemsize)
     cdef Coefs c = _coef_slots(s.p, NC, x.itemsize)
     _coefs(dbl, p.N, p.C, p.C, 1, mean, var, eps, _ptr(w), _ptr(b), c)
     return _norm_cols(dbl, <const char*>cnp.PyArray_DATA(x), <char*>cnp.PyArray_DATA(y), p.N,
@@ -699,7 +695,7 @@ cdef bint _gn(cnp.ndarray x, cnp.ndarray y, int64_t G, object w, object b, doubl
     # channels-last, or no spatial extent: statistics per (n, c) (or per (n, g) directly),
     # normalized across the channels of each row
     cdef bint dbl = cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE
-    cdef _Scratch s = _Scratch(8 * 2 * NC + 4 * NC * isz)
+    cdef _Scratch s = _Scratch(8 * 2 * NC + 3 * NC * isz)
     cdef double* mean = <double*>s.p
     cdef double* var = mean + NC
     cdef Coefs c = _coef_slots(<char*>(var + NC), NC, isz)

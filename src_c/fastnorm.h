@@ -40,17 +40,17 @@ void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const doub
     /* Moments per (p1, c) over the R rows of x[p1, r, c]. */                                    \
     int fn_col_stats_##S(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],     \
                          double *mean, double *m2, int n_threads);                               \
-    /* Coefficients for entries e = (i, j): group s = i*SI + j/JD, affine index j.               \
-     * a = w[j] / sqrt(var[s] + eps), b = bias[j] (w, bias may be NULL: 1 and 0); the group      \
-     * mean is split into T-precision hi + lo so that float data is centred without rounding    \
-     * the mean to float first. */                                                             \
+    /* Coefficients for entries e = (i, j): group s = i*SI + j/JD, affine index j, so that     \
+     * y = (x - mh[e]) * a[e] + c[e] with a = w[j] / sqrt(var[s] + eps) (w, bias may be NULL:    \
+     * 1 and 0). mh is the mean rounded to T and c = bias[j] - (mean - mh) * a, so float data is  \
+     * centred without rounding the true mean to float first. */                                \
     void fn_coefs_##S(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,         \
-                      const double *var, double eps, const T *w, const T *bias, T *mh, T *ml,    \
-                      T *a, T *b);                                                               \
-    /* y[p1,r,c] = ((x - mh[k]) - ml[k]) * a[k] + b[k], k = p1*cp + c. */                        \
+                      const double *var, double eps, const T *w, const T *bias, T *mh, T *a,     \
+                      T *c);                                                                     \
+    /* y[p1,r,c] = (x - mh[k]) * a[k] + c[k], k = p1*cp + c. */                                  \
     int fn_norm_cols_##S(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3], \
-                         const int64_t ys[3], int64_t cp, const T *mh, const T *ml, const T *a,    \
-                         const T *b, int n_threads);                                               \
+                         const int64_t ys[3], int64_t cp, const T *mh, const T *a, const T *c,     \
+                         int n_threads);                                                           \
     /* Statistics and normalization per group g = (p1, p2) of x[p1, p2, q, l] over (q, l):     \
      *   y = (x - mean_g) / sqrt(var_g + eps) * w[j] + b[j],  j = p2*as[0] + q*as[1]            \
      * (w, b may be NULL: 1, 0), or with lw/lb (both or neither; LayerNorm's elementwise        \

@@ -10,10 +10,9 @@
 /* Elements per statistics block: blocks are fixed by the shape alone, so the merge order (and
  * every bit of the result) is the same for any thread count. */
 #define FN_BLOCK 4096
-/* Independent accumulators per contiguous run (two AVX-512 vectors of doubles). */
-#define FN_LANES 16
-/* Columns per tile in the column (channels-last) statistics kernel. */
+/* Columns per tile, and elements per tile, in the column (channels-last) statistics kernel. */
 #define FN_CB 256
+#define FN_COL_BLOCK 32768
 /* Elements per unit of work in the normalize kernels. */
 #define FN_NCHUNK 16384
 /* Largest group (bytes) that the fused kernel normalizes right after its statistics: well
@@ -26,9 +25,36 @@
  * AVX-512 where the CPU has them (GCC on x86-64 with ifunc support). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(FN_NO_CLONES)
-#define FN_HOT __attribute__((noinline, target_clones("avx512f", "avx2", "default")))
+#define FN_HOT __attribute__((noinline, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FN_HOT
+#endif
+
+/* The statistics loops have an AVX2+FMA version (x86-64 with GCC or clang), chosen at run time
+ * when the CPU has both; elsewhere portable C. Results depend on which path runs (the machine),
+ * never on the thread count. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FN_NO_SIMD)
+#define FN_AVX2 1
+#include <immintrin.h>
+#define FN_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+#define FN_AVX2_FUNC static __attribute__((noinline, target("avx2,fma")))
+FN_AVX2_INLINE __m256d fn_load4_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+FN_AVX2_INLINE __m256d fn_load4_f64(const double *p) { return _mm256_loadu_pd(p); }
+/* Lanes summed in a fixed order. */
+FN_AVX2_INLINE double fn_hsum4(__m256d v)
+{
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+static int fn_avx2_state = -1;
+static inline int fn_use_avx2(void)
+{
+    if (fn_avx2_state < 0) /* benign race: every thread stores the same value */
+        fn_avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return fn_avx2_state;
+}
+#else
+#define FN_AVX2 0
 #endif
 
 int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
@@ -141,11 +167,12 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
     return (double)((q1 - q0) * (l1 - l0));
 }
 
-/* Rows per block in the column kernel: about FN_BLOCK elements per tile, at least 16 rows. */
+/* Rows per block in the column kernel: about FN_COL_BLOCK elements per tile, at least 64 rows,
+ * so that few partial results per column need merging. */
 static inline int64_t fn_col_rows_per_block(int64_t C)
 {
-    const int64_t w = C < FN_CB ? C : FN_CB, r = FN_BLOCK / w;
-    return r < 16 ? 16 : r;
+    const int64_t w = C < FN_CB ? C : FN_CB, r = FN_COL_BLOCK / w;
+    return r < 64 ? 64 : r;
 }
 
 #define T float

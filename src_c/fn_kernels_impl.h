@@ -5,35 +5,59 @@
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN(name) FN_CAT(name, S)
 
-/* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. Contiguous runs
- * use FN_LANES independent double accumulators (vectorizable without -ffast-math); the order
- * of additions depends only on len, never on threads. */
-static FN_HOT void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, double *s1,
+#if FN_AVX2
+/* sum(x - k), sum((x - k)^2) over the first 16*floor(len/16) elements of a contiguous run, in
+ * four independent 4-wide accumulators. Returns how many elements it consumed. */
+FN_AVX2_FUNC int64_t FN(run_sums_avx2)(const T *x, int64_t len, double k, double *t1, double *t2)
+{
+    const __m256d kv = _mm256_set1_pd(k);
+    __m256d a1 = _mm256_setzero_pd(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        const __m256d u = _mm256_sub_pd(FN(fn_load4)(x + i), kv);
+        const __m256d v = _mm256_sub_pd(FN(fn_load4)(x + i + 4), kv);
+        const __m256d w = _mm256_sub_pd(FN(fn_load4)(x + i + 8), kv);
+        const __m256d z = _mm256_sub_pd(FN(fn_load4)(x + i + 12), kv);
+        a1 = _mm256_add_pd(a1, u);
+        a2 = _mm256_fmadd_pd(u, u, a2);
+        b1 = _mm256_add_pd(b1, v);
+        b2 = _mm256_fmadd_pd(v, v, b2);
+        c1 = _mm256_add_pd(c1, w);
+        c2 = _mm256_fmadd_pd(w, w, c2);
+        d1 = _mm256_add_pd(d1, z);
+        d2 = _mm256_fmadd_pd(z, z, d2);
+    }
+    *t1 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(a1, b1), _mm256_add_pd(c1, d1)));
+    *t2 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(a2, b2), _mm256_add_pd(c2, d2)));
+    return i;
+}
+#endif
+
+/* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
+ * additions depends only on len (and the CPU's path), never on threads. */
+static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, double *s1,
                                 double *s2)
 {
-    double t1 = 0.0, t2 = 0.0;
+    double t1 = 0.0, t2 = 0.0, u1 = 0.0, u2 = 0.0;
     int64_t i = 0;
-    if (s == 1) {
-        double a1[FN_LANES] = {0}, a2[FN_LANES] = {0};
-        for (; i + FN_LANES <= len; i += FN_LANES) {
-            for (int j = 0; j < FN_LANES; j++) {
-                double d = (double)x[i + j] - k;
-                a1[j] += d;
-                a2[j] += d * d;
-            }
-        }
-        for (int j = 0; j < FN_LANES; j++) {
-            t1 += a1[j];
-            t2 += a2[j];
-        }
+#if FN_AVX2
+    if (s == 1 && len >= 16 && fn_use_avx2())
+        i = FN(run_sums_avx2)(x, len, k, &t1, &t2);
+#endif
+    for (; i + 2 <= len; i += 2) { /* two chains for the portable path */
+        const double d = (double)x[i * s] - k, e = (double)x[(i + 1) * s] - k;
+        t1 += d;
+        t2 += d * d;
+        u1 += e;
+        u2 += e * e;
     }
     for (; i < len; i++) {
-        double d = (double)x[i * s] - k;
+        const double d = (double)x[i * s] - k;
         t1 += d;
         t2 += d * d;
     }
-    *s1 += t1;
-    *s2 += t2;
+    *s1 += t1 + u1;
+    *s2 += t2 + u2;
 }
 
 /* Moments of block b of a group (rows q at stride sq, elements l at stride sl). Shifted by the
@@ -90,6 +114,7 @@ int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, c
         pq = buf + U;
     }
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
+    (void)nt; /* unused without OpenMP */
     FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
     for (int64_t u = 0; u < U; u++) {
         const int64_t g = u / pl.nb;
@@ -111,25 +136,76 @@ int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, c
     return FN_OK;
 }
 
-/* Accumulates rows [r0, r1) of a tile of w <= FN_CB columns (column stride sc) into s1, s2. */
-static FN_HOT void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc,
-                                 int64_t w, const double *k, double *s1, double *s2)
+#if FN_AVX2
+/* tile_sums for contiguous columns: 16 (then 4) columns at a time in registers down the rows.
+ * Returns how many columns it handled. */
+FN_AVX2_FUNC int64_t FN(tile_sums_avx2)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t w,
+                                        const double *k, double *s1, double *s2)
 {
-    for (int64_t r = r0; r < r1; r++) {
-        const T *xr = x + r * sr;
-        if (sc == 1) {
-            for (int64_t j = 0; j < w; j++) {
-                double d = (double)xr[j] - k[j];
-                s1[j] += d;
-                s2[j] += d * d;
-            }
-        } else {
-            for (int64_t j = 0; j < w; j++) {
-                double d = (double)xr[j * sc] - k[j];
-                s1[j] += d;
-                s2[j] += d * d;
-            }
+    int64_t j = 0;
+    for (; j + 16 <= w; j += 16) {
+        const __m256d k0 = _mm256_loadu_pd(k + j), k1 = _mm256_loadu_pd(k + j + 4);
+        const __m256d k2 = _mm256_loadu_pd(k + j + 8), k3 = _mm256_loadu_pd(k + j + 12);
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0,
+                q3 = a0;
+        for (int64_t r = r0; r < r1; r++) {
+            const T *xr = x + r * sr + j;
+            const __m256d d0 = _mm256_sub_pd(FN(fn_load4)(xr), k0);
+            const __m256d d1 = _mm256_sub_pd(FN(fn_load4)(xr + 4), k1);
+            const __m256d d2 = _mm256_sub_pd(FN(fn_load4)(xr + 8), k2);
+            const __m256d d3 = _mm256_sub_pd(FN(fn_load4)(xr + 12), k3);
+            a0 = _mm256_add_pd(a0, d0);
+            q0 = _mm256_fmadd_pd(d0, d0, q0);
+            a1 = _mm256_add_pd(a1, d1);
+            q1 = _mm256_fmadd_pd(d1, d1, q1);
+            a2 = _mm256_add_pd(a2, d2);
+            q2 = _mm256_fmadd_pd(d2, d2, q2);
+            a3 = _mm256_add_pd(a3, d3);
+            q3 = _mm256_fmadd_pd(d3, d3, q3);
         }
+        _mm256_storeu_pd(s1 + j, a0);
+        _mm256_storeu_pd(s1 + j + 4, a1);
+        _mm256_storeu_pd(s1 + j + 8, a2);
+        _mm256_storeu_pd(s1 + j + 12, a3);
+        _mm256_storeu_pd(s2 + j, q0);
+        _mm256_storeu_pd(s2 + j + 4, q1);
+        _mm256_storeu_pd(s2 + j + 8, q2);
+        _mm256_storeu_pd(s2 + j + 12, q3);
+    }
+    for (; j + 4 <= w; j += 4) {
+        const __m256d k0 = _mm256_loadu_pd(k + j);
+        __m256d a0 = _mm256_setzero_pd(), q0 = a0;
+        for (int64_t r = r0; r < r1; r++) {
+            const __m256d d0 = _mm256_sub_pd(FN(fn_load4)(x + r * sr + j), k0);
+            a0 = _mm256_add_pd(a0, d0);
+            q0 = _mm256_fmadd_pd(d0, d0, q0);
+        }
+        _mm256_storeu_pd(s1 + j, a0);
+        _mm256_storeu_pd(s2 + j, q0);
+    }
+    return j;
+}
+#endif
+
+/* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
+ * (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
+static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc, int64_t w,
+                          const double *k, double *s1, double *s2)
+{
+    int64_t j = 0;
+#if FN_AVX2
+    if (sc == 1 && fn_use_avx2())
+        j = FN(tile_sums_avx2)(x, r0, r1, sr, w, k, s1, s2);
+#endif
+    for (; j < w; j++) {
+        double t1 = 0.0, t2 = 0.0;
+        for (int64_t r = r0; r < r1; r++) {
+            const double d = (double)x[r * sr + j * sc] - k[j];
+            t1 += d;
+            t2 += d * d;
+        }
+        s1[j] = t1;
+        s2[j] = t2;
     }
 }
 
@@ -155,6 +231,7 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
         pq = buf + P1 * nrb * C;
     }
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    (void)nt; /* unused without OpenMP */
     FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
     for (int64_t u = 0; u < U; u++) {
         const int64_t p1 = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
@@ -162,10 +239,8 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
         const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
         const T *xt = x + p1 * xs[0] + c0 * xs[2];
         double k[FN_CB], s1[FN_CB], s2[FN_CB];
-        for (int64_t j = 0; j < w; j++) {
+        for (int64_t j = 0; j < w; j++)
             k[j] = (double)xt[r0 * xs[1] + j * xs[2]];
-            s1[j] = s2[j] = 0.0;
-        }
         FN(tile_sums)(xt, r0, r1, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
         for (int64_t j = 0; j < w; j++)
@@ -190,80 +265,79 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
 }
 
 void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
-                  const double *var, double eps, const T *w, const T *bias, T *mh, T *ml, T *a,
-                  T *b)
+                  const double *var, double eps, const T *w, const T *bias, T *mh, T *a, T *c)
 {
     for (int64_t i = 0; i < I; i++) {
         for (int64_t j = 0; j < J; j++) {
             const int64_t s = i * SI + j / JD, e = i * J + j;
             const double mu = mean[s], r = 1.0 / sqrt(var[s] + eps);
-            const T hi = (T)mu;
-            mh[e] = hi;
-            ml[e] = (T)(mu - (double)hi);
-            a[e] = (T)(w ? r * (double)w[j] : r);
-            b[e] = bias ? bias[j] : (T)0;
+            const double ad = w ? r * (double)w[j] : r;
+            mh[e] = (T)mu;
+            a[e] = (T)ad;
+            c[e] = (T)((bias ? (double)bias[j] : 0.0) - (mu - (double)mh[e]) * ad);
         }
     }
 }
 
-/* One run of y = ((x - mh) - ml) * a + b. Same-index in-place (x == y) is allowed. */
-static FN_HOT void FN(scale_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T ml,
-                                 T a, T b)
+/* One run of y = (x - mh) * a + c. Same-index in-place (x == y) is allowed. */
+static FN_HOT void FN(scale_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T a,
+                                 T c)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = ((x[i] - mh) - ml) * a + b;
+            y[i] = (x[i] - mh) * a + c;
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = ((x[i * sx] - mh) - ml) * a + b;
+            y[i * sy] = (x[i * sx] - mh) * a + c;
     }
 }
 
-/* One run of y = ((x - mh) - ml) * a * w[i] + lb[i] (LayerNorm's elementwise affine). */
-static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T ml,
-                                  T a, const T *w, const T *lb)
+/* One run of y = ((x - mh) * a + c) * w[i] + lb[i] (LayerNorm's elementwise affine). */
+static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T a,
+                                  T c, const T *w, const T *lb)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = (((x[i] - mh) - ml) * a) * w[i] + lb[i];
+            y[i] = ((x[i] - mh) * a + c) * w[i] + lb[i];
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = (((x[i * sx] - mh) - ml) * a) * w[i] + lb[i];
+            y[i * sy] = ((x[i * sx] - mh) * a + c) * w[i] + lb[i];
     }
 }
 
-/* One row of y[c] = ((x[c] - mh[c]) - ml[c]) * a[c] + b[c]. */
+/* One row of y[i] = (x[i] - mh[i]) * a[i] + c[i]. */
 static FN_HOT void FN(cols_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const T *mh,
-                                const T *ml, const T *a, const T *b)
+                                const T *a, const T *c)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = ((x[i] - mh[i]) - ml[i]) * a[i] + b[i];
+            y[i] = (x[i] - mh[i]) * a[i] + c[i];
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = ((x[i * sx] - mh[i]) - ml[i]) * a[i] + b[i];
+            y[i * sy] = (x[i * sx] - mh[i]) * a[i] + c[i];
     }
 }
 
 int FN(fn_norm_cols)(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],
-                     const int64_t ys[3], int64_t cp, const T *mh, const T *ml, const T *a,
-                     const T *b, int n_threads)
+                     const int64_t ys[3], int64_t cp, const T *mh, const T *a, const T *c,
+                     int n_threads)
 {
     if (P1 <= 0 || R <= 0 || C <= 0)
         return FN_OK;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
     const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    (void)nt; /* unused without OpenMP */
     FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
     for (int64_t u = 0; u < U; u++) {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
         for (int64_t r = r0; r < r1; r++)
             FN(cols_run)(x + p1 * xs[0] + r * xs[1], y + p1 * ys[0] + r * ys[1], C, xs[2], ys[2],
-                         mh + k, ml + k, a + k, b + k);
+                         mh + k, a + k, c + k);
     }
     return FN_OK;
 }
@@ -274,16 +348,21 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
                                    const int64_t ys[4], double mean, double rstd, const T *w,
                                    const T *b, const int64_t as[2], const T *lw, const T *lb)
 {
-    const T mh = (T)mean, ml = (T)(mean - (double)mh);
+    /* the mean as T hi plus a double remainder folded into the offset: float data is centred
+     * on a float mean without rounding the true mean to float first */
+    const T mh = (T)mean;
+    const double dl = mean - (double)mh;
     for (int64_t q = q0; q < q1; q++) {
         const T *xr = xg + q * xs[2] + l0 * xs[3];
         T *yr = yg + q * ys[2] + l0 * ys[3];
         if (lw) {
-            FN(affine_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, ml, (T)rstd, lw + l0, lb + l0);
+            FN(affine_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, (T)rstd, (T)(-dl * rstd), lw + l0,
+                           lb + l0);
         } else {
             const int64_t j = p2 * as[0] + q * as[1];
-            const T a = (T)(w ? rstd * (double)w[j] : rstd), c = b ? b[j] : (T)0;
-            FN(scale_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, ml, a, c);
+            const double a = w ? rstd * (double)w[j] : rstd;
+            const double c = (b ? (double)b[j] : 0.0) - dl * a;
+            FN(scale_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, (T)a, (T)c);
         }
     }
 }
@@ -301,12 +380,14 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
+    (void)nt; /* unused without OpenMP */
     const int given = flags & FN_STATS_GIVEN, rms = flags & FN_RMS;
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in L2. Needs enough groups to share out evenly and groups that fit. */
     if (!given && gsize * (int64_t)sizeof(T) <= FN_FUSE_BYTES &&
         (nt == 1 || P % nt == 0 || P >= 8 * nt)) {
         const int ntf = P < nt ? (int)P : nt;
+        (void)ntf; /* unused without OpenMP */
         FN_OMP(parallel for schedule(static) num_threads(ntf) if(ntf > 1))
         for (int64_t g = 0; g < P; g++) {
             const int64_t p1 = g / P2, p2 = g % P2;
@@ -352,6 +433,7 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     }
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
     const int ntn = fn_eff_threads(P * gsize, U, n_threads);
+    (void)ntn; /* unused without OpenMP */
     FN_OMP(parallel for schedule(static) num_threads(ntn) if(ntn > 1))
     for (int64_t u = 0; u < U; u++) {
         const int64_t row = u / cpl, g = row / Q, q = row % Q, l0 = (u % cpl) * FN_NCHUNK;

@@ -17,6 +17,47 @@ from libc.string cimport memcpy
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    # the C API directly, with a NULL descr (= the prototype's dtype): np.empty_like without
+    # the Python-level call overhead
+    object _new_like "PyArray_NewLikeArray" (cnp.ndarray prototype, cnp.NPY_ORDER order,
+                                             void* descr, int subok)
+
+
+cdef inline object _empty_like(cnp.ndarray x):
+    return _new_like(x, cnp.NPY_KEEPORDER, NULL, 0)
+
+
+cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:
+    """Byte range [lo, hi) that a's elements occupy."""
+    cdef int i
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(a)
+    cdef char* l = <char*>cnp.PyArray_DATA(a)
+    cdef char* h = l + cnp.PyArray_ITEMSIZE(a)
+    for i in range(cnp.PyArray_NDIM(a)):
+        if shape[i] == 0:
+            lo[0] = l
+            hi[0] = l
+            return
+        if strides[i] < 0:
+            l += strides[i] * (shape[i] - 1)
+        else:
+            h += strides[i] * (shape[i] - 1)
+    lo[0] = l
+    hi[0] = h
+
+
+cdef bint _may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Bounds check, like np.may_share_memory."""
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    _extent(a, &alo, &ahi)
+    _extent(b, &blo, &bhi)
+    return alo < bhi and blo < ahi
+
 # --------------------------------------------------------------------------------------------
 # threads
 
@@ -141,7 +182,7 @@ cdef tuple _prepare_out(object out, cnp.ndarray x, str fname):
     overlaps the input in a way other than being it, when y is a temporary copied back)."""
     cdef cnp.ndarray o
     if out is None:
-        y = np.empty_like(x)
+        y = _empty_like(x)
         return y, y
     if not isinstance(out, cnp.ndarray):
         raise TypeError(f"{fname}: out must be a numpy.ndarray, got {type(out).__name__}")
@@ -153,11 +194,11 @@ cdef tuple _prepare_out(object out, cnp.ndarray x, str fname):
     if not o.flags.writeable:
         raise ValueError(f"{fname}: out is read-only")
     if not cnp.PyArray_ISALIGNED(o):
-        return np.empty_like(x), o
-    if (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x) and (<object>o).strides == (<object>x).strides) or \
-            not np.may_share_memory(o, x):
+        return _empty_like(x), o
+    if not _may_overlap(o, x) or (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x) and
+                                  (<object>o).strides == (<object>x).strides):
         return o, o
-    return np.empty_like(x), o
+    return _empty_like(x), o
 
 
 cdef object _finish(cnp.ndarray y, object final):

@@ -96,7 +96,8 @@ if have_omp:
     cflags.append("-fopenmp")
     ldflags.append("-fopenmp")
 if os.environ.get("FASTNORM_SANITIZE") == "1":
-    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+           "-fno-omit-frame-pointer", "-g"]
     cflags = [f for f in cflags if f != "-O3"] + ["-O1"] + san
     ldflags += san
 cflags += shlex.split(os.environ.get("FASTNORM_EXTRA_CFLAGS", ""))

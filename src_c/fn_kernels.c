@@ -15,8 +15,9 @@
 #define FN_COL_BLOCK 32768
 /* Elements per unit of work in the normalize kernels. */
 #define FN_NCHUNK 16384
-/* Largest group (bytes) that the fused kernel normalizes right after its statistics: well
- * inside a 1 MiB L2 together with the output it writes. */
+/* Largest group (bytes) that the fused kernel normalizes right after its statistics: at least
+ * this (well inside a 1 MiB L2 together with the output it writes), more where the last-level
+ * cache holds four such groups per thread (see fn_fuse_bytes). */
 #define FN_FUSE_BYTES (512 * 1024)
 /* Below this many elements per thread, another thread costs more than it saves. */
 #define FN_MIN_WORK_PER_THREAD 32768
@@ -56,6 +57,27 @@ static inline int fn_use_avx2(void)
 #else
 #define FN_AVX2 0
 #endif
+
+#if defined(__unix__)
+#include <unistd.h>
+#endif
+
+/* Group size up to which normalizing right after the statistics re-reads the group from cache:
+ * L2-sized groups always; larger ones while n_threads of them (in and out) fit in half the L3.
+ * When the guess is wrong the data comes from memory again, as in the unfused path. */
+static int64_t fn_fuse_bytes(int n_threads)
+{
+    static long l3 = -1;
+    if (l3 < 0) { /* benign race: every thread stores the same value */
+        long v = 0;
+#if defined(__unix__) && defined(_SC_LEVEL3_CACHE_SIZE)
+        v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+        l3 = v > 0 ? v : 0;
+    }
+    const int64_t by_l3 = (int64_t)l3 / (4 * (int64_t)(n_threads > 0 ? n_threads : 1));
+    return by_l3 > FN_FUSE_BYTES ? by_l3 : FN_FUSE_BYTES;
+}
 
 int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
 

@@ -383,8 +383,8 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     (void)nt; /* unused without OpenMP */
     const int given = flags & FN_STATS_GIVEN, rms = flags & FN_RMS;
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
-     * while it is still in L2. Needs enough groups to share out evenly and groups that fit. */
-    if (!given && gsize * (int64_t)sizeof(T) <= FN_FUSE_BYTES &&
+     * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
+    if (!given && gsize * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) &&
         (nt == 1 || P % nt == 0 || P >= 8 * nt)) {
         const int ntf = P < nt ? (int)P : nt;
         (void)ntf; /* unused without OpenMP */

@@ -19,6 +19,7 @@
  * this (well inside a 1 MiB L2 together with the output it writes), more where the last-level
  * cache holds four such groups per thread (see fn_fuse_bytes). */
 #define FN_FUSE_BYTES (512 * 1024)
+#define FN_MAX_L3 (32L * 1024 * 1024)
 /* Below this many elements per thread, another thread costs more than it saves. */
 #define FN_MIN_WORK_PER_THREAD 32768
 
@@ -73,7 +74,9 @@ static int64_t fn_fuse_bytes(int n_threads)
 #if defined(__unix__) && defined(_SC_LEVEL3_CACHE_SIZE)
         v = sysconf(_SC_LEVEL3_CACHE_SIZE);
 #endif
-        l3 = v > 0 ? v : 0;
+        /* VMs may report the whole package's L3 (256 MiB seen here) rather than the slice one
+         * core cluster shares; trust at most FN_MAX_L3 */
+        l3 = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
     }
     const int64_t by_l3 = (int64_t)l3 / (4 * (int64_t)(n_threads > 0 ? n_threads : 1));
     return by_l3 > FN_FUSE_BYTES ? by_l3 : FN_FUSE_BYTES;

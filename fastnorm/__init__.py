@@ -4,8 +4,16 @@ Layers (``fastnorm.BatchNorm2d`` ...) mirror ``torch.nn``; functions (``fastnorm
 also ``fastnorm.F``) mirror ``torch.nn.functional``; ``fastnorm.reference`` holds the plain
 float64 NumPy versions used as the oracle of the tests.
 """
+try:
+    from . import _kernels  # noqa: F401
+except ImportError as exc:  # pragma: no cover - a source tree that was never built
+    raise ImportError(
+        f"fastnorm's compiled extension could not be imported ({exc}). If this is a source "
+        f"checkout, build it with `pip install -e .` (or `python setup.py build_ext --inplace`), "
+        f"or run from another directory so that the installed fastnorm is imported.") from exc
 from . import functional
 from . import functional as F
+from . import reference
 from ._config import get_config, show_config
 from ._kernels import get_num_threads, set_num_threads
 from .modules import *  # noqa: F401,F403
@@ -13,5 +21,5 @@ from .modules import __all__ as _modules_all
 
 __version__ = get_config()["version"]
 
-__all__ = ["functional", "F", "show_config", "get_config", "set_num_threads",
+__all__ = ["functional", "F", "reference", "show_config", "get_config", "set_num_threads",
            "get_num_threads", "__version__"] + list(_modules_all)

@@ -106,6 +106,21 @@ cdef object _to_numpy(object a):
     return np.asarray(a)
 
 
+cdef int64_t _prod(tuple shape, int start):
+    cdef int64_t p = 1
+    for d in shape[start:]:
+        p *= <int64_t>d
+    return p
+
+
+cdef int _verify_batch_size(tuple shape) except -1:
+    """As torch: training statistics need more than one value per channel."""
+    if shape[0] * _prod(shape, 2) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{shape}")
+    return 0
+
+
 cdef cnp.ndarray _as_input(object a, str fname):
     """The input as a native-endian, aligned float32/float64 ndarray (copied only if needed)."""
     cdef cnp.ndarray arr
@@ -162,11 +177,12 @@ cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape)
 
 
 cdef cnp.ndarray _running(object r, str name, str fname, Py_ssize_t C, bint write):
-    """A running statistic: a float ndarray of C elements, writable when it will be updated."""
-    if not isinstance(r, cnp.ndarray):
+    """A running statistic: a float array of C elements; when it will be updated in place, a
+    writable numpy.ndarray (anything np.asarray takes when it is only read)."""
+    if write and not isinstance(r, cnp.ndarray):
         raise TypeError(f"{fname}: {name} must be a numpy.ndarray (it is updated in place), "
                         f"got {type(r).__name__}")
-    cdef cnp.ndarray arr = <cnp.ndarray>r
+    cdef cnp.ndarray arr = <cnp.ndarray>r if write else _to_numpy(r)
     if arr.dtype.kind != "f":
         raise TypeError(f"{fname}: {name} must have a floating dtype, got {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != C:
@@ -501,9 +517,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError(f"{fn}: running_mean and running_var are required when training=False")
     if tr and rm is not None:
         m = _check_momentum(momentum, fn)
-    if tr and C > 0 and x.size // C == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input "
-                         f"size {(<object>x).shape}")
+    if tr:
+        _verify_batch_size((<object>x).shape)
+        if e == 0.0:
+            raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     y, final = _prepare_out(out, x, fn)
     if x.size == 0:
         return final
@@ -690,7 +707,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                          f"use_input_stats=False")
     if stats and rm is not None:
         m = _check_momentum(momentum, fn)
-    if stats and x.size > 0 and x.size // (x.shape[0] * C) == 1:
+    if stats and _prod((<object>x).shape, 2) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"{(<object>x).shape}")
     y, final = _prepare_out(out, x, fn)
@@ -772,6 +789,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
     if C % num_groups != 0:
         raise ValueError(f"Expected number of channels in input to be divisible by num_groups, "
                          f"but got input of shape {(<object>x).shape} and num_groups={num_groups}")
+    _verify_batch_size((x.shape[0] * C // num_groups, num_groups) + (<object>x).shape[2:])
     cdef int t = cnp.PyArray_TYPE(x)
     cdef double e = _check_eps(eps, fn)
     w = None if weight is None else _param(weight, "weight", fn, t, (C,))
@@ -842,7 +860,7 @@ cdef object _ln_call(str fn, object input, object normalized_shape, object weigh
     cdef int nk = len(ns)
     if x.ndim < nk or tuple((<object>x).shape[x.ndim - nk:]) != ns:
         raise ValueError(f"Given normalized_shape={list(ns)}, expected input with shape "
-                         f"[*, {', '.join(map(str, ns))}], but got input of size {list((<object>x).shape)}")
+                         f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     cdef int t = cnp.PyArray_TYPE(x)
     cdef double e = np.finfo(x.dtype).eps if (rms and eps is None) else _check_eps(eps, fn)
     w = None if weight is None else _param(weight, "weight", fn, t, ns)

@@ -121,17 +121,6 @@ static inline void fn_finish_block(double n, double k, double s1, double s2, dou
     *m2 = q < 0.0 ? 0.0 : q; /* rounding can go below 0; NaN passes through */
 }
 
-/* A group's moments (n elements) -> its mean and biased variance; for RMSNorm (rms != 0) the
- * mean of squares and a zero mean instead. m2 in, var out. */
-static inline void fn_group_finish(int64_t n, int rms, double *mean, const double *m2, double *var)
-{
-    *var = *m2 / (double)n;
-    if (rms) {
-        *var += *mean * *mean;
-        *mean = 0.0;
-    }
-}
-
 void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                       const double *m2_in, double *mean_out, double *m2_out)
 {

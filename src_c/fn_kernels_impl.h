@@ -62,38 +62,47 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, do
 
 /* Moments of block b of a group (rows q at stride sq, elements l at stride sl). Shifted by the
  * block's first element: sums of (x - k) keep full precision for data far from zero, and
- * constant data gives mean == k and m2 == 0 exactly. Returns the block's element count. */
+ * constant data gives mean == k and m2 == 0 exactly. With rms, mean = 0 and m2 = sum(x^2)
+ * instead: a sum of squares needs no shift (nothing cancels), and an inf then gives m2 = inf
+ * rather than inf - inf. Returns the block's element count. */
 static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q,
-                                       int64_t L, int64_t sq, int64_t sl, double *mean, double *m2)
+                                       int64_t L, int64_t sq, int64_t sl, int rms, double *mean,
+                                       double *m2)
 {
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
-    const double k = (double)xg[q0 * sq + l0 * sl];
+    const double k = rms ? 0.0 : (double)xg[q0 * sq + l0 * sl];
     double s1 = 0.0, s2 = 0.0;
     for (int64_t q = q0; q < q1; q++)
         FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, &s1, &s2);
     const double n = (double)((q1 - q0) * (l1 - l0));
-    fn_finish_block(n, k, s1, s2, mean, m2);
+    if (rms) {
+        *mean = 0.0;
+        *m2 = s2;
+    } else {
+        fn_finish_block(n, k, s1, s2, mean, m2);
+    }
     return n;
 }
 
 /* Moments of a whole group: its blocks in order, merged with Chan's formula. The same blocks
  * and the same merge order as fn_row_stats' parallel path, so both give identical bits. */
 static inline void FN(group_moments)(const T *xg, const fn_rowplan *pl, int64_t Q, int64_t L,
-                                     int64_t sq, int64_t sl, double *mean, double *m2)
+                                     int64_t sq, int64_t sl, int rms, double *mean, double *m2)
 {
     double n = 0.0, mu = 0.0, q = 0.0;
     for (int64_t b = 0; b < pl->nb; b++) {
         double bm, bq;
-        const double bn = FN(block_moments)(xg, pl, b, Q, L, sq, sl, &bm, &bq);
+        const double bn = FN(block_moments)(xg, pl, b, Q, L, sq, sl, rms, &bm, &bq);
         fn_chan(&n, &mu, &q, bn, bm, bq);
     }
     *mean = mu;
     *m2 = q;
 }
 
-int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
-                     double *mean, double *m2, int n_threads)
+/* fn_row_stats, or with rms the (0, sum of squares) moments of block_moments. */
+static int FN(row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
+                         const int64_t xs[4], int rms, double *mean, double *m2, int n_threads)
 {
     const int64_t P = P1 * P2;
     if (P <= 0)
@@ -119,7 +128,7 @@ int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, c
     for (int64_t u = 0; u < U; u++) {
         const int64_t g = u / pl.nb;
         FN(block_moments)(x + (g / P2) * xs[0] + (g % P2) * xs[1], &pl, u % pl.nb, Q, L, xs[2],
-                          xs[3], &pm[u], &pq[u]);
+                          xs[3], rms, &pm[u], &pq[u]);
     }
     if (buf) {
         FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
@@ -134,6 +143,12 @@ int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, c
         free(buf);
     }
     return FN_OK;
+}
+
+int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
+                     double *mean, double *m2, int n_threads)
+{
+    return FN(row_stats)(x, P1, P2, Q, L, xs, 0, mean, m2, n_threads);
 }
 
 #if FN_AVX2
@@ -393,8 +408,8 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
             const int64_t p1 = g / P2, p2 = g % P2;
             const T *xg = x + p1 * xs[0] + p2 * xs[1];
             double mean, m2, var;
-            FN(group_moments)(xg, &pl, Q, L, xs[2], xs[3], &mean, &m2);
-            fn_group_finish(gsize, rms, &mean, &m2, &var);
+            FN(group_moments)(xg, &pl, Q, L, xs[2], xs[3], rms, &mean, &m2);
+            var = m2 / (double)gsize;
             if (gmean)
                 gmean[g] = mean;
             if (gvar)
@@ -414,7 +429,7 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
         memcpy(mean, gmean, (size_t)P * sizeof(double));
         memcpy(var, gvar, (size_t)P * sizeof(double));
     } else {
-        int rc = FN(fn_row_stats)(x, P1, P2, Q, L, xs, mean, var, n_threads);
+        int rc = FN(row_stats)(x, P1, P2, Q, L, xs, rms, mean, var, n_threads);
         if (rc != FN_OK) {
             free(buf);
             return rc;
@@ -422,8 +437,7 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     }
     for (int64_t g = 0; g < P; g++) {
         if (!given) {
-            const double m2 = var[g];
-            fn_group_finish(gsize, rms, &mean[g], &m2, &var[g]);
+            var[g] /= (double)gsize; /* m2 -> biased variance (rms: mean of squares) */
             if (gmean)
                 gmean[g] = mean[g];
             if (gvar)

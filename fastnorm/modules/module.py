@@ -1,0 +1,258 @@
+"""``Module``: the small part of ``torch.nn.Module`` that stateful normalization layers need.
+
+Parameters and buffers are plain NumPy arrays registered by name, so ``state_dict()`` yields torch's
+keys in torch's order (parameters first, then buffers, each in registration order) and
+``load_state_dict()`` accepts a PyTorch checkpoint as it is (tensors are converted with NumPy).
+There is no autograd: parameters are arrays like buffers, and forward only evaluates.
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+__all__ = ["Module"]
+
+
+class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What ``load_state_dict`` returns, as in torch."""
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
+
+    __str__ = __repr__
+
+
+def to_numpy(value):
+    """``np.asarray(value)``, also for torch tensors that require grad or live on another device
+    (duck-typed: torch is never imported)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def check_dtype(dtype):
+    """The parameter dtype of a layer: float32 (None) or float64. torch dtypes are accepted by
+    name (``torch.float64`` -> float64) so code written for torch runs unchanged."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    name = str(dtype)
+    if name.startswith("torch."):
+        dtype = name[len("torch."):]
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64 (or None for float32), got {dtype!r}")
+    return dt
+
+
+def check_device(device):
+    """fastnorm runs on the CPU only: accept None and "cpu" (also torch.device("cpu"))."""
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"fastnorm runs on the CPU only: expected device None or 'cpu', got {device!r}")
+
+
+def check_eps(eps, allow_none=False):
+    if eps is None and allow_none:
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
+    return eps.item() if isinstance(eps, np.generic) else eps  # as given: repr like torch's
+
+
+def check_size(value, name):
+    """A non-negative int (numpy integers accepted, bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def check_shape(normalized_shape, name="normalized_shape"):
+    """An int or a sequence of non-negative ints, as a tuple."""
+    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
+        normalized_shape = (normalized_shape,)
+    if not isinstance(normalized_shape, (tuple, list)):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got "
+                        f"{type(normalized_shape).__name__}")
+    return tuple(check_size(d, name) for d in normalized_shape)
+
+
+class Module:
+    """Base class of fastnorm's layers: named parameters and buffers, train/eval mode,
+    ``state_dict``/``load_state_dict`` with torch's keys, and torch's ``repr``."""
+
+    def __init__(self):
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register_parameter(self, name, value):
+        """Add a parameter (an ndarray, or None for an absent one such as ``bias=False``)."""
+        self._check_value(name, value, "parameter")
+        self.__dict__.pop(name, None)
+        self._parameters[name] = value
+
+    def register_buffer(self, name, value):
+        """Add a buffer (an ndarray, or None where torch keeps a None buffer)."""
+        self._check_value(name, value, "buffer")
+        self.__dict__.pop(name, None)
+        self._buffers[name] = value
+
+    @staticmethod
+    def _check_value(name, value, kind):
+        if value is not None and not isinstance(value, np.ndarray):
+            raise TypeError(f"cannot assign {type(value).__name__!r} as {kind} {name!r} "
+                            f"(numpy.ndarray or None expected)")
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: parameters and buffers live in their dicts
+        for store in ("_parameters", "_buffers"):
+            d = self.__dict__.get(store)
+            if d is not None and name in d:
+                return d[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        for store, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
+            d = self.__dict__.get(store)
+            if d is not None and name in d:
+                self._check_value(name, value, kind)
+                d[name] = value
+                return
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        for store in ("_parameters", "_buffers"):
+            d = self.__dict__.get(store)
+            if d is not None and name in d:
+                del d[name]
+                return
+        object.__delattr__(self, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers))
+
+    def named_parameters(self):
+        return iter([(k, v) for k, v in self._parameters.items() if v is not None])
+
+    def parameters(self):
+        return iter([v for v in self._parameters.values() if v is not None])
+
+    def named_buffers(self):
+        return iter([(k, v) for k, v in self._buffers.items() if v is not None])
+
+    def buffers(self):
+        return iter([v for v in self._buffers.values() if v is not None])
+
+    # -- mode ---------------------------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Set training mode (``mode=False``: evaluation mode). Returns self."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode. Returns self."""
+        return self.train(False)
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def forward(self, input):  # pragma: no cover - every layer overrides it
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """Parameters then buffers by name, skipping None ones, as an ``OrderedDict`` of arrays.
+
+        As in torch the arrays are the module's own (no copies): a later forward or
+        ``load_state_dict`` shows through. ``keep_vars`` is accepted for torch compatibility.
+        """
+        if destination is None:
+            destination = OrderedDict()
+        for store in (self._parameters, self._buffers):
+            for name, value in store.items():
+                if value is not None:
+                    destination[prefix + name] = value
+        return destination
+
+    def _fix_state_dict(self, state_dict, error_msgs):
+        """Hook for version fix-ups of an incoming state dict (a private copy); see _NormBase."""
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Copy parameters and buffers from ``state_dict`` (NumPy arrays, torch tensors, or
+        anything ``np.asarray`` takes) into this module.
+
+        Every key and shape is checked before anything is written: on error nothing changes and
+        ``RuntimeError`` lists every problem, in torch's words. Values are cast to the dtype of
+        the module's arrays (``assign=True`` keeps the incoming arrays instead, as in torch).
+        Returns ``(missing_keys, unexpected_keys)``.
+        """
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+        sd = OrderedDict((k, state_dict[k]) for k in state_dict.keys())
+        error_msgs, missing, new = [], [], {}
+        self._fix_state_dict(sd, error_msgs)
+        local = self.state_dict()
+        for key, param in local.items():
+            if key not in sd:
+                missing.append(key)
+                continue
+            try:
+                value = to_numpy(sd[key])
+            except Exception as exc:  # noqa: BLE001 - reported with the key, like torch
+                value, why = None, f"{type(exc).__name__}: {exc}"
+            else:
+                why = None if value.dtype.kind in "fiub" else f"an array of dtype {value.dtype}"
+            if why is not None:
+                error_msgs.append(f'While copying the parameter named "{key}", expected a numeric '
+                                  f"array or tensor from checkpoint but received {why}")
+                continue
+            if param.ndim == 0 and value.shape == (1,):  # torch's 0.3 -> 0.4 compatibility
+                value = value.reshape(())
+            if value.shape != param.shape:
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape "
+                                  f"{value.shape} from checkpoint, the shape in current model is "
+                                  f"{param.shape}.")
+                continue
+            new[key] = value
+        unexpected = [k for k in sd if k not in local]
+        if strict:
+            if unexpected:
+                error_msgs.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
+                    ", ".join(f'"{k}"' for k in unexpected)))
+            if missing:
+                error_msgs.insert(0, "Missing key(s) in state_dict: {}. ".format(
+                    ", ".join(f'"{k}"' for k in missing)))
+        if error_msgs:
+            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
+                type(self).__name__, "\n\t".join(error_msgs)))
+        for store in (self._parameters, self._buffers):
+            for name, param in store.items():
+                if name in new:
+                    if assign:
+                        store[name] = np.array(new[name], dtype=param.dtype)
+                    else:
+                        np.copyto(param, new[name], casting="unsafe")
+        return _IncompatibleKeys(missing, unexpected)
+
+    # -- repr ---------------------------------------------------------------------------------
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,193 @@
+"""LayerNorm, GroupNorm and RMSNorm, as in torch."""
+import numpy as np
+
+from .. import functional as F
+from .module import Module, check_device, check_dtype, check_eps, check_shape, check_size
+
+__all__ = ["LayerNorm", "GroupNorm", "RMSNorm"]
+
+
+class LayerNorm(Module):
+    r"""Layer normalization over the trailing ``normalized_shape`` axes, as ``torch.nn.LayerNorm``.
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    Mean and biased variance are taken per row over the last ``len(normalized_shape)`` axes, in
+    training and eval mode alike; :math:`\gamma`, :math:`\beta` are elementwise, of shape
+    ``normalized_shape``.
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of int
+    eps : float, default 1e-5
+    elementwise_affine : bool, default True
+        Learnable ``weight`` (1) and ``bias`` (0) of shape ``normalized_shape``.
+    bias : bool, default True
+        Without it ``bias`` is None.
+    device : None or "cpu"
+    dtype : numpy dtype, default float32
+
+    Shape
+    -----
+    Input (*, *normalized_shape); output the same shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> m = fastnorm.LayerNorm(768)
+    >>> x = np.random.default_rng(0).standard_normal((2, 5, 768)).astype(np.float32)
+    >>> y = m(x)
+    >>> m, bool(np.allclose(y.mean(axis=-1), 0, atol=1e-5))
+    (LayerNorm((768,), eps=1e-05, elementwise_affine=True, bias=True), True)
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 device=None, dtype=None):
+        super().__init__()
+        check_device(device)
+        dt = check_dtype(dtype)
+        self.normalized_shape = check_shape(normalized_shape)
+        self.eps = check_eps(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        ns = self.normalized_shape
+        self.register_parameter("weight", np.ones(ns, dt) if self.elementwise_affine else None)
+        self.register_parameter("bias", np.zeros(ns, dt) if self.elementwise_affine and bias
+                                else None)
+
+    def reset_parameters(self):
+        """weight = 1, bias = 0 (in place)."""
+        if self.weight is not None:
+            self.weight[...] = 1
+        if self.bias is not None:
+            self.bias[...] = 0
+
+    def forward(self, input):
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class GroupNorm(Module):
+    r"""Group normalization, as ``torch.nn.GroupNorm``.
+
+    .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
+
+    The C channels are split into ``num_groups`` groups of consecutive channels; mean and biased
+    variance are per sample and group, over the group's channels and the spatial axes.
+    :math:`\gamma`, :math:`\beta` are per channel. Training and eval mode behave the same.
+
+    Parameters
+    ----------
+    num_groups : int
+        Must divide ``num_channels``.
+    num_channels : int
+    eps : float, default 1e-5
+    affine : bool, default True
+        Learnable ``weight`` (1) and ``bias`` (0) of shape (C,).
+    device : None or "cpu"
+    dtype : numpy dtype, default float32
+    bias : bool, default True (keyword-only)
+
+    Shape
+    -----
+    Input (N, C, *); output the same shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> m = fastnorm.GroupNorm(2, 6)
+    >>> x = np.random.default_rng(0).standard_normal((4, 6, 5, 5)).astype(np.float32)
+    >>> g = m(x).reshape(4, 2, -1)
+    >>> bool(np.allclose(g.mean(axis=-1), 0, atol=1e-5))
+    True
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None,
+                 *, bias=True):
+        super().__init__()
+        check_device(device)
+        dt = check_dtype(dtype)
+        num_groups = check_size(num_groups, "num_groups")
+        num_channels = check_size(num_channels, "num_channels")
+        if num_groups == 0:
+            raise ValueError("num_groups must be positive, got 0")
+        if num_channels % num_groups != 0:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = check_eps(eps)
+        self.affine = bool(affine)
+        C = num_channels
+        self.register_parameter("weight", np.ones(C, dt) if self.affine else None)
+        self.register_parameter("bias", np.zeros(C, dt) if self.affine and bias else None)
+
+    def reset_parameters(self):
+        """weight = 1, bias = 0 (in place)."""
+        if self.weight is not None:
+            self.weight[...] = 1
+        if self.bias is not None:
+            self.bias[...] = 0
+
+    def forward(self, input):
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
+class RMSNorm(Module):
+    r"""Root-mean-square normalization over the trailing ``normalized_shape`` axes, as
+    ``torch.nn.RMSNorm``.
+
+    .. math:: y = \frac{x}{\sqrt{\frac{1}{n}\sum_i x_i^2 + \epsilon}} \gamma
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of int
+    eps : float or None, default None
+        None means the machine epsilon of the input's dtype (``np.finfo(x.dtype).eps``).
+    elementwise_affine : bool, default True
+        Learnable ``weight`` (1) of shape ``normalized_shape``.
+    device : None or "cpu"
+    dtype : numpy dtype, default float32
+
+    Shape
+    -----
+    Input (*, *normalized_shape); output the same shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> m = fastnorm.RMSNorm(2)
+    >>> m(np.array([[3.0, 4.0]], dtype=np.float32)).round(4)
+    array([[0.8485, 1.1314]], dtype=float32)
+    >>> m
+    RMSNorm((2,), eps=None, elementwise_affine=True)
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None,
+                 dtype=None):
+        super().__init__()
+        check_device(device)
+        dt = check_dtype(dtype)
+        self.normalized_shape = check_shape(normalized_shape)
+        self.eps = check_eps(eps, allow_none=True)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.register_parameter("weight", np.ones(self.normalized_shape, dt)
+                                if self.elementwise_affine else None)
+
+    def reset_parameters(self):
+        """weight = 1 (in place)."""
+        if self.weight is not None:
+            self.weight[...] = 1
+
+    def forward(self, input):
+        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")

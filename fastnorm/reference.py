@@ -1,0 +1,115 @@
+"""Plain NumPy versions of every fastnorm op: the oracle of the tests (in float64) and the baseline
+of the benchmarks (in the input's dtype, as a NumPy user would write it).
+
+Deliberately simple (the model is bottleneck's ``slow`` module): each function converts its
+arguments to ``dtype`` (keyword-only, float64 by default), takes the mean and the *two-pass*
+biased variance with NumPy over the axes the op reduces, and applies the textbook formula
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias
+
+No blocking, no threads, no fused tricks, no validation beyond what NumPy does itself. Signatures
+mirror ``fastnorm.functional`` (``dtype=`` instead of ``out=``); results have dtype ``dtype``.
+Running statistics passed in are updated in place, as ``torch.nn.functional`` does.
+"""
+import numpy as np
+
+__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
+
+
+def _as(a, dtype):
+    return None if a is None else np.asarray(a, dtype=dtype)
+
+
+def _channel_shape(x):
+    """Shape that broadcasts a per-channel vector against x (N, C, *)."""
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def _moments(x, axes):
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return mean, var
+
+
+def _affine(y, weight, bias, shape):
+    if weight is not None:
+        y = y * _as(weight, y.dtype).reshape(shape)
+    if bias is not None:
+        y = y + _as(bias, y.dtype).reshape(shape)
+    return y
+
+
+def _update(running, stat, momentum):
+    running[...] = (1.0 - momentum) * running.astype(np.float64) + momentum * stat
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, dtype=np.float64):
+    """Batch norm of ``input`` (N, C, *): per channel over N and the spatial axes."""
+    x = _as(input, dtype)
+    axes = (0,) + tuple(range(2, x.ndim))
+    if training:
+        mean, var = _moments(x, axes)
+        if running_mean is not None:
+            n = x.size // x.shape[1]
+            _update(running_mean, mean.ravel(), momentum)
+            _update(running_var, var.ravel() * n / (n - 1), momentum)
+    else:
+        mean = _as(running_mean, dtype).reshape(_channel_shape(x))
+        var = _as(running_var, dtype).reshape(_channel_shape(x))
+    y = (x - mean) / np.sqrt(var + eps)
+    return _affine(y, weight, bias, _channel_shape(x))
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5, *, dtype=np.float64):
+    """Instance norm of ``input`` (N, C, *): per (sample, channel) over the spatial axes."""
+    x = _as(input, dtype)
+    if not use_input_stats:
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps,
+                          dtype=dtype)
+    axes = tuple(range(2, x.ndim))
+    mean, var = _moments(x, axes)
+    if running_mean is not None and x.size:
+        n = x.size // (x.shape[0] * x.shape[1])
+        # batch average of the per-instance mean and unbiased variance
+        _update(running_mean, mean.reshape(x.shape[:2]).mean(axis=0), momentum)
+        _update(running_var, (var.reshape(x.shape[:2]) * n / (n - 1)).mean(axis=0), momentum)
+    y = (x - mean) / np.sqrt(var + eps)
+    return _affine(y, weight, bias, _channel_shape(x))
+
+
+def _trailing(normalized_shape):
+    return (normalized_shape,) if np.ndim(normalized_shape) == 0 else tuple(normalized_shape)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dtype=np.float64):
+    """Layer norm over the trailing ``normalized_shape`` axes, elementwise affine."""
+    x = _as(input, dtype)
+    ns = _trailing(normalized_shape)
+    axes = tuple(range(x.ndim - len(ns), x.ndim))
+    mean, var = _moments(x, axes)
+    y = (x - mean) / np.sqrt(var + eps)
+    return _affine(y, weight, bias, ns)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, dtype=np.float64):
+    """Group norm of ``input`` (N, C, *): per (sample, group of C // num_groups channels)."""
+    x = _as(input, dtype)
+    xg = x.reshape((x.shape[0], num_groups, -1))
+    mean, var = _moments(xg, (2,))
+    y = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    return _affine(y, weight, bias, _channel_shape(x))
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, dtype=np.float64):
+    """RMS norm over the trailing ``normalized_shape`` axes: x / sqrt(mean(x^2) + eps) * weight.
+    ``eps=None`` is the machine epsilon of the input's own dtype, as in torch."""
+    if eps is None:
+        in_dtype = np.asarray(input).dtype
+        eps = np.finfo(in_dtype if in_dtype.kind == "f" else np.float64).eps
+    x = _as(input, dtype)
+    ns = _trailing(normalized_shape)
+    axes = tuple(range(x.ndim - len(ns), x.ndim))
+    y = x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
+    return _affine(y, weight, None, ns)

@@ -182,7 +182,7 @@ cdef cnp.ndarray _running(object r, str name, str fname, Py_ssize_t C, bint writ
     if write and not isinstance(r, cnp.ndarray):
         raise TypeError(f"{fname}: {name} must be a numpy.ndarray (it is updated in place), "
                         f"got {type(r).__name__}")
-    cdef cnp.ndarray arr = <cnp.ndarray>r if write else _to_numpy(r)
+    cdef cnp.ndarray arr = <cnp.ndarray>r if isinstance(r, cnp.ndarray) else _to_numpy(r)
     if arr.dtype.kind != "f":
         raise TypeError(f"{fname}: {name} must have a floating dtype, got {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != C:
@@ -403,7 +403,9 @@ cdef inline Coefs _coef_slots(char* base, int64_t n, int64_t isz) noexcept nogil
 
 
 cdef inline const char* _ptr(object a):
-    return NULL if a is None else <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    if a is None:
+        return NULL
+    return <const char*>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef int _read_f64(cnp.ndarray a, double* dst) except -1:

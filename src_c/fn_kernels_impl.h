@@ -123,23 +123,20 @@ static int FN(row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t 
         pq = buf + U;
     }
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
-    (void)nt; /* unused without OpenMP */
-    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
-    for (int64_t u = 0; u < U; u++) {
+    FN_PFOR(nt, u, U, {
         const int64_t g = u / pl.nb;
         FN(block_moments)(x + (g / P2) * xs[0] + (g % P2) * xs[1], &pl, u % pl.nb, Q, L, xs[2],
                           xs[3], rms, &pm[u], &pq[u]);
-    }
+    });
     if (buf) {
-        FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
-        for (int64_t g = 0; g < P; g++) {
+        FN_PFOR(nt, g, P, {
             double n = 0.0, mu = 0.0, q = 0.0;
             for (int64_t b = 0; b < pl.nb; b++)
                 fn_chan(&n, &mu, &q, fn_block_count(&pl, b, Q, L), pm[g * pl.nb + b],
                         pq[g * pl.nb + b]);
             mean[g] = mu;
             m2[g] = q;
-        }
+        });
         free(buf);
     }
     return FN_OK;
@@ -246,9 +243,7 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
         pq = buf + P1 * nrb * C;
     }
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
-    (void)nt; /* unused without OpenMP */
-    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
-    for (int64_t u = 0; u < U; u++) {
+    FN_PFOR(nt, u, U, {
         const int64_t p1 = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
         const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
         const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
@@ -260,10 +255,9 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
         const int64_t o = (p1 * nrb + rbi) * C + c0;
         for (int64_t j = 0; j < w; j++)
             fn_finish_block((double)(r1 - r0), k[j], s1[j], s2[j], &pm[o + j], &pq[o + j]);
-    }
+    });
     if (buf) {
-        FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
-        for (int64_t i = 0; i < P1 * C; i++) {
+        FN_PFOR(nt, i, P1 * C, {
             const int64_t p1 = i / C, c = i % C;
             double n = 0.0, mu = 0.0, q = 0.0;
             for (int64_t b = 0; b < nrb; b++) {
@@ -273,7 +267,7 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
             }
             mean[i] = mu;
             m2[i] = q;
-        }
+        });
         free(buf);
     }
     return FN_OK;
@@ -345,15 +339,13 @@ int FN(fn_norm_cols)(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const i
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
     const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
-    (void)nt; /* unused without OpenMP */
-    FN_OMP(parallel for schedule(static) num_threads(nt) if(nt > 1))
-    for (int64_t u = 0; u < U; u++) {
+    FN_PFOR(nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
         for (int64_t r = r0; r < r1; r++)
             FN(cols_run)(x + p1 * xs[0] + r * xs[1], y + p1 * ys[0] + r * ys[1], C, xs[2], ys[2],
                          mh + k, a + k, c + k);
-    }
+    });
     return FN_OK;
 }
 
@@ -395,16 +387,13 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
-    (void)nt; /* unused without OpenMP */
     const int given = flags & FN_STATS_GIVEN, rms = flags & FN_RMS;
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && gsize * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) &&
         (nt == 1 || P % nt == 0 || P >= 8 * nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        (void)ntf; /* unused without OpenMP */
-        FN_OMP(parallel for schedule(static) num_threads(ntf) if(ntf > 1))
-        for (int64_t g = 0; g < P; g++) {
+        FN_PFOR(ntf, g, P, {
             const int64_t p1 = g / P2, p2 = g % P2;
             const T *xg = x + p1 * xs[0] + p2 * xs[1];
             double mean, m2, var;
@@ -416,7 +405,7 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
                 gvar[g] = var;
             FN(group_apply)(xg, y + p1 * ys[0] + p2 * ys[1], p2, 0, Q, 0, L, xs, ys, mean,
                             1.0 / sqrt(var + eps), w, b, as, lw, lb);
-        }
+        });
         return FN_OK;
     }
     /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
@@ -447,15 +436,13 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     }
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
     const int ntn = fn_eff_threads(P * gsize, U, n_threads);
-    (void)ntn; /* unused without OpenMP */
-    FN_OMP(parallel for schedule(static) num_threads(ntn) if(ntn > 1))
-    for (int64_t u = 0; u < U; u++) {
+    FN_PFOR(ntn, u, U, {
         const int64_t row = u / cpl, g = row / Q, q = row % Q, l0 = (u % cpl) * FN_NCHUNK;
         const int64_t l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
         const int64_t p1 = g / P2, p2 = g % P2;
         FN(group_apply)(x + p1 * xs[0] + p2 * xs[1], y + p1 * ys[0] + p2 * ys[1], p2, q, q + 1,
                         l0, l1, xs, ys, mean[g], rstd[g], w, b, as, lw, lb);
-    }
+    });
     free(buf);
     return FN_OK;
 }

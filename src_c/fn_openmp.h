@@ -17,4 +17,23 @@ static inline int fn_omp_max_threads(void) { return omp_get_max_threads(); }
 static inline int fn_omp_max_threads(void) { return 1; }
 #endif
 
+/* FN_PFOR(nt, i, n, { body }): for (int64_t i = 0; i < n; i++) { body } on nt threads with a
+ * static schedule. With nt <= 1 it is a plain loop: libgomp enters (and leaves, with a futex
+ * wake) a team even for a parallel region whose if() clause is false, which costs a syscall on
+ * every small call. The body is a macro argument so that both loops share it. */
+#define FN_PFOR(nt, i, n, ...)                                                                   \
+    do {                                                                                         \
+        const int64_t fn_pfor_n_ = (n);                                                          \
+        if ((nt) > 1) {                                                                          \
+            FN_OMP(parallel for schedule(static) num_threads(nt))                                \
+            for (int64_t i = 0; i < fn_pfor_n_; i++) {                                           \
+                __VA_ARGS__                                                                      \
+            }                                                                                    \
+        } else {                                                                                 \
+            for (int64_t i = 0; i < fn_pfor_n_; i++) {                                           \
+                __VA_ARGS__                                                                      \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+
 #endif /* FN_OPENMP_H */

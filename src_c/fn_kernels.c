@@ -32,31 +32,52 @@
 #define FN_HOT
 #endif
 
-/* The statistics loops have an AVX2+FMA version (x86-64 with GCC or clang), chosen at run time
- * when the CPU has both; elsewhere portable C. Results depend on which path runs (the machine),
- * never on the thread count. */
+/* The statistics loops have AVX-512 and AVX2+FMA versions (x86-64 with GCC or clang), chosen at
+ * run time by what the CPU has; elsewhere portable C. Results depend on which path runs (the
+ * machine), never on the thread count. */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FN_NO_SIMD)
 #define FN_AVX2 1
+#define FN_AVX512 1
 #include <immintrin.h>
 #define FN_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
 #define FN_AVX2_FUNC static __attribute__((noinline, target("avx2,fma")))
+#define FN_AVX512_INLINE static inline __attribute__((always_inline, target("avx512f")))
+#define FN_AVX512_FUNC static __attribute__((noinline, target("avx512f")))
 FN_AVX2_INLINE __m256d fn_load4_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 FN_AVX2_INLINE __m256d fn_load4_f64(const double *p) { return _mm256_loadu_pd(p); }
+FN_AVX512_INLINE __m512d fn_load8_f32(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+FN_AVX512_INLINE __m512d fn_load8_f64(const double *p) { return _mm512_loadu_pd(p); }
 /* Lanes summed in a fixed order. */
 FN_AVX2_INLINE double fn_hsum4(__m256d v)
 {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
-static int fn_avx2_state = -1;
-static inline int fn_use_avx2(void)
+FN_AVX512_INLINE double fn_hsum8(__m512d v)
 {
-    if (fn_avx2_state < 0) /* benign race: every thread stores the same value */
-        fn_avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return fn_avx2_state;
+    const __m256d lo = _mm512_castpd512_pd256(v), hi = _mm512_extractf64x4_pd(v, 1);
+    const __m256d h = _mm256_add_pd(lo, hi);
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+/* 2: AVX-512F, 1: AVX2 + FMA, 0: neither. FN_SIMD_LEVEL (environment) caps it, for testing
+ * the other paths on one machine. */
+static int fn_simd_state = -1;
+static inline int fn_simd_level(void)
+{
+    if (fn_simd_state < 0) { /* benign race: every thread stores the same value */
+        int lvl = __builtin_cpu_supports("avx512f") ? 2
+                  : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        const char *cap = getenv("FN_SIMD_LEVEL");
+        if (cap && *cap >= '0' && *cap <= '2' && *cap - '0' < lvl)
+            lvl = *cap - '0';
+        fn_simd_state = lvl;
+    }
+    return fn_simd_state;
 }
 #else
 #define FN_AVX2 0
+#define FN_AVX512 0
 #endif
 
 #if defined(__unix__)

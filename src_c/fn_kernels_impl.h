@@ -33,6 +33,34 @@ FN_AVX2_FUNC int64_t FN(run_sums_avx2)(const T *x, int64_t len, double k, double
 }
 #endif
 
+#if FN_AVX512
+/* run_sums_avx2 with 8-wide accumulators: 32 elements per step. */
+FN_AVX512_FUNC int64_t FN(run_sums_avx512)(const T *x, int64_t len, double k, double *t1,
+                                           double *t2)
+{
+    const __m512d kv = _mm512_set1_pd(k);
+    __m512d a1 = _mm512_setzero_pd(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;
+    int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        const __m512d u = _mm512_sub_pd(FN(fn_load8)(x + i), kv);
+        const __m512d v = _mm512_sub_pd(FN(fn_load8)(x + i + 8), kv);
+        const __m512d w = _mm512_sub_pd(FN(fn_load8)(x + i + 16), kv);
+        const __m512d z = _mm512_sub_pd(FN(fn_load8)(x + i + 24), kv);
+        a1 = _mm512_add_pd(a1, u);
+        a2 = _mm512_fmadd_pd(u, u, a2);
+        b1 = _mm512_add_pd(b1, v);
+        b2 = _mm512_fmadd_pd(v, v, b2);
+        c1 = _mm512_add_pd(c1, w);
+        c2 = _mm512_fmadd_pd(w, w, c2);
+        d1 = _mm512_add_pd(d1, z);
+        d2 = _mm512_fmadd_pd(z, z, d2);
+    }
+    *t1 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(a1, b1), _mm512_add_pd(c1, d1)));
+    *t2 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(a2, b2), _mm512_add_pd(c2, d2)));
+    return i;
+}
+#endif
+
 /* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
  * additions depends only on len (and the CPU's path), never on threads. */
 static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, double *s1,
@@ -40,8 +68,13 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, do
 {
     double t1 = 0.0, t2 = 0.0, u1 = 0.0, u2 = 0.0;
     int64_t i = 0;
+#if FN_AVX512
+    if (s == 1 && len >= 32 && fn_simd_level() >= 2)
+        i = FN(run_sums_avx512)(x, len, k, &t1, &t2);
+    else
+#endif
 #if FN_AVX2
-    if (s == 1 && len >= 16 && fn_use_avx2())
+    if (s == 1 && len >= 16 && fn_simd_level() >= 1)
         i = FN(run_sums_avx2)(x, len, k, &t1, &t2);
 #endif
     for (; i + 2 <= len; i += 2) { /* two chains for the portable path */
@@ -199,15 +232,69 @@ FN_AVX2_FUNC int64_t FN(tile_sums_avx2)(const T *x, int64_t r0, int64_t r1, int6
 }
 #endif
 
+#if FN_AVX512
+/* tile_sums_avx2 with 8-wide accumulators: 32 (then 8) columns at a time. */
+FN_AVX512_FUNC int64_t FN(tile_sums_avx512)(const T *x, int64_t r0, int64_t r1, int64_t sr,
+                                            int64_t w, const double *k, double *s1, double *s2)
+{
+    int64_t j = 0;
+    for (; j + 32 <= w; j += 32) {
+        const __m512d k0 = _mm512_loadu_pd(k + j), k1 = _mm512_loadu_pd(k + j + 8);
+        const __m512d k2 = _mm512_loadu_pd(k + j + 16), k3 = _mm512_loadu_pd(k + j + 24);
+        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0,
+                q3 = a0;
+        for (int64_t r = r0; r < r1; r++) {
+            const T *xr = x + r * sr + j;
+            const __m512d d0 = _mm512_sub_pd(FN(fn_load8)(xr), k0);
+            const __m512d d1 = _mm512_sub_pd(FN(fn_load8)(xr + 8), k1);
+            const __m512d d2 = _mm512_sub_pd(FN(fn_load8)(xr + 16), k2);
+            const __m512d d3 = _mm512_sub_pd(FN(fn_load8)(xr + 24), k3);
+            a0 = _mm512_add_pd(a0, d0);
+            q0 = _mm512_fmadd_pd(d0, d0, q0);
+            a1 = _mm512_add_pd(a1, d1);
+            q1 = _mm512_fmadd_pd(d1, d1, q1);
+            a2 = _mm512_add_pd(a2, d2);
+            q2 = _mm512_fmadd_pd(d2, d2, q2);
+            a3 = _mm512_add_pd(a3, d3);
+            q3 = _mm512_fmadd_pd(d3, d3, q3);
+        }
+        _mm512_storeu_pd(s1 + j, a0);
+        _mm512_storeu_pd(s1 + j + 8, a1);
+        _mm512_storeu_pd(s1 + j + 16, a2);
+        _mm512_storeu_pd(s1 + j + 24, a3);
+        _mm512_storeu_pd(s2 + j, q0);
+        _mm512_storeu_pd(s2 + j + 8, q1);
+        _mm512_storeu_pd(s2 + j + 16, q2);
+        _mm512_storeu_pd(s2 + j + 24, q3);
+    }
+    for (; j + 8 <= w; j += 8) {
+        const __m512d k0 = _mm512_loadu_pd(k + j);
+        __m512d a0 = _mm512_setzero_pd(), q0 = a0;
+        for (int64_t r = r0; r < r1; r++) {
+            const __m512d d0 = _mm512_sub_pd(FN(fn_load8)(x + r * sr + j), k0);
+            a0 = _mm512_add_pd(a0, d0);
+            q0 = _mm512_fmadd_pd(d0, d0, q0);
+        }
+        _mm512_storeu_pd(s1 + j, a0);
+        _mm512_storeu_pd(s2 + j, q0);
+    }
+    return j;
+}
+#endif
+
 /* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
  * (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
 static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc, int64_t w,
                           const double *k, double *s1, double *s2)
 {
     int64_t j = 0;
+#if FN_AVX512
+    if (sc == 1 && fn_simd_level() >= 2)
+        j = FN(tile_sums_avx512)(x, r0, r1, sr, w, k, s1, s2);
+#endif
 #if FN_AVX2
-    if (sc == 1 && fn_use_avx2())
-        j = FN(tile_sums_avx2)(x, r0, r1, sr, w, k, s1, s2);
+    if (sc == 1 && fn_simd_level() >= 1)
+        j += FN(tile_sums_avx2)(x + j, r0, r1, sr, w - j, k + j, s1 + j, s2 + j);
 #endif
     for (; j < w; j++) {
         double t1 = 0.0, t2 = 0.0;

@@ -64,12 +64,14 @@ cdef bint _may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
 cdef int _num_threads = 0  # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
     """Set the number of threads fastnorm's kernels may use (n >= 1)."""
     global _num_threads
-    if n < 1:
-        raise ValueError(f"set_num_threads: expected a positive number of threads, got {n}")
-    _num_threads = n
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    if n < 1 or n > 1 << 16:
+        raise ValueError(f"set_num_threads: expected a number of threads in [1, 65536], got {n}")
+    _num_threads = int(n)
 
 
 def get_num_threads():
@@ -135,25 +137,25 @@ cdef cnp.ndarray _as_input(object a, str fname):
     return arr
 
 
+cdef inline bint _is_real(object v):
+    """A Python or NumPy real number (not a bool, a string or an array)."""
+    return (isinstance(v, (float, int, np.floating, np.integer))
+            and not isinstance(v, (bool, np.bool_)))
+
+
 cdef double _check_eps(object eps, str fname) except -1.0:
-    cdef double e
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fname}: eps must be a real number, got {type(eps).__name__}") from None
+    if not _is_real(eps):
+        raise TypeError(f"{fname}: eps must be a real number, got {type(eps).__name__}")
+    cdef double e = float(eps)
     if not isfinite(e) or e < 0:
         raise ValueError(f"{fname}: eps must be finite and >= 0, got {eps!r}")
     return e
 
 
 cdef double _check_momentum(object momentum, str fname) except? -1.0:
-    if momentum is None or isinstance(momentum, (bool, np.bool_)):
-        raise TypeError(f"{fname}: momentum must be a real number, got {momentum!r}")
-    cdef double m
-    try:
-        m = float(momentum)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fname}: momentum must be a real number, got {type(momentum).__name__}") from None
+    if not _is_real(momentum):
+        raise TypeError(f"{fname}: momentum must be a real number, got {type(momentum).__name__}")
+    cdef double m = float(momentum)
     if not isfinite(m):
         raise ValueError(f"{fname}: momentum must be finite, got {momentum!r}")
     return m
@@ -215,6 +217,15 @@ cdef tuple _prepare_out(object out, cnp.ndarray x, str fname):
                                   (<object>o).strides == (<object>x).strides):
         return o, o
     return _empty_like(x), o
+
+
+cdef object _unalias(object p, object out):
+    """p, or a copy of it when it shares memory with out: parameters are read while out is
+    written, and must be read as they were before the call (NumPy's rule for overlapping
+    operands). Running statistics need no copy: they are read before anything is written."""
+    if out is None or p is None or not _may_overlap(<cnp.ndarray>out, <cnp.ndarray>p):
+        return p
+    return (<cnp.ndarray>p).copy()
 
 
 cdef object _finish(cnp.ndarray y, object final):
@@ -524,6 +535,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if e == 0.0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     y, final = _prepare_out(out, x, fn)
+    w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final
     if not _bn(x, y, tr, rm, rv, w, b, e, m):
@@ -674,6 +686,7 @@ def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
     w = None if weight is None else _param(weight, "weight", fn, t, (x.shape[1],))
     b = None if bias is None else _param(bias, "bias", fn, t, (x.shape[1],))
     y, final = _prepare_out(out, x, fn)
+    w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final
     cdef NCPlan p
@@ -713,6 +726,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"{(<object>x).shape}")
     y, final = _prepare_out(out, x, fn)
+    w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final
     if not stats:
@@ -797,6 +811,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
     w = None if weight is None else _param(weight, "weight", fn, t, (C,))
     b = None if bias is None else _param(bias, "bias", fn, t, (C,))
     y, final = _prepare_out(out, x, fn)
+    w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final
     if not _gn(x, y, num_groups, w, b, e):
@@ -868,6 +883,7 @@ cdef object _ln_call(str fn, object input, object normalized_shape, object weigh
     w = None if weight is None else _param(weight, "weight", fn, t, ns)
     b = None if bias is None else _param(bias, "bias", fn, t, ns)
     y, final = _prepare_out(out, x, fn)
+    w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final
     # the kernel's affine path takes weight and bias together

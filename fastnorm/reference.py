@@ -13,7 +13,8 @@ Running statistics passed in are updated in place, as ``torch.nn.functional`` do
 """
 import numpy as np
 
-__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
+__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm",
+           "switch_norm"]
 
 
 def _as(a, dtype):
@@ -113,3 +114,81 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, dtype=np.float64
     axes = tuple(range(x.ndim - len(ns), x.ndim))
     y = x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
     return _affine(y, weight, None, ns)
+
+
+def _unbiased_moments(x, axes):
+    """Mean and two-pass *unbiased* variance (torch's ``Tensor.var`` default)."""
+    mean = x.mean(axis=axes, keepdims=True)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    var = ((x - mean) ** 2).sum(axis=axes, keepdims=True) / (n - 1)
+    return mean, var
+
+
+def _softmax(w, dtype):
+    w = np.asarray(w, dtype=dtype)
+    e = np.exp(w - w.max())
+    return e / e.sum()
+
+
+def _update_switch(running, stat, momentum, using_moving_average, square=None):
+    """Switchable Normalization's update: ``momentum`` is the share of the old value kept; or
+    a plain sum (``square`` added too, for the variance) without moving average."""
+    old = running.astype(np.float64)
+    stat = np.asarray(stat, np.float64).reshape(running.shape)
+    if using_moving_average:
+        running[...] = momentum * old + (1.0 - momentum) * stat
+    else:
+        extra = 0.0 if square is None else np.asarray(square, np.float64).reshape(running.shape) ** 2
+        running[...] = old + (extra + stat)
+
+
+def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var_weight,
+                training=False, momentum=0.9, eps=1e-5, using_moving_average=True, *,
+                dtype=np.float64):
+    """Switchable Normalization (Luo et al. 2018), as the authors' SwitchNorm1d/2d/3d.
+
+    ``input`` (N, C, *spatial): IN statistics per (n, c) (mean, unbiased variance), LN and BN
+    statistics derived from them, mixed with ``softmax(mean_weight)`` / ``softmax(var_weight)``
+    (3 weights: IN, LN, BN; 2: IN, LN and no running statistics). ``input`` (N, C): the 1d
+    variant, LN (per row over C) and BN (per channel over N) with unbiased variances, 2 weights.
+    In training the BN statistics update the running ones in place (``momentum`` kept, or summed
+    without moving average); in eval the running ones are the BN statistics.
+    """
+    # C order: the LN/BN variances cancel (E[v + m^2] - E[m]^2), so keep the summation order
+    # independent of the input's memory layout
+    x = np.ascontiguousarray(_as(input, dtype))
+    mw, vw = _softmax(mean_weight, dtype), _softmax(var_weight, dtype)
+    shape = _channel_shape(x)
+    if x.ndim == 2:
+        mean_ln, var_ln = _unbiased_moments(x, (1,))
+        if training:
+            mean_bn, var_bn = _unbiased_moments(x, (0,))
+            _update_switch(running_mean, mean_bn, momentum, using_moving_average)
+            _update_switch(running_var, var_bn, momentum, using_moving_average, square=mean_bn)
+        else:
+            mean_bn = _as(running_mean, dtype).reshape(shape)
+            var_bn = _as(running_var, dtype).reshape(shape)
+        mean = mw[0] * mean_ln + mw[1] * mean_bn
+        var = vw[0] * var_ln + vw[1] * var_bn
+        y = (x - mean) / np.sqrt(var + eps)
+        return _affine(y, weight, bias, shape)
+    xs = x.reshape(x.shape[0], x.shape[1], -1)
+    mean_in, var_in = _unbiased_moments(xs, (2,))
+    mean_ln = mean_in.mean(axis=1, keepdims=True)
+    temp = var_in + mean_in ** 2
+    var_ln = temp.mean(axis=1, keepdims=True) - mean_ln ** 2
+    mean = mw[0] * mean_in + mw[1] * mean_ln
+    var = vw[0] * var_in + vw[1] * var_ln
+    if running_mean is not None:
+        if training:
+            mean_bn = mean_in.mean(axis=0, keepdims=True)
+            var_bn = temp.mean(axis=0, keepdims=True) - mean_bn ** 2
+            _update_switch(running_mean, mean_bn, momentum, using_moving_average)
+            _update_switch(running_var, var_bn, momentum, using_moving_average, square=mean_bn)
+        else:
+            mean_bn = _as(running_mean, dtype).reshape(1, -1, 1)
+            var_bn = _as(running_var, dtype).reshape(1, -1, 1)
+        mean = mean + mw[2] * mean_bn
+        var = var + vw[2] * var_bn
+    y = ((xs - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    return _affine(y, weight, bias, shape)

@@ -84,10 +84,8 @@ static inline int fn_simd_level(void)
 #include <unistd.h>
 #endif
 
-/* Group size up to which normalizing right after the statistics re-reads the group from cache:
- * L2-sized groups always; larger ones while n_threads of them (in and out) fit in half the L3.
- * When the guess is wrong the data comes from memory again, as in the unfused path. */
-static int64_t fn_fuse_bytes(int n_threads)
+/* The last-level cache's size (0 when unknown). */
+static int64_t fn_l3_bytes(void)
 {
     static long l3 = -1;
     if (l3 < 0) { /* benign race: every thread stores the same value */
@@ -99,8 +97,24 @@ static int64_t fn_fuse_bytes(int n_threads)
          * core cluster shares; trust at most FN_MAX_L3 */
         l3 = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
     }
-    const int64_t by_l3 = (int64_t)l3 / (4 * (int64_t)(n_threads > 0 ? n_threads : 1));
+    return (int64_t)l3;
+}
+
+/* Group size up to which normalizing right after the statistics re-reads the group from cache:
+ * L2-sized groups always; larger ones while n_threads of them (in and out) fit in half the L3.
+ * When the guess is wrong the data comes from memory again, as in the unfused path. */
+static int64_t fn_fuse_bytes(int n_threads)
+{
+    const int64_t by_l3 = fn_l3_bytes() / (4 * (int64_t)(n_threads > 0 ? n_threads : 1));
     return by_l3 > FN_FUSE_BYTES ? by_l3 : FN_FUSE_BYTES;
+}
+
+/* Bytes of groups whose statistics are taken before they are normalized, in the unfused path:
+ * half the last-level cache, so that the batch is still there for the normalize pass. */
+static int64_t fn_batch_bytes(void)
+{
+    const int64_t half = fn_l3_bytes() / 2;
+    return half > FN_FUSE_BYTES ? half : FN_FUSE_BYTES;
 }
 
 int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
@@ -128,10 +142,19 @@ static inline void fn_chan(double *n, double *mean, double *m2, double nb, doubl
         return;
     }
     const double nn = *n + nb, d = mb - *mean, f = nb / nn;
-    *mean += d * f;
-    *m2 += m2b + d * d * (*n) * f;
+    if (isfinite(d)) {
+        *mean += d * f;
+        *m2 += m2b + d * d * (*n) * f;
+    } else { /* an inf or NaN mean: propagate as a plain sum would (inf + inf = inf, not NaN) */
+        *mean += mb;
+        *m2 = NAN;
+    }
     *n = nn;
 }
+
+/* The shift of a block's sums: a value of the block, for precision; 0 when that value is inf or
+ * NaN, which would otherwise turn every x - k into NaN and hide an inf mean. */
+static inline double fn_shift(double v) { return isfinite(v) ? v : 0.0; }
 
 /* Block moments from shifted sums s1 = sum(x - k), s2 = sum((x - k)^2) over n elements. */
 static inline void fn_finish_block(double n, double k, double s1, double s2, double *mean,

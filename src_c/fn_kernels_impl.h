@@ -104,7 +104,7 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
 {
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
-    const double k = rms ? 0.0 : (double)xg[q0 * sq + l0 * sl];
+    const double k = rms ? 0.0 : fn_shift((double)xg[q0 * sq + l0 * sl]);
     double s1 = 0.0, s2 = 0.0;
     for (int64_t q = q0; q < q1; q++)
         FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, &s1, &s2);
@@ -133,11 +133,12 @@ static inline void FN(group_moments)(const T *xg, const fn_rowplan *pl, int64_t 
     *m2 = q;
 }
 
-/* fn_row_stats, or with rms the (0, sum of squares) moments of block_moments. */
-static int FN(row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                         const int64_t xs[4], int rms, double *mean, double *m2, int n_threads)
+/* fn_row_stats for the groups g0 <= g < g1 (g = p1 * P2 + p2) into mean[g - g0], m2[g - g0];
+ * with rms the (0, sum of squares) moments of block_moments. */
+static int FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
+                         int rms, int64_t g0, int64_t g1, double *mean, double *m2, int n_threads)
 {
-    const int64_t P = P1 * P2;
+    const int64_t P = g1 - g0;
     if (P <= 0)
         return FN_OK;
     if (Q <= 0 || L <= 0) {
@@ -157,7 +158,7 @@ static int FN(row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t 
     }
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
     FN_PFOR(nt, u, U, {
-        const int64_t g = u / pl.nb;
+        const int64_t g = g0 + u / pl.nb;
         FN(block_moments)(x + (g / P2) * xs[0] + (g % P2) * xs[1], &pl, u % pl.nb, Q, L, xs[2],
                           xs[3], rms, &pm[u], &pq[u]);
     });
@@ -178,7 +179,7 @@ static int FN(row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t 
 int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
                      double *mean, double *m2, int n_threads)
 {
-    return FN(row_stats)(x, P1, P2, Q, L, xs, 0, mean, m2, n_threads);
+    return FN(row_stats)(x, P2, Q, L, xs, 0, 0, P1 * P2, mean, m2, n_threads);
 }
 
 #if FN_AVX2
@@ -337,7 +338,7 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
         const T *xt = x + p1 * xs[0] + c0 * xs[2];
         double k[FN_CB], s1[FN_CB], s2[FN_CB];
         for (int64_t j = 0; j < w; j++)
-            k[j] = (double)xt[r0 * xs[1] + j * xs[2]];
+            k[j] = fn_shift((double)xt[r0 * xs[1] + j * xs[2]]);
         FN(tile_sums)(xt, r0, r1, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
         for (int64_t j = 0; j < w; j++)
@@ -496,7 +497,9 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
         return FN_OK;
     }
     /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
-     * normalize pass over row chunks. */
+     * normalize pass over row chunks. With statistics to compute, groups go in batches that fit
+     * in half the last-level cache, so the normalize pass reads each batch from there rather
+     * than from memory. Batches change the order of the work, not its blocks: same bits. */
     double *buf = (double *)malloc((size_t)(3 * P) * sizeof(double));
     if (!buf)
         return FN_ENOMEM;
@@ -504,32 +507,40 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     if (given) {
         memcpy(mean, gmean, (size_t)P * sizeof(double));
         memcpy(var, gvar, (size_t)P * sizeof(double));
-    } else {
-        int rc = FN(row_stats)(x, P1, P2, Q, L, xs, rms, mean, var, n_threads);
-        if (rc != FN_OK) {
-            free(buf);
-            return rc;
-        }
     }
-    for (int64_t g = 0; g < P; g++) {
+    int64_t batch = given ? P : fn_batch_bytes() / (gsize * (int64_t)sizeof(T));
+    if (batch < 1)
+        batch = 1;
+    const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK;
+    for (int64_t g0 = 0; g0 < P; g0 += batch) {
+        const int64_t g1 = g0 + batch < P ? g0 + batch : P;
         if (!given) {
-            var[g] /= (double)gsize; /* m2 -> biased variance (rms: mean of squares) */
-            if (gmean)
-                gmean[g] = mean[g];
-            if (gvar)
-                gvar[g] = var[g];
+            int rc = FN(row_stats)(x, P2, Q, L, xs, rms, g0, g1, mean + g0, var + g0, n_threads);
+            if (rc != FN_OK) {
+                free(buf);
+                return rc;
+            }
         }
-        rstd[g] = 1.0 / sqrt(var[g] + eps);
+        for (int64_t g = g0; g < g1; g++) {
+            if (!given) {
+                var[g] /= (double)gsize; /* m2 -> biased variance (rms: mean of squares) */
+                if (gmean)
+                    gmean[g] = mean[g];
+                if (gvar)
+                    gvar[g] = var[g];
+            }
+            rstd[g] = 1.0 / sqrt(var[g] + eps);
+        }
+        const int64_t U = (g1 - g0) * Q * cpl;
+        const int ntn = fn_eff_threads((g1 - g0) * gsize, U, n_threads);
+        FN_PFOR(ntn, u, U, {
+            const int64_t row = g0 * Q + u / cpl, g = row / Q, q = row % Q;
+            const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+            const int64_t p1 = g / P2, p2 = g % P2;
+            FN(group_apply)(x + p1 * xs[0] + p2 * xs[1], y + p1 * ys[0] + p2 * ys[1], p2, q,
+                            q + 1, l0, l1, xs, ys, mean[g], rstd[g], w, b, as, lw, lb);
+        });
     }
-    const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
-    const int ntn = fn_eff_threads(P * gsize, U, n_threads);
-    FN_PFOR(ntn, u, U, {
-        const int64_t row = u / cpl, g = row / Q, q = row % Q, l0 = (u % cpl) * FN_NCHUNK;
-        const int64_t l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
-        const int64_t p1 = g / P2, p2 = g % P2;
-        FN(group_apply)(x + p1 * xs[0] + p2 * xs[1], y + p1 * ys[0] + p2 * ys[1], p2, q, q + 1,
-                        l0, l1, xs, ys, mean[g], rstd[g], w, b, as, lw, lb);
-    });
     free(buf);
     return FN_OK;
 }

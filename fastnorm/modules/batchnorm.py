@@ -32,6 +32,8 @@ class _NormBase(Module):
     """State shared by BatchNorm and InstanceNorm: ``weight``/``bias`` (when ``affine``) and
     ``running_mean``/``running_var``/``num_batches_tracked`` (when ``track_running_stats``)."""
 
+    _version = 2  # as torch's: version 2 added num_batches_tracked
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
@@ -77,11 +79,12 @@ class _NormBase(Module):
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def _fix_state_dict(self, state_dict, error_msgs):
-        # checkpoints from before torch 0.4.1 have no num_batches_tracked: count from 0 (torch
-        # does the same when the state dict carries no version metadata)
-        if self.track_running_stats and "num_batches_tracked" not in state_dict:
-            state_dict["num_batches_tracked"] = np.zeros((), np.int64)
+    def _fix_state_dict(self, state_dict, version, error_msgs):
+        # a state dict without version metadata, or from before num_batches_tracked existed,
+        # may lack it: keep the module's own count, as torch does
+        if ((version is None or version < 2) and self.track_running_stats
+                and "num_batches_tracked" not in state_dict):
+            state_dict["num_batches_tracked"] = self.num_batches_tracked.copy()
 
 
 class _BatchNorm(_NormBase):

@@ -25,12 +25,13 @@ class _InstanceNorm(_NormBase):
             raise ValueError(f"expected {self._no_batch_dim}D or {self._no_batch_dim + 1}D input "
                              f"(got {nd}D input)")
 
-    def _fix_state_dict(self, state_dict, error_msgs):
-        super()._fix_state_dict(state_dict, error_msgs)
-        if self.track_running_stats:
+    def _fix_state_dict(self, state_dict, version, error_msgs):
+        super()._fix_state_dict(state_dict, version, error_msgs)
+        if self.track_running_stats or version is not None:
             return
-        # torch refuses running statistics for a layer that does not track them (checkpoints
-        # from before torch 0.4 had them) and says so even with strict=False
+        # torch refuses running statistics for a layer that does not track them in a state
+        # dict without version metadata (checkpoints from before torch 0.4 had them), and says
+        # so even with strict=False
         keys = [k for k in ("running_mean", "running_var") if k in state_dict]
         if keys:
             klass = type(self).__name__

@@ -43,7 +43,8 @@ def check_dtype(dtype):
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    # `is None` first: np.dtype("float64") == None is True
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"dtype must be float32 or float64 (or None for float32), got {dtype!r}")
     return dt
 
@@ -86,6 +87,8 @@ def check_shape(normalized_shape, name="normalized_shape"):
 class Module:
     """Base class of fastnorm's layers: named parameters and buffers, train/eval mode,
     ``state_dict``/``load_state_dict`` with torch's keys, and torch's ``repr``."""
+
+    _version = 1  # torch's per-class state_dict version, kept in state_dict()._metadata
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -156,7 +159,7 @@ class Module:
 
     def train(self, mode=True):
         """Set training mode (``mode=False``: evaluation mode). Returns self."""
-        if not isinstance(mode, (bool, np.bool_)):
+        if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         self.training = bool(mode)
         return self
@@ -183,14 +186,18 @@ class Module:
         """
         if destination is None:
             destination = OrderedDict()
+            destination._metadata = OrderedDict()
+        if hasattr(destination, "_metadata"):
+            destination._metadata[prefix[:-1]] = {"version": self._version}
         for store in (self._parameters, self._buffers):
             for name, value in store.items():
                 if value is not None:
                     destination[prefix + name] = value
         return destination
 
-    def _fix_state_dict(self, state_dict, error_msgs):
-        """Hook for version fix-ups of an incoming state dict (a private copy); see _NormBase."""
+    def _fix_state_dict(self, state_dict, version, error_msgs):
+        """Hook for fix-ups of an incoming state dict (a private copy) saved by an older version
+        of the class (``version``: from torch's ``_metadata``, None when absent)."""
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy parameters and buffers from ``state_dict`` (NumPy arrays, torch tensors, or
@@ -205,7 +212,8 @@ class Module:
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         sd = OrderedDict((k, state_dict[k]) for k in state_dict.keys())
         error_msgs, missing, new = [], [], {}
-        self._fix_state_dict(sd, error_msgs)
+        metadata = getattr(state_dict, "_metadata", None) or {}
+        self._fix_state_dict(sd, metadata.get("", {}).get("version"), error_msgs)
         local = self.state_dict()
         for key, param in local.items():
             if key not in sd:

@@ -1,0 +1,51 @@
+"""The docstring examples of fastnorm.functional, every module of fastnorm.modules and
+fastnorm.reference run as doctests: every example must pass."""
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import fastnorm
+import fastnorm.modules
+
+MODULES = (["fastnorm.functional", "fastnorm.reference", "fastnorm.modules"]
+           + sorted(f"fastnorm.modules.{m.name}"
+                    for m in pkgutil.iter_modules(fastnorm.modules.__path__)))
+# modules whose docstrings are expected to hold examples (the others are checked if they get some)
+WITH_EXAMPLES = {"fastnorm.functional", "fastnorm.modules.batchnorm",
+                 "fastnorm.modules.instancenorm", "fastnorm.modules.normalization"}
+
+
+def test_every_module_file_is_listed():
+    assert {"fastnorm.modules.batchnorm", "fastnorm.modules.instancenorm",
+            "fastnorm.modules.normalization", "fastnorm.modules.module"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = finder.find(module, name)
+    failures = []
+    for test in tests:
+        result = runner.run(test, out=failures.append)
+        assert result.attempted == len(test.examples)
+    summary = runner.summarize(verbose=False)
+    assert summary.failed == 0, "".join(failures)
+    if name in WITH_EXAMPLES:
+        assert summary.attempted > 0, f"{name}: no docstring examples found"
+
+
+def test_every_public_class_and_function_has_an_example():
+    """Each layer class and functional op documents itself with at least one example."""
+    finder = doctest.DocTestFinder()
+    names = [f"fastnorm.functional.{f}" for f in fastnorm.functional.__all__]
+    names += [f"fastnorm.{c}" for c in fastnorm.modules.__all__ if c != "Module"]
+    for qual in names:
+        obj = getattr(fastnorm.functional if qual.startswith("fastnorm.functional") else fastnorm,
+                      qual.rsplit(".", 1)[1])
+        tests = finder.find(obj, qual, globs={})
+        own = [t for t in tests if t.name == qual]
+        assert own and own[0].examples, f"{qual} has no docstring example"

@@ -1,0 +1,387 @@
+"""Shared pieces of the pytest-benchmark suite (see benchmarks/README.md).
+
+Conventions, so that a new ``bench_<op>.py`` needs no imports from here (fixtures and a marker
+only, which work under every pytest import mode):
+
+* ``@pytest.mark.cases(key_or_list, op=None, peers=PEERS)`` parametrizes a test's ``case`` (and
+  ``peer``, when the test takes it) argument, case-major so every peer of one case runs back to
+  back on the same cached input. ``key_or_list`` is a key of ``CASES`` (e.g. ``"layer_norm"``,
+  ``"batch_norm[train]"``, ``"anchors"``) or a list of dicts of ``Case`` fields; ``op=`` reuses
+  a key's shapes for another op (``cases("batch_norm[train]", op="switch_norm")``).
+* ``bench_op(case, peer, kwargs_fn=None, functions=None)`` builds the peer's call outside the
+  timed region, checks its result once against ``fastnorm.reference`` in float64, sets the
+  pytest-benchmark group to ``case.group`` and times the call. ``kwargs_fn(case, x)`` returns the
+  functional's keyword arguments after the input (default: ``DEFAULT_KWARGS[case.op]``); every
+  ndarray among them is copied per peer (running statistics are updated in place) and becomes a
+  tensor for torch. ``functions`` ({"fastnorm": f, "numpy": g, "torch": h}, any subset) gives
+  the functions to call for ops that are not ``fastnorm.functional.<op>`` /
+  ``fastnorm.reference.<op>`` / ``torch.nn.functional.<op>``; "numpy" is also the float64
+  reference. A peer whose function does not exist (torch has no such op) is skipped.
+* Peers: ``fastnorm_out`` (``out=`` preallocated), ``fastnorm`` (allocating), ``numpy`` (the
+  plain NumPy baseline: ``fastnorm.reference.<op>(..., dtype=x.dtype)``) and ``torch``
+  (``torch.nn.functional.<op>`` on CPU; skipped when torch is not importable).
+"""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+import fastnorm
+import fastnorm.functional
+from fastnorm import reference
+
+PEERS = ("fastnorm_out", "fastnorm", "numpy", "torch")
+
+# The anchor shapes by which performance is judged: CASES of ../shared/bench/anchors.py, copied
+# because that file lives outside the repository (bench_ratios.py checks that they still agree
+# when it is present). All float32, contiguous.
+ANCHORS = [
+    ("bn_train", (32, 64, 56, 56)),
+    ("bn_train", (8, 256, 28, 28)),
+    ("bn_train", (256, 1024)),
+    ("bn_eval", (1, 64, 112, 112)),
+    ("bn_eval", (1, 32, 8, 8)),
+    ("ln", (32, 128, 768)),
+    ("ln", (4096, 4096)),
+    ("ln", (1, 768)),
+    ("gn32", (8, 256, 64, 64)),
+    ("gn32", (1, 512, 64, 64)),
+    ("in", (8, 64, 128, 128)),
+    ("in", (1, 3, 512, 512)),
+]
+_ANCHOR_OPS = {"bn_train": ("batch_norm", "train"), "bn_eval": ("batch_norm", "eval"),
+               "ln": ("layer_norm", ""), "gn32": ("group_norm", ""), "in": ("instance_norm", "")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark input: the op (a ``fastnorm.functional`` name), a mode that changes the call
+    (``"train"``/``"eval"`` for batch_norm), the input's shape, dtype and memory layout."""
+    op: str
+    shape: tuple
+    dtype: str = "float32"
+    mode: str = ""
+    layout: str = "contiguous"  # or "channels_last": NHWC memory seen as an NCHW array
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(self.shape))
+        if self.layout not in ("contiguous", "channels_last"):
+            raise ValueError(f"unknown layout {self.layout!r}")
+
+    @property
+    def label(self):
+        return self.op + (f"[{self.mode}]" if self.mode else "")
+
+    @property
+    def id(self):
+        """Test id: shape-dtype[-layout] (the op is in the test's name)."""
+        return "-".join([_fmt(self.shape), self.dtype]
+                        + ([self.layout] if self.layout != "contiguous" else []))
+
+    @property
+    def group(self):
+        """pytest-benchmark group: one table per op/mode, shape, dtype and layout."""
+        return " ".join([self.label, _fmt(self.shape), self.dtype]
+                        + ([self.layout] if self.layout != "contiguous" else []))
+
+    def info(self):
+        return {"op": self.op, "mode": self.mode, "shape": list(self.shape), "dtype": self.dtype,
+                "layout": self.layout}
+
+    def input(self):
+        """The input array, x = 3 * N(0, 1) + 1 in the case's dtype and layout (cached: the
+        peers of one case share it)."""
+        key = (self.shape, self.dtype, self.layout, self.seed)
+        if _input_cache.get("key") != key:
+            _input_cache.clear()  # one entry only: some inputs are tens of MB
+            rng = np.random.default_rng(self.seed)
+            shape = self.shape
+            if self.layout == "channels_last":
+                shape = (shape[0],) + shape[2:] + (shape[1],)
+            x = rng.standard_normal(shape, dtype=np.dtype(self.dtype))
+            x *= 3
+            x += 1
+            if self.layout == "channels_last":
+                x = np.moveaxis(x, -1, 1)
+            _input_cache.update(key=key, x=x)
+        return _input_cache["x"]
+
+    def params(self, n):
+        """Per-channel (or per-feature) parameters of length n in the case's dtype:
+        weight, bias, running_mean ~ N(0, 1) and running_var ~ |N(0, 1)| + 0.5."""
+        rng = np.random.default_rng(1000 + n)
+        dt = np.dtype(self.dtype)
+        w, b, rm = (rng.standard_normal(n).astype(dt) for _ in range(3))
+        rv = (np.abs(rng.standard_normal(n)) + 0.5).astype(dt)
+        return Params(w, b, rm, rv)
+
+
+Params = dataclasses.make_dataclass("Params", ["weight", "bias", "running_mean", "running_var"])
+_input_cache = {}
+_expected_cache = {}
+
+
+def _fmt(shape):
+    return "x".join(map(str, shape))
+
+
+def _anchor_cases(op=None):
+    out = []
+    for name, shape in ANCHORS:
+        aop, mode = _ANCHOR_OPS[name]
+        if op is None or op == (aop, mode):
+            out.append(Case(aop, shape, mode=mode))
+    return out
+
+
+# Shape lists per op (key: Case.label). Anchors first, then a channels-last case and float64 ones.
+CASES = {
+    "batch_norm[train]": _anchor_cases(("batch_norm", "train")) + [
+        Case("batch_norm", (32, 64, 56, 56), mode="train", layout="channels_last"),
+        Case("batch_norm", (8, 256, 28, 28), "float64", mode="train"),
+    ],
+    "batch_norm[eval]": _anchor_cases(("batch_norm", "eval")) + [
+        Case("batch_norm", (1, 64, 112, 112), mode="eval", layout="channels_last"),
+    ],
+    "layer_norm": _anchor_cases(("layer_norm", "")) + [
+        Case("layer_norm", (32, 128, 768), "float64"),
+    ],
+    "group_norm": _anchor_cases(("group_norm", "")),
+    "instance_norm": _anchor_cases(("instance_norm", "")),
+    # no RMSNorm anchor: the layer_norm anchor shapes (rows of a transformer)
+    "rms_norm": [Case("rms_norm", shape) for name, shape in ANCHORS if name == "ln"] + [
+        Case("rms_norm", (32, 128, 768), "float64"),
+    ],
+    "anchors": _anchor_cases(),
+}
+
+
+def _bn_kwargs(case, x):
+    p = case.params(x.shape[1])
+    return dict(running_mean=p.running_mean, running_var=p.running_var, weight=p.weight,
+                bias=p.bias, training=case.mode == "train", momentum=0.1, eps=1e-5)
+
+
+def _ln_kwargs(case, x):
+    p = case.params(x.shape[-1])
+    return dict(normalized_shape=(x.shape[-1],), weight=p.weight, bias=p.bias, eps=1e-5)
+
+
+def _gn_kwargs(case, x):
+    p = case.params(x.shape[1])
+    return dict(num_groups=32, weight=p.weight, bias=p.bias, eps=1e-5)
+
+
+def _in_kwargs(case, x):
+    return dict(eps=1e-5)  # as anchors.py: no affine, no running statistics
+
+
+def _rms_kwargs(case, x):
+    p = case.params(x.shape[-1])
+    return dict(normalized_shape=(x.shape[-1],), weight=p.weight)  # eps=None: torch's default
+
+
+# How each op is called in the benchmarks: kwargs_fn(case, x) -> keyword arguments after input
+DEFAULT_KWARGS = {"batch_norm": _bn_kwargs, "layer_norm": _ln_kwargs, "group_norm": _gn_kwargs,
+                  "instance_norm": _in_kwargs, "rms_norm": _rms_kwargs}
+
+# max |got - want| allowed, relative to max(1, max |want|), against the float64 reference:
+# fastnorm's own, and a looser sanity bound for the baselines (they are what fastnorm is
+# compared with, so they must compute the same thing)
+TOLERANCE = {("fastnorm", "float32"): 1e-5, ("fastnorm", "float64"): 1e-12,
+             ("peer", "float32"): 1e-4, ("peer", "float64"): 1e-10}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastnorm benchmarks")
+    group.addoption("--ratio-margin", type=float, default=0.10,
+                    help="bench_ratios.py: fail when fastnorm's median time exceeds torch's by "
+                         "more than this fraction on an anchor shape (default 0.10)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cases(key_or_list, op=None, peers=PEERS): parametrize `case` (and `peer`) "
+                   "from benchmarks/conftest.py's CASES")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("cases")
+    if marker is None:
+        return
+    spec = marker.args[0] if marker.args else marker.kwargs["key"]
+    op = marker.kwargs.get("op")
+    peers = marker.kwargs.get("peers", PEERS)
+    if isinstance(spec, str):
+        cases = CASES[spec]
+    else:
+        cases = [s if isinstance(s, Case) else Case(**s) for s in spec]
+    if op is not None:
+        cases = [dataclasses.replace(c, op=op) for c in cases]
+    if "peer" in metafunc.fixturenames:
+        metafunc.parametrize(("case", "peer"), [
+            pytest.param(c, p, id=f"{c.id}-{p}") for c in cases for p in peers])
+    else:
+        # no op in the test's name: put it in the id (batch_norm-train-8x256x28x28-float32)
+        metafunc.parametrize("case", [
+            pytest.param(c, id="-".join(filter(None, [c.op, c.mode, c.id]))) for c in cases])
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record what was measured in saved runs (--benchmark-autosave / --benchmark-json)."""
+    cfg = fastnorm.get_config()
+    info = {"version": cfg.get("version"), "openmp": cfg.get("openmp"),
+            "num_threads": fastnorm.get_num_threads(), "numpy": np.__version__}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    machine_info["fastnorm"] = info
+
+
+@pytest.fixture
+def anchor_list():
+    """ANCHORS: the anchor cases as (anchors.py's op name, shape)."""
+    return [(op, tuple(shape)) for op, shape in ANCHORS]
+
+
+@pytest.fixture
+def torch():
+    """PyTorch (the CPU peer), or skip when it is not importable (absent or broken)."""
+    try:
+        import torch
+    except ImportError as e:
+        pytest.skip(f"torch not importable: {e}")
+    return torch
+
+
+def _lookup(peer, op, functions, torch_mod):
+    """The function a peer calls. ``functions`` keys: "fastnorm" (both fastnorm peers), "numpy"
+    (the baseline, also the float64 reference) and "torch"."""
+    functions = functions or {}
+    if peer.startswith("fastnorm"):
+        return functions.get("fastnorm", getattr(fastnorm.functional, op, None))
+    if peer in ("numpy", "reference"):
+        return functions.get("numpy", getattr(reference, op, None))
+    if peer == "torch":
+        return functions.get("torch", getattr(torch_mod.nn.functional, op, None))
+    raise ValueError(f"unknown peer {peer!r}")
+
+
+def _copy_kwargs(kwargs):
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+
+
+def _max_err(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return math.inf
+    if want.size == 0:
+        return 0.0
+    return float(np.max(np.abs(got.astype(np.float64) - want))
+                 / max(1.0, float(np.max(np.abs(want)))))
+
+
+def _expected(case, kwargs_fn, functions):
+    """float64 reference result and the arrays among its kwargs after the call (cached, one
+    entry: all peers of a case share it)."""
+    key = (case, kwargs_fn, tuple(sorted((functions or {}).items(), key=lambda kv: kv[0])))
+    if _expected_cache.get("key") != key:
+        _expected_cache.clear()
+        x = case.input()
+        kw = _copy_kwargs(kwargs_fn(case, x))
+        y = _lookup("reference", case.op, functions, None)(x, **kw, dtype=np.float64)
+        _expected_cache.update(key=key, y=y, kw=kw)
+    return _expected_cache["y"], _expected_cache["kw"]
+
+
+def _check(case, peer, got, kw, want, want_kw):
+    """Fail when a peer's output (or the arrays it updated in place) is off the reference."""
+    if peer == "torch":
+        got = got.numpy()
+        kw = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in kw.items()}
+    tol = TOLERANCE[("fastnorm" if peer.startswith("fastnorm") else "peer", case.dtype)]
+    assert got.shape == case.shape and got.dtype == np.dtype(case.dtype), \
+        f"{peer}: got {got.dtype}{got.shape}, want {case.dtype}{case.shape}"
+    err = _max_err(got, want)
+    assert err <= tol, f"{peer} {case.group}: output off the reference by {err:.3g} > {tol:g}"
+    for k, v in want_kw.items():
+        if isinstance(v, np.ndarray):
+            err = _max_err(kw[k], v)
+            assert err <= tol, f"{peer} {case.group}: {k} off the reference by {err:.3g} > {tol:g}"
+
+
+@pytest.fixture
+def peer_fn(request):
+    """peer_fn(case, peer, kwargs_fn=None, functions=None) -> zero-argument callable running the
+    peer's op on the case's input. Everything is built here, outside any timed region, and the
+    callable's first call is checked against the float64 reference (a broken op fails here)."""
+    def make(case, peer, kwargs_fn=None, functions=None):
+        kwargs_fn = kwargs_fn or DEFAULT_KWARGS[case.op]
+        torch_mod = request.getfixturevalue("torch") if peer == "torch" else None
+        fn = _lookup(peer, case.op, functions, torch_mod)
+        if fn is None:
+            pytest.skip(f"{peer} has no {case.op}")
+        want, want_kw = _expected(case, kwargs_fn, functions)
+        x = case.input()
+        kw = _copy_kwargs(kwargs_fn(case, x))  # own running statistics per peer
+        if peer == "fastnorm_out":
+            out = np.empty_like(x)  # same layout as x (channels-last stays channels-last)
+            call = lambda: fn(x, **kw, out=out)  # noqa: E731
+        elif peer == "fastnorm":
+            call = lambda: fn(x, **kw)  # noqa: E731
+        elif peer == "numpy":
+            call = lambda: fn(x, **kw, dtype=x.dtype)  # noqa: E731
+        else:
+            t = torch_mod.from_numpy
+            tx = t(x)  # shares memory and strides: channels-last stays channels-last
+            kw = {k: t(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+            call = lambda: fn(tx, **kw)  # noqa: E731
+        got = call()
+        if peer == "fastnorm_out":
+            assert got is out, "fastnorm with out= did not return out"
+        _check(case, peer, got, kw, want, want_kw)
+        return call
+    return make
+
+
+@pytest.fixture
+def bench_op(benchmark, peer_fn):
+    """bench_op(case, peer, kwargs_fn=None, functions=None): build and check the peer's call
+    (see peer_fn), then time it with pytest-benchmark in the group ``case.group``."""
+    def run(case, peer, kwargs_fn=None, functions=None):
+        benchmark.group = case.group
+        benchmark.extra_info.update(case.info(), peer=peer)
+        call = peer_fn(case, peer, kwargs_fn, functions)
+        benchmark(call)
+    return run
+
+
+# --- fastnorm/torch ratios (bench_ratios.py) -----------------------------------------------------
+
+_ratio_rows = []
+
+
+@pytest.fixture
+def record_ratio():
+    """record_ratio(case, median, tries, note): one line of the terminal summary; ``median`` is
+    the deciding ratio, ``tries`` the (median, clean) of every measurement."""
+    return lambda case, median, tries, note="": _ratio_rows.append((case, median, tries, note))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _ratio_rows:
+        return
+    tr = terminalreporter
+    tr.section("fastnorm vs torch: median time ratio torch/fastnorm (> 1: fastnorm faster)")
+    for case, median, tries, note in _ratio_rows:
+        line = f"{case.label:18s} {_fmt(case.shape):16s} {case.dtype:8s} {median:6.2f}"
+        if len(tries) > 1:
+            line += "  measurements: " + ", ".join(
+                f"{m:.2f}" + ("" if ok else " (noisy)") for m, ok in tries)
+        tr.write_line(line + (f"  {note}" if note else ""))

@@ -7,11 +7,12 @@ from .module import Module, check_device, check_dtype, check_eps, check_size
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
 
-def check_momentum(momentum):
-    if momentum is None:
+def check_momentum(momentum, allow_none=True):
+    if momentum is None and allow_none:
         return None
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.integer, np.floating)):
-        raise TypeError(f"momentum must be a real number or None, got {type(momentum).__name__}")
+        raise TypeError(f"momentum must be a real number{' or None' if allow_none else ''}, "
+                        f"got {type(momentum).__name__}")
     if not np.isfinite(momentum):
         raise ValueError(f"momentum must be finite, got {momentum!r}")
     return momentum.item() if isinstance(momentum, np.generic) else momentum

@@ -12,18 +12,10 @@ import math
 import numpy as np
 
 from .. import _kernels
-from .batchnorm import ndim_of, shape_of
+from .batchnorm import check_momentum, ndim_of, shape_of
 from .module import Module, check_dtype, check_eps, check_size, to_numpy
 
 __all__ = ["SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d"]
-
-
-def _check_momentum(momentum):
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.integer, np.floating)):
-        raise TypeError(f"momentum must be a real number, got {type(momentum).__name__}")
-    if not np.isfinite(momentum):
-        raise ValueError(f"momentum must be finite, got {momentum!r}")
-    return momentum.item() if isinstance(momentum, np.generic) else momentum
 
 
 def _softmax(w):
@@ -52,7 +44,7 @@ class _SwitchNorm(Module):
         dt = check_dtype(dtype)
         self.num_features = check_size(num_features, "num_features")
         self.eps = check_eps(eps)
-        self.momentum = _check_momentum(momentum)
+        self.momentum = check_momentum(momentum, allow_none=False)
         self.using_moving_average = bool(using_moving_average)
         self.using_bn = bool(using_bn)
         self.last_gamma = bool(last_gamma)

@@ -133,7 +133,8 @@ cdef cnp.ndarray _as_input(object a, str fname):
     if not _is_float(arr):
         raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {arr.dtype}")
     if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr):
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="K", copy=True)
     return arr
 
 
@@ -172,7 +173,8 @@ cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape)
         arr = _to_numpy(p)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {arr.dtype}")
-        arr = np.ascontiguousarray(arr, dtype=cnp.PyArray_DescrFromType(typenum))
+        # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
+        arr = np.array(arr, dtype=cnp.PyArray_DescrFromType(typenum), order="C", copy=True)
     if (<object>arr).shape != shape:
         raise ValueError(f"{fname}: expected {name} of shape {shape}, got shape {(<object>arr).shape}")
     return arr

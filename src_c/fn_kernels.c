@@ -1,5 +1,6 @@
 /* fastnorm kernels: the shared helpers, then the bodies of fn_kernels_impl.h for float and
  * double. See fastnorm.h for the interface. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,12 +236,16 @@ static inline int64_t fn_col_rows_per_block(int64_t C)
 
 #define T float
 #define S f32
+#define FN_TMAX FLT_MAX
 #include "fn_kernels_impl.h"
 #undef T
 #undef S
+#undef FN_TMAX
 
 #define T double
 #define S f64
+#define FN_TMAX DBL_MAX
 #include "fn_kernels_impl.h"
 #undef T
 #undef S
+#undef FN_TMAX

@@ -5,6 +5,16 @@
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN(name) FN_CAT(name, S)
 
+/* A double coefficient as T: finite values beyond T's range become T's largest value rather
+ * than inf, so that 1 / sqrt(0 + 1e-300) times an exact zero deviation stays 0 in float, as in
+ * exact arithmetic; inf and NaN (eps = 0 on constant data) pass through. */
+static inline T FN(narrow)(double v)
+{
+    if (isfinite(v) && fabs(v) > FN_TMAX)
+        v = copysign(FN_TMAX, v);
+    return (T)v;
+}
+
 #if FN_AVX2
 /* sum(x - k), sum((x - k)^2) over the first 16*floor(len/16) elements of a contiguous run, in
  * four independent 4-wide accumulators. Returns how many elements it consumed. */
@@ -370,8 +380,8 @@ void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *me
             const double mu = mean[s], r = 1.0 / sqrt(var[s] + eps);
             const double ad = w ? r * (double)w[j] : r;
             mh[e] = (T)mu;
-            a[e] = (T)ad;
-            c[e] = (T)((bias ? (double)bias[j] : 0.0) - (mu - (double)mh[e]) * ad);
+            a[e] = FN(narrow)(ad);
+            c[e] = FN(narrow)((bias ? (double)bias[j] : 0.0) - (mu - (double)mh[e]) * ad);
         }
     }
 }
@@ -451,13 +461,13 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
         const T *xr = xg + q * xs[2] + l0 * xs[3];
         T *yr = yg + q * ys[2] + l0 * ys[3];
         if (lw) {
-            FN(affine_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, (T)rstd, (T)(-dl * rstd), lw + l0,
-                           lb + l0);
+            FN(affine_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, FN(narrow)(rstd),
+                           FN(narrow)(-dl * rstd), lw + l0, lb + l0);
         } else {
             const int64_t j = p2 * as[0] + q * as[1];
             const double a = w ? rstd * (double)w[j] : rstd;
             const double c = (b ? (double)b[j] : 0.0) - dl * a;
-            FN(scale_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, (T)a, (T)c);
+            FN(scale_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, FN(narrow)(a), FN(narrow)(c));
         }
     }
 }

@@ -1,0 +1,365 @@
+"""Threads: set_num_threads/get_num_threads, the OpenMP default (OMP_NUM_THREADS, threadpoolctl)
+read at every call, bitwise-identical results for any thread count on every kernel path, and
+concurrent calls from several Python threads."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import fastnorm
+import fastnorm.functional as F
+from fastnorm import _kernels
+
+THREADS = [1, 2, 3, 4, 7, 16, 64]
+DTYPES = [np.float32, np.float64]
+HAVE_OMP = _kernels.have_openmp()
+
+
+# --------------------------------------------------------------------------------------------
+# set_num_threads / get_num_threads
+
+
+def test_set_and_get_num_threads():
+    for n in (1, 2, 3, 7, 64):
+        fastnorm.set_num_threads(n)
+        assert fastnorm.get_num_threads() == n
+    assert fastnorm.set_num_threads is _kernels.set_num_threads
+
+
+@pytest.mark.parametrize("bad", [0, -1, -64, 2**40, 2**63])
+def test_set_num_threads_rejects_out_of_range(bad):
+    fastnorm.set_num_threads(3)
+    with pytest.raises((ValueError, OverflowError)):
+        fastnorm.set_num_threads(bad)
+    assert fastnorm.get_num_threads() == 3, "a rejected call changed the thread count"
+
+
+@pytest.mark.parametrize("bad", ["2", None, 2.5, 3.0, [2]])
+def test_set_num_threads_rejects_non_integers(bad):
+    """Not an int: TypeError, and the setting is left alone. A float is refused rather than
+    truncated (torch.set_num_threads(2.5) raises too)."""
+    fastnorm.set_num_threads(3)
+    with pytest.raises(TypeError):
+        fastnorm.set_num_threads(bad)
+    assert fastnorm.get_num_threads() == 3
+
+
+def test_default_follows_threadpoolctl_at_every_call():
+    _kernels._reset_num_threads()
+    base = fastnorm.get_num_threads()
+    assert base >= 1
+    for lim in (1, 3, 5):
+        with threadpool_limits(limits=lim, user_api="openmp"):
+            assert fastnorm.get_num_threads() == (lim if HAVE_OMP else 1)
+            fastnorm.set_num_threads(2)  # an explicit setting wins over the OpenMP limit
+            assert fastnorm.get_num_threads() == 2
+            _kernels._reset_num_threads()
+            assert fastnorm.get_num_threads() == (lim if HAVE_OMP else 1)
+        assert fastnorm.get_num_threads() == base
+
+
+def _python(code, **env):
+    """Run code in a fresh interpreter with env overrides (None removes a variable)."""
+    e = dict(os.environ)
+    e.setdefault("OPENBLAS_NUM_THREADS", "1")
+    for k, v in env.items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=e, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, f"subprocess failed (rc={r.returncode}):\n{r.stdout}\n{r.stderr}"
+    return r.stdout.split()
+
+
+@pytest.mark.skipif(not HAVE_OMP, reason="built without OpenMP")
+@pytest.mark.parametrize("omp", ["1", "3", "7"])
+def test_default_follows_omp_num_threads(omp):
+    out = _python("import fastnorm; print(fastnorm.get_num_threads())", OMP_NUM_THREADS=omp)
+    assert out == [omp]
+
+
+@pytest.mark.skipif(not HAVE_OMP, reason="built without OpenMP")
+def test_default_without_omp_num_threads_is_the_cpu_count():
+    out = _python("import os, fastnorm; print(fastnorm.get_num_threads(), "
+                  "len(os.sched_getaffinity(0)))", OMP_NUM_THREADS=None)
+    assert out[0] == out[1]
+
+
+@pytest.mark.skipif(not HAVE_OMP, reason="built without OpenMP")
+def test_default_is_not_cached_at_import():
+    """Imported under OMP_NUM_THREADS=4, then limited by threadpoolctl, then set and reset."""
+    out = _python("""
+        import fastnorm
+        from fastnorm import _kernels
+        from threadpoolctl import threadpool_limits
+        r = [fastnorm.get_num_threads()]
+        with threadpool_limits(limits=2, user_api="openmp"):
+            r.append(fastnorm.get_num_threads())
+            fastnorm.set_num_threads(5)
+            r.append(fastnorm.get_num_threads())
+            _kernels._reset_num_threads()
+            r.append(fastnorm.get_num_threads())
+        r.append(fastnorm.get_num_threads())
+        print(*r)
+    """, OMP_NUM_THREADS="4")
+    assert out == ["4", "2", "5", "2", "4"]
+
+
+_COUNT_THREADS = """
+    import os
+    import numpy as np
+    import fastnorm, fastnorm.functional as F
+    from threadpoolctl import threadpool_limits
+    def tasks():
+        return len(os.listdir("/proc/self/task"))
+    x = np.random.default_rng(0).standard_normal((64, 64, 4096)).astype(np.float32)
+    r = [tasks()]
+    with threadpool_limits(limits=1, user_api="openmp"):
+        F.group_norm(x, 8); F.layer_norm(x, 4096)
+    r.append(tasks())
+    F.group_norm(x, 8); F.layer_norm(x, 4096)  # OMP_NUM_THREADS again
+    r.append(tasks())
+    fastnorm.set_num_threads(6)
+    F.group_norm(x, 8); F.layer_norm(x, 4096)
+    r.append(tasks())
+    print(*r)
+"""
+
+
+@pytest.mark.skipif(not HAVE_OMP, reason="built without OpenMP")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
+def test_thread_settings_reach_the_kernels():
+    """The limits are not only reported but used: OpenMP's pool grows to what is allowed (a fresh
+    process; libgomp keeps its worker threads alive between parallel regions)."""
+    base, limited, default, six = map(int, _python(_COUNT_THREADS, OMP_NUM_THREADS="3"))
+    assert limited == base, "threadpool_limits(1) was ignored: worker threads were started"
+    assert default >= base + 2, "OMP_NUM_THREADS=3 did not give 3 threads"
+    assert six >= base + 5, "set_num_threads(6) did not give 6 threads"
+
+
+# --------------------------------------------------------------------------------------------
+# bitwise identity across thread counts
+
+
+def _data(shape, dtype, seed, offset=3.0, layout=None):
+    """Random data with an offset (so that rounding differences would show) in a layout:
+    None (C order), 'channels_last' (N, C, *S stored as N, *S, C) or 'fortran'."""
+    rng = np.random.default_rng(seed)
+    if layout == "channels_last":
+        nd = len(shape)
+        perm = (0,) + tuple(range(2, nd)) + (1,)
+        base = rng.standard_normal([shape[p] for p in perm]) * 2.5 + offset
+        x = base.astype(dtype).transpose(np.argsort(perm))
+        assert x.shape == tuple(shape) and x.strides[1] == x.itemsize
+        return x
+    x = (rng.standard_normal(shape) * 2.5 + offset).astype(dtype)
+    if layout == "fortran":
+        x = np.asfortranarray(x)
+    return x
+
+
+def _vec(n, dtype, seed, lo=0.5, hi=1.5):
+    return np.random.default_rng(seed).uniform(lo, hi, n).astype(dtype)
+
+
+def _bn_train(x):
+    C = x.shape[1]
+    rm, rv = _vec(C, x.dtype, 1, -1, 1), _vec(C, x.dtype, 2)
+    y = F.batch_norm(x, rm, rv, _vec(C, x.dtype, 3), _vec(C, x.dtype, 4, -1, 1), True, 0.3)
+    return y, rm, rv
+
+
+def _bn_eval(x):
+    C = x.shape[1]
+    rm, rv = _vec(C, np.float64, 1, 2, 4), _vec(C, x.dtype, 2, 4, 9)
+    return (F.batch_norm(x, rm, rv, _vec(C, x.dtype, 3), _vec(C, x.dtype, 4, -1, 1), False),)
+
+
+def _in_train(x):
+    C = x.shape[1]
+    rm, rv = _vec(C, x.dtype, 1, -1, 1), _vec(C, x.dtype, 2)
+    y = F.instance_norm(x, rm, rv, _vec(C, x.dtype, 3), _vec(C, x.dtype, 4, -1, 1), True, 0.2)
+    return y, rm, rv
+
+
+def _in_plain(x):
+    return (F.instance_norm(x),)
+
+
+def _gn(G):
+    def f(x):
+        C = x.shape[1]
+        return (F.group_norm(x, G, _vec(C, x.dtype, 3), _vec(C, x.dtype, 4, -1, 1)),)
+    f.__name__ = f"gn{G}"
+    return f
+
+
+def _ln(k, affine=True):
+    def f(x):
+        ns = x.shape[x.ndim - k:]
+        if affine:
+            n = int(np.prod(ns))
+            w = _vec(n, x.dtype, 5).reshape(ns)
+            b = _vec(n, x.dtype, 6, -1, 1).reshape(ns)
+            return (F.layer_norm(x, ns, w, b),)
+        return (F.layer_norm(x, ns),)
+    return f
+
+
+def _ln_inplace(x):
+    x = x.copy(order="K")
+    y = F.layer_norm(x, x.shape[-1], out=x)
+    assert y is x
+    return (y,)
+
+
+def _rms(k):
+    def f(x):
+        ns = x.shape[x.ndim - k:]
+        w = _vec(int(np.prod(ns)), x.dtype, 7).reshape(ns)
+        return (F.rms_norm(x, ns, w), F.rms_norm(x, ns, eps=1e-6))
+    return f
+
+
+# (id, shape, layout, [ops]): every kernel path. Group sizes in float32/float64 elements; the
+# fused kernel takes groups up to max(512 KiB, L3 / (4 * threads)) when the groups share out
+# evenly over the threads, so several of these switch between fused and unfused with the count.
+CASES = [
+    # BN over NCHW: rows kernel, channel = group of Q=N rows of L=H*W (short rows gathered)
+    ("nchw", (16, 24, 31, 29), None, [_bn_train, _bn_eval, _in_train, _in_plain, _gn(6),
+                                      _ln(1), _ln(2), _ln(3), _rms(1), _rms(2)]),
+    # many small groups (fused for every count) vs few big groups (> 512 KiB, unfused for many
+    # threads; 4.5 MB float32 groups are fused with one thread, 9 MB float64 ones never)
+    ("many_groups", (8, 48, 37, 41), None, [_gn(12), _gn(48), _in_train]),
+    ("big_groups", (2, 4, 701, 803), None, [_gn(2), _gn(1), _bn_train, _bn_eval, _in_train,
+                                            _ln(2, False)]),
+    # 3 groups: fused only where 3 divides the thread count's share
+    ("three_rows", (3, 200003), None, [_ln(1), _rms(1), _bn_train]),
+    # channels-last (NHWC seen as NCHW): column statistics kernel and column normalize kernel
+    ("channels_last", (6, 37, 29, 33), "channels_last", [_bn_train, _bn_eval, _in_train,
+                                                         _in_plain, _gn(37), _gn(1), _ln(1)]),
+    ("channels_last_3d", (3, 300, 5, 7, 9), "channels_last", [_bn_train, _gn(30), _in_train]),
+    # (N, C): channels innermost, many row blocks per column
+    ("nc_tall", (70001, 12), None, [_bn_train, _bn_eval, _gn(4), _ln(1), _rms(1)]),
+    # long rows (> 4096: several statistics blocks and normalize chunks per row)
+    ("long_rows", (2, 3, 70001), None, [_ln(1), _rms(1), _in_train, _gn(3), _bn_train,
+                                        _ln_inplace]),
+    ("ln_multi_axis", (5, 7, 9, 1301), None, [_ln(2), _ln(3), _rms(2), _rms(3)]),
+    # Fortran order: transposed strides (or the copy fallback)
+    ("fortran", (9, 10, 11, 12), "fortran", [_bn_train, _in_train, _gn(5), _ln(1), _ln(2),
+                                             _rms(1)]),
+]
+
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bitwise_identical_for_any_thread_count(case, dtype):
+    name, shape, layout, ops = case
+    x = _data(shape, dtype, seed=len(name), layout=layout)
+    x0 = x.copy(order="K")
+    for op in ops:
+        fastnorm.set_num_threads(1)
+        want = [_bits(a) for a in op(x)]
+        for n in THREADS[1:]:
+            fastnorm.set_num_threads(n)
+            got = op(x)
+            assert len(got) == len(want)
+            for i, (g, w) in enumerate(zip(got, want)):
+                assert g.dtype == dtype or i > 0
+                assert np.array_equal(_bits(g), w), (
+                    f"{name} {op.__name__} result {i}: {n} threads differ from 1 thread "
+                    f"({np.count_nonzero(_bits(g) != w)} of {w.size} values)")
+    assert np.array_equal(_bits(x), _bits(x0)), "input modified"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_bitwise_identical_with_threadpoolctl_and_omp_default(dtype):
+    """The default (OpenMP's limit) gives the same bits as explicit counts."""
+    x = _data((4, 8, 301, 257), dtype, seed=11)
+    fastnorm.set_num_threads(1)
+    want = [_bits(F.group_norm(x, 4)), _bits(F.batch_norm(x, None, None, training=True))]
+    _kernels._reset_num_threads()
+    for lim in (1, 2, 5):
+        with threadpool_limits(limits=lim, user_api="openmp"):
+            got = [_bits(F.group_norm(x, 4)), _bits(F.batch_norm(x, None, None, training=True))]
+        assert all(np.array_equal(g, w) for g, w in zip(got, want)), f"limit {lim}"
+
+
+# --------------------------------------------------------------------------------------------
+# concurrency: the kernels release the GIL; concurrent calls must not interfere
+
+
+def _tasks(dtype):
+    """(callable, input) pairs: every op, different inputs and sizes."""
+    t = []
+    for i, (name, shape, layout, ops) in enumerate(CASES):
+        if np.prod(shape) > 1_500_000:
+            continue
+        x = _data(shape, dtype, seed=100 + i, layout=layout)
+        for op in ops:
+            t.append((op, x))
+    return t
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_concurrent_calls_match_serial(dtype, nthreads):
+    fastnorm.set_num_threads(nthreads)
+    tasks = _tasks(dtype)
+    serial = [[_bits(a) for a in op(x)] for op, x in tasks]
+    n_workers = 4
+    barrier = threading.Barrier(n_workers)
+
+    def worker(w):
+        barrier.wait()
+        res = {}
+        for rep in range(2):  # each worker walks the tasks in its own order
+            order = np.random.default_rng(w * 10 + rep).permutation(len(tasks))
+            for j in order:
+                op, x = tasks[j]
+                res.setdefault(j, []).append([_bits(a) for a in op(x)])
+        return res
+
+    with ThreadPoolExecutor(n_workers) as ex:
+        results = list(ex.map(worker, range(n_workers)))
+    for w, res in enumerate(results):
+        for j, outs in res.items():
+            for got in outs:
+                for g, s in zip(got, serial[j]):
+                    assert np.array_equal(g, s), (
+                        f"worker {w}: task {j} ({tasks[j][0].__name__}) differs from serial")
+
+
+def test_concurrent_in_place_and_running_stats():
+    """Threads updating their own running statistics and normalizing their own arrays in place
+    while others do the same."""
+    rng = np.random.default_rng(5)
+    xs = [(rng.standard_normal((8, 16, 40, 40)) + i).astype(np.float32) for i in range(6)]
+
+    def job(i):
+        x = xs[i].copy()
+        rm, rv = np.zeros(16, np.float32), np.ones(16, np.float32)
+        for _ in range(5):
+            F.batch_norm(x.copy(), rm, rv, training=True)
+        y = F.group_norm(x, 4, out=x)
+        return _bits(y), _bits(rm), _bits(rv)
+
+    serial = [job(i) for i in range(len(xs))]
+    with ThreadPoolExecutor(3) as ex:
+        for _ in range(3):
+            par = list(ex.map(job, range(len(xs))))
+            for i, (p, s) in enumerate(zip(par, serial)):
+                assert all(np.array_equal(a, b) for a, b in zip(p, s)), f"job {i}"

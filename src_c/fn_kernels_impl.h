@@ -375,13 +375,18 @@ void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *me
                   const double *var, double eps, const T *w, const T *bias, T *mh, T *a, T *c)
 {
     for (int64_t i = 0; i < I; i++) {
-        for (int64_t j = 0; j < J; j++) {
-            const int64_t s = i * SI + j / JD, e = i * J + j;
+        for (int64_t j0 = 0; j0 < J; j0 += JD) { /* group s: entries j0 .. j0 + JD - 1 */
+            const int64_t s = i * SI + j0 / JD;
             const double mu = mean[s], r = 1.0 / sqrt(var[s] + eps);
-            const double ad = w ? r * (double)w[j] : r;
-            mh[e] = (T)mu;
-            a[e] = FN(narrow)(ad);
-            c[e] = FN(narrow)((bias ? (double)bias[j] : 0.0) - (mu - (double)mh[e]) * ad);
+            const T mt = (T)mu;
+            const double dl = mu - (double)mt;
+            for (int64_t j = j0; j < j0 + JD; j++) {
+                const int64_t e = i * J + j;
+                const double ad = w ? r * (double)w[j] : r;
+                mh[e] = mt;
+                a[e] = FN(narrow)(ad);
+                c[e] = FN(narrow)((bias ? (double)bias[j] : 0.0) - dl * ad);
+            }
         }
     }
 }

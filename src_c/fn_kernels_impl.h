@@ -16,59 +16,37 @@ static inline T FN(narrow)(double v)
 }
 
 #if FN_AVX2
-/* sum(x - k), sum((x - k)^2) over the first 16*floor(len/16) elements of a contiguous run, in
- * four independent 4-wide accumulators. Returns how many elements it consumed. */
-FN_AVX2_FUNC int64_t FN(run_sums_avx2)(const T *x, int64_t len, double k, double *t1, double *t2)
-{
-    const __m256d kv = _mm256_set1_pd(k);
-    __m256d a1 = _mm256_setzero_pd(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;
-    int64_t i = 0;
-    for (; i + 16 <= len; i += 16) {
-        const __m256d u = _mm256_sub_pd(FN(fn_load4)(x + i), kv);
-        const __m256d v = _mm256_sub_pd(FN(fn_load4)(x + i + 4), kv);
-        const __m256d w = _mm256_sub_pd(FN(fn_load4)(x + i + 8), kv);
-        const __m256d z = _mm256_sub_pd(FN(fn_load4)(x + i + 12), kv);
-        a1 = _mm256_add_pd(a1, u);
-        a2 = _mm256_fmadd_pd(u, u, a2);
-        b1 = _mm256_add_pd(b1, v);
-        b2 = _mm256_fmadd_pd(v, v, b2);
-        c1 = _mm256_add_pd(c1, w);
-        c2 = _mm256_fmadd_pd(w, w, c2);
-        d1 = _mm256_add_pd(d1, z);
-        d2 = _mm256_fmadd_pd(z, z, d2);
-    }
-    *t1 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(a1, b1), _mm256_add_pd(c1, d1)));
-    *t2 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(a2, b2), _mm256_add_pd(c2, d2)));
-    return i;
-}
+#define VISA avx2
+#define VFUNC FN_AVX2_FUNC
+#define V __m256d
+#define VW 4
+#define VZERO _mm256_setzero_pd
+#define VSET1 _mm256_set1_pd
+#define VSUB _mm256_sub_pd
+#define VADD _mm256_add_pd
+#define VFMA _mm256_fmadd_pd
+#define VLOADD _mm256_loadu_pd
+#define VSTORED _mm256_storeu_pd
+#define VHSUM fn_hsum4
+#define VLOADT FN(fn_load4)
+#include "fn_simd_impl.h"
 #endif
 
 #if FN_AVX512
-/* run_sums_avx2 with 8-wide accumulators: 32 elements per step. */
-FN_AVX512_FUNC int64_t FN(run_sums_avx512)(const T *x, int64_t len, double k, double *t1,
-                                           double *t2)
-{
-    const __m512d kv = _mm512_set1_pd(k);
-    __m512d a1 = _mm512_setzero_pd(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;
-    int64_t i = 0;
-    for (; i + 32 <= len; i += 32) {
-        const __m512d u = _mm512_sub_pd(FN(fn_load8)(x + i), kv);
-        const __m512d v = _mm512_sub_pd(FN(fn_load8)(x + i + 8), kv);
-        const __m512d w = _mm512_sub_pd(FN(fn_load8)(x + i + 16), kv);
-        const __m512d z = _mm512_sub_pd(FN(fn_load8)(x + i + 24), kv);
-        a1 = _mm512_add_pd(a1, u);
-        a2 = _mm512_fmadd_pd(u, u, a2);
-        b1 = _mm512_add_pd(b1, v);
-        b2 = _mm512_fmadd_pd(v, v, b2);
-        c1 = _mm512_add_pd(c1, w);
-        c2 = _mm512_fmadd_pd(w, w, c2);
-        d1 = _mm512_add_pd(d1, z);
-        d2 = _mm512_fmadd_pd(z, z, d2);
-    }
-    *t1 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(a1, b1), _mm512_add_pd(c1, d1)));
-    *t2 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(a2, b2), _mm512_add_pd(c2, d2)));
-    return i;
-}
+#define VISA avx512
+#define VFUNC FN_AVX512_FUNC
+#define V __m512d
+#define VW 8
+#define VZERO _mm512_setzero_pd
+#define VSET1 _mm512_set1_pd
+#define VSUB _mm512_sub_pd
+#define VADD _mm512_add_pd
+#define VFMA _mm512_fmadd_pd
+#define VLOADD _mm512_loadu_pd
+#define VSTORED _mm512_storeu_pd
+#define VHSUM fn_hsum8
+#define VLOADT FN(fn_load8)
+#include "fn_simd_impl.h"
 #endif
 
 /* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
@@ -191,107 +169,6 @@ int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, c
 {
     return FN(row_stats)(x, P2, Q, L, xs, 0, 0, P1 * P2, mean, m2, n_threads);
 }
-
-#if FN_AVX2
-/* tile_sums for contiguous columns: 16 (then 4) columns at a time in registers down the rows.
- * Returns how many columns it handled. */
-FN_AVX2_FUNC int64_t FN(tile_sums_avx2)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t w,
-                                        const double *k, double *s1, double *s2)
-{
-    int64_t j = 0;
-    for (; j + 16 <= w; j += 16) {
-        const __m256d k0 = _mm256_loadu_pd(k + j), k1 = _mm256_loadu_pd(k + j + 4);
-        const __m256d k2 = _mm256_loadu_pd(k + j + 8), k3 = _mm256_loadu_pd(k + j + 12);
-        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0,
-                q3 = a0;
-        for (int64_t r = r0; r < r1; r++) {
-            const T *xr = x + r * sr + j;
-            const __m256d d0 = _mm256_sub_pd(FN(fn_load4)(xr), k0);
-            const __m256d d1 = _mm256_sub_pd(FN(fn_load4)(xr + 4), k1);
-            const __m256d d2 = _mm256_sub_pd(FN(fn_load4)(xr + 8), k2);
-            const __m256d d3 = _mm256_sub_pd(FN(fn_load4)(xr + 12), k3);
-            a0 = _mm256_add_pd(a0, d0);
-            q0 = _mm256_fmadd_pd(d0, d0, q0);
-            a1 = _mm256_add_pd(a1, d1);
-            q1 = _mm256_fmadd_pd(d1, d1, q1);
-            a2 = _mm256_add_pd(a2, d2);
-            q2 = _mm256_fmadd_pd(d2, d2, q2);
-            a3 = _mm256_add_pd(a3, d3);
-            q3 = _mm256_fmadd_pd(d3, d3, q3);
-        }
-        _mm256_storeu_pd(s1 + j, a0);
-        _mm256_storeu_pd(s1 + j + 4, a1);
-        _mm256_storeu_pd(s1 + j + 8, a2);
-        _mm256_storeu_pd(s1 + j + 12, a3);
-        _mm256_storeu_pd(s2 + j, q0);
-        _mm256_storeu_pd(s2 + j + 4, q1);
-        _mm256_storeu_pd(s2 + j + 8, q2);
-        _mm256_storeu_pd(s2 + j + 12, q3);
-    }
-    for (; j + 4 <= w; j += 4) {
-        const __m256d k0 = _mm256_loadu_pd(k + j);
-        __m256d a0 = _mm256_setzero_pd(), q0 = a0;
-        for (int64_t r = r0; r < r1; r++) {
-            const __m256d d0 = _mm256_sub_pd(FN(fn_load4)(x + r * sr + j), k0);
-            a0 = _mm256_add_pd(a0, d0);
-            q0 = _mm256_fmadd_pd(d0, d0, q0);
-        }
-        _mm256_storeu_pd(s1 + j, a0);
-        _mm256_storeu_pd(s2 + j, q0);
-    }
-    return j;
-}
-#endif
-
-#if FN_AVX512
-/* tile_sums_avx2 with 8-wide accumulators: 32 (then 8) columns at a time. */
-FN_AVX512_FUNC int64_t FN(tile_sums_avx512)(const T *x, int64_t r0, int64_t r1, int64_t sr,
-                                            int64_t w, const double *k, double *s1, double *s2)
-{
-    int64_t j = 0;
-    for (; j + 32 <= w; j += 32) {
-        const __m512d k0 = _mm512_loadu_pd(k + j), k1 = _mm512_loadu_pd(k + j + 8);
-        const __m512d k2 = _mm512_loadu_pd(k + j + 16), k3 = _mm512_loadu_pd(k + j + 24);
-        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0,
-                q3 = a0;
-        for (int64_t r = r0; r < r1; r++) {
-            const T *xr = x + r * sr + j;
-            const __m512d d0 = _mm512_sub_pd(FN(fn_load8)(xr), k0);
-            const __m512d d1 = _mm512_sub_pd(FN(fn_load8)(xr + 8), k1);
-            const __m512d d2 = _mm512_sub_pd(FN(fn_load8)(xr + 16), k2);
-            const __m512d d3 = _mm512_sub_pd(FN(fn_load8)(xr + 24), k3);
-            a0 = _mm512_add_pd(a0, d0);
-            q0 = _mm512_fmadd_pd(d0, d0, q0);
-            a1 = _mm512_add_pd(a1, d1);
-            q1 = _mm512_fmadd_pd(d1, d1, q1);
-            a2 = _mm512_add_pd(a2, d2);
-            q2 = _mm512_fmadd_pd(d2, d2, q2);
-            a3 = _mm512_add_pd(a3, d3);
-            q3 = _mm512_fmadd_pd(d3, d3, q3);
-        }
-        _mm512_storeu_pd(s1 + j, a0);
-        _mm512_storeu_pd(s1 + j + 8, a1);
-        _mm512_storeu_pd(s1 + j + 16, a2);
-        _mm512_storeu_pd(s1 + j + 24, a3);
-        _mm512_storeu_pd(s2 + j, q0);
-        _mm512_storeu_pd(s2 + j + 8, q1);
-        _mm512_storeu_pd(s2 + j + 16, q2);
-        _mm512_storeu_pd(s2 + j + 24, q3);
-    }
-    for (; j + 8 <= w; j += 8) {
-        const __m512d k0 = _mm512_loadu_pd(k + j);
-        __m512d a0 = _mm512_setzero_pd(), q0 = a0;
-        for (int64_t r = r0; r < r1; r++) {
-            const __m512d d0 = _mm512_sub_pd(FN(fn_load8)(x + r * sr + j), k0);
-            a0 = _mm512_add_pd(a0, d0);
-            q0 = _mm512_fmadd_pd(d0, d0, q0);
-        }
-        _mm512_storeu_pd(s1 + j, a0);
-        _mm512_storeu_pd(s2 + j, q0);
-    }
-    return j;
-}
-#endif
 
 /* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
  * (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */

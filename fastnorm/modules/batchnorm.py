@@ -67,10 +67,7 @@ class _NormBase(Module):
     def reset_parameters(self):
         """Reset the running statistics, weight = 1 and bias = 0 (in place)."""
         self.reset_running_stats()
-        if self.affine:
-            self.weight[...] = 1
-            if self.bias is not None:
-                self.bias[...] = 0
+        self._reset_affine()
 
     def _check_input_dim(self, input):
         raise NotImplementedError

@@ -143,6 +143,13 @@ class Module:
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers))
 
+    def _reset_affine(self):
+        """weight = 1 and bias = 0 in place, for whichever of them the layer has."""
+        for name, value in (("weight", 1), ("bias", 0)):
+            p = self._parameters.get(name)
+            if p is not None:
+                p[...] = value
+
     def named_parameters(self):
         return iter([(k, v) for k, v in self._parameters.items() if v is not None])
 

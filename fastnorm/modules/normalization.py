@@ -7,7 +7,15 @@ from .module import Module, check_device, check_dtype, check_eps, check_shape, c
 __all__ = ["LayerNorm", "GroupNorm", "RMSNorm"]
 
 
-class LayerNorm(Module):
+class _Affine(Module):
+    """A layer whose only state is its optional ``weight`` (and ``bias``)."""
+
+    def reset_parameters(self):
+        """weight = 1 and bias = 0 (in place), where the layer has them."""
+        self._reset_affine()
+
+
+class LayerNorm(_Affine):
     r"""Layer normalization over the trailing ``normalized_shape`` axes, as ``torch.nn.LayerNorm``.
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
@@ -54,13 +62,6 @@ class LayerNorm(Module):
         self.register_parameter("bias", np.zeros(ns, dt) if self.elementwise_affine and bias
                                 else None)
 
-    def reset_parameters(self):
-        """weight = 1, bias = 0 (in place)."""
-        if self.weight is not None:
-            self.weight[...] = 1
-        if self.bias is not None:
-            self.bias[...] = 0
-
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
@@ -69,7 +70,7 @@ class LayerNorm(Module):
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
 
-class GroupNorm(Module):
+class GroupNorm(_Affine):
     r"""Group normalization, as ``torch.nn.GroupNorm``.
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
@@ -124,13 +125,6 @@ class GroupNorm(Module):
         self.register_parameter("weight", np.ones(C, dt) if self.affine else None)
         self.register_parameter("bias", np.zeros(C, dt) if self.affine and bias else None)
 
-    def reset_parameters(self):
-        """weight = 1, bias = 0 (in place)."""
-        if self.weight is not None:
-            self.weight[...] = 1
-        if self.bias is not None:
-            self.bias[...] = 0
-
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
@@ -139,7 +133,7 @@ class GroupNorm(Module):
                 f"bias={self.bias is not None}")
 
 
-class RMSNorm(Module):
+class RMSNorm(_Affine):
     r"""Root-mean-square normalization over the trailing ``normalized_shape`` axes, as
     ``torch.nn.RMSNorm``.
 
@@ -179,11 +173,6 @@ class RMSNorm(Module):
         self.elementwise_affine = bool(elementwise_affine)
         self.register_parameter("weight", np.ones(self.normalized_shape, dt)
                                 if self.elementwise_affine else None)
-
-    def reset_parameters(self):
-        """weight = 1 (in place)."""
-        if self.weight is not None:
-            self.weight[...] = 1
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)

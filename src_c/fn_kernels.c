@@ -203,6 +203,15 @@ static inline fn_rowplan fn_plan_rows(int64_t Q, int64_t L)
     return p;
 }
 
+/* Scratch doubles that row_stats (fn_kernels_impl.h) needs for n groups of Q rows of L. */
+static inline int64_t fn_row_stats_scratch(int64_t n, int64_t Q, int64_t L)
+{
+    if (Q <= 0 || L <= 0)
+        return 0;
+    const fn_rowplan pl = fn_plan_rows(Q, L);
+    return pl.nb > 1 ? 2 * n * pl.nb : 0;
+}
+
 static inline void fn_block_range(const fn_rowplan *p, int64_t b, int64_t Q, int64_t L,
                                   int64_t *q0, int64_t *q1, int64_t *l0, int64_t *l1)
 {

@@ -122,35 +122,32 @@ static inline void FN(group_moments)(const T *xg, const fn_rowplan *pl, int64_t 
 }
 
 /* fn_row_stats for the groups g0 <= g < g1 (g = p1 * P2 + p2) into mean[g - g0], m2[g - g0];
- * with rms the (0, sum of squares) moments of block_moments. */
-static int FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
-                         int rms, int64_t g0, int64_t g1, double *mean, double *m2, int n_threads)
+ * with rms the (0, sum of squares) moments of block_moments. When groups have more than one
+ * block, part is scratch for 2 * (g1 - g0) * blocks-per-group per-block partials (the caller
+ * allocates it, so that nothing can fail once output has been written). */
+static void FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
+                          int rms, int64_t g0, int64_t g1, double *mean, double *m2,
+                          double *part, int n_threads)
 {
     const int64_t P = g1 - g0;
     if (P <= 0)
-        return FN_OK;
+        return;
     if (Q <= 0 || L <= 0) {
         for (int64_t g = 0; g < P; g++)
             mean[g] = m2[g] = 0.0;
-        return FN_OK;
+        return;
     }
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t U = P * pl.nb;
-    double *pm = mean, *pq = m2, *buf = NULL;
-    if (pl.nb > 1) { /* per-block partials, merged below in block order */
-        buf = (double *)malloc((size_t)(2 * U) * sizeof(double));
-        if (!buf)
-            return FN_ENOMEM;
-        pm = buf;
-        pq = buf + U;
-    }
+    const int many = pl.nb > 1; /* per-block partials, merged below in block order */
+    double *pm = many ? part : mean, *pq = many ? part + U : m2;
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
     FN_PFOR(nt, u, U, {
         const int64_t g = g0 + u / pl.nb;
         FN(block_moments)(x + (g / P2) * xs[0] + (g % P2) * xs[1], &pl, u % pl.nb, Q, L, xs[2],
                           xs[3], rms, &pm[u], &pq[u]);
     });
-    if (buf) {
+    if (many) {
         FN_PFOR(nt, g, P, {
             double n = 0.0, mu = 0.0, q = 0.0;
             for (int64_t b = 0; b < pl.nb; b++)
@@ -159,15 +156,20 @@ static int FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const int
             mean[g] = mu;
             m2[g] = q;
         });
-        free(buf);
     }
-    return FN_OK;
 }
+
 
 int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
                      double *mean, double *m2, int n_threads)
 {
-    return FN(row_stats)(x, P2, Q, L, xs, 0, 0, P1 * P2, mean, m2, n_threads);
+    const int64_t ns = fn_row_stats_scratch(P1 * P2, Q, L);
+    double *part = NULL;
+    if (ns > 0 && !(part = (double *)malloc((size_t)ns * sizeof(double))))
+        return FN_ENOMEM;
+    FN(row_stats)(x, P2, Q, L, xs, 0, 0, P1 * P2, mean, m2, part, n_threads);
+    free(part);
+    return FN_OK;
 }
 
 /* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
@@ -392,27 +394,25 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
      * normalize pass over row chunks. With statistics to compute, groups go in batches that fit
      * in half the last-level cache, so the normalize pass reads each batch from there rather
      * than from memory. Batches change the order of the work, not its blocks: same bits. */
-    double *buf = (double *)malloc((size_t)(3 * P) * sizeof(double));
+    int64_t batch = given ? P : fn_batch_bytes() / (gsize * (int64_t)sizeof(T));
+    if (batch < 1)
+        batch = 1;
+    else if (batch > P)
+        batch = P;
+    const int64_t ns = given ? 0 : fn_row_stats_scratch(batch, Q, L);
+    double *buf = (double *)malloc((size_t)(3 * P + ns) * sizeof(double));
     if (!buf)
         return FN_ENOMEM;
-    double *mean = buf, *var = buf + P, *rstd = buf + 2 * P;
+    double *mean = buf, *var = buf + P, *rstd = buf + 2 * P, *part = buf + 3 * P;
     if (given) {
         memcpy(mean, gmean, (size_t)P * sizeof(double));
         memcpy(var, gvar, (size_t)P * sizeof(double));
     }
-    int64_t batch = given ? P : fn_batch_bytes() / (gsize * (int64_t)sizeof(T));
-    if (batch < 1)
-        batch = 1;
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK;
     for (int64_t g0 = 0; g0 < P; g0 += batch) {
         const int64_t g1 = g0 + batch < P ? g0 + batch : P;
-        if (!given) {
-            int rc = FN(row_stats)(x, P2, Q, L, xs, rms, g0, g1, mean + g0, var + g0, n_threads);
-            if (rc != FN_OK) {
-                free(buf);
-                return rc;
-            }
-        }
+        if (!given)
+            FN(row_stats)(x, P2, Q, L, xs, rms, g0, g1, mean + g0, var + g0, part, n_threads);
         for (int64_t g = g0; g < g1; g++) {
             if (!given) {
                 var[g] /= (double)gsize; /* m2 -> biased variance (rms: mean of squares) */

@@ -75,8 +75,9 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Number of threads the kernels may use: set_num_threads' value, else OpenMP's limit."""
-    return _num_threads if _num_threads > 0 else fn_max_threads()
+    """Number of threads the kernels may use: set_num_threads' value, else OpenMP's limit (1 in
+    a build without OpenMP)."""
+    return _threads()
 
 
 def _reset_num_threads():
@@ -90,7 +91,9 @@ def have_openmp():
 
 
 cdef inline int _threads():
-    return _num_threads if _num_threads > 0 else fn_max_threads()
+    if _num_threads > 0 and fn_have_openmp():
+        return _num_threads
+    return fn_max_threads()  # 1 without OpenMP
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,8 +165,10 @@ cdef double _check_momentum(object momentum, str fname) except? -1.0:
     return m
 
 
-cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape):
-    """weight/bias as a C-contiguous array of the input's dtype with exactly `shape`."""
+cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape,
+                        bint any_shape=False):
+    """weight/bias as a C-contiguous array of the input's dtype with exactly `shape` (or, with
+    any_shape, of any shape with as many elements, seen as `shape`: torch's batch_norm)."""
     cdef cnp.ndarray arr
     if (isinstance(p, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>p) == typenum
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>p)
@@ -176,6 +181,8 @@ cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape)
         # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
         arr = np.array(arr, dtype=cnp.PyArray_DescrFromType(typenum), order="C", copy=True)
     if (<object>arr).shape != shape:
+        if any_shape and arr.size == shape[0]:
+            return arr.reshape(shape)
         raise ValueError(f"{fname}: expected {name} of shape {shape}, got shape {(<object>arr).shape}")
     return arr
 
@@ -224,10 +231,21 @@ cdef tuple _prepare_out(object out, cnp.ndarray x, str fname):
 cdef object _unalias(object p, object out):
     """p, or a copy of it when it shares memory with out: parameters are read while out is
     written, and must be read as they were before the call (NumPy's rule for overlapping
-    operands). Running statistics need no copy: they are read before anything is written."""
+    operands). Running statistics that are only read need no copy: they are read before
+    anything is written (those that are updated must not overlap out: _check_updated)."""
     if out is None or p is None or not _may_overlap(<cnp.ndarray>out, <cnp.ndarray>p):
         return p
     return (<cnp.ndarray>p).copy()
+
+
+cdef int _check_updated(object rm, object rv, object out, str fname) except -1:
+    """Running statistics updated in place are written after out: they must not share its
+    memory (their update would overwrite the result, or read it as their old value)."""
+    if out is not None and rm is not None and (_may_overlap(<cnp.ndarray>out, <cnp.ndarray>rm)
+                                               or _may_overlap(<cnp.ndarray>out, <cnp.ndarray>rv)):
+        raise ValueError(f"{fname}: running_mean and running_var are updated in place and must "
+                         f"not share memory with out")
+    return 0
 
 
 cdef object _finish(cnp.ndarray y, object final):
@@ -457,12 +475,13 @@ cdef bint _bn(cnp.ndarray x, cnp.ndarray y, bint training, object rm, object rv,
               object b, double eps, double momentum):
     """BatchNorm on x (N, C, *): statistics per channel over every other axis. Returns False,
     having written nothing, when the layout needs a copy first."""
-    cdef int nd = x.ndim, k, i
+    cdef int nd = x.ndim, k, d
+    cdef int64_t i
     cdef int64_t C = x.shape[1], isz = x.itemsize, count = x.size // C
     cdef Ax ax[64]
     ax[0] = _axis(x, y, 0, isz)
-    for i in range(2, nd):
-        ax[i - 1] = _axis(x, y, i, isz)
+    for d in range(2, nd):
+        ax[d - 1] = _axis(x, y, d, isz)
     k = _compact(ax, nd - 1, True)
     if k > 2:
         return False
@@ -522,8 +541,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     cdef int t = cnp.PyArray_TYPE(x)
     cdef bint tr = bool(training)
     cdef double e = _check_eps(eps, fn), m = 0.0
-    w = None if weight is None else _param(weight, "weight", fn, t, (C,))
-    b = None if bias is None else _param(bias, "bias", fn, t, (C,))
+    w = None if weight is None else _param(weight, "weight", fn, t, (C,), True)
+    b = None if bias is None else _param(bias, "bias", fn, t, (C,), True)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{fn}: running_mean and running_var must be given together")
     rm = None if running_mean is None else _running(running_mean, "running_mean", fn, C, tr)
@@ -537,6 +556,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if e == 0.0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     y, final = _prepare_out(out, x, fn)
+    if tr:
+        _check_updated(rm, rv, out, fn)
     w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final
@@ -728,6 +749,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"{(<object>x).shape}")
     y, final = _prepare_out(out, x, fn)
+    if stats:
+        _check_updated(rm, rv, out, fn)
     w, b = _unalias(w, out), _unalias(b, out)
     if x.size == 0:
         return final

@@ -257,7 +257,7 @@ void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *me
         for (int64_t j0 = 0; j0 < J; j0 += JD) { /* group s: entries j0 .. j0 + JD - 1 */
             const int64_t s = i * SI + j0 / JD;
             const double mu = mean[s], r = 1.0 / sqrt(var[s] + eps);
-            const T mt = (T)mu;
+            const T mt = FN(narrow)(mu);
             const double dl = mu - (double)mt;
             for (int64_t j = j0; j < j0 + JD; j++) {
                 const int64_t e = i * J + j;
@@ -339,7 +339,7 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
 {
     /* the mean as T hi plus a double remainder folded into the offset: float data is centred
      * on a float mean without rounding the true mean to float first */
-    const T mh = (T)mean;
+    const T mh = FN(narrow)(mean);
     const double dl = mean - (double)mh;
     for (int64_t q = q0; q < q1; q++) {
         const T *xr = xg + q * xs[2] + l0 * xs[3];

@@ -279,3 +279,15 @@ def test_running_stats_accuracy(layout, mean, std, momentum, dtype, stat_dtype):
         assert _ulps_ok(rv, tv, stat_dtype).all(), f"in running_var {rv} vs {tv}"
     else:
         assert np.all(np.abs(rv.astype(EXACT) - tv) <= vt * tv), f"in running_var {rv} vs {tv}"
+
+
+def test_float64_running_stats_beyond_float32_range():
+    """A float32 input normalized with float64 running statistics that float32 cannot hold:
+    the mean is centred in float32 at the largest float32 value plus a double remainder, not at
+    inf (which gave NaN)."""
+    x = np.zeros((2, 2, 3), np.float32)
+    rm, rv = np.array([1e39, 0.0]), np.array([1e78, 1.0])
+    y = F.batch_norm(x, rm, rv)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[:, 0], -1.0, rtol=1e-5)
+    np.testing.assert_allclose(y[:, 1], 0.0, atol=1e-6)

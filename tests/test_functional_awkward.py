@@ -106,3 +106,16 @@ def test_empty_inputs_return_empty_arrays(dtype):
     assert np.all(rm == 0) and np.all(rv == 1)
     y = F.instance_norm(np.zeros((0, 6, 4), dtype), rm, rv)
     assert y.shape == (0, 6, 4) and np.all(np.isfinite(rm)) and np.all(np.isfinite(rv))
+
+
+def test_batch_norm_takes_weight_and_bias_of_any_shape_with_c_elements():
+    """As torch's batch_norm (and only it): (1, C) or (C, 1) parameters are read as (C,)."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 5)).astype(np.float32)
+    w, b = np.array([0.5, 2.0, -1.0], np.float32), np.array([1.0, 0.0, 3.0], np.float32)
+    want = R.batch_norm(x, None, None, w, b, True)
+    got = F.batch_norm(x, None, None, w.reshape(1, 3), b.reshape(3, 1), True)
+    assert_matches(got, want, np.float32, "batch_norm (1, C) weight, (C, 1) bias")
+    with pytest.raises(ValueError, match=r"expected weight of shape \(3,\)"):
+        F.batch_norm(x, None, None, np.ones((2, 2), np.float32), None, True)
+    with pytest.raises(ValueError, match=r"expected weight of shape \(5,\)"):
+        F.layer_norm(x, 5, np.ones((1, 5), np.float32))  # torch refuses it here too

@@ -371,3 +371,25 @@ def test_out_overlapping_weight_bias_or_running_stats():
             setattr(op, arg, p)
             y = op(x, out=buf)
             assert _same(y, want), f"{name}: {arg} is out[0, :, 0, 0]"
+
+
+@pytest.mark.parametrize("which", ["running_mean", "running_var"])
+def test_updated_running_stats_sharing_out_are_refused(which):
+    """Running statistics updated in place are written after out, so they may not share its
+    memory: a ValueError, raised before anything is written."""
+    x = np.random.default_rng(7).standard_normal((4, 3)).astype(np.float32)
+    out = np.full((4, 3), 7.0, np.float32)
+    stats = {"running_mean": np.zeros(3, np.float32), "running_var": np.ones(3, np.float32)}
+    stats[which] = out[0]
+    for call in (lambda: F.batch_norm(x, stats["running_mean"], stats["running_var"],
+                                      training=True, out=out),
+                 lambda: F.instance_norm(x.T[None], stats["running_mean"], stats["running_var"],
+                                         out=out.T[None])):
+        with pytest.raises(ValueError, match="must not share memory with out"):
+            call()
+        assert np.all(out == 7.0)
+    # only read (eval): allowed, and read as they were before the call
+    want = F.batch_norm(x, stats["running_mean"].copy(), np.abs(stats["running_var"]) + 1)
+    stats[which][...] = np.abs(stats[which]) + (1 if which == "running_var" else 0)
+    got = F.batch_norm(x, stats["running_mean"], stats["running_var"], out=out)
+    assert got is out and np.allclose(got, want, atol=1e-6)

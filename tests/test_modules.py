@@ -769,11 +769,18 @@ def test_load_state_dict_torch_tensors(torch):
     assert np.all(ml.weight == 3.0) and np.all(ml.bias == 1.0) and ml.weight.dtype == np.float64
 
 
-def test_load_state_dict_assign_keeps_module_dtype():
+def test_load_state_dict_assign_takes_the_incoming_arrays():
+    """As torch: assign=True makes the checkpoint's arrays the module's own (their dtype too);
+    the default copies into the module's arrays, cast to their dtype."""
     m = fastnorm.BatchNorm1d(2)
+    own = m.weight
     new = np.array([4.0, 5.0])
+    m.load_state_dict({**m.state_dict(), "weight": new})
+    assert m.weight is own and m.weight.dtype == np.float32 and list(m.weight) == [4.0, 5.0]
     m.load_state_dict({**m.state_dict(), "weight": new}, assign=True)
-    assert m.weight is not new and m.weight.dtype == np.float32 and list(m.weight) == [4.0, 5.0]
+    assert m.weight is new and m.weight.dtype == np.float64
+    y = m(np.ones((3, 2), np.float32))  # parameters of another float dtype are cast per call
+    assert y.dtype == np.float32 and np.all(y == 0)  # constant input: exactly the bias, 0
 
 
 # ------------------------------------------------------------------------------------------------

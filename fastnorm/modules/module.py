@@ -211,8 +211,10 @@ class Module:
         anything ``np.asarray`` takes) into this module.
 
         Every key and shape is checked before anything is written: on error nothing changes and
-        ``RuntimeError`` lists every problem, in torch's words. Values are cast to the dtype of
-        the module's arrays (``assign=True`` keeps the incoming arrays instead, as in torch).
+        ``RuntimeError`` lists every problem, in torch's words. Values are copied into the
+        module's arrays, cast to their dtype; with ``assign=True`` the module takes the incoming
+        arrays themselves instead (``np.asarray`` of each value: their dtype, and memory shared
+        with a torch tensor), as torch assigns the checkpoint's tensors.
         Returns ``(missing_keys, unexpected_keys)``.
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
@@ -259,7 +261,7 @@ class Module:
             for name, param in store.items():
                 if name in new:
                     if assign:
-                        store[name] = np.array(new[name], dtype=param.dtype)
+                        store[name] = new[name]
                     else:
                         np.copyto(param, new[name], casting="unsafe")
         return _IncompatibleKeys(missing, unexpected)

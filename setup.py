@@ -85,7 +85,9 @@ if not have_omp:
         sys.exit(f"fastnorm: OpenMP is required (FASTNORM_FAIL_NO_OPENMP=1) but unavailable: {omp_msg}")
     warn_loudly(f"OpenMP not available ({omp_msg}).")
 
-# Portable by default: no -march=native. Hot loops get per-ISA clones at run time (see fn_simd.h).
+# Portable by default: no -march=native. The hot loops are chosen per CPU at run time: AVX2 and
+# AVX-512 statistics loops (src_c/fn_simd_impl.h) and target_clones of the normalize loops
+# (FN_HOT in src_c/fn_kernels.c).
 cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-psabi",
           "-Wno-unused-function", "-Wno-unknown-pragmas"]
 ldflags = []

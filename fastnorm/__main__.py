@@ -19,7 +19,8 @@ import numpy as np
 import fastnorm
 from fastnorm import reference as ref
 
-# (label, functional op, shape, extra args): the shapes of ../shared/bench/anchors.py and more
+# (label, op, shape): the anchor shapes of ../shared/bench/anchors.py (the project's shared
+# benchmark, beside the repository) and an RMSNorm case
 CASES = [
     ("BatchNorm2d train", "bn_train", (32, 64, 56, 56)),
     ("BatchNorm2d train", "bn_train", (8, 256, 28, 28)),
@@ -98,8 +99,8 @@ def main(argv=None):
         torch_version = torch.__version__
     except ImportError:
         torch, torch_version = None, "not installed"
-    if args.threads:
-        fastnorm.set_num_threads(args.threads)
+    if args.threads is not None:
+        fastnorm.set_num_threads(args.threads)  # ValueError below 1
     cfg = fastnorm.get_config()
     dt = np.dtype(args.dtype)
     tol = 5e-5 if dt == np.float32 else 1e-9

@@ -104,8 +104,9 @@ cdef inline bint _is_float(cnp.ndarray a):
     return t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE
 
 
-cdef object _to_numpy(object a):
-    """np.asarray, also for torch tensors that require grad (detach first, no torch import)."""
+cpdef object to_numpy(object a):
+    """np.asarray, also for torch tensors that require grad or live on another device (detach
+    and move first; duck-typed, torch is never imported)."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):
         a = a.detach().cpu().numpy()
     return np.asarray(a)
@@ -132,7 +133,7 @@ cdef cnp.ndarray _as_input(object a, str fname):
     if isinstance(a, cnp.ndarray):
         arr = <cnp.ndarray>a
     else:
-        arr = _to_numpy(a)
+        arr = to_numpy(a)
     if not _is_float(arr):
         raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {arr.dtype}")
     if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr):
@@ -147,7 +148,17 @@ cdef inline bint _is_real(object v):
             and not isinstance(v, (bool, np.bool_)))
 
 
-cdef double _check_eps(object eps, str fname) except -1.0:
+cdef cnp.ndarray _as_nc_input(object a, str fname):
+    """_as_input for the ops on (N, C, *) input."""
+    cdef cnp.ndarray x = _as_input(a, fname)
+    if x.ndim < 2:
+        raise ValueError(f"{fname}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    return x
+
+
+cpdef double check_eps(object eps, str fname) except -1.0:
+    """eps as a double: a real number, finite and >= 0 (TypeError / ValueError naming fname)."""
     if not _is_real(eps):
         raise TypeError(f"{fname}: eps must be a real number, got {type(eps).__name__}")
     cdef double e = float(eps)
@@ -156,9 +167,12 @@ cdef double _check_eps(object eps, str fname) except -1.0:
     return e
 
 
-cdef double _check_momentum(object momentum, str fname) except? -1.0:
+cpdef double check_momentum(object momentum, str fname, bint none_ok=False) except? -1.0:
+    """momentum as a double: a finite real number (TypeError / ValueError naming fname; none_ok:
+    the caller takes None, so the message says so)."""
     if not _is_real(momentum):
-        raise TypeError(f"{fname}: momentum must be a real number, got {type(momentum).__name__}")
+        raise TypeError(f"{fname}: momentum must be a real number{' or None' if none_ok else ''}, "
+                        f"got {type(momentum).__name__}")
     cdef double m = float(momentum)
     if not isfinite(m):
         raise ValueError(f"{fname}: momentum must be finite, got {momentum!r}")
@@ -175,7 +189,7 @@ cdef cnp.ndarray _param(object p, str name, str fname, int typenum, tuple shape,
             and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>p) and cnp.PyArray_ISALIGNED(<cnp.ndarray>p)):
         arr = <cnp.ndarray>p
     else:
-        arr = _to_numpy(p)
+        arr = to_numpy(p)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {arr.dtype}")
         # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
@@ -193,7 +207,7 @@ cdef cnp.ndarray _running(object r, str name, str fname, Py_ssize_t C, bint writ
     if write and not isinstance(r, cnp.ndarray):
         raise TypeError(f"{fname}: {name} must be a numpy.ndarray (it is updated in place), "
                         f"got {type(r).__name__}")
-    cdef cnp.ndarray arr = <cnp.ndarray>r if isinstance(r, cnp.ndarray) else _to_numpy(r)
+    cdef cnp.ndarray arr = <cnp.ndarray>r if isinstance(r, cnp.ndarray) else to_numpy(r)
     if arr.dtype.kind != "f":
         raise TypeError(f"{fname}: {name} must have a floating dtype, got {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != C:
@@ -246,6 +260,15 @@ cdef int _check_updated(object rm, object rv, object out, str fname) except -1:
         raise ValueError(f"{fname}: running_mean and running_var are updated in place and must "
                          f"not share memory with out")
     return 0
+
+
+cdef tuple _c_order_copy(cnp.ndarray x, object out, object final):
+    """(x, y, final) for a second try when a layout cannot be described with strides: the
+    input copied to C order, a fresh output, and what the call returns (out, when given, is
+    filled from that output by _finish)."""
+    xc = np.ascontiguousarray(x)
+    yc = np.empty_like(xc)
+    return xc, yc, (yc if out is None else final)
 
 
 cdef object _finish(cnp.ndarray y, object final):
@@ -533,14 +556,11 @@ cdef bint _bn(cnp.ndarray x, cnp.ndarray y, bint training, object rm, object rv,
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, out=None):
     cdef str fn = "batch_norm"
-    cdef cnp.ndarray x = _as_input(input, fn)
-    if x.ndim < 2:
-        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
-                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef cnp.ndarray x = _as_nc_input(input, fn)
     cdef Py_ssize_t C = x.shape[1]
     cdef int t = cnp.PyArray_TYPE(x)
     cdef bint tr = bool(training)
-    cdef double e = _check_eps(eps, fn), m = 0.0
+    cdef double e = check_eps(eps, fn), m = 0.0
     w = None if weight is None else _param(weight, "weight", fn, t, (C,), True)
     b = None if bias is None else _param(bias, "bias", fn, t, (C,), True)
     if (running_mean is None) != (running_var is None):
@@ -550,7 +570,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not tr and rm is None:
         raise ValueError(f"{fn}: running_mean and running_var are required when training=False")
     if tr and rm is not None:
-        m = _check_momentum(momentum, fn)
+        m = check_momentum(momentum, fn)
     if tr:
         _verify_batch_size((<object>x).shape)
         if e == 0.0:
@@ -562,10 +582,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if x.size == 0:
         return final
     if not _bn(x, y, tr, rm, rv, w, b, e, m):
-        x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
+        x, y, final = _c_order_copy(x, out, final)
         _bn(x, y, tr, rm, rv, w, b, e, m)
-        final = y if out is None else final
     return _finish(y, final)
 
 
@@ -672,10 +690,7 @@ def instance_moments(input):
     """Per-(n, c) mean and biased variance over the spatial axes of input (N, C, *), as two
     float64 arrays of shape (N, C): the statistics SwitchNorm mixes."""
     cdef str fn = "instance_moments"
-    cdef cnp.ndarray x = _as_input(input, fn)
-    if x.ndim < 2:
-        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
-                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef cnp.ndarray x = _as_nc_input(input, fn)
     cdef NCPlan p
     if not _plan_nc(x, x, &p):
         x = np.ascontiguousarray(x)
@@ -697,13 +712,10 @@ def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
     """y = (x - mean[n, c]) / sqrt(var[n, c] + eps) * weight[c] + bias[c] for input (N, C, *)
     and mean, var of shape (N, C) (any float dtype; used in float64)."""
     cdef str fn = "normalize_nc"
-    cdef cnp.ndarray x = _as_input(input, fn)
-    if x.ndim < 2:
-        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
-                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef cnp.ndarray x = _as_nc_input(input, fn)
     cdef tuple nc = (x.shape[0], x.shape[1])
     cdef int t = cnp.PyArray_TYPE(x)
-    cdef double e = _check_eps(eps, fn)
+    cdef double e = check_eps(eps, fn)
     m = _param(mean, "mean", fn, cnp.NPY_DOUBLE, nc)
     v = _param(var, "var", fn, cnp.NPY_DOUBLE, nc)
     w = None if weight is None else _param(weight, "weight", fn, t, (x.shape[1],))
@@ -714,9 +726,7 @@ def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
         return final
     cdef NCPlan p
     if not _plan_nc(x, y, &p):
-        x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
-        final = y if out is None else final
+        x, y, final = _c_order_copy(x, out, final)
         _plan_nc(x, y, &p)
     _nc_normalize(x, y, &p, <double*>cnp.PyArray_DATA(<cnp.ndarray>m),
                   <double*>cnp.PyArray_DATA(<cnp.ndarray>v), w, b, e)
@@ -726,14 +736,11 @@ def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5, out=None):
     cdef str fn = "instance_norm"
-    cdef cnp.ndarray x = _as_input(input, fn)
-    if x.ndim < 2:
-        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
-                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef cnp.ndarray x = _as_nc_input(input, fn)
     cdef Py_ssize_t C = x.shape[1]
     cdef int t = cnp.PyArray_TYPE(x)
     cdef bint stats = bool(use_input_stats)
-    cdef double e = _check_eps(eps, fn), m = 0.0
+    cdef double e = check_eps(eps, fn), m = 0.0
     w = None if weight is None else _param(weight, "weight", fn, t, (C,))
     b = None if bias is None else _param(bias, "bias", fn, t, (C,))
     if (running_mean is None) != (running_var is None):
@@ -744,7 +751,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"{fn}: running_mean and running_var are required when "
                          f"use_input_stats=False")
     if stats and rm is not None:
-        m = _check_momentum(momentum, fn)
+        m = check_momentum(momentum, fn)
     if stats and _prod((<object>x).shape, 2) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"{(<object>x).shape}")
@@ -759,13 +766,11 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     else:
         ok = _in(x, y, rm, rv, w, b, e, m)
     if not ok:
-        x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
+        x, y, final = _c_order_copy(x, out, final)
         if not stats:
             _bn(x, y, False, rm, rv, w, b, e, m)
         else:
             _in(x, y, rm, rv, w, b, e, m)
-        final = y if out is None else final
     return _finish(y, final)
 
 
@@ -818,10 +823,7 @@ cdef bint _gn(cnp.ndarray x, cnp.ndarray y, int64_t G, object w, object b, doubl
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
     cdef str fn = "group_norm"
-    cdef cnp.ndarray x = _as_input(input, fn)
-    if x.ndim < 2:
-        raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
-                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    cdef cnp.ndarray x = _as_nc_input(input, fn)
     if isinstance(num_groups, (bool, np.bool_)) or not isinstance(num_groups, (int, np.integer)):
         raise TypeError(f"{fn}: num_groups must be an int, got {type(num_groups).__name__}")
     cdef Py_ssize_t C = x.shape[1]
@@ -832,7 +834,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
                          f"but got input of shape {(<object>x).shape} and num_groups={num_groups}")
     _verify_batch_size((x.shape[0] * C // num_groups, num_groups) + (<object>x).shape[2:])
     cdef int t = cnp.PyArray_TYPE(x)
-    cdef double e = _check_eps(eps, fn)
+    cdef double e = check_eps(eps, fn)
     w = None if weight is None else _param(weight, "weight", fn, t, (C,))
     b = None if bias is None else _param(bias, "bias", fn, t, (C,))
     y, final = _prepare_out(out, x, fn)
@@ -840,29 +842,31 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
     if x.size == 0:
         return final
     if not _gn(x, y, num_groups, w, b, e):
-        x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
+        x, y, final = _c_order_copy(x, out, final)
         _gn(x, y, num_groups, w, b, e)
-        final = y if out is None else final
     return _finish(y, final)
 
 
 # --------------------------------------------------------------------------------------------
 # layer norm
 
-cdef tuple _normalized_shape(object normalized_shape, str fn):
+cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_ok=False):
+    """normalized_shape (an int or a sequence of ints >= 0; at least one unless empty_ok) as a
+    tuple."""
     if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
         ns = (int(normalized_shape),)
     elif isinstance(normalized_shape, (tuple, list)):
-        ns = tuple(normalized_shape)
-        for d in ns:
+        dims = []
+        for d in normalized_shape:
             if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
-                raise TypeError(f"{fn}: normalized_shape must hold ints, got {normalized_shape!r}")
-        ns = tuple(int(d) for d in ns)
+                raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, "
+                                f"got {normalized_shape!r} (holding a {type(d).__name__})")
+            dims.append(int(d))
+        ns = tuple(dims)
     else:
         raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, got "
                         f"{type(normalized_shape).__name__}")
-    if len(ns) == 0:
+    if len(ns) == 0 and not empty_ok:
         raise ValueError(f"{fn}: expected normalized_shape to be at least 1-dimensional, got {ns}")
     for d in ns:
         if d < 0:
@@ -898,13 +902,13 @@ cdef bint _ln(cnp.ndarray x, cnp.ndarray y, int nk, object w, object b, double e
 cdef object _ln_call(str fn, object input, object normalized_shape, object weight, object bias,
                      object eps, object out, bint rms):
     cdef cnp.ndarray x = _as_input(input, fn)
-    cdef tuple ns = _normalized_shape(normalized_shape, fn)
+    cdef tuple ns = check_normalized_shape(normalized_shape, fn)
     cdef int nk = len(ns)
     if x.ndim < nk or tuple((<object>x).shape[x.ndim - nk:]) != ns:
         raise ValueError(f"Given normalized_shape={list(ns)}, expected input with shape "
                          f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     cdef int t = cnp.PyArray_TYPE(x)
-    cdef double e = np.finfo(x.dtype).eps if (rms and eps is None) else _check_eps(eps, fn)
+    cdef double e = np.finfo(x.dtype).eps if (rms and eps is None) else check_eps(eps, fn)
     w = None if weight is None else _param(weight, "weight", fn, t, ns)
     b = None if bias is None else _param(bias, "bias", fn, t, ns)
     y, final = _prepare_out(out, x, fn)
@@ -917,10 +921,8 @@ cdef object _ln_call(str fn, object input, object normalized_shape, object weigh
     elif b is not None and w is None:
         w = np.ones(ns, dtype=x.dtype)
     if not _ln(x, y, nk, w, b, e, rms):
-        x = np.ascontiguousarray(x)
-        y = np.empty_like(x)
+        x, y, final = _c_order_copy(x, out, final)
         _ln(x, y, nk, w, b, e, rms)
-        final = y if out is None else final
     return _finish(y, final)
 
 

@@ -1,5 +1,6 @@
 /* fastnorm C kernels: plain C99, no Python. Arrays are described by a base pointer, sizes and
- * element strides (64-bit, may be negative). Every kernel returns FN_OK or a negative status.
+ * element strides (64-bit, may be negative). Every kernel that allocates or can reject its
+ * arguments returns FN_OK or a negative status; the others return nothing.
  * Statistics are computed in one pass in double precision over fixed-size blocks that are merged
  * with Chan's formula in index order, so results do not depend on n_threads.
  *
@@ -55,9 +56,12 @@ void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const doub
      *   y = (x - mean_g) / sqrt(var_g + eps) * w[j] + b[j],  j = p2*as[0] + q*as[1]            \
      * (w, b may be NULL: 1, 0), or with lw/lb (both or neither; LayerNorm's elementwise        \
      * affine) y = (...) * lw[l] + lb[l]. The biased mean/variance of each group go to gmean/gvar \
-     * when these are not NULL, or are read from them with FN_STATS_GIVEN. Groups that fit in     \
-     * L2 are normalized right after their statistics (one read from memory); results are the   \
-     * same bits either way. x and y may be the same array with the same strides. */            \
+     * when these are not NULL, or are read from them with FN_STATS_GIVEN. When the statistics  \
+     * are computed, groups that fit in cache (fn_fuse_bytes) and share out evenly over the     \
+     * threads are normalized right after their statistics; others go in batches of about half  \
+     * the last-level cache, statistics then normalization. Either way the data comes from     \
+     * memory once when it fits, and the results are the same bits. x and y may be the same    \
+     * array with the same strides. */                                                          \
     int fn_group_rows_##S(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,       \
                           const int64_t xs[4], const int64_t ys[4], double eps, int flags,       \
                           const T *w, const T *b, const int64_t as[2], const T *lw, const T *lb,  \

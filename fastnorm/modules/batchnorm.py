@@ -1,20 +1,18 @@
 """BatchNorm1d/2d/3d and their common base ``_NormBase`` (shared with InstanceNorm), as in torch."""
 import numpy as np
 
+from .. import _kernels
 from .. import functional as F
 from .module import Module, check_device, check_dtype, check_eps, check_size
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
 
-def check_momentum(momentum, allow_none=True):
+def check_momentum(momentum, owner, allow_none=True):
+    """momentum as given (for torch's repr), after the functional ops' own check."""
     if momentum is None and allow_none:
         return None
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.integer, np.floating)):
-        raise TypeError(f"momentum must be a real number{' or None' if allow_none else ''}, "
-                        f"got {type(momentum).__name__}")
-    if not np.isfinite(momentum):
-        raise ValueError(f"momentum must be finite, got {momentum!r}")
+    _kernels.check_momentum(momentum, owner, allow_none)
     return momentum.item() if isinstance(momentum, np.generic) else momentum
 
 
@@ -41,8 +39,8 @@ class _NormBase(Module):
         check_device(device)
         dt = check_dtype(dtype)
         self.num_features = check_size(num_features, "num_features")
-        self.eps = check_eps(eps)
-        self.momentum = check_momentum(momentum)
+        self.eps = check_eps(eps, type(self).__name__)
+        self.momentum = check_momentum(momentum, type(self).__name__)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         C = self.num_features

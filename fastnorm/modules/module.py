@@ -9,6 +9,9 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from .. import _kernels
+from .._kernels import to_numpy  # noqa: F401 - the layers' np.asarray (torch tensors too)
+
 __all__ = ["Module"]
 
 
@@ -21,14 +24,6 @@ class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpec
         return super().__repr__()
 
     __str__ = __repr__
-
-
-def to_numpy(value):
-    """``np.asarray(value)``, also for torch tensors that require grad or live on another device
-    (duck-typed: torch is never imported)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def check_dtype(dtype):
@@ -55,14 +50,12 @@ def check_device(device):
         raise ValueError(f"fastnorm runs on the CPU only: expected device None or 'cpu', got {device!r}")
 
 
-def check_eps(eps, allow_none=False):
+def check_eps(eps, owner, allow_none=False):
+    """eps as given (for torch's repr), after the functional ops' own check."""
     if eps is None and allow_none:
         return None
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
-        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
-    return eps.item() if isinstance(eps, np.generic) else eps  # as given: repr like torch's
+    _kernels.check_eps(eps, owner)
+    return eps.item() if isinstance(eps, np.generic) else eps
 
 
 def check_size(value, name):
@@ -72,16 +65,6 @@ def check_size(value, name):
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return int(value)
-
-
-def check_shape(normalized_shape, name="normalized_shape"):
-    """An int or a sequence of non-negative ints, as a tuple."""
-    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
-        normalized_shape = (normalized_shape,)
-    if not isinstance(normalized_shape, (tuple, list)):
-        raise TypeError(f"{name} must be an int or a sequence of ints, got "
-                        f"{type(normalized_shape).__name__}")
-    return tuple(check_size(d, name) for d in normalized_shape)
 
 
 class Module:

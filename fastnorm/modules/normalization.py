@@ -2,7 +2,8 @@
 import numpy as np
 
 from .. import functional as F
-from .module import Module, check_device, check_dtype, check_eps, check_shape, check_size
+from .. import _kernels
+from .module import Module, check_device, check_dtype, check_eps, check_size
 
 __all__ = ["LayerNorm", "GroupNorm", "RMSNorm"]
 
@@ -54,8 +55,10 @@ class LayerNorm(_Affine):
         super().__init__()
         check_device(device)
         dt = check_dtype(dtype)
-        self.normalized_shape = check_shape(normalized_shape)
-        self.eps = check_eps(eps)
+        # torch builds a layer over () and fails at the first call: so do we
+        self.normalized_shape = _kernels.check_normalized_shape(
+            normalized_shape, type(self).__name__, empty_ok=True)
+        self.eps = check_eps(eps, type(self).__name__)
         self.elementwise_affine = bool(elementwise_affine)
         ns = self.normalized_shape
         self.register_parameter("weight", np.ones(ns, dt) if self.elementwise_affine else None)
@@ -119,7 +122,7 @@ class GroupNorm(_Affine):
                              f"({num_groups})")
         self.num_groups = num_groups
         self.num_channels = num_channels
-        self.eps = check_eps(eps)
+        self.eps = check_eps(eps, type(self).__name__)
         self.affine = bool(affine)
         C = num_channels
         self.register_parameter("weight", np.ones(C, dt) if self.affine else None)
@@ -168,8 +171,10 @@ class RMSNorm(_Affine):
         super().__init__()
         check_device(device)
         dt = check_dtype(dtype)
-        self.normalized_shape = check_shape(normalized_shape)
-        self.eps = check_eps(eps, allow_none=True)
+        # torch builds a layer over () and fails at the first call: so do we
+        self.normalized_shape = _kernels.check_normalized_shape(
+            normalized_shape, type(self).__name__, empty_ok=True)
+        self.eps = check_eps(eps, type(self).__name__, allow_none=True)
         self.elementwise_affine = bool(elementwise_affine)
         self.register_parameter("weight", np.ones(self.normalized_shape, dt)
                                 if self.elementwise_affine else None)

@@ -88,7 +88,10 @@ if not have_omp:
 # Portable by default: no -march=native. The hot loops are chosen per CPU at run time: AVX2 and
 # AVX-512 statistics loops (src_c/fn_simd_impl.h) and target_clones of the normalize loops
 # (FN_HOT in src_c/fn_kernels.c).
-cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-psabi",
+# -ffp-contract=off: each parallel loop body is compiled twice (threaded and plain, FN_PFOR), and
+# a compiler free to fuse a*b+c into an FMA in one copy and not the other would break the
+# bitwise thread-count independence; explicit FMA intrinsics are unaffected.
+cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-Wall", "-Wno-psabi",
           "-Wno-unused-function", "-Wno-unknown-pragmas"]
 ldflags = []
 if platform.machine() in ("x86_64", "AMD64") and "gcc" in " ".join(_compiler()):

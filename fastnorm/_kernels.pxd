@@ -4,13 +4,12 @@ from libc.stdint cimport int64_t
 cdef extern from "fastnorm.h" nogil:
     int FN_OK
     int FN_ENOMEM
-    int FN_EINVAL
     int FN_RMS
     int FN_STATS_GIVEN
 
     int fn_have_openmp()
     int fn_max_threads()
-    int fn_eff_threads(int64_t work, int64_t units, int n_threads)
+    void fn_init()
     void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                           const double *m2_in, double *mean_out, double *m2_out)
 

@@ -16,6 +16,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 cnp.import_array()
+fn_init()  # before any kernel: the CPU's SIMD level and cache size, read by parallel regions
 
 cdef extern from "numpy/arrayobject.h":
     # the C API directly, with a NULL descr (= the prototype's dtype): np.empty_like without
@@ -69,8 +70,8 @@ def set_num_threads(n):
     global _num_threads
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
-    if n < 1 or n > 1 << 16:
-        raise ValueError(f"set_num_threads: expected a number of threads in [1, 65536], got {n}")
+    if n < 1 or n > 1024:  # more would ask libgomp for more threads than it may create
+        raise ValueError(f"set_num_threads: expected a number of threads in [1, 1024], got {n}")
     _num_threads = int(n)
 
 

@@ -23,10 +23,10 @@
 extern "C" {
 #endif
 
+/* Finds what the CPU offers (SIMD level, cache size); call once before the kernels. */
+void fn_init(void);
 int fn_have_openmp(void);
 int fn_max_threads(void);
-/* Threads worth using for `work` elements split into `units` independent pieces. */
-int fn_eff_threads(int64_t work, int64_t units, int n_threads);
 
 /* Merge moments of equal-count sets in index order: in[a, k, b] -> out[a, b] (k merged).
  * Every input set has n_each elements. out may be in itself (an in-place compaction): out[a, b]

@@ -61,21 +61,6 @@ FN_AVX512_INLINE double fn_hsum8(__m512d v)
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
-/* 2: AVX-512F, 1: AVX2 + FMA, 0: neither. FN_SIMD_LEVEL (environment) caps it, for testing
- * the other paths on one machine. */
-static int fn_simd_state = -1;
-static inline int fn_simd_level(void)
-{
-    if (fn_simd_state < 0) { /* benign race: every thread stores the same value */
-        int lvl = __builtin_cpu_supports("avx512f") ? 2
-                  : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
-        const char *cap = getenv("FN_SIMD_LEVEL");
-        if (cap && *cap >= '0' && *cap <= '2' && *cap - '0' < lvl)
-            lvl = *cap - '0';
-        fn_simd_state = lvl;
-    }
-    return fn_simd_state;
-}
 #else
 #define FN_AVX2 0
 #define FN_AVX512 0
@@ -85,20 +70,44 @@ static inline int fn_simd_level(void)
 #include <unistd.h>
 #endif
 
-/* The last-level cache's size (0 when unknown). */
+/* What the machine offers, found once by fn_init (the Python module calls it at import, before
+ * any parallel region reads these) or, failing that, at first use. */
+static int fn_simd_state = -1; /* 2: AVX-512F, 1: AVX2 + FMA, 0: neither */
+static int64_t fn_l3_state = -1; /* last-level cache bytes, 0 when unknown */
+
+void fn_init(void)
+{
+    int lvl = 0;
+#if FN_AVX2
+    lvl = __builtin_cpu_supports("avx512f") ? 2
+          : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    /* FN_SIMD_LEVEL (environment) caps it, to test the other paths on one machine */
+    const char *cap = getenv("FN_SIMD_LEVEL");
+    if (cap && *cap >= '0' && *cap <= '2' && *cap - '0' < lvl)
+        lvl = *cap - '0';
+#endif
+    long v = 0;
+#if defined(__unix__) && defined(_SC_LEVEL3_CACHE_SIZE)
+    v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    /* VMs may report the whole package's L3 (256 MiB seen here) rather than the slice one core
+     * cluster shares; trust at most FN_MAX_L3 */
+    fn_l3_state = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
+    fn_simd_state = lvl;
+}
+
+static inline int fn_simd_level(void)
+{
+    if (fn_simd_state < 0)
+        fn_init();
+    return fn_simd_state;
+}
+
 static int64_t fn_l3_bytes(void)
 {
-    static long l3 = -1;
-    if (l3 < 0) { /* benign race: every thread stores the same value */
-        long v = 0;
-#if defined(__unix__) && defined(_SC_LEVEL3_CACHE_SIZE)
-        v = sysconf(_SC_LEVEL3_CACHE_SIZE);
-#endif
-        /* VMs may report the whole package's L3 (256 MiB seen here) rather than the slice one
-         * core cluster shares; trust at most FN_MAX_L3 */
-        l3 = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
-    }
-    return (int64_t)l3;
+    if (fn_l3_state < 0)
+        fn_init();
+    return fn_l3_state;
 }
 
 /* Group size up to which normalizing right after the statistics re-reads the group from cache:
@@ -122,7 +131,8 @@ int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
 
 int fn_max_threads(void) { return fn_omp_max_threads(); }
 
-int fn_eff_threads(int64_t work, int64_t units, int n_threads)
+/* Threads worth using for `work` elements split into `units` independent pieces. */
+static int fn_eff_threads(int64_t work, int64_t units, int n_threads)
 {
     int64_t nt = n_threads > 0 ? n_threads : fn_omp_max_threads();
     const int64_t by_work = work / FN_MIN_WORK_PER_THREAD;

@@ -130,16 +130,17 @@ def _softmax(w, dtype):
     return e / e.sum()
 
 
-def _update_switch(running, stat, momentum, using_moving_average, square=None):
-    """Switchable Normalization's update: ``momentum`` is the share of the old value kept; or
-    a plain sum (``square`` added too, for the variance) without moving average."""
+def _update_switch(running, stat, momentum, using_moving_average, sum_extra=0.0):
+    """Switchable Normalization's update: ``momentum`` is the share of the old value kept; or,
+    without moving average, a plain sum ``running += sum_extra + stat`` (the authors' running
+    variance adds ``mean**2 + var``)."""
     old = running.astype(np.float64)
     stat = np.asarray(stat, np.float64).reshape(running.shape)
     if using_moving_average:
         running[...] = momentum * old + (1.0 - momentum) * stat
     else:
-        extra = 0.0 if square is None else np.asarray(square, np.float64).reshape(running.shape) ** 2
-        running[...] = old + (extra + stat)
+        extra = np.asarray(sum_extra, np.float64)
+        running[...] = old + ((extra.reshape(running.shape) if extra.ndim else extra) + stat)
 
 
 def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var_weight,
@@ -164,7 +165,7 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
         if training:
             mean_bn, var_bn = _unbiased_moments(x, (0,))
             _update_switch(running_mean, mean_bn, momentum, using_moving_average)
-            _update_switch(running_var, var_bn, momentum, using_moving_average, square=mean_bn)
+            _update_switch(running_var, var_bn, momentum, using_moving_average, sum_extra=mean_bn ** 2)
         else:
             mean_bn = _as(running_mean, dtype).reshape(shape)
             var_bn = _as(running_var, dtype).reshape(shape)
@@ -184,7 +185,7 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
             mean_bn = mean_in.mean(axis=0, keepdims=True)
             var_bn = temp.mean(axis=0, keepdims=True) - mean_bn ** 2
             _update_switch(running_mean, mean_bn, momentum, using_moving_average)
-            _update_switch(running_var, var_bn, momentum, using_moving_average, square=mean_bn)
+            _update_switch(running_var, var_bn, momentum, using_moving_average, sum_extra=mean_bn ** 2)
         else:
             mean_bn = _as(running_mean, dtype).reshape(1, -1, 1)
             var_bn = _as(running_var, dtype).reshape(1, -1, 1)

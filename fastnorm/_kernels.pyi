@@ -1,6 +1,6 @@
 # Type stubs of the compiled adapter fastnorm._kernels (see _kernels.pyx). The public API is
 # fastnorm.functional; these are its building blocks.
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray

@@ -7,6 +7,7 @@ cpdef double check_eps(object eps, str fname) except -1.0
 cpdef double check_momentum(object momentum, str fname, bint none_ok=*) except? -1.0
 cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_ok=*)
 cdef int64_t prod(tuple shape, int start)
+cdef bint has_shape(cnp.ndarray a, tuple shape, int start=*)
 cdef int verify_batch_size(tuple shape) except -1
 cdef cnp.ndarray as_input(object a, str fname)
 cdef cnp.ndarray as_nc_input(object a, str fname)

@@ -97,8 +97,21 @@ cdef cnp.ndarray as_input(object a, str fname):
 
 cdef inline bint _is_real(object v):
     """A Python or NumPy real number (not a bool, a string or an array)."""
+    if type(v) is float or type(v) is int:  # the common case, without the isinstance chain
+        return True
     return (isinstance(v, (float, int, np.floating, np.integer))
             and not isinstance(v, (bool, np.bool_)))
+
+
+cdef bint has_shape(cnp.ndarray a, tuple shape, int start=0):
+    """a.shape[start:] == shape, without building the shape tuple."""
+    cdef int i, n = len(shape)
+    if cnp.PyArray_NDIM(a) - start != n:
+        return False
+    for i in range(n):
+        if cnp.PyArray_DIMS(a)[start + i] != <cnp.npy_intp>shape[i]:
+            return False
+    return True
 
 
 cdef cnp.ndarray as_nc_input(object a, str fname):
@@ -147,7 +160,7 @@ cdef cnp.ndarray param(object p, str name, str fname, int typenum, tuple shape,
             raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {arr.dtype}")
         # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
         arr = np.array(arr, dtype=cnp.PyArray_DescrFromType(typenum), order="C", copy=True)
-    if (<object>arr).shape != shape:
+    if not has_shape(arr, shape):
         if any_shape and arr.size == shape[0]:
             return arr.reshape(shape)
         raise ValueError(f"{fname}: expected {name} of shape {shape}, got shape {(<object>arr).shape}")
@@ -218,6 +231,15 @@ cdef int check_updated(object rm, object rv, object out, str fname) except -1:
 cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_ok=False):
     """normalized_shape (an int or a sequence of ints >= 0; at least one unless empty_ok) as a
     tuple."""
+    cdef Py_ssize_t i
+    if type(normalized_shape) is tuple:  # fast path: a tuple of non-negative Python ints
+        for i in range(len(<tuple>normalized_shape)):
+            d = (<tuple>normalized_shape)[i]
+            if type(d) is not int or d < 0:
+                break
+        else:
+            if len(<tuple>normalized_shape) or empty_ok:
+                return <tuple>normalized_shape
     if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
         ns = (int(normalized_shape),)
     elif isinstance(normalized_shape, (tuple, list)):

@@ -21,10 +21,17 @@ from libc.string cimport memcpy
 
 from fastnorm._checks cimport (as_input, as_nc_input, check_eps, check_momentum,
                                check_normalized_shape, check_running_pair, check_updated,
-                               empty_like, param, prepare_out, prod, running, unalias,
+                               empty_like, has_shape, param, prepare_out, prod, running,
+                               unalias,
                                verify_batch_size)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport threads
+
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState*) nogil
 
 cnp.import_array()
 fn_init()  # before any kernel: the CPU's SIMD level and cache size, read by parallel regions
@@ -133,6 +140,17 @@ cdef object _run(_Call c, object out, _Planner plan):
     return c.final
 
 
+cdef inline PyThreadState* _unlock(_Call c) noexcept:
+    """Release the GIL for a kernel (_relock takes it back), unless the work is tiny: for a
+    decode-size call, dropping and retaking the GIL costs about as much as the kernel itself."""
+    return PyEval_SaveThread() if cnp.PyArray_SIZE(c.x) >= 16384 else NULL
+
+
+cdef inline void _relock(PyThreadState* ts) noexcept:
+    if ts != NULL:
+        PyEval_RestoreThread(ts)
+
+
 cdef inline const void* _ptr(object a):
     if a is None:
         return NULL
@@ -141,26 +159,32 @@ cdef inline const void* _ptr(object a):
 
 cdef int _row_moments(_Call c, const fn_rows* s, double* mean, double* m2) except -1:
     cdef int rc, nt = threads()
+    cdef PyThreadState* ts
     cdef const void* xp = cnp.PyArray_DATA(c.x)
-    with nogil:
-        rc = c.k.row_moments(xp, s, mean, m2, nt)
+    ts = _unlock(c)
+    rc = c.k.row_moments(xp, s, mean, m2, nt)
+    _relock(ts)
     return _check_rc(rc)
 
 
 cdef int _col_moments(_Call c, const fn_cols* s, double* mean, double* m2) except -1:
     cdef int rc, nt = threads()
+    cdef PyThreadState* ts
     cdef const void* xp = cnp.PyArray_DATA(c.x)
-    with nogil:
-        rc = c.k.col_moments(xp, s, mean, m2, nt)
+    ts = _unlock(c)
+    rc = c.k.col_moments(xp, s, mean, m2, nt)
+    _relock(ts)
     return _check_rc(rc)
 
 
 cdef int _normalize_rows(_Call c, const fn_row_job* j) except -1:
     cdef int rc, nt = threads()
+    cdef PyThreadState* ts
     cdef const void* xp = cnp.PyArray_DATA(c.x)
     cdef void* yp = cnp.PyArray_DATA(c.y)
-    with nogil:
-        rc = c.k.normalize_rows(xp, yp, j, nt)
+    ts = _unlock(c)
+    rc = c.k.normalize_rows(xp, yp, j, nt)
+    _relock(ts)
     return _check_rc(rc)
 
 
@@ -190,10 +214,12 @@ cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t c
     j.epilogue.activation = FN_ACT_NONE
     c.k.coefs(&cj, &j.coefs)
     cdef int rc, nt = threads()
+    cdef PyThreadState* ts
     cdef const void* xp = cnp.PyArray_DATA(c.x)
     cdef void* yp = cnp.PyArray_DATA(c.y)
-    with nogil:
-        rc = c.k.normalize_cols(xp, yp, &j, nt)
+    ts = _unlock(c)
+    rc = c.k.normalize_cols(xp, yp, &j, nt)
+    _relock(ts)
     return _check_rc(rc)
 
 
@@ -573,7 +599,7 @@ cdef object _ln_call(str fn, object input, object normalized_shape, object weigh
     cdef tuple ns = check_normalized_shape(normalized_shape, fn)
     cdef int nk = len(ns)
     cdef cnp.ndarray x = c.x
-    if x.ndim < nk or tuple((<object>x).shape[x.ndim - nk:]) != ns:
+    if x.ndim < nk or not has_shape(x, ns, x.ndim - nk):
         raise ValueError(f"Given normalized_shape={list(ns)}, expected input with shape "
                          f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     c.num = nk

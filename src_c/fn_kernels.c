@@ -143,6 +143,8 @@ static int fn_eff_threads(int64_t work, int64_t units, int n_threads)
     return nt < 1 ? 1 : (int)nt;
 }
 
+static inline int64_t fn_abs(int64_t v) { return v < 0 ? -v : v; }
+
 /* Chan et al.'s pairwise update: merge (nb, mb, m2b) into the running (n, mean, m2). */
 static inline void fn_chan(double *n, double *mean, double *m2, double nb, double mb, double m2b)
 {

@@ -446,6 +446,10 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         memcpy(var, gvar, (size_t)P * sizeof(double));
     }
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK;
+    /* With the statistics given the pass sweeps the whole input once: in memory order, so that
+     * the prefetchers see long streams. When rows lie further apart than groups (BatchNorm on
+     * NCHW: a row is one sample's channel plane), that is rows outer, groups inner. */
+    const int rows_outer = given && Q > 1 && fn_abs(s->xs[2]) > fn_abs(s->xs[1]);
     for (int64_t g0 = 0; g0 < P; g0 += batch) {
         const int64_t g1 = g0 + batch < P ? g0 + batch : P;
         if (!given)
@@ -463,7 +467,16 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         const int64_t U = (g1 - g0) * Q * cpl;
         const int ntn = fn_eff_threads((g1 - g0) * gsize, U, n_threads);
         FN_PFOR(ntn, u, U, {
-            const int64_t row = g0 * Q + u / cpl, g = row / Q, q = row % Q;
+            int64_t g, q; /* unit u: chunk u % cpl of row q of group g */
+            if (rows_outer) { /* u = ((p1 * Q + q) * P2 + p2) * cpl + chunk; here g0 = 0 */
+                const int64_t t = u / cpl, p1 = t / (Q * P2);
+                q = (t / P2) % Q;
+                g = p1 * P2 + t % P2;
+            } else { /* u = ((g - g0) * Q + q) * cpl + chunk */
+                const int64_t row = g0 * Q + u / cpl;
+                g = row / Q;
+                q = row % Q;
+            }
             const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
             const int64_t p1 = g / P2, p2 = g % P2;
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],

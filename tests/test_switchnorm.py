@@ -40,7 +40,7 @@ def _reference(m, x, running=None):
     running = _running64(m) if running is None else running
     rm, rv = running if running is not None else (None, None)
     return R.switch_norm(x, rm, rv, m.weight, m.bias, m.mean_weight, m.var_weight, m.training,
-                         m.momentum, m.eps, m.using_moving_average)
+                         m.momentum, m.eps, m.using_moving_average, m.using_bn)
 
 
 def _running64(m):

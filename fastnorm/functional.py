@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from . import _kernels
+from . import _checks, _kernels
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "switch_norm"]
 
@@ -214,7 +214,7 @@ def _per_channel(a, name, C, updated):
     if updated and not isinstance(a, np.ndarray):
         raise TypeError(f"{fn}: {name} must be a numpy.ndarray (it is updated in place), got "
                         f"{type(a).__name__}")
-    arr = _kernels.to_numpy(a)
+    arr = _checks.to_numpy(a)
     if arr.dtype.kind not in ("f" if name.startswith("running") else "fiub"):
         raise TypeError(f"{fn}: {name} must have a {'floating' if name.startswith('running') else 'real'} "
                         f"dtype, got {arr.dtype}")
@@ -228,7 +228,7 @@ def _per_channel(a, name, C, updated):
 
 def _mixing(a, name, k, why):
     """mean_weight / var_weight: k real logits."""
-    arr = _kernels.to_numpy(a)
+    arr = _checks.to_numpy(a)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"switch_norm: {name} must be a real-valued array, got dtype {arr.dtype}")
     if arr.shape != (k,):
@@ -308,7 +308,7 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
     >>> y = F.switch_norm(x, None, None, None, None, [0., 0.], [0., 0.], using_bn=False)
     """
     fn = "switch_norm"
-    x = input if isinstance(input, np.ndarray) else _kernels.to_numpy(input)
+    x = input if isinstance(input, np.ndarray) else _checks.to_numpy(input)
     if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):  # any byte order
         raise TypeError(f"{fn}: expected input of dtype float32 or float64, got dtype {x.dtype}")
     if x.ndim < 2:
@@ -316,7 +316,7 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
                          f"{x.ndim}D input of shape {x.shape}")
     N, C = x.shape[0], x.shape[1]
     training, using_bn = bool(training), bool(using_bn)
-    e = _kernels.check_eps(eps, fn)
+    e = _checks.check_eps(eps, fn)
     if x.ndim == 2 and not using_bn:
         raise ValueError(f"{fn}: input (N, C) mixes LN and BN statistics: using_bn must be True, "
                          f"got using_bn=False")
@@ -340,7 +340,7 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
                          f"(no BN statistics)")
     update = using_bn and training
     if update:
-        m = _kernels.check_momentum(momentum, fn)
+        m = _checks.check_momentum(momentum, fn)
         if out is not None and (np.may_share_memory(out, rm) or np.may_share_memory(out, rv)):
             raise ValueError(f"{fn}: running_mean and running_var are updated in place and must "
                              f"not share memory with out")

@@ -17,7 +17,7 @@ does; the inputs are never modified.
 """
 import numpy as np
 
-from .. import _kernels
+from .. import _checks
 
 __all__ = ["fuse_conv_bn_weights", "fuse_linear_bn_weights", "fuse_conv_bn_eval",
            "fuse_linear_bn_eval"]
@@ -29,7 +29,7 @@ def _native(dtype):
 
 
 def _array(a, name, fn, float_only=True):
-    arr = _kernels.to_numpy(a)
+    arr = _checks.to_numpy(a)
     if arr.dtype.kind not in ("f" if float_only else "fiu"):
         raise TypeError(f"{fn}: {name} must be a {'floating' if float_only else 'real'}-valued "
                         f"array, got dtype {arr.dtype}")
@@ -57,7 +57,7 @@ def _scaled(w, s):
 
 def _scale_shift(fn, C, bn_rm, bn_rv, bn_eps, bn_w, bn_b, bias):
     """(s, b'): the per-channel scale and the fused bias, in float64."""
-    eps = _kernels.check_eps(bn_eps, fn)
+    eps = _checks.check_eps(bn_eps, fn)
     rm = _channel_vector(bn_rm, "bn_rm", fn, C, None)
     rv = _channel_vector(bn_rv, "bn_rv", fn, C, None)
     if rm is None or rv is None:
@@ -166,7 +166,7 @@ def fuse_linear_bn_weights(linear_w, linear_b, bn_rm, bn_rv, bn_eps, bn_w, bn_b)
                         f"{'None' if bn_b is None else 'an array'}")
     out = w.shape[0]
     # as torch: a BatchNorm over one feature broadcasts over every output
-    C = 1 if _kernels.to_numpy(bn_rm).size == 1 and out != 1 else out
+    C = 1 if _checks.to_numpy(bn_rm).size == 1 and out != 1 else out
     b_dtype = _native(w.dtype if linear_b is None else _array(linear_b, "linear_b", fn).dtype)
     b = _channel_vector(linear_b, "linear_b", fn, out, 0.0)
     s, fused_b = _scale_shift(fn, C, bn_rm, bn_rv, bn_eps, bn_w, bn_b, b)
@@ -221,8 +221,8 @@ def fuse_linear_bn_eval(linear_w, linear_b, bn):
     """
     fn = "fuse_linear_bn_eval"
     rm, rv, eps, w, b = _eval_bn(bn, fn)
-    n = _kernels.to_numpy(rm).size
-    lw = _kernels.to_numpy(linear_w)
+    n = _checks.to_numpy(rm).size
+    lw = _checks.to_numpy(linear_w)
     out = lw.shape[0] if lw.ndim else 0
     if n != out and n != 1:
         raise ValueError(f"{fn}: to fuse, linear_w.shape[0] (out_features) must equal "

@@ -215,9 +215,10 @@ def _per_channel(a, name, C, updated):
         raise TypeError(f"{fn}: {name} must be a numpy.ndarray (it is updated in place), got "
                         f"{type(a).__name__}")
     arr = _checks.to_numpy(a)
-    if arr.dtype.kind not in ("f" if name.startswith("running") else "fiub"):
-        raise TypeError(f"{fn}: {name} must have a {'floating' if name.startswith('running') else 'real'} "
-                        f"dtype, got {arr.dtype}")
+    running = name.startswith("running")
+    if arr.dtype.kind not in ("f" if running else "fiub"):
+        raise TypeError(f"{fn}: {name} must have a {'floating' if running else 'real'} dtype, "
+                        f"got {arr.dtype}")
     if arr.size != C:
         raise ValueError(f"{fn}: expected {name} with {C} elements (one per channel), got shape "
                          f"{arr.shape}")

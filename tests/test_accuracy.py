@@ -2,8 +2,8 @@
 
 fastnorm's float32 output is compared with the normalization of the same float32 values computed
 in np.longdouble (x87 80-bit on x86-64; at least float64 elsewhere), for data whose |mean|/std
-reaches 1e5: max abs error <= 5e-5 in float32 and <= 1e-9 in float64 (fastnorm._cases.TOL), for every
-op and layout.
+reaches 1e5: max abs error <= 5e-5 in float32 and <= 1e-9 in float64 (fastnorm._cases.TOL), for
+every op and layout.
 Also: constant input normalizes to exactly 0 (exactly the bias with an affine step), one long row
 of 2**22 + 3 values with an offset stays accurate (no float32 accumulation), and the running
 statistics written by a training step are the correctly rounded truth.

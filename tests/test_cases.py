@@ -19,6 +19,11 @@ def test_version_is_written_once():
     assert pyproject not in setup, "setup.py writes the version again: it reads pyproject.toml"
 
 
+def test_tolerances_are_the_documented_promise():
+    """TOL is shared by every accuracy assertion: it must stay what the README promises."""
+    assert _cases.TOL == {np.dtype(np.float32): 5e-5, np.dtype(np.float64): 1e-9}
+
+
 def test_make_input_layouts():
     x = _cases.make_input((2, 3, 4, 5), "float32")
     y = _cases.make_input((2, 3, 4, 5), "float32", "channels_last")

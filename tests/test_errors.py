@@ -353,7 +353,8 @@ MODULE_CASES = [
     ("bn1-4d", BN1, (4, 3, 5), None, _data((2, 3, 2, 2)), ValueError,
      [r"expected 2D or 3D input \(got 4D input\)"]),
     ("bn1-channels", BN1, (4, 3), None, _data((4, 4)), ValueError,
-     [r"^BatchNorm1d\(3\): expected input with 3 channels \(dim 1\), got input of shape \(4, 4\)$"]),
+     [r"^BatchNorm1d\(3\): expected input with 3 channels \(dim 1\), "
+      r"got input of shape \(4, 4\)$"]),
     ("bn1-channels-noaffine", lambda: BN1(affine=False), (4, 3), None, _data((4, 5, 2)),
      ValueError, [r"^BatchNorm1d\(3\): expected input with 3 channels \(dim 1\), "
                   r"got input of shape \(4, 5, 2\)$"]),

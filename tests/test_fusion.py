@@ -116,7 +116,8 @@ def test_fused_pointwise_conv_computes_conv_then_batch_norm(transpose):
             if transpose else
             (lambda w, b: np.einsum("oi,nihw->nohw", w[:, :, 0, 0], x) + b.reshape(1, -1, 1, 1)))
     bn = fastnorm.BatchNorm2d(6, eps=1e-4, dtype=np.float64)
-    for name, (value) in zip(("running_mean", "running_var", "weight", "bias"), _bn(6, np.float64, 10)):
+    for name, value in zip(("running_mean", "running_var", "weight", "bias"),
+                           _bn(6, np.float64, 10)):
         getattr(bn, name)[...] = value
     bn.eval()
     want = bn(conv(w, b))

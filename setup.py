@@ -15,6 +15,7 @@ Environment knobs:
 """
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,7 +29,20 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSION = "0.1.0"
+
+
+def project_version():
+    """The version, written once: pyproject.toml's [project] version."""
+    with open(os.path.join(HERE, "pyproject.toml"), "rb") as fh:
+        text = fh.read()
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: the one `version = "..."` line of [project]
+        return re.search(rb'^version\s*=\s*"([^"]+)"', text, re.M).group(1).decode()
+    return tomllib.loads(text.decode())["project"]["version"]
+
+
+VERSION = project_version()
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -140,7 +154,6 @@ extensions = [extension("_runtime"), extension("_checks"), extension("_layout"),
               extension("_kernels", src_c)]
 
 setup(
-    version=VERSION,
     ext_modules=cythonize(
         extensions,
         compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,

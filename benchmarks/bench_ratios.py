@@ -1,4 +1,4 @@
-"""Speed assertions: on every anchor shape (../shared/bench/anchors.py, float32), fastnorm with
+"""Speed assertions: on every anchor shape (fastnorm/_cases.py's ANCHORS, float32), fastnorm with
 ``out=`` must not be slower than torch CPU by more than ``--ratio-margin`` (default 10%).
 
 Only with benchmarking enabled (``pytest benchmarks`` or ``pytest benchmarks -k ratios``). Under
@@ -149,7 +149,8 @@ def test_fastnorm_not_slower_than_torch(case, peer_fn, record_ratio, request):
 
 
 def test_anchor_shapes_match_shared(request):
-    """conftest.ANCHORS is a copy of ../shared/bench/anchors.py's CASES: keep them in step."""
+    """fastnorm._cases.ANCHORS is a copy of ../shared/bench/anchors.py's CASES (the project's
+    shared benchmark, beside the repository, when present): keep them in step."""
     path = request.config.rootpath.parent / "shared" / "bench" / "anchors.py"
     if not path.is_file():
         pytest.skip(f"{path} not present")

@@ -11,7 +11,7 @@ only, which work under every pytest import mode):
 * ``bench_op(case, peer, kwargs_fn=None, functions=None)`` builds the peer's call outside the
   timed region, checks its result once against ``fastnorm.reference`` in float64, sets the
   pytest-benchmark group to ``case.group`` and times the call. ``kwargs_fn(case, x)`` returns the
-  functional's keyword arguments after the input (default: ``DEFAULT_KWARGS[case.op]``); every
+  functional's keyword arguments after the input (default: ``fastnorm._cases.op_kwargs``); every
   ndarray among them is copied per peer (running statistics are updated in place) and becomes a
   tensor for torch. ``functions`` ({"fastnorm": f, "numpy": g, "torch": h}, any subset) gives
   the functions to call for ops that are not ``fastnorm.functional.<op>`` /
@@ -29,29 +29,13 @@ import pytest
 
 import fastnorm
 import fastnorm.functional
-from fastnorm import reference
+from fastnorm import _cases, reference
 
 PEERS = ("fastnorm_out", "fastnorm", "numpy", "torch")
 
-# The anchor shapes by which performance is judged: CASES of ../shared/bench/anchors.py, copied
-# because that file lives outside the repository (bench_ratios.py checks that they still agree
-# when it is present). All float32, contiguous.
-ANCHORS = [
-    ("bn_train", (32, 64, 56, 56)),
-    ("bn_train", (8, 256, 28, 28)),
-    ("bn_train", (256, 1024)),
-    ("bn_eval", (1, 64, 112, 112)),
-    ("bn_eval", (1, 32, 8, 8)),
-    ("ln", (32, 128, 768)),
-    ("ln", (4096, 4096)),
-    ("ln", (1, 768)),
-    ("gn32", (8, 256, 64, 64)),
-    ("gn32", (1, 512, 64, 64)),
-    ("in", (8, 64, 128, 128)),
-    ("in", (1, 3, 512, 512)),
-]
-_ANCHOR_OPS = {"bn_train": ("batch_norm", "train"), "bn_eval": ("batch_norm", "eval"),
-               "ln": ("layer_norm", ""), "gn32": ("group_norm", ""), "in": ("instance_norm", "")}
+# shapes, inputs, parameters, calls and tolerances live in fastnorm/_cases.py (shared with
+# `python -m fastnorm`, thread_scaling.py and the tests)
+ANCHORS = _cases.ANCHORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +51,6 @@ class Case:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(self.shape))
-        if self.layout not in ("contiguous", "channels_last"):
-            raise ValueError(f"unknown layout {self.layout!r}")
 
     @property
     def label(self):
@@ -91,34 +73,20 @@ class Case:
                 "layout": self.layout}
 
     def input(self):
-        """The input array, x = 3 * N(0, 1) + 1 in the case's dtype and layout (cached: the
-        peers of one case share it)."""
+        """The input array (``_cases.make_input``: 3 * N(0, 1) + 1 in the case's dtype and
+        layout), cached: the peers of one case share it."""
         key = (self.shape, self.dtype, self.layout, self.seed)
         if _input_cache.get("key") != key:
             _input_cache.clear()  # one entry only: some inputs are tens of MB
-            rng = np.random.default_rng(self.seed)
-            shape = self.shape
-            if self.layout == "channels_last":
-                shape = (shape[0],) + shape[2:] + (shape[1],)
-            x = rng.standard_normal(shape, dtype=np.dtype(self.dtype))
-            x *= 3
-            x += 1
-            if self.layout == "channels_last":
-                x = np.moveaxis(x, -1, 1)
-            _input_cache.update(key=key, x=x)
+            _input_cache.update(key=key, x=_cases.make_input(self.shape, self.dtype, self.layout,
+                                                             self.seed))
         return _input_cache["x"]
 
     def params(self, n):
-        """Per-channel (or per-feature) parameters of length n in the case's dtype:
-        weight, bias, running_mean ~ N(0, 1) and running_var ~ |N(0, 1)| + 0.5."""
-        rng = np.random.default_rng(1000 + n)
-        dt = np.dtype(self.dtype)
-        w, b, rm = (rng.standard_normal(n).astype(dt) for _ in range(3))
-        rv = (np.abs(rng.standard_normal(n)) + 0.5).astype(dt)
-        return Params(w, b, rm, rv)
+        """``_cases.params(n, dtype)``: weight, bias, running_mean, running_var of length n."""
+        return _cases.params(n, self.dtype)
 
 
-Params = dataclasses.make_dataclass("Params", ["weight", "bias", "running_mean", "running_var"])
 _input_cache = {}
 _expected_cache = {}
 
@@ -127,10 +95,10 @@ def _fmt(shape):
     return "x".join(map(str, shape))
 
 
-def _anchor_cases(op=None):
+def _anchor_cases(op=None, anchors=ANCHORS):
     out = []
-    for name, shape in ANCHORS:
-        aop, mode = _ANCHOR_OPS[name]
+    for name, shape in anchors:
+        aop, mode = _cases.OPS[name]
         if op is None or op == (aop, mode):
             out.append(Case(aop, shape, mode=mode))
     return out
@@ -150,48 +118,16 @@ CASES = {
     ],
     "group_norm": _anchor_cases(("group_norm", "")),
     "instance_norm": _anchor_cases(("instance_norm", "")),
-    # no RMSNorm anchor: the layer_norm anchor shapes (rows of a transformer)
-    "rms_norm": [Case("rms_norm", shape) for name, shape in ANCHORS if name == "ln"] + [
+    "rms_norm": _anchor_cases(anchors=_cases.RMS) + [
         Case("rms_norm", (32, 128, 768), "float64"),
     ],
     "anchors": _anchor_cases(),
 }
 
 
-def _bn_kwargs(case, x):
-    p = case.params(x.shape[1])
-    return dict(running_mean=p.running_mean, running_var=p.running_var, weight=p.weight,
-                bias=p.bias, training=case.mode == "train", momentum=0.1, eps=1e-5)
-
-
-def _ln_kwargs(case, x):
-    p = case.params(x.shape[-1])
-    return dict(normalized_shape=(x.shape[-1],), weight=p.weight, bias=p.bias, eps=1e-5)
-
-
-def _gn_kwargs(case, x):
-    p = case.params(x.shape[1])
-    return dict(num_groups=32, weight=p.weight, bias=p.bias, eps=1e-5)
-
-
-def _in_kwargs(case, x):
-    return dict(eps=1e-5)  # as anchors.py: no affine, no running statistics
-
-
-def _rms_kwargs(case, x):
-    p = case.params(x.shape[-1])
-    return dict(normalized_shape=(x.shape[-1],), weight=p.weight)  # eps=None: torch's default
-
-
-# How each op is called in the benchmarks: kwargs_fn(case, x) -> keyword arguments after input
-DEFAULT_KWARGS = {"batch_norm": _bn_kwargs, "layer_norm": _ln_kwargs, "group_norm": _gn_kwargs,
-                  "instance_norm": _in_kwargs, "rms_norm": _rms_kwargs}
-
-# max |got - want| allowed, relative to max(1, max |want|), against the float64 reference:
-# fastnorm's own, and a looser sanity bound for the baselines (they are what fastnorm is
-# compared with, so they must compute the same thing)
-TOLERANCE = {("fastnorm", "float32"): 1e-5, ("fastnorm", "float64"): 1e-12,
-             ("peer", "float32"): 1e-4, ("peer", "float64"): 1e-10}
+def _default_kwargs(case, x):
+    """How each op is called in the benchmarks: keyword arguments after the input."""
+    return _cases.op_kwargs(case.op, case.mode, x)
 
 
 def pytest_addoption(parser):
@@ -304,7 +240,7 @@ def _check(case, peer, got, kw, want, want_kw):
     if peer == "torch":
         got = got.numpy()
         kw = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in kw.items()}
-    tol = TOLERANCE[("fastnorm" if peer.startswith("fastnorm") else "peer", case.dtype)]
+    tol = _cases.BENCH_TOL[("fastnorm" if peer.startswith("fastnorm") else "peer", case.dtype)]
     assert got.shape == case.shape and got.dtype == np.dtype(case.dtype), \
         f"{peer}: got {got.dtype}{got.shape}, want {case.dtype}{case.shape}"
     err = _max_err(got, want)
@@ -321,7 +257,7 @@ def peer_fn(request):
     peer's op on the case's input. Everything is built here, outside any timed region, and the
     callable's first call is checked against the float64 reference (a broken op fails here)."""
     def make(case, peer, kwargs_fn=None, functions=None):
-        kwargs_fn = kwargs_fn or DEFAULT_KWARGS[case.op]
+        kwargs_fn = kwargs_fn or _default_kwargs
         torch_mod = request.getfixturevalue("torch") if peer == "torch" else None
         fn = _lookup(peer, case.op, functions, torch_mod)
         if fn is None:

@@ -144,14 +144,15 @@ def _update_switch(running, stat, momentum, using_moving_average, sum_extra=0.0)
 
 
 def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var_weight,
-                training=False, momentum=0.9, eps=1e-5, using_moving_average=True, *,
-                dtype=np.float64):
+                training=False, momentum=0.9, eps=1e-5, using_moving_average=True,
+                using_bn=True, *, dtype=np.float64):
     """Switchable Normalization (Luo et al. 2018), as the authors' SwitchNorm1d/2d/3d.
 
     ``input`` (N, C, *spatial): IN statistics per (n, c) (mean, unbiased variance), LN and BN
     statistics derived from them, mixed with ``softmax(mean_weight)`` / ``softmax(var_weight)``
-    (3 weights: IN, LN, BN; 2: IN, LN and no running statistics). ``input`` (N, C): the 1d
-    variant, LN (per row over C) and BN (per channel over N) with unbiased variances, 2 weights.
+    (3 weights: IN, LN, BN; 2 with ``using_bn=False``: IN, LN and no running statistics).
+    ``input`` (N, C): the 1d variant, LN (per row over C) and BN (per channel over N) with
+    unbiased variances, 2 weights.
     In training the BN statistics update the running ones in place (``momentum`` kept, or summed
     without moving average); in eval the running ones are the BN statistics.
     """
@@ -180,7 +181,7 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
     var_ln = temp.mean(axis=1, keepdims=True) - mean_ln ** 2
     mean = mw[0] * mean_in + mw[1] * mean_ln
     var = vw[0] * var_in + vw[1] * var_ln
-    if running_mean is not None:
+    if using_bn:
         if training:
             mean_bn = mean_in.mean(axis=0, keepdims=True)
             var_bn = temp.mean(axis=0, keepdims=True) - mean_bn ** 2

@@ -8,18 +8,21 @@ import pytest
 
 import fastnorm
 import fastnorm.modules
+import fastnorm.utils
 
-MODULES = (["fastnorm.functional", "fastnorm.reference", "fastnorm.modules"]
-           + sorted(f"fastnorm.modules.{m.name}"
-                    for m in pkgutil.iter_modules(fastnorm.modules.__path__)))
+MODULES = (["fastnorm.functional", "fastnorm.reference", "fastnorm.modules", "fastnorm.utils"]
+           + sorted(f"{pkg.__name__}.{m.name}" for pkg in (fastnorm.modules, fastnorm.utils)
+                    for m in pkgutil.iter_modules(pkg.__path__)))
 # modules whose docstrings are expected to hold examples (the others are checked if they get some)
 WITH_EXAMPLES = {"fastnorm.functional", "fastnorm.modules.batchnorm",
-                 "fastnorm.modules.instancenorm", "fastnorm.modules.normalization"}
+                 "fastnorm.modules.instancenorm", "fastnorm.modules.normalization",
+                 "fastnorm.modules.switchnorm", "fastnorm.utils.fusion"}
 
 
 def test_every_module_file_is_listed():
     assert {"fastnorm.modules.batchnorm", "fastnorm.modules.instancenorm",
-            "fastnorm.modules.normalization", "fastnorm.modules.module"} <= set(MODULES)
+            "fastnorm.modules.normalization", "fastnorm.modules.module",
+            "fastnorm.utils.fusion"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -39,13 +42,13 @@ def test_docstring_examples(name):
 
 
 def test_every_public_class_and_function_has_an_example():
-    """Each layer class and functional op documents itself with at least one example."""
+    """Each layer class, functional op and utility documents itself with at least one example."""
     finder = doctest.DocTestFinder()
-    names = [f"fastnorm.functional.{f}" for f in fastnorm.functional.__all__]
-    names += [f"fastnorm.{c}" for c in fastnorm.modules.__all__ if c != "Module"]
-    for qual in names:
-        obj = getattr(fastnorm.functional if qual.startswith("fastnorm.functional") else fastnorm,
-                      qual.rsplit(".", 1)[1])
+    names = [(fastnorm.functional, f"fastnorm.functional.{f}") for f in fastnorm.functional.__all__]
+    names += [(fastnorm, f"fastnorm.{c}") for c in fastnorm.modules.__all__ if c != "Module"]
+    names += [(fastnorm.utils, f"fastnorm.utils.{f}") for f in fastnorm.utils.__all__]
+    for home, qual in names:
+        obj = getattr(home, qual.rsplit(".", 1)[1])
         tests = finder.find(obj, qual, globs={})
         own = [t for t in tests if t.name == qual]
         assert own and own[0].examples, f"{qual} has no docstring example"

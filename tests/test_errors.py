@@ -182,7 +182,75 @@ FUNCTIONAL = [
      ValueError, [r"eps must be finite and >= 0", r"inf"]),
     ("rms-negative-size", lambda s: F.rms_norm(s.x, [5, -1], out=s.out),
      ValueError, [r"negative", r"-1"]),
+    # switch_norm (mixing logits: 3 with BN, 2 without and for (N, C) input) ------------------
+    ("sn-1d", lambda s: F.switch_norm(s.x[0, 0], s.rm, s.rv, None, None, M2, M2, True),
+     ValueError, [r"^switch_norm: expected input of at least 2 dimensions", r"1D input"]),
+    ("sn-mean-weight-size", lambda s: F.switch_norm(s.x, s.rm, s.rv, None, None, M2, M3, True,
+                                                    out=s.out),
+     ValueError, [r"expected mean_weight of shape \(3,\) \(IN, LN, BN\)", r"got shape \(2,\)"]),
+    ("sn-var-weight-size-nobn", lambda s: F.switch_norm(s.x, None, None, None, None, M2, M3,
+                                                        using_bn=False, out=s.out),
+     ValueError, [r"expected var_weight of shape \(2,\) \(IN, LN: using_bn=False\)",
+                  r"got shape \(3,\)"]),
+    ("sn-2d-mix-size", lambda s: F.switch_norm(s.x[:, :, 0], s.rm, s.rv, None, None, M3, M3,
+                                               True),
+     ValueError, [r"expected mean_weight of shape \(2,\) \(LN, BN: input \(N, C\)\)"]),
+    ("sn-mix-complex", lambda s: F.switch_norm(s.x, s.rm, s.rv, None, None,
+                                               np.ones(3, complex), M3, True),
+     TypeError, [r"mean_weight must be a real-valued array, got dtype complex128"]),
+    ("sn-2d-nobn", lambda s: F.switch_norm(s.x[:, :, 0], None, None, None, None, M2, M2,
+                                           using_bn=False),
+     ValueError, [r"input \(N, C\) mixes LN and BN statistics: using_bn must be True"]),
+    ("sn-running-missing", lambda s: F.switch_norm(s.x, s.rm, None, None, None, M3, M3, True,
+                                                   out=s.out),
+     ValueError, [r"running_mean and running_var are required with using_bn=True",
+                  r"got an array and None"]),
+    ("sn-running-given-nobn", lambda s: F.switch_norm(s.x, s.rm, s.rv, None, None, M2, M2,
+                                                      using_bn=False, out=s.out),
+     ValueError, [r"running_mean and running_var must be None with using_bn=False"]),
+    ("sn-running-size", lambda s: F.switch_norm(s.x, np.zeros(4, f32), s.rv, None, None, M3, M3,
+                                                True, out=s.out),
+     ValueError, [r"expected running_mean with 3 elements \(one per channel\)",
+                  r"got shape \(4,\)"]),
+    ("sn-running-readonly", lambda s: F.switch_norm(s.x, s.rm, _ro(s.rv), None, None, M3, M3,
+                                                    True, out=s.out),
+     ValueError, [r"running_var is read-only but must be updated in place"]),
+    ("sn-running-list", lambda s: F.switch_norm(s.x, s.rm.tolist(), s.rv, None, None, M3, M3,
+                                                True, out=s.out),
+     TypeError, [r"running_mean must be a numpy.ndarray \(it is updated in place\)",
+                 r"got list"]),
+    ("sn-running-int", lambda s: F.switch_norm(s.x, np.zeros(3, np.int64), s.rv, None, None,
+                                               M3, M3),
+     TypeError, [r"running_mean must have a floating dtype", r"int64"]),
+    ("sn-weight-size", lambda s: F.switch_norm(s.x, s.rm, s.rv, np.ones((1, 4, 1), f32), None,
+                                               M3, M3, True, out=s.out),
+     ValueError, [r"expected weight with 3 elements", r"got shape \(1, 4, 1\)"]),
+    ("sn-momentum-nan", lambda s: F.switch_norm(s.x, s.rm, s.rv, None, None, M3, M3, True,
+                                                float("nan"), out=s.out),
+     ValueError, [r"switch_norm: momentum must be finite", r"nan"]),
+    ("sn-eps-negative", lambda s: F.switch_norm(s.x, s.rm, s.rv, None, None, M3, M3, True,
+                                                eps=-1.0, out=s.out),
+     ValueError, [r"switch_norm: eps must be finite and >= 0", r"-1\.0"]),
+    ("sn-one-spatial", lambda s: F.switch_norm(s.x[:, :, :1], s.rm, s.rv, None, None, M3, M3,
+                                               True),
+     ValueError, [r"more than 1 spatial element per channel", r"\(4, 3, 1\)"]),
+    ("sn-2d-one-channel", lambda s: F.switch_norm(s.x[:, :1, 0], s.rm[:1], s.rv[:1], None,
+                                                  None, M2, M2, True),
+     ValueError, [r"more than 1 channel", r"\(4, 1\)"]),
+    ("sn-2d-one-sample", lambda s: F.switch_norm(s.x[:1, :, 0], s.rm, s.rv, None, None, M2, M2,
+                                                 True),
+     ValueError, [r"more than 1 sample when training", r"\(1, 3\)"]),
+    ("sn-out-shape", lambda s: F.switch_norm(s.x, s.rm, s.rv, None, None, M3, M3, True,
+                                             out=s.out[:2]),
+     ValueError, [r"out must have the input's shape \(4, 3, 5\)", r"\(2, 3, 5\)"]),
+    ("sn-out-is-running", lambda s: F.switch_norm(s.x, s.out[0, :, 0], s.rv, None, None, M3,
+                                                  M3, True, out=s.out),
+     ValueError, [r"running_mean and running_var are updated in place and must not share "
+                  r"memory with out"]),
 ]
+
+
+M2, M3 = np.array([0.5, -0.5], f32), np.array([0.25, 0.0, -0.25], f32)  # mixing logits
 
 
 def _ro(a):
@@ -198,6 +266,7 @@ def _dtype_cases():
         "instance_norm": lambda x, s: F.instance_norm(x, s.rm, s.rv),
         "layer_norm": lambda x, s: F.layer_norm(x, 5),
         "group_norm": lambda x, s: F.group_norm(x, 3),
+        "switch_norm": lambda x, s: F.switch_norm(x, s.rm, s.rv, None, None, M3, M3, True),
         "rms_norm": lambda x, s: F.rms_norm(x, 5),
     }
     for name, op in ops.items():
@@ -283,9 +352,14 @@ MODULE_CASES = [
      [r"expected 2D or 3D input \(got 1D input\)"]),
     ("bn1-4d", BN1, (4, 3, 5), None, _data((2, 3, 2, 2)), ValueError,
      [r"expected 2D or 3D input \(got 4D input\)"]),
-    ("bn1-channels", BN1, (4, 3), None, _data((4, 4)), ValueError, [r"\(4,\)", r"\(3,\)"]),
+    ("bn1-channels", BN1, (4, 3), None, _data((4, 4)), ValueError,
+     [r"^BatchNorm1d\(3\): expected input with 3 channels \(dim 1\), "
+      r"got input of shape \(4, 4\)$"]),
     ("bn1-channels-noaffine", lambda: BN1(affine=False), (4, 3), None, _data((4, 5, 2)),
-     ValueError, [r"running_mean of shape \(5,\)", r"got shape \(3,\)"]),
+     ValueError, [r"^BatchNorm1d\(3\): expected input with 3 channels \(dim 1\), "
+                  r"got input of shape \(4, 5, 2\)$"]),
+    ("bn1-channels-noaffine-eval", lambda: BN1(affine=False), (4, 3), lambda m: m.eval(),
+     _data((4, 5)), ValueError, [r"^BatchNorm1d\(3\): expected input with 3 channels"]),
     ("bn1-one-value", BN1, (4, 3), None, _data((1, 3)), ValueError,
      [r"Expected more than 1 value per channel when training", r"\(1, 3\)"]),
     ("bn1-one-value-3d", lambda: BN1(momentum=None), (4, 3, 2), None, _data((1, 3, 1)),
@@ -307,15 +381,21 @@ MODULE_CASES = [
     ("bn2-5d", BN2, (2, 3, 2, 2), None, _data((2, 3, 2, 2, 2)), ValueError,
      [r"expected 4D input \(got 5D input\)"]),
     ("bn2-channels", BN2, (2, 3, 2, 2), None, _data((2, 4, 2, 2)), ValueError,
-     [r"\(4,\)", r"\(3,\)"]),
+     [r"^BatchNorm2d\(3\): expected input with 3 channels \(dim 1\), "
+      r"got input of shape \(2, 4, 2, 2\)$"]),
     ("bn2-channels-eval", BN2, (2, 3, 2, 2), lambda m: m.eval(), _data((2, 2, 2, 2)), ValueError,
-     [r"\(2,\)", r"\(3,\)"]),
+     [r"^BatchNorm2d\(3\): expected input with 3 channels \(dim 1\), "
+      r"got input of shape \(2, 2, 2, 2\)$"]),
+    ("bn2-channels-bias-only", lambda: BN2(affine=False, track_running_stats=False),
+     (2, 3, 2, 2), _set(bias=np.zeros(3, f32)), _data((2, 4, 2, 2)), ValueError,
+     [r"^BatchNorm2d\(3\): expected input with 3 channels \(dim 1\)"]),
     ("bn2-one-value", lambda: BN2(momentum=None), (2, 3, 2, 2), None, _data((1, 3, 1, 1)),
      ValueError, [r"Expected more than 1 value per channel when training", r"\(1, 3, 1, 1\)"]),
     ("bn3-4d", BN3, (2, 3, 2, 2, 2), None, _data((2, 3, 2, 2)), ValueError,
      [r"expected 5D input \(got 4D input\)"]),
     ("bn3-channels", BN3, (2, 3, 2, 2, 2), None, _data((2, 6, 2, 2, 2)), ValueError,
-     [r"\(6,\)", r"\(3,\)"]),
+     [r"^BatchNorm3d\(3\): expected input with 3 channels \(dim 1\), "
+      r"got input of shape \(2, 6, 2, 2, 2\)$"]),
     ("bn3-one-value", BN3, (2, 3, 2, 2, 2), None, _data((1, 3, 1, 1, 1)), ValueError,
      [r"Expected more than 1 value per channel when training"]),
     # instance norm
@@ -326,10 +406,12 @@ MODULE_CASES = [
     ("in1-channels-affine", lambda: fastnorm.InstanceNorm1d(3, affine=True,
                                                             track_running_stats=True),
      (2, 3, 5), None, _data((2, 4, 5)), ValueError,
-     [r"expected input's size at dim=1 to match num_features \(3\), but got: 4\."]),
+     [r"^InstanceNorm1d\(3\): expected input's size at dim=1 to match num_features \(3\), "
+      r"but got: 4\. \(input of shape \(2, 4, 5\)\)$"]),
     ("in1-channels-affine-unbatched", lambda: fastnorm.InstanceNorm1d(3, affine=True),
      (2, 3, 5), None, _data((2, 5)), ValueError,
-     [r"at dim=0 to match num_features \(3\), but got: 2\."]),
+     [r"^InstanceNorm1d\(3\): expected input's size at dim=0 to match num_features \(3\), "
+      r"but got: 2\. \(input of shape \(2, 5\)\)$"]),
     ("in1-one-spatial", lambda: fastnorm.InstanceNorm1d(3, affine=True, track_running_stats=True),
      (2, 3, 5), None, _data((2, 3, 1)), ValueError,
      [r"Expected more than 1 spatial element when training", r"\(2, 3, 1\)"]),
@@ -348,27 +430,57 @@ MODULE_CASES = [
      (2, 3, 2, 2, 2), None, _data((1, 2, 3, 2, 2, 2)), ValueError,
      [r"expected 4D or 5D input \(got 6D input\)"]),
     ("in3-channels-affine", lambda: fastnorm.InstanceNorm3d(3, affine=True), (2, 3, 2, 2, 2),
-     None, _data((2, 5, 2, 2, 2)), ValueError, [r"num_features \(3\), but got: 5"]),
+     None, _data((2, 5, 2, 2, 2)), ValueError,
+     [r"^InstanceNorm3d\(3\): expected input's size at dim=1 to match num_features \(3\), "
+      r"but got: 5"]),
+    ("in2-channels-tracking", lambda: fastnorm.InstanceNorm2d(3, track_running_stats=True),
+     (2, 3, 2, 2), lambda m: m.eval(), _data((2, 4, 2, 2)), ValueError,
+     [r"^InstanceNorm2d\(3\): expected input's size at dim=1 to match num_features \(3\), "
+      r"but got: 4\. .*size of running_mean and running_var"]),
     # layer / group / rms
     ("ln-shape", lambda: fastnorm.LayerNorm((4, 5)), (2, 4, 5), None, _data((2, 4, 6)),
-     ValueError, [r"normalized_shape=\[4, 5\]", r"\[2, 4, 6\]"]),
+     ValueError, [r"^LayerNorm\(\(4, 5\)\): given normalized_shape=\[4, 5\], expected input "
+                  r"with shape \[\*, 4, 5\], but got input of size \[2, 4, 6\]$"]),
     ("ln-too-few-axes", lambda: fastnorm.LayerNorm((4, 5)), (2, 4, 5), None, _data((5,)),
-     ValueError, [r"normalized_shape=\[4, 5\]", r"\[5\]"]),
+     ValueError, [r"^LayerNorm\(\(4, 5\)\): given normalized_shape=\[4, 5\]", r"\[5\]$"]),
+    ("ln-noaffine-shape", lambda: fastnorm.LayerNorm(5, elementwise_affine=False), (2, 5), None,
+     _data((2, 4)), ValueError, [r"^LayerNorm\(\(5,\)\): given normalized_shape=\[5\]",
+                                 r"\[2, 4\]$"]),
     ("ln-eps-set-nan", lambda: fastnorm.LayerNorm(5), (2, 5), _set(eps=float("nan")),
      _data((2, 5)), ValueError, [r"eps must be finite and >= 0", r"nan"]),
-    ("gn-not-divisible", lambda: fastnorm.GroupNorm(3, 6), (2, 6, 4), None, _data((2, 4, 4)),
-     ValueError, [r"divisible by num_groups", r"\(2, 4, 4\)", r"num_groups=3"]),
+    # without affine, as in torch, GroupNorm takes any channel count that num_groups divides
+    ("gn-not-divisible", lambda: fastnorm.GroupNorm(3, 6, affine=False), (2, 6, 4), None,
+     _data((2, 4, 4)), ValueError, [r"divisible by num_groups", r"\(2, 4, 4\)", r"num_groups=3"]),
+    ("gn-channels-not-divisible", lambda: fastnorm.GroupNorm(3, 6), (2, 6, 4), None,
+     _data((2, 4, 4)), ValueError,
+     [r"^GroupNorm\(3, 6\): expected input with 6 channels \(dim 1\), "
+      r"got input of shape \(2, 4, 4\)$"]),
     ("gn-channels", lambda: fastnorm.GroupNorm(3, 6), (2, 6, 4), None, _data((2, 9, 4)),
-     ValueError, [r"weight of shape \(9,\)", r"got shape \(6,\)"]),
+     ValueError, [r"^GroupNorm\(3, 6\): expected input with 6 channels \(dim 1\), "
+                  r"got input of shape \(2, 9, 4\)$"]),
     ("gn-1d", lambda: fastnorm.GroupNorm(3, 6), (2, 6, 4), None, _data((6,)),
-     ValueError, [r"at least 2 dimensions", r"1D"]),
+     ValueError, [r"^GroupNorm\(3, 6\): expected input of at least 2 dimensions",
+                  r"1D input of shape \(6,\)"]),
     ("gn-one-value-per-group", lambda: fastnorm.GroupNorm(6, 6), (2, 6), None, _data((1, 6)),
      ValueError, [r"Expected more than 1 value per channel when training"]),
     ("gn-one-value-per-group-eval", lambda: fastnorm.GroupNorm(6, 6), (2, 6),
      lambda m: m.eval(), _data((1, 6, 1)), ValueError,
      [r"Expected more than 1 value per channel when training"]),
     ("rms-shape", lambda: fastnorm.RMSNorm(5), (2, 5), None, _data((2, 4)),
-     ValueError, [r"normalized_shape=\[5\]", r"\[2, 4\]"]),
+     ValueError, [r"^RMSNorm\(\(5,\)\): given normalized_shape=\[5\], expected input with "
+                  r"shape \[\*, 5\], but got input of size \[2, 4\]$"]),
+    # switchable normalization
+    ("sn2-channels", lambda: fastnorm.SwitchNorm2d(3), (2, 3, 2, 2), None, _data((2, 4, 2, 2)),
+     ValueError, [r"^SwitchNorm2d\(3\): expected input with 3 channels \(dim 1\), "
+                  r"got input of shape \(2, 4, 2, 2\)$"]),
+    ("sn3-channels-nobn-eval", lambda: fastnorm.SwitchNorm3d(3, using_bn=False),
+     (2, 3, 2, 2, 2), lambda m: m.eval(), _data((2, 2, 2, 2, 2)), ValueError,
+     [r"^SwitchNorm3d\(3\): expected input with 3 channels \(dim 1\)"]),
+    ("sn1-channels", lambda: fastnorm.SwitchNorm1d(3), (4, 3), None, _data((4, 5)),
+     ValueError, [r"^SwitchNorm1d\(3\): expected input with 3 channels \(dim 1\), "
+                  r"got input of shape \(4, 5\)$"]),
+    ("sn2-3d", lambda: fastnorm.SwitchNorm2d(3), (2, 3, 2, 2), None, _data((2, 3, 4)),
+     ValueError, [r"^SwitchNorm2d: expected 4D input \(got 3D input\)$"]),
 ]
 
 
@@ -413,7 +525,10 @@ def test_instancenorm_tracking_channel_mismatch_warns_then_raises():
     m = prepared(lambda: fastnorm.InstanceNorm1d(3, track_running_stats=True), (2, 3, 5))
     before = state(m)
     with pytest.warns(UserWarning, match=r"does not match num_features"):
-        with pytest.raises(ValueError, match=r"running_mean of shape \(4,\).*got shape \(3,\)"):
+        with pytest.raises(ValueError, match=r"^InstanceNorm1d\(3\): expected input's size at "
+                                             r"dim=1 to match num_features \(3\), but got: 4\. "
+                                             r"\(input of shape \(2, 4, 5\)\) \(num_features "
+                                             r"is the size of running_mean and running_var\)$"):
             m(_data((2, 4, 5)))
     assert state(m) == before
 

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 import fastnorm
 import fastnorm.functional as F
 from fastnorm import reference as R
+from fastnorm._cases import TOL
 
 EXACT = np.longdouble
-TOL = {np.dtype(np.float32): 5e-5, np.dtype(np.float64): 1e-9}
 FAST = settings(max_examples=150, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 LONG = settings(FAST, max_examples=2000)

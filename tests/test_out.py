@@ -30,6 +30,7 @@ class Op:
         self.lw2 = _vec(int(np.prod(ns2)), dtype, 5).reshape(ns2)
         self.lb2 = _vec(int(np.prod(ns2)), dtype, 6, -1, 1).reshape(ns2)
         self.erm, self.erv = _vec(C, dtype, 7, -1, 1), _vec(C, dtype, 8)
+        self.mw, self.vw = _vec(3, dtype, 11, -1, 1), _vec(3, dtype, 12, -1, 1)  # switch_norm
         self.reset()
 
     def reset(self):
@@ -38,7 +39,7 @@ class Op:
 
     @property
     def stateful(self):
-        return self.name in ("bn_train", "in_train")
+        return self.name in ("bn_train", "in_train", "sn_train")
 
     def __call__(self, x, **kw):
         n = self.name
@@ -62,6 +63,14 @@ class Op:
             return F.rms_norm(x, self.shape[-1], self.lw, **kw)
         if n == "rms_multi":
             return F.rms_norm(x, self.shape[-2:], self.lw2, eps=1e-6, **kw)
+        if n == "sn_train":
+            return F.switch_norm(x, self.rm, self.rv, self.w, self.b, self.mw, self.vw, True, 0.2,
+                                 **kw)
+        if n == "sn_eval":
+            return F.switch_norm(x, self.erm, self.erv, self.w, self.b, self.mw, self.vw, **kw)
+        if n == "sn_nobn":
+            return F.switch_norm(x, None, None, self.w, self.b, self.mw[:2], self.vw[:2],
+                                 using_bn=False, **kw)
         raise AssertionError(n)
 
     def reference(self, x):
@@ -82,11 +91,19 @@ class Op:
             return R.rms_norm(x, self.shape[-1], self.lw)
         if n == "rms_multi":
             return R.rms_norm(x, self.shape[-2:], self.lw2, eps=1e-6)
+        if n == "sn_train":  # copies: the reference updates the running statistics it is given
+            return R.switch_norm(x, self.erm.astype(np.float64), self.erv.astype(np.float64),
+                                 self.w, self.b, self.mw, self.vw, True, 0.2)
+        if n == "sn_eval":
+            return R.switch_norm(x, self.erm, self.erv, self.w, self.b, self.mw, self.vw)
+        if n == "sn_nobn":
+            return R.switch_norm(x, None, None, self.w, self.b, self.mw[:2], self.vw[:2],
+                                 using_bn=False)
         raise AssertionError(n)
 
 
 OPS = ["bn_train", "bn_eval", "in_train", "in_plain", "in_eval", "ln", "ln_multi", "gn", "rms",
-       "rms_multi"]
+       "rms_multi", "sn_train", "sn_eval", "sn_nobn"]
 
 
 def _data(shape, dtype, seed=0):
@@ -361,7 +378,7 @@ def test_out_overlapping_weight_bias_or_running_stats():
     assert _same(F.rms_norm(x, 5, buf[0], out=buf), want), "rms_norm weight = out[0]"
     # per-channel ops: weight / bias / running stats are a column of out
     x = rng.standard_normal((4, 3, 2, 2)).astype(dtype)
-    for name in ("bn_train", "bn_eval", "in_plain", "gn", "in_eval"):
+    for name in ("bn_train", "bn_eval", "in_plain", "gn", "in_eval", "sn_train", "sn_eval"):
         for arg in ("w", "b", "erm", "erv"):
             op = Op(name, x.shape, dtype)
             buf = np.zeros(x.shape, dtype)
@@ -384,7 +401,9 @@ def test_updated_running_stats_sharing_out_are_refused(which):
     for call in (lambda: F.batch_norm(x, stats["running_mean"], stats["running_var"],
                                       training=True, out=out),
                  lambda: F.instance_norm(x.T[None], stats["running_mean"], stats["running_var"],
-                                         out=out.T[None])):
+                                         out=out.T[None]),
+                 lambda: F.switch_norm(x, stats["running_mean"], stats["running_var"], None, None,
+                                       np.ones(2), np.ones(2), training=True, out=out)):
         with pytest.raises(ValueError, match="must not share memory with out"):
             call()
         assert np.all(out == 7.0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastnorm
+import fastnorm.functional as F
 from fastnorm import reference as R
 
 from awkward import TOL, assert_matches, awkward_inputs
@@ -40,7 +41,7 @@ def _reference(m, x, running=None):
     running = _running64(m) if running is None else running
     rm, rv = running if running is not None else (None, None)
     return R.switch_norm(x, rm, rv, m.weight, m.bias, m.mean_weight, m.var_weight, m.training,
-                         m.momentum, m.eps, m.using_moving_average)
+                         m.momentum, m.eps, m.using_moving_average, m.using_bn)
 
 
 def _running64(m):
@@ -506,3 +507,72 @@ def test_parity_torch_default_initialization(torch):
         x = torch.randn((3, 4) + (3, 2, 2)[:spatial_dims], requires_grad=True)
         with torch.no_grad():
             np.testing.assert_allclose(m(x), tm(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+# -- fastnorm.functional.switch_norm ------------------------------------------------------------
+
+FSHAPES = [(3, 5, 7), (4, 6), (2, 6, 3, 4), (1, 4, 2, 3), (2, 3, 1, 4, 2)]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape,using_bn", [(s, bn) for s in FSHAPES for bn in (True, False)
+                                            if bn or len(s) > 2], ids=str)  # (N, C): BN always
+def test_functional_matches_reference_on_awkward_inputs(shape, using_bn, dtype, training):
+    """Any (N, C, *) input (not only the layers' 2D/4D/5D), per-channel arrays of shape (C,),
+    running statistics in float64 for a float32 input, updated in place like the reference's."""
+    C = shape[1]
+    rng = np.random.default_rng(11)
+    k = 3 if using_bn and len(shape) > 2 else 2
+    mw, vw = rng.standard_normal(k), rng.standard_normal(k).astype(dtype)
+    w, b = rng.uniform(0.5, 1.5, C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    rm0, rv0 = rng.standard_normal(C), rng.uniform(0.5, 1.5, C)
+    for label, x in awkward_inputs(shape, dtype):
+        before = x.copy()
+        rm, rv = (rm0.copy(), rv0.copy()) if using_bn else (None, None)
+        wrm, wrv = (rm0.copy(), rv0.copy()) if using_bn else (None, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # reference on NaN/inf data
+            want = R.switch_norm(x, wrm, wrv, w, b, mw, vw, training, 0.7, 1e-5, True, using_bn)
+        out = np.full(shape, np.nan, dtype)
+        got = F.switch_norm(x, rm, rv, w, b, mw, vw, training, 0.7, 1e-5, True, using_bn, out=out)
+        assert got is out
+        big = np.abs(want[np.isfinite(want)]).max(initial=0.0)
+        assert_matches(got, want, dtype, f"{shape} {label}",
+                       max(1.0, big / 10) * _conditioning(x, dtype))
+        assert np.array_equal(x, before, equal_nan=True), f"{label}: input modified"
+        if using_bn:
+            for got_r, want_r, r0 in ((rm, wrm, rm0), (rv, wrv, rv0)):
+                if not training:
+                    assert np.array_equal(got_r, r0), f"{label}: running stats changed in eval"
+                elif np.isfinite(want_r).all():  # NaN/inf data: see the known bug above
+                    np.testing.assert_allclose(got_r, want_r, rtol=1e-5, atol=1e-5 * (1 + abs(
+                        np.asarray(x, np.float64)).max()), err_msg=label)
+
+
+def test_layer_is_one_functional_call():
+    """SwitchNorm2d(x) is F.switch_norm on the layer's own arrays, bit for bit, running statistics
+    included; SwitchNorm1d likewise."""
+    rng = np.random.default_rng(12)
+    for cls, shape in ((fastnorm.SwitchNorm2d, (4, 3, 5, 5)), (fastnorm.SwitchNorm1d, (6, 3))):
+        m = _randomize(cls(3))
+        rm, rv = m.running_mean.copy(), m.running_var.copy()
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = m(x)
+        want = F.switch_norm(x, rm, rv, m.weight, m.bias, m.mean_weight, m.var_weight, True,
+                             m.momentum, m.eps, m.using_moving_average, m.using_bn)
+        assert np.array_equal(y, want)
+        assert np.array_equal(m.running_mean, rm) and np.array_equal(m.running_var, rv)
+
+
+def test_functional_empty_input_and_in_place():
+    rm, rv = np.zeros(3), np.ones(3)
+    m3 = np.zeros(3)
+    x = np.zeros((0, 3, 4), np.float32)
+    out = np.empty_like(x)
+    assert F.switch_norm(x, rm, rv, None, None, m3, m3, True, out=out) is out
+    assert np.array_equal(rm, np.zeros(3)) and np.array_equal(rv, np.ones(3))
+    x = np.random.default_rng(13).standard_normal((4, 3, 6))
+    want = F.switch_norm(x, rm.copy(), rv.copy(), None, None, m3, m3, True)
+    assert F.switch_norm(x, rm, rv, None, None, m3, m3, True, out=x) is x
+    assert np.array_equal(x, want)

@@ -3,7 +3,8 @@ import numpy as np
 
 from .. import _checks
 from .. import functional as F
-from .module import Module, check_device, check_dtype, check_eps, check_size
+from .module import (Module, check_channels, check_device, check_dtype, check_eps, check_size,
+                     ndim_of)
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -14,17 +15,6 @@ def check_momentum(momentum, owner, allow_none=True):
         return None
     _checks.check_momentum(momentum, owner, allow_none)
     return momentum.item() if isinstance(momentum, np.generic) else momentum
-
-
-def ndim_of(input):
-    """ndim of an array, tensor or nested sequence, for the layers' input checks."""
-    nd = getattr(input, "ndim", None)
-    return nd if isinstance(nd, int) else np.ndim(input)
-
-
-def shape_of(input):
-    shape = getattr(input, "shape", None)
-    return tuple(shape) if shape is not None else np.shape(input)
 
 
 class _NormBase(Module):
@@ -94,9 +84,12 @@ class _BatchNorm(_NormBase):
             factor = 1.0 / float(self.num_batches_tracked + 1)
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         pass_running = not self.training or self.track_running_stats
-        y = F.batch_norm(input, self.running_mean if pass_running else None,
-                         self.running_var if pass_running else None, self.weight, self.bias,
-                         use_batch_stats, factor, self.eps)
+        rm = self.running_mean if pass_running else None
+        rv = self.running_var if pass_running else None
+        if any(a is not None for a in (rm, rv, self.weight, self.bias)):  # per-channel state
+            check_channels(f"{type(self).__name__}({self.num_features})", input,
+                           self.num_features)
+        y = F.batch_norm(input, rm, rv, self.weight, self.bias, use_batch_stats, factor, self.eps)
         if track:  # counted after the call succeeded: a rejected input changes nothing
             self.num_batches_tracked += 1
         return y

@@ -2,8 +2,8 @@
 import warnings
 
 from .. import functional as F
-from .batchnorm import _NormBase, ndim_of, shape_of
-from .module import to_numpy
+from .batchnorm import _NormBase
+from .module import ndim_of, shape_of, to_numpy
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
 
@@ -53,13 +53,18 @@ class _InstanceNorm(_NormBase):
         shape = shape_of(input)
         feature_dim = len(shape) - self._no_batch_dim
         if shape[feature_dim] != self.num_features:
+            # torch's words; the layer, and the input's shape, added
+            msg = (f"{type(self).__name__}({self.num_features}): expected input's size at "
+                   f"dim={feature_dim} to match num_features ({self.num_features}), but got: "
+                   f"{shape[feature_dim]}. (input of shape {shape})")
             if self.affine:
-                raise ValueError(f"expected input's size at dim={feature_dim} to match "
-                                 f"num_features ({self.num_features}), but got: "
-                                 f"{shape[feature_dim]}.")
+                raise ValueError(msg)
             warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You "
                           "can silence this warning by not passing in num_features, which is not "
                           "used because affine=False", stacklevel=2)
+            if self.running_mean is not None or self.running_var is not None:
+                raise ValueError(msg + " (num_features is the size of running_mean and "
+                                       "running_var)")
         unbatched = len(shape) == self._no_batch_dim
         if unbatched:
             input = to_numpy(input)[None]

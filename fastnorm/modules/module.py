@@ -58,6 +58,27 @@ def check_eps(eps, owner, allow_none=False):
     return eps.item() if isinstance(eps, np.generic) else eps
 
 
+def ndim_of(input):
+    """ndim of an array, tensor or nested sequence, for the layers' input checks."""
+    nd = getattr(input, "ndim", None)
+    return nd if isinstance(nd, int) else np.ndim(input)
+
+
+def shape_of(input):
+    """shape of an array, tensor (a torch.Size) or nested sequence, as a tuple of ints."""
+    shape = getattr(input, "shape", None)
+    return tuple(int(d) for d in shape) if shape is not None else np.shape(input)
+
+
+def check_channels(label, input, num, dim=1):
+    """ValueError in the layer's terms (``label``: e.g. "BatchNorm2d(6)") when the input's size
+    at ``dim`` is not the layer's channel count; the caller has checked the input's ndim."""
+    shape = shape_of(input)
+    if shape[dim] != num:
+        raise ValueError(f"{label}: expected input with {num} channels (dim {dim}), got input of "
+                         f"shape {shape}")
+
+
 def check_size(value, name):
     """A non-negative int (numpy integers accepted, bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

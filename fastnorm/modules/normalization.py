@@ -3,7 +3,8 @@ import numpy as np
 
 from .. import functional as F
 from .. import _checks
-from .module import Module, check_device, check_dtype, check_eps, check_size
+from .module import (Module, check_channels, check_device, check_dtype, check_eps, check_size,
+                     ndim_of, shape_of)
 
 __all__ = ["LayerNorm", "GroupNorm", "RMSNorm"]
 
@@ -14,6 +15,16 @@ class _Affine(Module):
     def reset_parameters(self):
         """weight = 1 and bias = 0 (in place), where the layer has them."""
         self._reset_affine()
+
+    def _check_trailing(self, input):
+        """LayerNorm/RMSNorm: the input ends with normalized_shape (torch's words, the layer
+        named); an empty normalized_shape is left to the function, which refuses it."""
+        ns = self.normalized_shape
+        shape = shape_of(input)
+        if ns and tuple(shape[len(shape) - len(ns):]) != ns:
+            raise ValueError(f"{type(self).__name__}({ns}): given normalized_shape={list(ns)}, "
+                             f"expected input with shape [*, {', '.join(map(str, ns))}], but got "
+                             f"input of size {list(shape)}")
 
 
 class LayerNorm(_Affine):
@@ -66,6 +77,7 @@ class LayerNorm(_Affine):
                                 else None)
 
     def forward(self, input):
+        self._check_trailing(input)
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
@@ -129,6 +141,13 @@ class GroupNorm(_Affine):
         self.register_parameter("bias", np.zeros(C, dt) if self.affine and bias else None)
 
     def forward(self, input):
+        label = f"GroupNorm({self.num_groups}, {self.num_channels})"
+        nd = ndim_of(input)
+        if nd < 2:
+            raise ValueError(f"{label}: expected input of at least 2 dimensions (N, C, *), got "
+                             f"{nd}D input of shape {shape_of(input)}")
+        if self.weight is not None or self.bias is not None:  # per-channel state
+            check_channels(label, input, self.num_channels)
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
@@ -180,6 +199,7 @@ class RMSNorm(_Affine):
                                 if self.elementwise_affine else None)
 
     def forward(self, input):
+        self._check_trailing(input)
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
 
     def extra_repr(self):

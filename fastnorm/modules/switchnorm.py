@@ -3,34 +3,16 @@ Normalize via Switchable Normalization"), with the semantics, parameters and sta
 authors' PyTorch module (``switchablenorms/Switchable-Normalization``,
 ``devkit/ops/switchable_norm.py``), so that its checkpoints load and give the same outputs.
 
-Cost: one statistics pass over the input (``_kernels.instance_moments``: per-(n, c) mean and
-variance in double precision), the cheap (N, C)-sized mixing in NumPy float64, and one normalize
-pass (``_kernels.normalize_nc``) in the input's dtype.
+The math is ``fastnorm.functional.switch_norm``; the layers hold the state and check the input in
+their own terms.
 """
-import math
-
 import numpy as np
 
-from .. import _kernels
-from .batchnorm import check_momentum, ndim_of, shape_of
-from .module import Module, check_dtype, check_eps, check_size, to_numpy
+from .. import functional as F
+from .batchnorm import check_momentum
+from .module import Module, check_channels, check_dtype, check_eps, check_size, ndim_of
 
 __all__ = ["SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d"]
-
-
-def _softmax(w):
-    """softmax of a short vector, as Python floats (the mixing weights of (N, C)-sized arrays:
-    Python scalars keep NumPy's per-operation overhead low)."""
-    w = [float(v) for v in w.tolist()]
-    top = max(w)
-    e = [math.exp(v - top) for v in w]
-    total = math.fsum(e)
-    return [v / total for v in e]
-
-
-def _mean(a, axis):
-    """a.mean(axis, keepdims=True) (the same sum and division) without np.mean's overhead."""
-    return np.add.reduce(a, axis=axis, keepdims=True) / a.shape[axis]
 
 
 class _SwitchNorm(Module):
@@ -85,19 +67,13 @@ class _SwitchNorm(Module):
     # -- checks -------------------------------------------------------------------------------
 
     def _check_input(self, input):
-        """Everything about the input and the layer's arrays, before any state changes."""
+        """The input's dimensions and channels and the layer's arrays, in the layer's terms,
+        before any state changes (F.switch_norm checks the rest)."""
         name = type(self).__name__
         nd = ndim_of(input)
         if nd != self._ndim:
             raise ValueError(f"{name}: expected {self._ndim}D input (got {nd}D input)")
-        shape = shape_of(input)
-        if shape[1] != self.num_features:
-            raise ValueError(f"{name}: expected input with {self.num_features} channels (axis 1), "
-                             f"got input of shape {tuple(shape)}")
-        x = input if isinstance(input, np.ndarray) else to_numpy(input)
-        if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):  # any byte order
-            raise TypeError(f"{name}: expected input of dtype float32 or float64, got dtype "
-                            f"{x.dtype}")
+        check_channels(f"{name}({self.num_features})", input, self.num_features)
         arrays = self._parameters.copy()
         arrays.update(self._buffers)
         for key, want in self._shapes.items():
@@ -105,30 +81,6 @@ class _SwitchNorm(Module):
             if a is None or a.shape != want:
                 raise ValueError(f"{name}: {key} must be an array of shape {want}, got "
                                  f"{None if a is None else a.shape}")
-            if key.startswith("running") and (a.dtype.kind != "f" or not a.flags.writeable):
-                raise ValueError(f"{name}: {key} must be a writable float array (it is updated "
-                                 f"in place), got dtype {a.dtype}")
-        return x
-
-    def _affine(self):
-        C = self.num_features
-        return self.weight.reshape(C), self.bias.reshape(C)
-
-    def _update_running(self, mean_bn, var_bn):
-        """The authors' update: keep ``momentum`` of the old value (the opposite of torch's
-        BatchNorm), or accumulate sums when ``using_moving_average=False``."""
-        rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-        mean_bn, var_bn = mean_bn.reshape(rm.shape), var_bn.reshape(rv.shape)
-        old_m, old_v = rm.astype(np.float64), rv.astype(np.float64)
-        if self.using_moving_average:
-            m = self.momentum
-            new_m = m * old_m + (1 - m) * mean_bn
-            new_v = m * old_v + (1 - m) * var_bn
-        else:
-            new_m = old_m + mean_bn
-            new_v = old_v + (mean_bn ** 2 + var_bn)
-        np.copyto(rm, new_m, casting="unsafe")
-        np.copyto(rv, new_v, casting="unsafe")
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -138,39 +90,12 @@ class _SwitchNorm(Module):
     # -- forward ------------------------------------------------------------------------------
 
     def forward(self, input):
-        """Normalize ``input`` (N, C, *spatial); in training mode also update the running
-        statistics (when ``using_bn``)."""
-        x = self._check_input(input)
-        if x.size == 0:  # nothing to normalize; statistics of nothing would be NaN: no update
-            return np.empty_like(x, dtype=x.dtype.newbyteorder("="))
-        S = x.size // (x.shape[0] * x.shape[1])
-        if S < 2:
-            raise ValueError(f"{type(self).__name__}: expected more than 1 spatial element per "
-                             f"channel (the instance variance is unbiased), got input of shape "
-                             f"{x.shape}")
-        mean_in, var_in = _kernels.instance_moments(x)  # (N, C) float64, biased variance
-        var_in *= S / (S - 1)  # unbiased, as torch's Tensor.var in the reference
-        mw, vw = _softmax(self.mean_weight), _softmax(self.var_weight)
-        mean_ln = _mean(mean_in, 1)  # (N, 1)
-        temp = var_in + mean_in ** 2  # the reference's second moment per (n, c)
-        var_ln = _mean(temp, 1) - mean_ln ** 2
-        mean = mw[0] * mean_in + mw[1] * mean_ln
-        var = vw[0] * var_in + vw[1] * var_ln
-        update = self.using_bn and self.training
-        if self.using_bn:
-            if self.training:
-                mean_bn = _mean(mean_in, 0)  # (1, C)
-                var_bn = _mean(temp, 0) - mean_bn ** 2
-            else:
-                mean_bn = self.running_mean.reshape(1, -1).astype(np.float64)
-                var_bn = self.running_var.reshape(1, -1).astype(np.float64)
-            mean += mw[2] * mean_bn
-            var += vw[2] * var_bn
-        w, b = self._affine()
-        y = _kernels.normalize_nc(x, mean, var, w, b, self.eps)
-        if update:  # after the output exists: a failed call changes nothing
-            self._update_running(mean_bn, var_bn)
-        return y
+        """Normalize ``input`` (N, C, *spatial), or (N, C) for SwitchNorm1d; in training mode
+        also update the running statistics (when ``using_bn``)."""
+        self._check_input(input)
+        return F.switch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.mean_weight, self.var_weight, self.training, self.momentum,
+                             self.eps, self.using_moving_average, self.using_bn)
 
 
 class SwitchNorm2d(_SwitchNorm):
@@ -340,35 +265,3 @@ class SwitchNorm1d(_SwitchNorm):
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"using_moving_average={self.using_moving_average}")
-
-    def forward(self, input):
-        """Normalize ``input`` (N, C); in training mode also update the running statistics."""
-        x = self._check_input(input)
-        if x.size == 0:
-            return np.empty_like(x, dtype=x.dtype.newbyteorder("="))
-        N, C = x.shape
-        if C < 2:
-            raise ValueError(f"SwitchNorm1d: expected more than 1 channel (the layer variance is "
-                             f"unbiased), got input of shape {x.shape}")
-        if self.training and N < 2:
-            raise ValueError(f"SwitchNorm1d: expected more than 1 sample when training (the batch "
-                             f"variance is unbiased), got input of shape {x.shape}")
-        # LN: per row over C, as per-(0, n) "instance" statistics of x seen as (1, N, C)
-        mean_ln, var_ln = _kernels.instance_moments(x[np.newaxis])
-        mean_ln = mean_ln.reshape(N, 1)
-        var_ln = var_ln.reshape(N, 1) * (C / (C - 1))
-        if self.training:  # BN: per channel over N, x seen as (1, C, N)
-            mean_bn, var_bn = _kernels.instance_moments(x.T[np.newaxis])
-            mean_bn = mean_bn.reshape(C)
-            var_bn = var_bn.reshape(C) * (N / (N - 1))
-        else:
-            mean_bn = self.running_mean.astype(np.float64).reshape(C)
-            var_bn = self.running_var.astype(np.float64).reshape(C)
-        mw, vw = _softmax(self.mean_weight), _softmax(self.var_weight)
-        mean = mw[0] * mean_ln + mw[1] * mean_bn
-        var = vw[0] * var_ln + vw[1] * var_bn
-        w, b = self._affine()
-        y = _kernels.normalize_nc(x, mean, var, w, b, self.eps)
-        if self.training:
-            self._update_running(mean_bn, var_bn)
-        return y

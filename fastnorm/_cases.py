@@ -1,0 +1,113 @@
+"""Benchmark and test data written once: the shapes fastnorm is measured on, how each op is called
+on them, the timing helper and the accuracy tolerances. Used by ``python -m fastnorm``,
+``benchmarks/`` (conftest.py, thread_scaling.py, bench_*.py) and ``tests/``. Private: no API
+promise; numpy only (torch is the callers' business).
+"""
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+
+# max |fastnorm - float64 reference| accepted for outputs of order 1 (the accuracy promise)
+TOL = {np.dtype(np.float32): 5e-5, np.dtype(np.float64): 1e-9}
+
+# benchmarks/: max |got - want| / max(1, max |want|) against the float64 reference, for
+# fastnorm and, looser, for the baselines it is compared with (they must compute the same thing)
+BENCH_TOL = {("fastnorm", "float32"): 1e-5, ("fastnorm", "float64"): 1e-12,
+             ("peer", "float32"): 1e-4, ("peer", "float64"): 1e-10}
+
+# case name -> (fastnorm.functional op, mode); the names of the project's shared benchmark
+OPS = {"bn_train": ("batch_norm", "train"), "bn_eval": ("batch_norm", "eval"),
+       "ln": ("layer_norm", ""), "gn32": ("group_norm", ""), "in": ("instance_norm", ""),
+       "rms": ("rms_norm", "")}
+
+# The anchor shapes by which performance is judged (float32, contiguous): the CASES of the shared
+# benchmark beside the repository (benchmarks/bench_ratios.py checks they agree when it is there)
+ANCHORS = [
+    ("bn_train", (32, 64, 56, 56)),
+    ("bn_train", (8, 256, 28, 28)),
+    ("bn_train", (256, 1024)),
+    ("bn_eval", (1, 64, 112, 112)),
+    ("bn_eval", (1, 32, 8, 8)),
+    ("ln", (32, 128, 768)),
+    ("ln", (4096, 4096)),
+    ("ln", (1, 768)),
+    ("gn32", (8, 256, 64, 64)),
+    ("gn32", (1, 512, 64, 64)),
+    ("in", (8, 64, 128, 128)),
+    ("in", (1, 3, 512, 512)),
+]
+# RMSNorm has no anchor of its own: the layer-norm anchor shapes (rows of a transformer)
+RMS = [("rms", shape) for name, shape in ANCHORS if name == "ln"]
+# 1 GiB-class tensors (thread_scaling.py --large)
+LARGE = [("bn_train", (64, 64, 256, 256)), ("bn_eval", (64, 64, 256, 256)),
+         ("ln", (65536, 4096)), ("gn32", (16, 256, 256, 256)), ("in", (64, 64, 256, 256))]
+
+
+def make_input(shape, dtype="float32", layout="contiguous", seed=0):
+    """x = 3 * N(0, 1) + 1 of ``shape`` in ``dtype``; ``layout="channels_last"``: NHWC memory
+    seen as an (N, C, *spatial) array."""
+    if layout not in ("contiguous", "channels_last"):
+        raise ValueError(f"unknown layout {layout!r}")
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    if layout == "channels_last":
+        shape = (shape[0],) + shape[2:] + (shape[1],)
+    x = rng.standard_normal(shape, dtype=np.dtype(dtype))
+    x *= 3
+    x += 1
+    return np.moveaxis(x, -1, 1) if layout == "channels_last" else x
+
+
+Params = dataclasses.make_dataclass("Params", ["weight", "bias", "running_mean", "running_var"])
+
+
+def params(n, dtype):
+    """Per-channel (or per-feature) arrays of length n in ``dtype``: weight, bias,
+    running_mean ~ N(0, 1) and running_var ~ |N(0, 1)| + 0.5 (the same for every call)."""
+    rng = np.random.default_rng(1000 + n)
+    dt = np.dtype(dtype)
+    w, b, rm = (rng.standard_normal(n).astype(dt) for _ in range(3))
+    rv = (np.abs(rng.standard_normal(n)) + 0.5).astype(dt)
+    return Params(w, b, rm, rv)
+
+
+def op_kwargs(op, mode, x):
+    """The keyword arguments after the input with which the benchmarks call ``op`` (a
+    ``fastnorm.functional`` name, also ``fastnorm.reference``'s and ``torch.nn.functional``'s)
+    on x; fresh arrays at each call (running statistics are updated in place)."""
+    if op == "batch_norm":
+        p = params(x.shape[1], x.dtype)
+        return dict(running_mean=p.running_mean, running_var=p.running_var, weight=p.weight,
+                    bias=p.bias, training=mode == "train", momentum=0.1, eps=1e-5)
+    if op == "layer_norm":
+        p = params(x.shape[-1], x.dtype)
+        return dict(normalized_shape=(x.shape[-1],), weight=p.weight, bias=p.bias, eps=1e-5)
+    if op == "group_norm":
+        p = params(x.shape[1], x.dtype)
+        return dict(num_groups=32, weight=p.weight, bias=p.bias, eps=1e-5)
+    if op == "instance_norm":
+        return dict(eps=1e-5)  # as the shared benchmark: no affine, no running statistics
+    if op == "rms_norm":
+        p = params(x.shape[-1], x.dtype)
+        return dict(normalized_shape=(x.shape[-1],), weight=p.weight)  # eps=None: torch's default
+    raise KeyError(f"no benchmark call for op {op!r}")
+
+
+def median_time(fn, rounds=7, budget=0.15):
+    """Median seconds per call of ``fn`` over ``rounds`` timed loops of about budget/rounds
+    seconds each (after a warm-up call and a short calibration)."""
+    fn()
+    t0, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - t0 < 0.02:
+        fn()
+        n += 1
+    inner = max(1, int(budget / rounds / ((time.perf_counter() - t0) / n)))
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t) / inner)
+    return statistics.median(samples)

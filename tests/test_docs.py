@@ -8,10 +8,13 @@ import pytest
 
 import fastnorm
 import fastnorm.modules
+import fastnorm.utils
 
 MODULES = (["fastnorm.functional", "fastnorm.reference", "fastnorm.modules"]
            + sorted(f"fastnorm.modules.{m.name}"
-                    for m in pkgutil.iter_modules(fastnorm.modules.__path__)))
+                    for m in pkgutil.iter_modules(fastnorm.modules.__path__))
+           + ["fastnorm.utils"] + sorted(f"fastnorm.utils.{m.name}"
+                                         for m in pkgutil.iter_modules(fastnorm.utils.__path__)))
 # modules whose docstrings are expected to hold examples (the others are checked if they get some)
 WITH_EXAMPLES = {"fastnorm.functional", "fastnorm.modules.batchnorm",
                  "fastnorm.modules.instancenorm", "fastnorm.modules.normalization"}

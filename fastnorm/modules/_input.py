@@ -40,3 +40,13 @@ def batch_factor(bn):
     if bn.momentum is None:
         return 1.0 / float(bn.num_batches_tracked + 1)
     return bn.momentum
+
+
+def merge_moments(mean, var, axes):
+    """Mean and biased variance of the union of equal-sized parts, from each part's (float64
+    arrays): the mean of the means, and the mean of ``var + (mean - total mean)**2`` (exact for
+    equal counts). NaN/inf propagate silently, as in the data."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = mean.mean(axis=axes, keepdims=True)
+        merged = (var + (mean - total) ** 2).mean(axis=axes)
+    return total.reshape(merged.shape), merged

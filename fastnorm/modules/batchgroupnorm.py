@@ -17,7 +17,8 @@ otherwise the per-channel affine is a further NumPy pass.
 import numpy as np
 
 from .. import _kernels
-from ._input import batch_factor, check_float_input, empty_output, update_running
+from ._input import (batch_factor, check_float_input, empty_output, merge_moments,
+                     update_running)
 from .batchnorm import _NormBase
 from .module import check_size
 
@@ -124,14 +125,8 @@ class BatchGroupNorm2d(_NormBase):
             # per-(n, g) moments over equal-sized parts, merged per group in float64
             xg = x if whole else x.reshape(N, G, -1)
             if use_batch:
-                m, v = _kernels.instance_moments(xg)
-                if whole:
-                    m, v = m.reshape(N, G, -1), v.reshape(N, G, -1)
-                    mean = m.mean(axis=(0, 2))
-                    var = (v + (m - mean[:, None]) ** 2).mean(axis=(0, 2))
-                else:
-                    mean = m.mean(axis=0)
-                    var = (v + (m - mean) ** 2).mean(axis=0)
+                m, v = _kernels.instance_moments(xg)  # (N, C) or (N, G)
+                mean, var = merge_moments(m.reshape(N, G, -1), v.reshape(N, G, -1), (0, 2))
             else:
                 mean = self.running_mean.astype(np.float64)
                 var = self.running_var.astype(np.float64)

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import _kernels
-from ._input import batch_factor, check_float_input, update_running
+from ._input import batch_factor, check_float_input, merge_moments, update_running
 from .batchnorm import BatchNorm2d
 from .module import Module, check_dtype, check_size, to_numpy
 
@@ -162,9 +162,7 @@ class _ConditionalBatchNorm2d(Module):
         use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
         N, C = x.shape[:2]
         if use_batch:
-            m, v = _kernels.instance_moments(x)  # per (n, c), float64: one pass
-            mean = m.mean(axis=0)
-            var = (v + (m - mean) ** 2).mean(axis=0)  # equal counts: the exact merge
+            mean, var = merge_moments(*_kernels.instance_moments(x), 0)  # one pass
         else:
             mean = bn.running_mean.astype(np.float64)
             var = bn.running_var.astype(np.float64)

@@ -226,7 +226,7 @@ def batch_group_norm(input, num_groups, running_mean, running_var, weight=None, 
     ``num_groups`` groups, batch norm of the (N, G, C*H*W/G) view (statistics per group over the
     batch and the group's features, running statistics per group), per-channel affine."""
     x = _as(input, dtype)
-    xg = x.reshape(x.shape[0], num_groups, -1)
+    xg = x.reshape(x.shape[0], num_groups, int(np.prod(x.shape[1:])) // num_groups)
     y = batch_norm(xg, running_mean, running_var, None, None, training, momentum, eps,
                    dtype=dtype).reshape(x.shape)
     return _affine(y, weight, bias, _channel_shape(x))

@@ -9,7 +9,9 @@ implementation (``BatchGroupNorm``: ``x.view(N, G, -1)`` through ``nn.BatchNorm1
 affine=False)``, then per-channel ``weight``/``bias``) computes exactly this, with per-group
 running statistics from torch's BatchNorm; that is what this layer does (its running statistics
 are torch's: momentum, unbiased running variance, ``num_batches_tracked``), with the
-``torch.nn.BatchNorm2d``-style arguments of the issue and weight = 1 at init.
+``torch.nn.BatchNorm2d``-style arguments of the issue and weight = 1 at init (that code draws it
+from U(0, 1)). Its checkpoints load: their ``inner_bn.*`` statistics become ``running_mean``,
+``running_var`` and ``num_batches_tracked``.
 
 Cost: one statistics pass and one normalize pass when G divides C (groups of whole channels);
 otherwise the per-channel affine is a further NumPy pass.
@@ -91,6 +93,13 @@ class BatchGroupNorm2d(_NormBase):
         return (f"{self.num_features}, {self.num_groups}, eps={self.eps}, "
                 f"momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
+
+    def _fix_state_dict(self, state_dict, version, error_msgs):
+        # the public implementation keeps its statistics in a child BatchNorm1d, "inner_bn"
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            if f"inner_bn.{key}" in state_dict and key not in state_dict:
+                state_dict[key] = state_dict.pop(f"inner_bn.{key}")
+        super()._fix_state_dict(state_dict, version, error_msgs)
 
     def _check(self, input):
         name = "BatchGroupNorm2d"

@@ -190,6 +190,12 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None):
     return _kernels.rms_norm(input, normalized_shape, weight, eps, out)
 
 
+def _to_numpy(a):
+    """np.asarray that also takes torch tensors (the layers' own conversion)."""
+    from .modules.module import to_numpy  # here: fastnorm.modules imports this module
+    return to_numpy(a)
+
+
 def _mean_squares(x):
     """mean(x**2) over the spatial axes of x (N, C, *), per (n, c), as float64 (N, C): one
     statistics pass (mean and variance, ``var + mean**2``). A plane whose statistics are not
@@ -199,7 +205,7 @@ def _mean_squares(x):
     ms = var + mean * mean
     bad = ~np.isfinite(ms)
     if bad.any():
-        a = _kernels.to_numpy(x)
+        a = _to_numpy(x)
         with np.errstate(over="ignore", invalid="ignore"):
             for n, c in zip(*np.nonzero(bad)):
                 plane = np.asarray(a[n, c], np.float64)
@@ -212,7 +218,7 @@ def _per_channel(p, name, C, fname):
     as a (C,) array, or None."""
     if p is None:
         return None
-    a = _kernels.to_numpy(p)
+    a = _to_numpy(p)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {a.dtype}")
     if a.size != C:
@@ -256,7 +262,7 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, o
     array([[[[0.8485, 0.    ]]]])
     """
     fn = "filter_response_norm"
-    x = _kernels.to_numpy(input)
+    x = _to_numpy(input)
     if x.ndim < 2:
         _kernels.instance_moments(x)  # raises the ops' own message for a bad input
     C = x.shape[1]
@@ -274,8 +280,7 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, o
         return y
     # The TLU in blocks of about _TLU_BLOCK bytes, each bounded right after it is normalized,
     # while it is still in cache (out is a fresh array or the input itself: blocks never
-    # overlap another block's input)
-    _kernels.check_eps(eps, fn)
+    # overlap another block's input). The first block's call checks eps and out before it writes.
     y = np.empty_like(x, dtype=x.dtype.newbyteorder("=")) if out is None else out
     t = t.reshape((1, C) + (1,) * (x.ndim - 2))
     plane = max(x[0, 0].nbytes, 1)

@@ -272,26 +272,7 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, o
     ms = _mean_squares(x)  # checks the input: (N, C, *), float32/float64
     if t is not None:
         t = t.astype(x.dtype.newbyteorder("="))
-    zero = np.zeros_like(ms)
-    if t is None or x.size == 0 or (out is not None and out is not input):
-        y = _kernels.normalize_nc(x, zero, ms, w, b, eps, out)
-        if t is not None:  # the TLU: a second pass (the normalize kernel has no lower bound)
-            np.maximum(y, t.reshape((1, C) + (1,) * (y.ndim - 2)), out=y)
-        return y
-    # The TLU in blocks of about _TLU_BLOCK bytes, each bounded right after it is normalized,
-    # while it is still in cache (out is a fresh array or the input itself: blocks never
-    # overlap another block's input). The first block's call checks eps and out before it writes.
-    y = np.empty_like(x, dtype=x.dtype.newbyteorder("=")) if out is None else out
-    t = t.reshape((1, C) + (1,) * (x.ndim - 2))
-    plane = max(x[0, 0].nbytes, 1)
-    step = max(1, min(C, _TLU_BLOCK // plane))
-    for n in range(x.shape[0]):
-        for c in range(0, C, step):
-            sl = (slice(n, n + 1), slice(c, c + step))
-            yb = _kernels.normalize_nc(x[sl], zero[sl], ms[sl], None if w is None else w[sl[1]],
-                                       None if b is None else b[sl[1]], eps, y[sl])
-            np.maximum(yb, t[:, sl[1]], out=yb)
+    y = _kernels.normalize_nc(x, np.zeros_like(ms), ms, w, b, eps, out)
+    if t is not None:  # the TLU: a second pass (the normalize kernel has no lower bound)
+        np.maximum(y, t.reshape((1, C) + (1,) * (y.ndim - 2)), out=y)
     return y
-
-
-_TLU_BLOCK = 1 << 20  # bytes normalized before the TLU's bound is applied to them

@@ -170,27 +170,10 @@ def test_errors_leave_everything_unchanged():
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         F.filter_response_norm(np.ones(3))
     assert (out == 7).all()
-    y = x.copy()  # in place with the TLU: the blocked path checks eps before its first block
+    y = x.copy()  # in place with the TLU
     with pytest.raises(ValueError, match="eps"):
         F.filter_response_norm(y, tau=np.zeros(3), eps=float("inf"), out=y)
     assert (y == 1).all()
     with pytest.raises(ValueError):
         fastnorm.FilterResponseNorm2d(3, eps=float("nan"))
 
-
-@pytest.mark.parametrize("block", [64, 700, 1 << 20])
-def test_tlu_blocks_give_the_same_result(monkeypatch, block):
-    """With the TLU the output is normalized and bounded block by block (planes of one sample, a
-    few channels at a time): any block size gives the unblocked result, bit for bit."""
-    rng = np.random.default_rng(3)
-    x = (rng.standard_normal((3, 7, 5, 6)) * 2).astype(np.float32)
-    w, b, t = (rng.standard_normal(7).astype(np.float32) for _ in range(3))
-    want = np.empty_like(x)
-    F.filter_response_norm(x, w, b, t, out=want)  # out neither None nor input: one pass each
-    monkeypatch.setattr(F, "_TLU_BLOCK", block)
-    assert np.array_equal(F.filter_response_norm(x, w, b, t), want)
-    cl = np.moveaxis(np.moveaxis(x, 1, -1).copy(), -1, 1)  # channels-last input
-    assert np.array_equal(F.filter_response_norm(cl, w, b, t), want)
-    y = x.copy()
-    assert F.filter_response_norm(y, w, b, t, out=y) is y
-    assert np.array_equal(y, want)

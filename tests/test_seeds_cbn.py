@@ -182,6 +182,11 @@ def test_errors_leave_everything_unchanged():
     for exc, match, args in cases:
         with pytest.raises(exc, match=match):
             m(*args)
+    keep = m.bn.running_var
+    m.bn.running_var = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"bn.running_var must be an array of shape \(3,\)"):
+        m(x, np.array([0, 1]))
+    m.bn.running_var = keep
     sd = m.state_dict()
     bad = OrderedDict((k, v.copy() + 1) for k, v in sd.items())
     bad["embed.weight"] = np.ones((5, 6))

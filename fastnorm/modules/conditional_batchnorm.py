@@ -145,6 +145,11 @@ class _ConditionalBatchNorm2d(Module):
         if self.embed.weight is None or self.embed.weight.shape != (self.num_classes, 2 * C):
             raise ValueError(f"{name}: embed.weight must be an array of shape "
                              f"({self.num_classes}, {2 * C})")
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            a = getattr(bn, key)
+            if a is not None and a.shape != (C,):
+                raise ValueError(f"{name}: bn.{key} must be an array of shape ({C},), got "
+                                 f"{a.shape}")
         S = x.size // max(N * C, 1)
         if bn.training and x.size and N * S == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input "

@@ -103,10 +103,14 @@ class SpectralNorm(Module):
         """The normalized weight (in training mode after the power iteration, which updates
         ``weight_u`` and ``weight_v`` in place)."""
         w, u, v = self.weight_orig, self.weight_u, self.weight_v
-        h = w.shape[self.dim] if w is not None and w.ndim > self.dim else -1
-        if w is None or u is None or v is None or u.shape != (h,) or v.shape != (w.size // h,):
-            raise ValueError(f"SpectralNorm: weight_u and weight_v must have shapes ({h},) and "
-                             f"({w.size // max(h, 1)},) for weight_orig of shape {w.shape}")
+        if w is None or w.ndim <= self.dim:
+            raise ValueError(f"SpectralNorm: weight_orig must be an array with axis {self.dim}, "
+                             f"got {None if w is None else w.shape}")
+        h = w.shape[self.dim]
+        want = ((h,), (w.size // max(h, 1),))
+        if u is None or v is None or (u.shape, v.shape) != want:
+            raise ValueError(f"SpectralNorm: weight_u and weight_v must have shapes {want[0]} and "
+                             f"{want[1]} for weight_orig of shape {w.shape}")
         mat = self._matrix().astype(np.float64)
         u64, v64 = u.astype(np.float64), v.astype(np.float64)
         if self.training:

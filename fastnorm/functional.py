@@ -16,7 +16,8 @@ import numpy as np
 
 from . import _checks, _kernels
 
-__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "switch_norm"]
+__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "switch_norm",
+           "filter_response_norm"]
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -394,4 +395,86 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
     if update:  # after the output exists: a failed call changes nothing
         _update_switch(rm, mean_bn, m, using_moving_average)
         _update_switch(rv, var_bn, m, using_moving_average, mean_bn ** 2)
+    return y
+
+
+def _mean_squares(x):
+    """mean(x**2) over the spatial axes of x (N, C, *), per (n, c), as float64 (N, C): one
+    statistics pass (mean and variance, ``var + mean**2``). A plane whose statistics are not
+    finite (inf or NaN in it, or squares beyond float64) is summed again plainly, so that it
+    gives what mean(x**2) gives (inf for an inf in it, not the NaN of ``inf - inf``)."""
+    mean, var = _kernels.instance_moments(x)
+    ms = var + mean * mean
+    bad = ~np.isfinite(ms)
+    if bad.any():
+        a = _checks.to_numpy(x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for n, c in zip(*np.nonzero(bad)):
+                plane = np.asarray(a[n, c], np.float64)
+                ms[n, c] = np.mean(plane * plane)
+    return ms
+
+
+def _channel_param(p, name, C, fname):
+    """A per-channel parameter given with C elements in any shape (timm's (C,), or (1, C, 1, 1))
+    as a (C,) array, or None."""
+    if p is None:
+        return None
+    a = _checks.to_numpy(p)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {a.dtype}")
+    if a.size != C:
+        raise ValueError(f"{fname}: expected {name} with {C} elements (one per channel), got "
+                         f"shape {a.shape}")
+    return a.reshape(C)
+
+
+def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, out=None):
+    r"""Filter Response Normalization with its thresholded linear unit (Singh & Krishnan 2019),
+    as timm's ``FilterResponseNormTlu2d``.
+
+    .. math:: y = \max\left(\gamma \frac{x}{\sqrt{\nu^2 + \epsilon}} + \beta,\ \tau\right),
+              \qquad \nu^2_{nc} = \mathrm{mean}_{spatial}(x_{nc}^2)
+
+    A per-(sample, channel) root mean square over the spatial axes (no centring), a per-channel
+    affine, then the TLU: a per-channel learned lower bound (no bound when ``tau`` is None).
+    Statistics in double precision; NaN propagates through the bound, as ``torch.maximum``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (N, C, *)
+    weight, bias, tau : array_like with C elements, optional
+        :math:`\gamma` (1 when omitted), :math:`\beta` (0) and :math:`\tau` (no bound).
+    eps : float
+        Added to :math:`\nu^2`; finite and >= 0.
+    out : ndarray, optional
+        Where to write the result (may be ``input``).
+
+    Returns
+    -------
+    ndarray of the input's shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.array([[[[3.0, -4.0]]]])  # mean square 12.5
+    >>> F.filter_response_norm(x, eps=0.0).round(4)
+    array([[[[ 0.8485, -1.1314]]]])
+    >>> F.filter_response_norm(x, tau=[0.0], eps=0.0).round(4)
+    array([[[[0.8485, 0.    ]]]])
+    """
+    fn = "filter_response_norm"
+    x = _checks.to_numpy(input)
+    if x.ndim < 2:
+        _kernels.instance_moments(x)  # raises the ops' own message for a bad input
+    C = x.shape[1]
+    w = _channel_param(weight, "weight", C, fn)
+    b = _channel_param(bias, "bias", C, fn)
+    t = _channel_param(tau, "tau", C, fn)
+    ms = _mean_squares(x)  # checks the input: (N, C, *), float32/float64
+    if t is not None:
+        t = t.astype(x.dtype.newbyteorder("="))
+    y = _kernels.normalize_nc(x, np.zeros_like(ms), ms, w, b, eps, out)
+    if t is not None:  # the TLU: a second pass (the normalize kernel has no lower bound)
+        np.maximum(y, t.reshape((1, C) + (1,) * (y.ndim - 2)), out=y)
     return y

@@ -14,7 +14,8 @@ Running statistics passed in are updated in place, as ``torch.nn.functional`` do
 import numpy as np
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm",
-           "switch_norm"]
+           "switch_norm", "filter_response_norm", "conditional_batch_norm", "batch_group_norm",
+           "mask_power_norm", "spectral_norm"]
 
 
 def _as(a, dtype):
@@ -194,3 +195,88 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
         var = var + vw[2] * var_bn
     y = ((xs - mean) / np.sqrt(var + eps)).reshape(x.shape)
     return _affine(y, weight, bias, shape)
+
+
+def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, dtype=np.float64):
+    """Filter Response Normalization + TLU (timm's FilterResponseNormTlu2d) of ``input``
+    (N, C, *): max(weight * x / sqrt(mean(x^2 over the spatial axes) + eps) + bias, tau)."""
+    x = _as(input, dtype)
+    shape = _channel_shape(x)
+    nu2 = (x * x).mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+    y = _affine(x / np.sqrt(nu2 + eps), weight, bias, shape)
+    return y if tau is None else np.maximum(y, _as(tau, dtype).reshape(shape))
+
+
+def conditional_batch_norm(input, labels, embed_weight, running_mean, running_var, weight=None,
+                           bias=None, training=False, momentum=0.1, eps=1e-5, *,
+                           dtype=np.float64):
+    """Batch norm (with its own weight/bias when given: Sandwich BN), then the per-sample affine
+    ``gamma * y + beta`` with ``[gamma, beta] = embed_weight[labels]`` (the first C columns are
+    gamma): the authors' CategoricalConditionalBatchNorm2d and SandwichBatchNorm2d."""
+    y = batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                   dtype=dtype)
+    C = y.shape[1]
+    e = _as(embed_weight, dtype)[np.asarray(labels)]
+    shape = (-1, C) + (1,) * (y.ndim - 2)
+    return e[:, :C].reshape(shape) * y + e[:, C:].reshape(shape)
+
+
+def batch_group_norm(input, num_groups, running_mean, running_var, weight=None, bias=None,
+                     training=False, momentum=0.1, eps=1e-5, *, dtype=np.float64):
+    """Batch Group Normalization (Zhou et al. 2020): each sample's C * H * W features split into
+    ``num_groups`` groups, batch norm of the (N, G, C*H*W/G) view (statistics per group over the
+    batch and the group's features, running statistics per group), per-channel affine."""
+    x = _as(input, dtype)
+    xg = x.reshape(x.shape[0], num_groups, int(np.prod(x.shape[1:])) // num_groups)
+    y = batch_norm(xg, running_mean, running_var, None, None, training, momentum, eps,
+                   dtype=dtype).reshape(x.shape)
+    return _affine(y, weight, bias, _channel_shape(x))
+
+
+def mask_power_norm(input, running_phi, iters, weight, bias, pad_mask=None, training=False,
+                    alpha_fwd=0.9, warmup_iters=10000, group_num=1, eps=1e-5, *,
+                    dtype=np.float64):
+    """PowerNorm's forward (Shen et al. 2020, the authors' MaskPowerNorm) of ``input`` (T, B, C)
+    or (B, C); ``pad_mask`` (B, T) is True at padding. Group scaling (each group of C/group_num
+    features divided by its root mean square, eps 1e-5), then, in training, ``iters`` += 1 and
+    z / sqrt(phi + eps) with phi the mean of z^2 per channel over the unpadded positions (during
+    warm-up) or ``running_phi`` (after it), ``running_phi`` updated in place (a running average
+    during warm-up, then ``alpha_fwd`` kept); in eval ``running_phi``. Then weight * z + bias."""
+    x = _as(input, dtype)
+    if x.ndim == 2:
+        x = x[np.newaxis]
+    T, B, C = x.shape
+    g = x.reshape(T, B, group_num, C // group_num)
+    z = (g / np.sqrt((g * g).mean(axis=3, keepdims=True) + 1e-5)).reshape(T, B, C)
+    phi = running_phi.reshape(C).astype(np.float64)
+    if training:
+        iters += 1
+        it = int(iters.reshape(-1)[0])
+        rows = z.reshape(-1, C) if pad_mask is None else z[~np.asarray(pad_mask, bool).T]
+        var = (rows * rows).mean(axis=0)
+        y = z / np.sqrt((var if it <= warmup_iters else phi) + eps)
+        if it < warmup_iters:
+            phi = phi * (it - 1) / it + var / it
+        running_phi[...] = (alpha_fwd * phi + (1 - alpha_fwd) * var).reshape(running_phi.shape)
+    else:
+        y = z / np.sqrt(phi + eps)
+    y = y * _as(weight, dtype).reshape(C) + _as(bias, dtype).reshape(C)
+    return y.reshape(np.shape(input))
+
+
+def spectral_norm(weight, u, v, n_power_iterations=1, eps=1e-12, dim=0, training=True, *,
+                  dtype=np.float64):
+    """torch.nn.utils.spectral_norm's weight: W / sigma with sigma = u . (W_mat v), W_mat the
+    weight with axis ``dim`` first, flattened to (W.shape[dim], -1); in training the power
+    iteration (v = normalize(W_mat^T u), u = normalize(W_mat v), ``n_power_iterations`` times,
+    normalize(a) = a / max(||a||, eps)) runs first. Returns (weight / sigma, u, v)."""
+    w = _as(weight, dtype)
+    mat = np.moveaxis(w, dim, 0).reshape(w.shape[dim], -1)
+    u, v = _as(u, dtype), _as(v, dtype)
+    if training:
+        for _ in range(n_power_iterations):
+            v = mat.T @ u
+            v = v / max(np.sqrt(np.sum(v * v)), eps)
+            u = mat @ v
+            u = u / max(np.sqrt(np.sum(u * u)), eps)
+    return w / np.dot(u, mat @ v), u, v

@@ -1,0 +1,52 @@
+"""Input checks shared by the layers of issue 14 (FRN, conditional BN, PowerNorm, BGN)."""
+import numpy as np
+
+from .module import ndim_of
+from .module import to_numpy
+
+
+def check_float_input(input, name, ndims, C, channel_axis=1):
+    """``input`` as an ndarray after checking its dimensions (one of ``ndims``), its channel count
+    ``C`` on ``channel_axis`` and its dtype (float32/float64, any byte order): the checks every
+    layer makes before any state changes."""
+    nd = ndim_of(input)
+    if nd not in ndims:
+        want = " or ".join(f"{d}D" for d in ndims)
+        raise ValueError(f"{name}: expected {want} input (got {nd}D input)")
+    x = input if isinstance(input, np.ndarray) else to_numpy(input)
+    if x.shape[channel_axis] != C:
+        raise ValueError(f"{name}: expected input with {C} channels (axis {channel_axis % nd}), "
+                         f"got input of shape {x.shape}")
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name}: expected input of dtype float32 or float64, got dtype {x.dtype}")
+    return x
+
+
+def empty_output(x):
+    """The output of an empty input: an empty array of its shape and (native) dtype."""
+    return np.empty(x.shape, x.dtype.newbyteorder("="))
+
+
+def update_running(running, stat, factor):
+    """torch's running-statistics update in float64, ``(1 - factor) * running + factor * stat``,
+    written back in the buffer's dtype."""
+    new = (1.0 - factor) * running.astype(np.float64) + factor * np.reshape(stat, running.shape)
+    np.copyto(running, new, casting="unsafe")
+
+
+def batch_factor(bn):
+    """The momentum factor of a torch-style batch norm ``bn`` in training (``momentum=None``:
+    cumulative average), as _BatchNorm.forward computes it."""
+    if bn.momentum is None:
+        return 1.0 / float(bn.num_batches_tracked + 1)
+    return bn.momentum
+
+
+def merge_moments(mean, var, axes):
+    """Mean and biased variance of the union of equal-sized parts, from each part's (float64
+    arrays): the mean of the means, and the mean of ``var + (mean - total mean)**2`` (exact for
+    equal counts). NaN/inf propagate silently, as in the data."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = mean.mean(axis=axes, keepdims=True)
+        merged = (var + (mean - total) ** 2).mean(axis=axes)
+    return total.reshape(merged.shape), merged

@@ -31,7 +31,7 @@ def _kernel_moments(x3):
 
 def _check_input(x, fname):
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float64):
+    if x.dtype.newbyteorder("=") not in (np.float32, np.float64):
         raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {x.dtype}")
     return x
 
@@ -265,8 +265,9 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
     if count - ddof <= 0 and mean.size:
         warnings.warn("Degrees of freedom <= 0 for slice", RuntimeWarning, stacklevel=2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = var * count / max(count - ddof, 0) if ddof else var
+        var = np.asarray(var * count / max(count - ddof, 0) if ddof else var)
         if count == 0:
-            var[...] = np.nan
+            var = np.full_like(var, np.nan)
     mean, var = _expand(mean, axes, keepdims), _expand(var, axes, keepdims)
-    return mean.astype(x.dtype)[()], var.astype(x.dtype)[()]
+    dtype = x.dtype.newbyteorder("=")  # native byte order, as every fastnorm output
+    return mean.astype(dtype)[()], var.astype(dtype)[()]

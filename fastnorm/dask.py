@@ -48,7 +48,7 @@ __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm",
 
 def _as_dask(input, fname, min_ndim=0):
     x = input if isinstance(input, da.Array) else da.asarray(input)
-    if x.dtype not in (np.float32, np.float64):
+    if x.dtype.newbyteorder("=") not in (np.float32, np.float64):
         raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {x.dtype}")
     if x.ndim < min_ndim:
         raise ValueError(f"{fname}: expected input of at least {min_ndim} dimensions (N, C, *), "

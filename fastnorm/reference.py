@@ -34,11 +34,11 @@ def _moments(x, axes):
 
 def moments(input, axis=None, *, ddof=0, keepdims=False, dtype=np.float64):
     """Mean and variance over ``axis`` (NumPy's conventions): the two-pass
-    ``sum((x - mean)**2) / (n - ddof)``."""
+    ``sum((x - mean)**2) / max(n - ddof, 0)``, as ``np.var``."""
     x = _as(input, dtype)
     mean = x.mean(axis=axis, keepdims=True)
     n = x.size // max(mean.size, 1) if x.size else 0
-    var = ((x - mean) ** 2).sum(axis=axis, keepdims=keepdims) / (n - ddof)
+    var = ((x - mean) ** 2).sum(axis=axis, keepdims=keepdims) / max(n - ddof, 0)
     return (mean if keepdims else np.squeeze(mean, axis=axis)), var
 
 

@@ -9,11 +9,13 @@ import pytest
 import fastnorm
 import fastnorm.modules
 
-MODULES = (["fastnorm.functional", "fastnorm.reference", "fastnorm.modules"]
+MODULES = (["fastnorm.functional", "fastnorm.reference", "fastnorm.modules", "fastnorm._moments",
+            "fastnorm.dask"]
            + sorted(f"fastnorm.modules.{m.name}"
                     for m in pkgutil.iter_modules(fastnorm.modules.__path__)))
 # modules whose docstrings are expected to hold examples (the others are checked if they get some)
-WITH_EXAMPLES = {"fastnorm.functional", "fastnorm.modules.batchnorm",
+WITH_EXAMPLES = {"fastnorm.functional", "fastnorm._moments", "fastnorm.dask",
+                 "fastnorm.modules.batchnorm",
                  "fastnorm.modules.instancenorm", "fastnorm.modules.normalization"}
 
 
@@ -24,6 +26,8 @@ def test_every_module_file_is_listed():
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
+    if name == "fastnorm.dask":
+        pytest.importorskip("dask.array")  # the optional extra
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -43,9 +47,12 @@ def test_every_public_class_and_function_has_an_example():
     finder = doctest.DocTestFinder()
     names = [f"fastnorm.functional.{f}" for f in fastnorm.functional.__all__]
     names += [f"fastnorm.{c}" for c in fastnorm.modules.__all__ if c != "Module"]
+    names += ["fastnorm.moments", "fastnorm.Moments", "fastnorm.Moments.from_array",
+              "fastnorm.Moments.merge"]
     for qual in names:
-        obj = getattr(fastnorm.functional if qual.startswith("fastnorm.functional") else fastnorm,
-                      qual.rsplit(".", 1)[1])
+        obj = fastnorm.functional if qual.startswith("fastnorm.functional") else fastnorm
+        for part in qual.split(".")[2 if qual.startswith("fastnorm.functional") else 1:]:
+            obj = getattr(obj, part)
         tests = finder.find(obj, qual, globs={})
         own = [t for t in tests if t.name == qual]
         assert own and own[0].examples, f"{qual} has no docstring example"

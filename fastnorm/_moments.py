@@ -69,19 +69,57 @@ def _stats(x, axes):
     count = int(np.prod(rshape, dtype=np.int64))
     if len(kept) > 2:
         xt = xt.reshape((kshape[0], int(np.prod(kshape[1:], dtype=np.int64))) + rshape)
-    if len(kept) < 2:
-        # unit (N, C) axes in front, with a stride larger than any other: a unit channel axis
-        # with a small stride would make the kernel take the channels for the innermost axis
-        span = max([abs(s) * n for s, n in zip(xt.strides, xt.shape)] + [0])
-        big = (span // xt.itemsize + 1) * xt.itemsize
-        pad = 2 - len(kept)
-        xt = np.lib.stride_tricks.as_strided(xt, (1,) * pad + xt.shape, (big,) * pad + xt.strides,
-                                             writeable=False)
-    mean, var = _kernel_moments(xt)
+    parts = _column_parts(xt) if len(kept) == 1 else None
+    if parts is not None:
+        mean, var = parts
+    else:
+        if len(kept) < 2:
+            xt = _unit_front(xt, 2 - len(kept))
+        mean, var = _kernel_moments(xt)
     mean, var = mean.reshape(kshape), var.reshape(kshape)
     if count == 0:
         mean[...] = np.nan  # as np.mean of an empty slice (the kernel gives 0)
     return mean, var, count
+
+
+def _unit_front(xt, pad):
+    """xt with `pad` unit axes in front, of a stride larger than any other: a unit channel axis
+    with a small stride would make the kernel take the channels for the innermost axis."""
+    span = max([abs(s) * n for s, n in zip(xt.strides, xt.shape)] + [0])
+    big = (span // xt.itemsize + 1) * xt.itemsize
+    return np.lib.stride_tricks.as_strided(xt, (1,) * pad + xt.shape, (big,) * pad + xt.strides,
+                                           writeable=False)
+
+
+_PARTS = 4  # blocks of rows a column reduction is cut into (see _column_parts)
+
+
+def _column_parts(xt):
+    """(mean, var) of xt (C, *R) over R when C is the innermost axis in memory (per-feature
+    statistics of a C-order (samples, features) array): the kernel's column plan then runs as
+    one slow block, so the outermost reduced axis is cut into _PARTS equal blocks given to the
+    kernel as its N axis (the rows left over make one more part) and the parts are merged with
+    Chan's formula. None for other layouts or fewer than 64 rows per block."""
+    red = [(abs(s), i) for i, (s, n) in enumerate(zip(xt.strides, xt.shape)) if i and n > 1]
+    if not red or abs(xt.strides[0]) >= min(red)[0]:
+        return None
+    j = max(red)[1]
+    L, b = xt.shape[j], xt.shape[j] // _PARTS
+    if b < 64:
+        return None
+    head = [slice(None)] * xt.ndim
+    head[j] = slice(0, _PARTS * b)
+    blocks = xt[tuple(head)].reshape(xt.shape[:j] + (_PARTS, b) + xt.shape[j + 1:])
+    mean, var = _kernel_moments(np.moveaxis(blocks, j, 0))
+    per = xt.size // xt.shape[0] // L * b
+    m = _merge_stacked(np.full(_PARTS, per), mean, var * per)
+    if L > _PARTS * b:
+        head[j] = slice(_PARTS * b, None)
+        tail = xt[tuple(head)]
+        tmean, tvar = _kernel_moments(_unit_front(tail, 1))
+        n = tail.size // tail.shape[0]
+        m = m.merge(Moments(n, tmean[0], tvar[0] * n))
+    return np.asarray(m.mean), np.asarray(m.M2) / m.count
 
 
 def _expand(a, axes, keepdims):
@@ -186,6 +224,8 @@ class Moments(NamedTuple):
             delta = mb - ma
             mean = ma + delta * fb
             m2 = qa + qb + delta * delta * (na * fb)
+            # an infinite mean: inf - inf in delta would give NaN where NumPy's sum gives inf
+            mean = np.where(np.isfinite(ma) & np.isfinite(mb), mean, (na * ma + nb * mb) / n)
         # an empty part is the identity (its mean is NaN and must not leak in)
         mean = np.where(nb == 0, ma, np.where(na == 0, mb, mean))
         m2 = np.where(nb == 0, qa, np.where(na == 0, qb, m2))

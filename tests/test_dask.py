@@ -136,6 +136,22 @@ def test_moments_match_in_memory(chunks, label, dtype, scheduler):
         assert _err(mean, m2) <= TOL[dtype] and _err(var, v2) <= TOL[dtype], (label, axis)
 
 
+def test_nan_and_inf_chunks_match_in_memory():
+    xn = _data(np.float64)
+    xn[0, 0, 0, 0] = np.inf   # one chunk's mean is inf, merged with finite ones
+    xn[4, 1, 9, 11] = np.nan
+    xn[5, 2, :, :] = -np.inf  # a whole plane
+    x = da.from_array(xn, chunks=(2, 3, 4, 5))
+    for axis in (None, 0, (0, 2, 3), (2, 3)):
+        with np.errstate(invalid="ignore"):
+            got = dask.compute(*fd.moments(x, axis))
+            want = fastnorm.moments(xn, axis)
+        for g, w in zip(got, want):
+            assert np.allclose(g, w, rtol=1e-12, atol=0, equal_nan=True), axis  # inf: equal
+    y = fd.layer_norm(x, (10, 12)).compute()
+    assert np.array_equal(np.isnan(y), np.isnan(F.layer_norm(xn, (10, 12))))
+
+
 def test_float32_offset_1e6_next_to_dask(scheduler, capsys):
     """float32 data around 1e6: fastnorm.dask within 5e-5 of the float64-exact result (relative
     for the statistics, absolute for the normalized output); dask's own x.mean()/x.var()

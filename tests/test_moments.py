@@ -22,6 +22,9 @@ SHAPES_AXES = [
     ((0, 3), [None, 0, 1]),
     ((2, 0, 3), [None, 1, (0, 2)]),
     ((9,), [None, 0]),
+    # the kept axis innermost, >= 64 rows per block: the column reduction cut into blocks
+    ((259, 3), [0, None]),
+    ((2, 300, 4), [(0, 1), 1]),
 ]
 
 

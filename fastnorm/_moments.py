@@ -101,7 +101,7 @@ def _column_parts(xt):
     kernel as its N axis (the rows left over make one more part) and the parts are merged with
     Chan's formula. None for other layouts or fewer than 64 rows per block."""
     red = [(abs(s), i) for i, (s, n) in enumerate(zip(xt.strides, xt.shape)) if i and n > 1]
-    if not red or abs(xt.strides[0]) >= min(red)[0]:
+    if xt.size == 0 or not red or abs(xt.strides[0]) >= min(red)[0]:
         return None
     j = max(red)[1]
     L, b = xt.shape[j], xt.shape[j] // _PARTS

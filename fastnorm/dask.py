@@ -25,6 +25,7 @@ How it works:
 
 Chunk sizes must be known (not NaN): an array with unknown chunk sizes raises ValueError.
 """
+import functools
 import numbers
 
 import numpy as np
@@ -37,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         from exc
 
 from . import functional as F
-from . import _kernels
+from ._kernels import check_eps, check_momentum, check_normalized_shape  # fastnorm's own checks
 from ._moments import Moments, _check_axis, _check_ddof, _merge_stacked, _stats
 
 __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
@@ -48,7 +49,7 @@ __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm",
 
 def _as_dask(input, fname, min_ndim=0):
     x = input if isinstance(input, da.Array) else da.asarray(input)
-    if x.dtype.newbyteorder("=") not in (np.float32, np.float64):
+    if _native(x.dtype) not in (np.float32, np.float64):
         raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {x.dtype}")
     if x.ndim < min_ndim:
         raise ValueError(f"{fname}: expected input of at least {min_ndim} dimensions (N, C, *), "
@@ -152,28 +153,12 @@ def _pick(stats, key, dtype):
 
 def _stats_dask(x, axes, ddof=0, keepdims=False, dtype=np.float64):
     """Lazy (mean, var) of dask array x over `axes`, in `dtype`, from one pass over x."""
-    shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape)) if keepdims else \
-        tuple(n for a, n in enumerate(x.shape) if a not in axes)
-    meta = np.empty((0,) * len(shape), dtype)
-    stats = da.reduction(x, _chunk_moments, _aggregate_moments_ddof(ddof), axis=axes,
-                         keepdims=keepdims, dtype=dtype, combine=_combine_moments,
+    meta = np.empty((0,) * (x.ndim if keepdims else x.ndim - len(axes)), dtype)
+    stats = da.reduction(x, _chunk_moments, functools.partial(_aggregate_moments, ddof=ddof),
+                         axis=axes, keepdims=keepdims, dtype=dtype, combine=_combine_moments,
                          concatenate=False, meta=meta, name="fastnorm-moments")
     return tuple(stats.map_blocks(_pick, key, dtype, dtype=dtype, meta=meta,
                                   token=f"fastnorm-moments-{key}") for key in ("mean", "var"))
-
-
-class _aggregate_moments_ddof:
-    """_aggregate_moments with a fixed ddof (a class, not a partial: dask inspects the
-    aggregate's signature for a `dtype` argument)."""
-
-    def __init__(self, ddof):
-        self.ddof = ddof
-
-    def __call__(self, parts, axis, keepdims, computing_meta=False):
-        return _aggregate_moments(parts, axis, keepdims, self.ddof)
-
-    def __dask_tokenize__(self):
-        return ("fastnorm-aggregate-moments", self.ddof)
 
 
 def moments(x, axis=None, *, ddof=0, keepdims=False):
@@ -208,7 +193,7 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
     x = _as_dask(x, "moments")
     axes = _check_axis(axis, x.ndim, "moments")
     _check_ddof(ddof, "moments")
-    return _stats_dask(x, axes, ddof, keepdims, x.dtype)
+    return _stats_dask(x, axes, ddof, keepdims, _native(x.dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,8 +252,13 @@ def _ms_block(x, mean, var, weight, eps, k, block_info=None):
     return _trailing_block(x, np.zeros_like(ms), ms, weight, None, eps, k, block_info)
 
 
+def _native(dtype):
+    return np.dtype(dtype).newbyteorder("=")  # fastnorm's outputs are in native byte order
+
+
 def _map(fn, x, *args, **kwargs):
-    return da.map_blocks(fn, x, *args, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype),
+    dtype = _native(x.dtype)
+    return da.map_blocks(fn, x, *args, dtype=dtype, meta=np.empty((0,) * x.ndim, dtype),
                          **kwargs)
 
 
@@ -320,8 +310,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     rm, rv = _pair(running_mean, running_var, fn, C, tr)
     if not tr and rm is None:
         raise ValueError(f"{fn}: running_mean and running_var are required when training=False")
-    m = _kernels.check_momentum(momentum, fn) if tr and rm is not None else 0.0
-    e = _kernels.check_eps(eps, fn)
+    m = check_momentum(momentum, fn) if tr and rm is not None else 0.0
+    e = check_eps(eps, fn)
     count = x.size // C if C else 0
     if tr:
         if count == 1:
@@ -385,8 +375,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if not stats and rm is None:
         raise ValueError(f"{fn}: running_mean and running_var are required when "
                          f"use_input_stats=False")
-    m = _kernels.check_momentum(momentum, fn) if stats and rm is not None else 0.0
-    e = _kernels.check_eps(eps, fn)
+    m = check_momentum(momentum, fn) if stats and rm is not None else 0.0
+    e = check_eps(eps, fn)
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     if stats and S == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
@@ -416,7 +406,7 @@ def _in_block(x, weight, bias, eps, block_info=None):
 
 
 def _trailing_check(x, normalized_shape, fn):
-    ns = _kernels.check_normalized_shape(normalized_shape, fn)
+    ns = check_normalized_shape(normalized_shape, fn)
     k = len(ns)
     if x.ndim < k or tuple(x.shape[x.ndim - k:]) != ns:
         raise ValueError(f"Given normalized_shape={list(ns)}, expected input with shape "
@@ -456,7 +446,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     ns, k = _trailing_check(x, normalized_shape, fn)
     w = _param(weight, "weight", fn, x.dtype, ns)
     b = _param(bias, "bias", fn, x.dtype, ns)
-    e = _kernels.check_eps(eps, fn)
+    e = check_eps(eps, fn)
     if x.size == 0:
         return x.copy()
     axes = tuple(range(x.ndim - k, x.ndim))
@@ -498,7 +488,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     x = _as_dask(input, fn)
     ns, k = _trailing_check(x, normalized_shape, fn)
     w = _param(weight, "weight", fn, x.dtype, ns)
-    e = np.finfo(x.dtype).eps if eps is None else _kernels.check_eps(eps, fn)
+    e = np.finfo(x.dtype).eps if eps is None else check_eps(eps, fn)
     if x.size == 0:
         return x.copy()
     axes = tuple(range(x.ndim - k, x.ndim))
@@ -554,7 +544,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
                          f"{(x.shape[0] * C // num_groups, num_groups) + x.shape[2:]}")
     w = _param(weight, "weight", fn, x.dtype, (C,))
     b = _param(bias, "bias", fn, x.dtype, (C,))
-    e = _kernels.check_eps(eps, fn)
+    e = check_eps(eps, fn)
     if x.size == 0:
         return x.copy()
     spatial, cpg = tuple(range(2, x.ndim)), C // num_groups

@@ -1,7 +1,8 @@
 """Build script for fastnorm's compiled core.
 
-The C kernels in ``src_c/`` and the Cython adapter ``fastnorm/_kernels.pyx`` are compiled into one
-extension, ``fastnorm._kernels``. OpenMP is probed by compiling *and running* a tiny program with
+The C kernels in ``src_c/`` and the Cython adapter ``fastnorm/_kernels.pyx`` are compiled into the
+extension ``fastnorm._kernels``; the adapter's helpers (``_runtime``, ``_checks``, ``_layout``) are
+extensions of their own. OpenMP is probed by compiling *and running* a tiny program with
 ``-fopenmp``; without it the build warns loudly and produces a single-threaded library
 (``FASTNORM_FAIL_NO_OPENMP=1`` makes that an error). What was built is recorded in
 ``fastnorm/_build_config.py`` for ``fastnorm.show_config()``.
@@ -117,20 +118,31 @@ with open(os.path.join(HERE, "fastnorm", "_build_config.py"), "w") as fh:
     fh.write(f"numpy_build_version = {np.__version__!r}\n")
 
 src_c = sorted(os.path.join("src_c", f) for f in os.listdir(os.path.join(HERE, "src_c")) if f.endswith(".c"))
-ext = Extension(
-    "fastnorm._kernels",
-    sources=["fastnorm/_kernels.pyx"] + src_c,
-    include_dirs=["src_c", np.get_include()],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    extra_compile_args=cflags,
-    extra_link_args=ldflags,
-    depends=sorted(os.path.join("src_c", f) for f in os.listdir(os.path.join(HERE, "src_c"))),
-)
+headers = sorted(os.path.join("src_c", f) for f in os.listdir(os.path.join(HERE, "src_c")))
+
+
+def extension(name, c_sources=()):
+    """fastnorm.<name> from fastnorm/<name>.pyx (plus C sources), with the build's flags."""
+    return Extension(
+        f"fastnorm.{name}",
+        sources=[f"fastnorm/{name}.pyx"] + list(c_sources),
+        include_dirs=["src_c", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+        depends=headers,
+    )
+
+
+# _runtime: thread state; _checks: argument checks; _layout: stride merging; _kernels: the
+# adapter, linked with the C kernels (the only module that calls them)
+extensions = [extension("_runtime"), extension("_checks"), extension("_layout"),
+              extension("_kernels", src_c)]
 
 setup(
     version=VERSION,
     ext_modules=cythonize(
-        [ext],
+        extensions,
         compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
                              "cdivision": True, "initializedcheck": False, "embedsignature": True},
     ),

@@ -18,7 +18,7 @@ from . import functional as F
 from . import reference
 from ._config import get_config, show_config
 from ._moments import Moments, moments
-from ._kernels import get_num_threads, set_num_threads
+from ._runtime import get_num_threads, set_num_threads
 from .modules import *  # noqa: F401,F403
 from .modules import __all__ as _modules_all
 

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels
+from . import _runtime
 
 try:
     from . import _build_config as _bc
@@ -18,9 +18,9 @@ def get_config():
         "version": getattr(_bc, "version", "unknown"),
         "compiler": getattr(_bc, "compiler", "unknown"),
         "cflags": list(getattr(_bc, "cflags", [])),
-        "openmp": _kernels.have_openmp(),
+        "openmp": _runtime.have_openmp(),
         "openmp_probe": getattr(_bc, "openmp_probe", "unknown"),
-        "num_threads": _kernels.get_num_threads(),
+        "num_threads": _runtime.get_num_threads(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "machine": platform.machine(),

@@ -1,43 +1,74 @@
-# Declarations of the C kernels in src_c/fastnorm.h (see that header for the contracts).
+# Declarations of the C interface in src_c/fastnorm.h (see that header for the contracts).
 from libc.stdint cimport int64_t
 
 cdef extern from "fastnorm.h" nogil:
     int FN_OK
     int FN_ENOMEM
-    int FN_RMS
-    int FN_STATS_GIVEN
+    int FN_EINVAL
+    int FN_FLOAT32
+    int FN_FLOAT64
+    int FN_ACT_NONE
 
-    int fn_have_openmp()
-    int fn_max_threads()
+    ctypedef struct fn_rows:
+        int64_t outer, groups, rows, row_len
+        int64_t xs[4]
+        int64_t ys[4]
+
+    ctypedef struct fn_cols:
+        int64_t outer, rows, cols
+        int64_t xs[3]
+        int64_t ys[3]
+
+    ctypedef struct fn_stats:
+        double eps
+        int rms, given
+        double *mean
+        double *var
+
+    ctypedef struct fn_affine:
+        const void *weight
+        const void *bias
+        int64_t group_step, row_step
+        int elementwise
+
+    ctypedef struct fn_epilogue:
+        int activation
+
+    ctypedef struct fn_row_job:
+        fn_rows shape
+        fn_stats stats
+        fn_affine affine
+        fn_epilogue epilogue
+
+    ctypedef struct fn_coefs:
+        void *shift
+        void *scale
+        void *offset
+
+    ctypedef struct fn_coef_job:
+        int64_t outer, channels, group_step, channels_per_group
+        const double *mean
+        const double *var
+        double eps
+        const void *weight
+        const void *bias
+
+    ctypedef struct fn_col_job:
+        fn_cols shape
+        fn_coefs coefs
+        int64_t coef_outer_step
+        fn_epilogue epilogue
+
+    ctypedef struct fn_kernel_table:
+        const char *name
+        int itemsize, param_itemsize
+        int (*row_moments)(const void *x, const fn_rows *s, double *mean, double *m2, int nt) noexcept nogil
+        int (*col_moments)(const void *x, const fn_cols *s, double *mean, double *m2, int nt) noexcept nogil
+        void (*coefs)(const fn_coef_job *job, const fn_coefs *out) noexcept nogil
+        int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int nt) noexcept nogil
+        int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int nt) noexcept nogil
+
+    const fn_kernel_table *fn_kernels_for(int dtype)
     void fn_init()
     void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                           const double *m2_in, double *mean_out, double *m2_out)
-
-    int fn_row_stats_f32(const float *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                         const int64_t *xs, double *mean, double *m2, int n_threads)
-    int fn_row_stats_f64(const double *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                         const int64_t *xs, double *mean, double *m2, int n_threads)
-    int fn_col_stats_f32(const float *x, int64_t P1, int64_t R, int64_t C, const int64_t *xs,
-                         double *mean, double *m2, int n_threads)
-    int fn_col_stats_f64(const double *x, int64_t P1, int64_t R, int64_t C, const int64_t *xs,
-                         double *mean, double *m2, int n_threads)
-    void fn_coefs_f32(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
-                      const double *var, double eps, const float *w, const float *bias,
-                      float *mh, float *a, float *c)
-    void fn_coefs_f64(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
-                      const double *var, double eps, const double *w, const double *bias,
-                      double *mh, double *a, double *c)
-    int fn_norm_cols_f32(const float *x, float *y, int64_t P1, int64_t R, int64_t C,
-                         const int64_t *xs, const int64_t *ys, int64_t cp, const float *mh,
-                         const float *a, const float *c, int n_threads)
-    int fn_norm_cols_f64(const double *x, double *y, int64_t P1, int64_t R, int64_t C,
-                         const int64_t *xs, const int64_t *ys, int64_t cp, const double *mh,
-                         const double *a, const double *c, int n_threads)
-    int fn_group_rows_f32(const float *x, float *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                          const int64_t *xs, const int64_t *ys, double eps, int flags,
-                          const float *w, const float *b, const int64_t *as_, const float *lw,
-                          const float *lb, double *gmean, double *gvar, int n_threads)
-    int fn_group_rows_f64(const double *x, double *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                          const int64_t *xs, const int64_t *ys, double eps, int flags,
-                          const double *w, const double *b, const int64_t *as_, const double *lw,
-                          const double *lb, double *gmean, double *gvar, int n_threads)

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         from exc
 
 from . import functional as F
-from ._kernels import check_eps, check_momentum, check_normalized_shape  # fastnorm's own checks
+from ._checks import check_eps, check_momentum, check_normalized_shape  # fastnorm's own checks
 from ._moments import Moments, _check_axis, _check_ddof, _merge_stacked, _stats
 
 __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]

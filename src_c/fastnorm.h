@@ -1,10 +1,33 @@
-/* fastnorm C kernels: plain C99, no Python. Arrays are described by a base pointer, sizes and
- * element strides (64-bit, may be negative). Every kernel that allocates or can reject its
- * arguments returns FN_OK or a negative status; the others return nothing.
- * Statistics are computed in one pass in double precision over fixed-size blocks that are merged
- * with Chan's formula in index order, so results do not depend on n_threads.
+/* fastnorm C kernels: plain C99, no Python.
  *
- * Moments are returned as (mean, m2) per group, where m2 = sum((x - mean)^2) over the group.
+ * A job is described by small named structs: which elements share one mean and variance
+ * (fn_rows or fn_cols: sizes and element strides, 64-bit, may be negative), the statistics
+ * (fn_stats), the affine (fn_affine) and what is applied after it (fn_epilogue). The kernels of
+ * one storage dtype are found in its table, fn_kernels_for(dtype): a new dtype is a new table.
+ * Kernels that allocate or can reject their arguments return FN_OK or a negative status.
+ *
+ * Statistics are computed in one pass in double precision over fixed-size blocks (shifted sums)
+ * merged with Chan's formula in index order, so results do not depend on n_threads. Moments are
+ * (mean, m2) per group, where m2 = sum((x - mean)^2) over the group.
+ *
+ * Which public op uses which entry points (fastnorm/_kernels.pyx plans the job):
+ *
+ *   op (fastnorm.functional)       layout of x                entry points
+ *   -----------------------------  -------------------------  ---------------------------------
+ *   batch_norm                     channel not innermost      normalize_rows (one group per
+ *                                                             channel; stats.given in eval)
+ *                                  channels innermost (NHWC)  col_moments + fn_merge_moments
+ *                                                             (training), coefs, normalize_cols
+ *   instance_norm                  channel not innermost      normalize_rows (group per (n, c))
+ *                                  channels innermost         col_moments, coefs, normalize_cols
+ *   group_norm                     channel not innermost      normalize_rows (group per (n, g))
+ *                                  channels innermost         col_moments + fn_merge_moments (or
+ *                                                             row_moments), coefs, normalize_cols
+ *   layer_norm, rms_norm           any                        normalize_rows (affine.elementwise;
+ *                                                             stats.rms for rms_norm)
+ *   switch_norm (instance_moments, rows / cols as              row_moments or col_moments, then
+ *   normalize_nc)                  instance_norm              normalize_rows (stats.given) or
+ *                                                             coefs + normalize_cols
  */
 #ifndef FASTNORM_H
 #define FASTNORM_H
@@ -15,13 +38,107 @@
 #define FN_ENOMEM (-1)
 #define FN_EINVAL (-2)
 
-/* flags of fn_group_rows */
-#define FN_RMS 1         /* normalize by the root mean square: no centring */
-#define FN_STATS_GIVEN 2 /* use gmean/gvar as given instead of computing statistics */
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Storage dtypes, each with a kernel table. */
+typedef enum { FN_FLOAT32 = 0, FN_FLOAT64 = 1, FN_NUM_DTYPES } fn_dtype;
+
+/* Row layout: element (o, g, q, l) of x is at x + o*xs[0] + g*xs[1] + q*xs[2] + l*xs[3] (element
+ * strides), of y likewise with ys. Group (o, g) has one mean and variance over its rows x row_len
+ * elements; l is the contiguous-most axis, the one the kernels vectorize over. */
+typedef struct {
+    int64_t outer;   /* o: outer count (e.g. samples) */
+    int64_t groups;  /* g: groups per outer index */
+    int64_t rows;    /* q: rows per group */
+    int64_t row_len; /* l: elements per row */
+    int64_t xs[4], ys[4];
+} fn_rows;
+
+/* Column layout (channels innermost): element (o, r, c) at x + o*xs[0] + r*xs[1] + c*xs[2].
+ * Column (o, c) has its own statistics over the rows r; kernels vectorize across columns. */
+typedef struct {
+    int64_t outer, rows, cols;
+    int64_t xs[3], ys[3];
+} fn_cols;
+
+/* How the statistics of a row job are had. */
+typedef struct {
+    double eps; /* added to the variance */
+    int rms;    /* 1: normalize by the root mean square (no centring; mean reported as 0) */
+    int given;  /* 1: read mean/var instead of computing them */
+    double *mean, *var; /* per group (o * groups + g), biased variance: written when computed and
+                         * not NULL, read when given */
+} fn_stats;
+
+/* weight and bias in the table's param type (NULL: 1 and 0). Per channel: the channel of row q
+ * of group g is g * group_step + q * row_step. Elementwise (LayerNorm): weight[l] and bias[l],
+ * both given. */
+typedef struct {
+    const void *weight, *bias;
+    int64_t group_step, row_step;
+    int elementwise;
+} fn_affine;
+
+/* Applied to each normalized (and affine-transformed) value before it is stored. */
+typedef enum { FN_ACT_NONE = 0 } fn_activation;
+typedef struct {
+    int activation; /* fn_activation */
+} fn_epilogue;
+
+/* Normalize groups of the row layout, computing their statistics unless stats.given:
+ *   y = (x - mean_g) / sqrt(var_g + eps) * weight + bias, then the epilogue. */
+typedef struct {
+    fn_rows shape;
+    fn_stats stats;
+    fn_affine affine;
+    fn_epilogue epilogue;
+} fn_row_job;
+
+/* Per-entry coefficients, y = (x - shift) * scale + offset, in the table's param type. The shift
+ * is the mean rounded to that type and the offset carries the rest of it, so float data is
+ * centred without rounding the true mean first. */
+typedef struct {
+    void *shift, *scale, *offset;
+} fn_coefs;
+
+/* Coefficients for entries e = (i, j), i < outer, j < channels (e = i * channels + j) from
+ * per-group statistics: entry (i, j) belongs to group i * group_step + j / channels_per_group
+ * and takes weight[j], bias[j] (NULL: 1, 0; param type). */
+typedef struct {
+    int64_t outer, channels, group_step, channels_per_group;
+    const double *mean, *var;
+    double eps;
+    const void *weight, *bias;
+} fn_coef_job;
+
+/* Normalize the column layout with per-entry coefficients: column (o, c) uses entry
+ * o * coef_outer_step + c. */
+typedef struct {
+    fn_cols shape;
+    fn_coefs coefs;
+    int64_t coef_outer_step;
+    fn_epilogue epilogue;
+} fn_col_job;
+
+/* The kernels of one storage dtype. */
+typedef struct {
+    const char *name;
+    int itemsize;       /* bytes of one stored element */
+    int param_itemsize; /* bytes of one weight/bias/coefficient (the compute type) */
+    /* moments per group (o * groups + g) of the row layout */
+    int (*row_moments)(const void *x, const fn_rows *s, double *mean, double *m2, int n_threads);
+    /* moments per column (o * cols + c) of the column layout */
+    int (*col_moments)(const void *x, const fn_cols *s, double *mean, double *m2, int n_threads);
+    void (*coefs)(const fn_coef_job *job, const fn_coefs *out);
+    int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int n_threads);
+    /* x and y may be the same array with the same strides */
+    int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int n_threads);
+} fn_kernel_table;
+
+/* The table of a dtype, NULL for one that has none. */
+const fn_kernel_table *fn_kernels_for(int dtype);
 
 /* Finds what the CPU offers (SIMD level, cache size); call once before the kernels. */
 void fn_init(void);
@@ -33,43 +150,6 @@ int fn_max_threads(void);
  * is written only after every in[a', k, b'] at or before it has been read. */
 void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                       const double *m2_in, double *mean_out, double *m2_out);
-
-#define FN_DECLARE(T, S)                                                                         \
-    /* Moments per group g = (p1, p2) over the (Q, L) block of x[p1, p2, q, l]. */              \
-    int fn_row_stats_##S(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L,              \
-                         const int64_t xs[4], double *mean, double *m2, int n_threads);          \
-    /* Moments per (p1, c) over the R rows of x[p1, r, c]. */                                    \
-    int fn_col_stats_##S(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],     \
-                         double *mean, double *m2, int n_threads);                               \
-    /* Coefficients for entries e = (i, j): group s = i*SI + j/JD, affine index j, so that     \
-     * y = (x - mh[e]) * a[e] + c[e] with a = w[j] / sqrt(var[s] + eps) (w, bias may be NULL:    \
-     * 1 and 0). mh is the mean rounded to T and c = bias[j] - (mean - mh) * a, so float data is  \
-     * centred without rounding the true mean to float first. */                                \
-    void fn_coefs_##S(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,         \
-                      const double *var, double eps, const T *w, const T *bias, T *mh, T *a,     \
-                      T *c);                                                                     \
-    /* y[p1,r,c] = (x - mh[k]) * a[k] + c[k], k = p1*cp + c. */                                  \
-    int fn_norm_cols_##S(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3], \
-                         const int64_t ys[3], int64_t cp, const T *mh, const T *a, const T *c,     \
-                         int n_threads);                                                           \
-    /* Statistics and normalization per group g = (p1, p2) of x[p1, p2, q, l] over (q, l):     \
-     *   y = (x - mean_g) / sqrt(var_g + eps) * w[j] + b[j],  j = p2*as[0] + q*as[1]            \
-     * (w, b may be NULL: 1, 0), or with lw/lb (both or neither; LayerNorm's elementwise        \
-     * affine) y = (...) * lw[l] + lb[l]. The biased mean/variance of each group go to gmean/gvar \
-     * when these are not NULL, or are read from them with FN_STATS_GIVEN. When the statistics  \
-     * are computed, groups that fit in cache (fn_fuse_bytes) and share out evenly over the     \
-     * threads are normalized right after their statistics; others go in batches of about half  \
-     * the last-level cache, statistics then normalization. Either way the data comes from     \
-     * memory once when it fits, and the results are the same bits. x and y may be the same    \
-     * array with the same strides. */                                                          \
-    int fn_group_rows_##S(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,       \
-                          const int64_t xs[4], const int64_t ys[4], double eps, int flags,       \
-                          const T *w, const T *b, const int64_t as[2], const T *lw, const T *lb,  \
-                          double *gmean, double *gvar, int n_threads);
-
-FN_DECLARE(float, f32)
-FN_DECLARE(double, f64)
-#undef FN_DECLARE
 
 #ifdef __cplusplus
 }

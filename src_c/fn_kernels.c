@@ -253,18 +253,48 @@ static inline int64_t fn_col_rows_per_block(int64_t C)
     return r < 64 ? 64 : r;
 }
 
+#define FN_STR_(a) #a
+#define FN_STR(a) FN_STR_(a)
+
+/* One block per storage dtype: its types, conversions and name; the bodies and the table come
+ * from fn_kernels_impl.h. A new dtype is one more block here, its entry in fn_kernels_for and in
+ * fn_dtype (fastnorm.h), plus SIMD loaders for the statistics loops (fn_loadN_<S> above). */
 #define T float
+#define CT float
 #define S f32
-#define FN_TMAX FLT_MAX
+#define LD(v) (v)
+#define ST(v) (v)
+#define FN_CTMAX FLT_MAX
 #include "fn_kernels_impl.h"
 #undef T
+#undef CT
 #undef S
-#undef FN_TMAX
+#undef LD
+#undef ST
+#undef FN_CTMAX
 
 #define T double
+#define CT double
 #define S f64
-#define FN_TMAX DBL_MAX
+#define LD(v) (v)
+#define ST(v) (v)
+#define FN_CTMAX DBL_MAX
 #include "fn_kernels_impl.h"
 #undef T
+#undef CT
 #undef S
-#undef FN_TMAX
+#undef LD
+#undef ST
+#undef FN_CTMAX
+
+const fn_kernel_table *fn_kernels_for(int dtype)
+{
+    switch (dtype) {
+    case FN_FLOAT32:
+        return &table_f32;
+    case FN_FLOAT64:
+        return &table_f64;
+    default:
+        return NULL;
+    }
+}

@@ -1,18 +1,24 @@
-/* Kernel bodies, compiled once per element type: fn_kernels.c defines T (float or double) and
- * S (f32 or f64) and includes this file twice. Not a public header. */
+/* Kernel bodies, compiled once per storage dtype: fn_kernels.c defines, for each dtype,
+ *   T        the stored element type                     (float, double)
+ *   CT       the compute type of weights, biases, coefficients and the normalize arithmetic
+ *   S        the name suffix                              (f32, f64)
+ *   LD(v)    a stored element as CT, ST(v) a CT value as T
+ *   FN_CTMAX CT's largest finite value
+ * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table).
+ * Not a public header. */
 
 #define FN_CAT_(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN(name) FN_CAT(name, S)
 
-/* A double coefficient as T: finite values beyond T's range become T's largest value rather
+/* A double coefficient as CT: finite values beyond T's range become T's largest value rather
  * than inf, so that 1 / sqrt(0 + 1e-300) times an exact zero deviation stays 0 in float, as in
  * exact arithmetic; inf and NaN (eps = 0 on constant data) pass through. */
-static inline T FN(narrow)(double v)
+static inline CT FN(narrow)(double v)
 {
-    if (isfinite(v) && fabs(v) > FN_TMAX)
-        v = copysign(FN_TMAX, v);
-    return (T)v;
+    if (isfinite(v) && fabs(v) > FN_CTMAX)
+        v = copysign(FN_CTMAX, v);
+    return (CT)v;
 }
 
 #if FN_AVX2
@@ -66,14 +72,14 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, do
         i = FN(run_sums_avx2)(x, len, k, &t1, &t2);
 #endif
     for (; i + 2 <= len; i += 2) { /* two chains for the portable path */
-        const double d = (double)x[i * s] - k, e = (double)x[(i + 1) * s] - k;
+        const double d = (double)LD(x[i * s]) - k, e = (double)LD(x[(i + 1) * s]) - k;
         t1 += d;
         t2 += d * d;
         u1 += e;
         u2 += e * e;
     }
     for (; i < len; i++) {
-        const double d = (double)x[i * s] - k;
+        const double d = (double)LD(x[i * s]) - k;
         t1 += d;
         t2 += d * d;
     }
@@ -92,7 +98,7 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
 {
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
-    const double k = rms ? 0.0 : fn_shift((double)xg[q0 * sq + l0 * sl]);
+    const double k = rms ? 0.0 : fn_shift((double)LD(xg[q0 * sq + l0 * sl]));
     double s1 = 0.0, s2 = 0.0;
     for (int64_t q = q0; q < q1; q++)
         FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, &s1, &s2);
@@ -121,7 +127,7 @@ static inline void FN(group_moments)(const T *xg, const fn_rowplan *pl, int64_t 
     *m2 = q;
 }
 
-/* fn_row_stats for the groups g0 <= g < g1 (g = p1 * P2 + p2) into mean[g - g0], m2[g - g0];
+/* Moments of the groups g0 <= g < g1 (g = p1 * P2 + p2) into mean[g - g0], m2[g - g0];
  * with rms the (0, sum of squares) moments of block_moments. When groups have more than one
  * block, part is scratch for 2 * (g1 - g0) * blocks-per-group per-block partials (the caller
  * allocates it, so that nothing can fail once output has been written). */
@@ -160,18 +166,6 @@ static void FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const in
 }
 
 
-int FN(fn_row_stats)(const T *x, int64_t P1, int64_t P2, int64_t Q, int64_t L, const int64_t xs[4],
-                     double *mean, double *m2, int n_threads)
-{
-    const int64_t ns = fn_row_stats_scratch(P1 * P2, Q, L);
-    double *part = NULL;
-    if (ns > 0 && !(part = (double *)malloc((size_t)ns * sizeof(double))))
-        return FN_ENOMEM;
-    FN(row_stats)(x, P2, Q, L, xs, 0, 0, P1 * P2, mean, m2, part, n_threads);
-    free(part);
-    return FN_OK;
-}
-
 /* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
  * (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
 static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc, int64_t w,
@@ -189,7 +183,7 @@ static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_
     for (; j < w; j++) {
         double t1 = 0.0, t2 = 0.0;
         for (int64_t r = r0; r < r1; r++) {
-            const double d = (double)x[r * sr + j * sc] - k[j];
+            const double d = (double)LD(x[r * sr + j * sc]) - k[j];
             t1 += d;
             t2 += d * d;
         }
@@ -198,9 +192,29 @@ static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_
     }
 }
 
-int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],
-                     double *mean, double *m2, int n_threads)
+/* Moments of the row layout (table entry row_moments). */
+static int FN(row_moments)(const void *xv, const fn_rows *s, double *mean, double *m2,
+                           int n_threads)
 {
+    const int64_t P = s->outer * s->groups;
+    const int64_t ns = fn_row_stats_scratch(P, s->rows, s->row_len);
+    double *part = NULL;
+    if (ns > 0 && !(part = (double *)malloc((size_t)ns * sizeof(double))))
+        return FN_ENOMEM;
+    FN(row_stats)((const T *)xv, s->groups, s->rows, s->row_len, s->xs, 0, 0, P, mean, m2, part,
+                  n_threads);
+    free(part);
+    return FN_OK;
+}
+
+/* Moments of the column layout (table entry col_moments): tiles of FN_CB columns by a block of
+ * rows, merged down the row blocks in order. */
+static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, double *m2,
+                           int n_threads)
+{
+    const T *x = (const T *)xv;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols;
+    const int64_t *xs = s->xs;
     if (P1 <= 0 || C <= 0)
         return FN_OK;
     if (R <= 0) {
@@ -227,7 +241,7 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
         const T *xt = x + p1 * xs[0] + c0 * xs[2];
         double k[FN_CB], s1[FN_CB], s2[FN_CB];
         for (int64_t j = 0; j < w; j++)
-            k[j] = fn_shift((double)xt[r0 * xs[1] + j * xs[2]]);
+            k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
         FN(tile_sums)(xt, r0, r1, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
         for (int64_t j = 0; j < w; j++)
@@ -250,14 +264,17 @@ int FN(fn_col_stats)(const T *x, int64_t P1, int64_t R, int64_t C, const int64_t
     return FN_OK;
 }
 
-void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *mean,
-                  const double *var, double eps, const T *w, const T *bias, T *mh, T *a, T *c)
+/* Table entry coefs: see fn_coef_job. One sqrt and divide per group. */
+static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
 {
-    for (int64_t i = 0; i < I; i++) {
+    const CT *w = (const CT *)jb->weight, *bias = (const CT *)jb->bias;
+    CT *mh = (CT *)out->shift, *a = (CT *)out->scale, *c = (CT *)out->offset;
+    const int64_t J = jb->channels, JD = jb->channels_per_group;
+    for (int64_t i = 0; i < jb->outer; i++) {
         for (int64_t j0 = 0; j0 < J; j0 += JD) { /* group s: entries j0 .. j0 + JD - 1 */
-            const int64_t s = i * SI + j0 / JD;
-            const double mu = mean[s], r = 1.0 / sqrt(var[s] + eps);
-            const T mt = FN(narrow)(mu);
+            const int64_t s = i * jb->group_step + j0 / JD;
+            const double mu = jb->mean[s], r = 1.0 / sqrt(jb->var[s] + jb->eps);
+            const CT mt = FN(narrow)(mu);
             const double dl = mu - (double)mt;
             for (int64_t j = j0; j < j0 + JD; j++) {
                 const int64_t e = i * J + j;
@@ -270,54 +287,64 @@ void FN(fn_coefs)(int64_t I, int64_t J, int64_t SI, int64_t JD, const double *me
     }
 }
 
-/* One run of y = (x - mh) * a + c. Same-index in-place (x == y) is allowed. */
-static FN_HOT void FN(scale_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T a,
-                                 T c)
+/* The normalize loops. Each is one run of n elements at strides sx, sy; same-index in place
+ * (x == y) is allowed. The contiguous case is written apart so that it vectorizes. */
+
+/* y = (x - mh) * a + c */
+static FN_HOT void FN(scale_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
+                                 CT a, CT c)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = (x[i] - mh) * a + c;
+            y[i] = ST((LD(x[i]) - mh) * a + c);
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = (x[i * sx] - mh) * a + c;
+            y[i * sy] = ST((LD(x[i * sx]) - mh) * a + c);
     }
 }
 
-/* One run of y = ((x - mh) * a + c) * w[i] + lb[i] (LayerNorm's elementwise affine). */
-static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, T mh, T a,
-                                  T c, const T *w, const T *lb)
+/* y = ((x - mh) * a + c) * w[i] + lb[i] (LayerNorm's elementwise affine) */
+static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
+                                  CT a, CT c, const CT *w, const CT *lb)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = ((x[i] - mh) * a + c) * w[i] + lb[i];
+            y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i] + lb[i]);
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = ((x[i * sx] - mh) * a + c) * w[i] + lb[i];
+            y[i * sy] = ST(((LD(x[i * sx]) - mh) * a + c) * w[i] + lb[i]);
     }
 }
 
-/* One row of y[i] = (x[i] - mh[i]) * a[i] + c[i]. */
-static FN_HOT void FN(cols_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const T *mh,
-                                const T *a, const T *c)
+/* y[i] = (x[i] - mh[i]) * a[i] + c[i] (one row across the columns) */
+static FN_HOT void FN(cols_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh,
+                                const CT *a, const CT *c)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = (x[i] - mh[i]) * a[i] + c[i];
+            y[i] = ST((LD(x[i]) - mh[i]) * a[i] + c[i]);
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = (x[i * sx] - mh[i]) * a[i] + c[i];
+            y[i * sy] = ST((LD(x[i * sx]) - mh[i]) * a[i] + c[i]);
     }
 }
 
-int FN(fn_norm_cols)(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const int64_t xs[3],
-                     const int64_t ys[3], int64_t cp, const T *mh, const T *a, const T *c,
-                     int n_threads)
+/* Table entry normalize_cols: units of whole rows of about FN_NCHUNK elements. */
+static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, int n_threads)
 {
+    const T *x = (const T *)xv;
+    T *y = (T *)yv;
+    const fn_cols *s = &jb->shape;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols, cp = jb->coef_outer_step;
+    if (jb->epilogue.activation != FN_ACT_NONE)
+        return FN_EINVAL;
     if (P1 <= 0 || R <= 0 || C <= 0)
         return FN_OK;
+    const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
+    const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
     const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
@@ -325,51 +352,61 @@ int FN(fn_norm_cols)(const T *x, T *y, int64_t P1, int64_t R, int64_t C, const i
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
         for (int64_t r = r0; r < r1; r++)
-            FN(cols_run)(x + p1 * xs[0] + r * xs[1], y + p1 * ys[0] + r * ys[1], C, xs[2], ys[2],
-                         mh + k, a + k, c + k);
+            FN(cols_run)(x + p1 * s->xs[0] + r * s->xs[1], y + p1 * s->ys[0] + r * s->ys[1], C,
+                         s->xs[2], s->ys[2], mh + k, a + k, c + k);
     });
     return FN_OK;
 }
 
-/* Normalizes rows [q0, q1) x [l0, l1) of group g with its mean and rstd (see fn_group_rows). */
+/* Normalizes rows [q0, q1) x [l0, l1) of group g (group index p2 within its outer index) with
+ * its mean and rstd. */
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
-                                   int64_t l0, int64_t l1, const int64_t xs[4],
-                                   const int64_t ys[4], double mean, double rstd, const T *w,
-                                   const T *b, const int64_t as[2], const T *lw, const T *lb)
+                                   int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
+                                   double mean, double rstd)
 {
-    /* the mean as T hi plus a double remainder folded into the offset: float data is centred
+    /* the mean as CT hi plus a double remainder folded into the offset: float data is centred
      * on a float mean without rounding the true mean to float first */
-    const T mh = FN(narrow)(mean);
+    const CT mh = FN(narrow)(mean);
     const double dl = mean - (double)mh;
+    const CT *w = (const CT *)af->weight, *b = (const CT *)af->bias;
     for (int64_t q = q0; q < q1; q++) {
-        const T *xr = xg + q * xs[2] + l0 * xs[3];
-        T *yr = yg + q * ys[2] + l0 * ys[3];
-        if (lw) {
-            FN(affine_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, FN(narrow)(rstd),
-                           FN(narrow)(-dl * rstd), lw + l0, lb + l0);
+        const T *xr = xg + q * s->xs[2] + l0 * s->xs[3];
+        T *yr = yg + q * s->ys[2] + l0 * s->ys[3];
+        if (af->elementwise) {
+            FN(affine_run)(xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
+                           FN(narrow)(-dl * rstd), w + l0, b + l0);
         } else {
-            const int64_t j = p2 * as[0] + q * as[1];
+            const int64_t j = p2 * af->group_step + q * af->row_step;
             const double a = w ? rstd * (double)w[j] : rstd;
             const double c = (b ? (double)b[j] : 0.0) - dl * a;
-            FN(scale_run)(xr, yr, l1 - l0, xs[3], ys[3], mh, FN(narrow)(a), FN(narrow)(c));
+            FN(scale_run)(xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(a), FN(narrow)(c));
         }
     }
 }
 
-int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64_t L,
-                      const int64_t xs[4], const int64_t ys[4], double eps, int flags, const T *w,
-                      const T *b, const int64_t as[2], const T *lw, const T *lb, double *gmean,
-                      double *gvar, int n_threads)
+/* Table entry normalize_rows. When the statistics are computed, groups that fit in cache
+ * (fn_fuse_bytes) and share out evenly over the threads are normalized right after their
+ * statistics; others go in batches of about half the last-level cache, statistics then
+ * normalization. Either way the data comes from memory once when it fits, and the results are
+ * the same bits. */
+static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, int n_threads)
 {
-    const int64_t P = P1 * P2;
+    const T *x = (const T *)xv;
+    T *y = (T *)yv;
+    const fn_rows *s = &jb->shape;
+    const fn_affine *af = &jb->affine;
+    const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2;
+    const int given = jb->stats.given, rms = jb->stats.rms;
+    const double eps = jb->stats.eps;
+    double *gmean = jb->stats.mean, *gvar = jb->stats.var;
+    if ((af->elementwise && (!af->weight || !af->bias)) || (given && (!gmean || !gvar)) ||
+        jb->epilogue.activation != FN_ACT_NONE)
+        return FN_EINVAL;
     if (P <= 0 || Q <= 0 || L <= 0)
         return FN_OK;
-    if ((lw == NULL) != (lb == NULL) || ((flags & FN_STATS_GIVEN) && (!gmean || !gvar)))
-        return FN_EINVAL;
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
-    const int given = flags & FN_STATS_GIVEN, rms = flags & FN_RMS;
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && gsize * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) &&
@@ -377,16 +414,16 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
         const int ntf = P < nt ? (int)P : nt;
         FN_PFOR(ntf, g, P, {
             const int64_t p1 = g / P2, p2 = g % P2;
-            const T *xg = x + p1 * xs[0] + p2 * xs[1];
+            const T *xg = x + p1 * s->xs[0] + p2 * s->xs[1];
             double mean, m2, var;
-            FN(group_moments)(xg, &pl, Q, L, xs[2], xs[3], rms, &mean, &m2);
+            FN(group_moments)(xg, &pl, Q, L, s->xs[2], s->xs[3], rms, &mean, &m2);
             var = m2 / (double)gsize;
             if (gmean)
                 gmean[g] = mean;
             if (gvar)
                 gvar[g] = var;
-            FN(group_apply)(xg, y + p1 * ys[0] + p2 * ys[1], p2, 0, Q, 0, L, xs, ys, mean,
-                            1.0 / sqrt(var + eps), w, b, as, lw, lb);
+            FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, af, mean,
+                            1.0 / sqrt(var + eps));
         });
         return FN_OK;
     }
@@ -412,7 +449,7 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
     for (int64_t g0 = 0; g0 < P; g0 += batch) {
         const int64_t g1 = g0 + batch < P ? g0 + batch : P;
         if (!given)
-            FN(row_stats)(x, P2, Q, L, xs, rms, g0, g1, mean + g0, var + g0, part, n_threads);
+            FN(row_stats)(x, P2, Q, L, s->xs, rms, g0, g1, mean + g0, var + g0, part, n_threads);
         for (int64_t g = g0; g < g1; g++) {
             if (!given) {
                 var[g] /= (double)gsize; /* m2 -> biased variance (rms: mean of squares) */
@@ -429,13 +466,18 @@ int FN(fn_group_rows)(const T *x, T *y, int64_t P1, int64_t P2, int64_t Q, int64
             const int64_t row = g0 * Q + u / cpl, g = row / Q, q = row % Q;
             const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
             const int64_t p1 = g / P2, p2 = g % P2;
-            FN(group_apply)(x + p1 * xs[0] + p2 * xs[1], y + p1 * ys[0] + p2 * ys[1], p2, q,
-                            q + 1, l0, l1, xs, ys, mean[g], rstd[g], w, b, as, lw, lb);
+            FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
+                            p2, q, q + 1, l0, l1, s, af, mean[g], rstd[g]);
         });
     }
     free(buf);
     return FN_OK;
 }
+
+static const fn_kernel_table FN(table) = {
+    FN_STR(S), (int)sizeof(T), (int)sizeof(CT), FN(row_moments), FN(col_moments), FN(coefs),
+    FN(normalize_cols), FN(normalize_rows),
+};
 
 #undef FN
 #undef FN_CAT

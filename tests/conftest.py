@@ -3,7 +3,7 @@ when PyTorch is not installed, and the thread count restored after every test.""
 import pytest
 
 import fastnorm
-from fastnorm import _kernels
+from fastnorm import _runtime
 
 
 def pytest_addoption(parser):
@@ -29,5 +29,5 @@ def torch():
 @pytest.fixture(autouse=True)
 def _restore_threads():
     yield
-    _kernels._reset_num_threads()
+    _runtime._reset_num_threads()
     assert fastnorm.get_num_threads() >= 1

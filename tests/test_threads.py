@@ -14,11 +14,11 @@ from threadpoolctl import threadpool_limits
 
 import fastnorm
 import fastnorm.functional as F
-from fastnorm import _kernels
+from fastnorm import _runtime
 
 THREADS = [1, 2, 3, 4, 7, 16, 64]
 DTYPES = [np.float32, np.float64]
-HAVE_OMP = _kernels.have_openmp()
+HAVE_OMP = _runtime.have_openmp()
 
 
 # --------------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def test_set_and_get_num_threads():
     for n in (1, 2, 3, 7, 64):
         fastnorm.set_num_threads(n)
         assert fastnorm.get_num_threads() == n
-    assert fastnorm.set_num_threads is _kernels.set_num_threads
+    assert fastnorm.set_num_threads is _runtime.set_num_threads
 
 
 @pytest.mark.parametrize("bad", [0, -1, -64, 2**40, 2**63])
@@ -51,7 +51,7 @@ def test_set_num_threads_rejects_non_integers(bad):
 
 
 def test_default_follows_threadpoolctl_at_every_call():
-    _kernels._reset_num_threads()
+    _runtime._reset_num_threads()
     base = fastnorm.get_num_threads()
     assert base >= 1
     for lim in (1, 3, 5):
@@ -59,7 +59,7 @@ def test_default_follows_threadpoolctl_at_every_call():
             assert fastnorm.get_num_threads() == (lim if HAVE_OMP else 1)
             fastnorm.set_num_threads(2)  # an explicit setting wins over the OpenMP limit
             assert fastnorm.get_num_threads() == 2
-            _kernels._reset_num_threads()
+            _runtime._reset_num_threads()
             assert fastnorm.get_num_threads() == (lim if HAVE_OMP else 1)
         assert fastnorm.get_num_threads() == base
 
@@ -98,14 +98,14 @@ def test_default_is_not_cached_at_import():
     """Imported under OMP_NUM_THREADS=4, then limited by threadpoolctl, then set and reset."""
     out = _python("""
         import fastnorm
-        from fastnorm import _kernels
+        from fastnorm import _runtime
         from threadpoolctl import threadpool_limits
         r = [fastnorm.get_num_threads()]
         with threadpool_limits(limits=2, user_api="openmp"):
             r.append(fastnorm.get_num_threads())
             fastnorm.set_num_threads(5)
             r.append(fastnorm.get_num_threads())
-            _kernels._reset_num_threads()
+            _runtime._reset_num_threads()
             r.append(fastnorm.get_num_threads())
         r.append(fastnorm.get_num_threads())
         print(*r)
@@ -291,7 +291,7 @@ def test_bitwise_identical_with_threadpoolctl_and_omp_default(dtype):
     x = _data((4, 8, 301, 257), dtype, seed=11)
     fastnorm.set_num_threads(1)
     want = [_bits(F.group_norm(x, 4)), _bits(F.batch_norm(x, None, None, training=True))]
-    _kernels._reset_num_threads()
+    _runtime._reset_num_threads()
     for lim in (1, 2, 5):
         with threadpool_limits(limits=lim, user_api="openmp"):
             got = [_bits(F.group_norm(x, 4)), _bits(F.batch_norm(x, None, None, training=True))]

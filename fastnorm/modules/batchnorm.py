@@ -1,7 +1,7 @@
 """BatchNorm1d/2d/3d and their common base ``_NormBase`` (shared with InstanceNorm), as in torch."""
 import numpy as np
 
-from .. import _kernels
+from .. import _checks
 from .. import functional as F
 from .module import Module, check_device, check_dtype, check_eps, check_size
 
@@ -12,7 +12,7 @@ def check_momentum(momentum, owner, allow_none=True):
     """momentum as given (for torch's repr), after the functional ops' own check."""
     if momentum is None and allow_none:
         return None
-    _kernels.check_momentum(momentum, owner, allow_none)
+    _checks.check_momentum(momentum, owner, allow_none)
     return momentum.item() if isinstance(momentum, np.generic) else momentum
 
 

@@ -9,8 +9,8 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from .. import _kernels
-from .._kernels import to_numpy  # noqa: F401 - the layers' np.asarray (torch tensors too)
+from .. import _checks
+from .._checks import to_numpy  # noqa: F401 - the layers' np.asarray (torch tensors too)
 
 __all__ = ["Module"]
 
@@ -54,7 +54,7 @@ def check_eps(eps, owner, allow_none=False):
     """eps as given (for torch's repr), after the functional ops' own check."""
     if eps is None and allow_none:
         return None
-    _kernels.check_eps(eps, owner)
+    _checks.check_eps(eps, owner)
     return eps.item() if isinstance(eps, np.generic) else eps
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import functional as F
-from .. import _kernels
+from .. import _checks
 from .module import Module, check_device, check_dtype, check_eps, check_size
 
 __all__ = ["LayerNorm", "GroupNorm", "RMSNorm"]
@@ -56,7 +56,7 @@ class LayerNorm(_Affine):
         check_device(device)
         dt = check_dtype(dtype)
         # torch builds a layer over () and fails at the first call: so do we
-        self.normalized_shape = _kernels.check_normalized_shape(
+        self.normalized_shape = _checks.check_normalized_shape(
             normalized_shape, type(self).__name__, empty_ok=True)
         self.eps = check_eps(eps, type(self).__name__)
         self.elementwise_affine = bool(elementwise_affine)
@@ -172,7 +172,7 @@ class RMSNorm(_Affine):
         check_device(device)
         dt = check_dtype(dtype)
         # torch builds a layer over () and fails at the first call: so do we
-        self.normalized_shape = _kernels.check_normalized_shape(
+        self.normalized_shape = _checks.check_normalized_shape(
             normalized_shape, type(self).__name__, empty_ok=True)
         self.eps = check_eps(eps, type(self).__name__, allow_none=True)
         self.elementwise_affine = bool(elementwise_affine)

@@ -1,0 +1,245 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Argument checks and conversions, shared by the ops (fastnorm._kernels) and the layers
+(fastnorm.modules): every check runs before anything is written, and messages say what was
+expected and what arrived."""
+import numpy as np
+
+cimport numpy as cnp
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # the C API directly, with a NULL descr (= the prototype's dtype): np.empty_like without
+    # the Python-level call overhead
+    object _new_like "PyArray_NewLikeArray" (cnp.ndarray prototype, cnp.NPY_ORDER order,
+                                             void* descr, int subok)
+
+
+cdef cnp.ndarray empty_like(cnp.ndarray x):
+    """A fresh array of x's shape, dtype and memory order."""
+    return _new_like(x, cnp.NPY_KEEPORDER, NULL, 0)
+
+
+cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:
+    """Byte range [lo, hi) that a's elements occupy."""
+    cdef int i
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(a)
+    cdef char* l = <char*>cnp.PyArray_DATA(a)
+    cdef char* h = l + cnp.PyArray_ITEMSIZE(a)
+    for i in range(cnp.PyArray_NDIM(a)):
+        if shape[i] == 0:
+            lo[0] = l
+            hi[0] = l
+            return
+        if strides[i] < 0:
+            l += strides[i] * (shape[i] - 1)
+        else:
+            h += strides[i] * (shape[i] - 1)
+    lo[0] = l
+    hi[0] = h
+
+
+cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Bounds check, like np.may_share_memory."""
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    _extent(a, &alo, &ahi)
+    _extent(b, &blo, &bhi)
+    return alo < bhi and blo < ahi
+
+cdef inline bint _is_float(cnp.ndarray a):
+    cdef int t = cnp.PyArray_TYPE(a)
+    return t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE
+
+
+cpdef object to_numpy(object a):
+    """np.asarray, also for torch tensors that require grad or live on another device (detach
+    and move first; duck-typed, torch is never imported)."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+cdef int64_t prod(tuple shape, int start):
+    cdef int64_t p = 1
+    for d in shape[start:]:
+        p *= <int64_t>d
+    return p
+
+
+cdef int verify_batch_size(tuple shape) except -1:
+    """As torch: training statistics need more than one value per channel."""
+    if shape[0] * prod(shape, 2) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{shape}")
+    return 0
+
+
+cdef cnp.ndarray as_input(object a, str fname):
+    """The input as a native-endian, aligned float32/float64 ndarray (copied only if needed)."""
+    cdef cnp.ndarray arr
+    if isinstance(a, cnp.ndarray):
+        arr = <cnp.ndarray>a
+    else:
+        arr = to_numpy(a)
+    if not _is_float(arr):
+        raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {arr.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr):
+        # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="K", copy=True)
+    return arr
+
+
+cdef inline bint _is_real(object v):
+    """A Python or NumPy real number (not a bool, a string or an array)."""
+    return (isinstance(v, (float, int, np.floating, np.integer))
+            and not isinstance(v, (bool, np.bool_)))
+
+
+cdef cnp.ndarray as_nc_input(object a, str fname):
+    """_as_input for the ops on (N, C, *) input."""
+    cdef cnp.ndarray x = as_input(a, fname)
+    if x.ndim < 2:
+        raise ValueError(f"{fname}: expected input of at least 2 dimensions (N, C, *), got "
+                         f"{x.ndim}D input of shape {(<object>x).shape}")
+    return x
+
+
+cpdef double check_eps(object eps, str fname) except -1.0:
+    """eps as a double: a real number, finite and >= 0 (TypeError / ValueError naming fname)."""
+    if not _is_real(eps):
+        raise TypeError(f"{fname}: eps must be a real number, got {type(eps).__name__}")
+    cdef double e = float(eps)
+    if not isfinite(e) or e < 0:
+        raise ValueError(f"{fname}: eps must be finite and >= 0, got {eps!r}")
+    return e
+
+
+cpdef double check_momentum(object momentum, str fname, bint none_ok=False) except? -1.0:
+    """momentum as a double: a finite real number (TypeError / ValueError naming fname; none_ok:
+    the caller takes None, so the message says so)."""
+    if not _is_real(momentum):
+        raise TypeError(f"{fname}: momentum must be a real number{' or None' if none_ok else ''}, "
+                        f"got {type(momentum).__name__}")
+    cdef double m = float(momentum)
+    if not isfinite(m):
+        raise ValueError(f"{fname}: momentum must be finite, got {momentum!r}")
+    return m
+
+
+cdef cnp.ndarray param(object p, str name, str fname, int typenum, tuple shape,
+                        bint any_shape=False):
+    """weight/bias as a C-contiguous array of the input's dtype with exactly `shape` (or, with
+    any_shape, of any shape with as many elements, seen as `shape`: torch's batch_norm)."""
+    cdef cnp.ndarray arr
+    if (isinstance(p, cnp.ndarray) and cnp.PyArray_TYPE(<cnp.ndarray>p) == typenum
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>p)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>p) and cnp.PyArray_ISALIGNED(<cnp.ndarray>p)):
+        arr = <cnp.ndarray>p
+    else:
+        arr = to_numpy(p)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {arr.dtype}")
+        # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
+        arr = np.array(arr, dtype=cnp.PyArray_DescrFromType(typenum), order="C", copy=True)
+    if (<object>arr).shape != shape:
+        if any_shape and arr.size == shape[0]:
+            return arr.reshape(shape)
+        raise ValueError(f"{fname}: expected {name} of shape {shape}, got shape {(<object>arr).shape}")
+    return arr
+
+
+cdef cnp.ndarray running(object r, str name, str fname, Py_ssize_t C, bint write):
+    """A running statistic: a float array of C elements; when it will be updated in place, a
+    writable numpy.ndarray (anything np.asarray takes when it is only read)."""
+    if write and not isinstance(r, cnp.ndarray):
+        raise TypeError(f"{fname}: {name} must be a numpy.ndarray (it is updated in place), "
+                        f"got {type(r).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>r if isinstance(r, cnp.ndarray) else to_numpy(r)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{fname}: {name} must have a floating dtype, got {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != C:
+        raise ValueError(f"{fname}: expected {name} of shape ({C},) (one value per channel), "
+                         f"got shape {(<object>arr).shape}")
+    if write and not arr.flags.writeable:
+        raise ValueError(f"{fname}: {name} is read-only but must be updated in place")
+    return arr
+
+
+cdef tuple prepare_out(object out, cnp.ndarray x, str fname):
+    """(y, final): y is where the kernels write, final what the call returns (y unless `out`
+    overlaps the input in a way other than being it, when y is a temporary copied back)."""
+    cdef cnp.ndarray o
+    if out is None:
+        y = empty_like(x)
+        return y, y
+    if not isinstance(out, cnp.ndarray):
+        raise TypeError(f"{fname}: out must be a numpy.ndarray, got {type(out).__name__}")
+    o = <cnp.ndarray>out
+    if (<object>o).shape != (<object>x).shape:
+        raise ValueError(f"{fname}: out must have the input's shape {(<object>x).shape}, got {(<object>o).shape}")
+    if o.dtype != x.dtype:
+        raise TypeError(f"{fname}: out must have dtype {x.dtype} (the result dtype), got {o.dtype}")
+    if not o.flags.writeable:
+        raise ValueError(f"{fname}: out is read-only")
+    if not cnp.PyArray_ISALIGNED(o):
+        return empty_like(x), o
+    if not may_overlap(o, x) or (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x) and
+                                  (<object>o).strides == (<object>x).strides):
+        return o, o
+    return empty_like(x), o
+
+
+cdef object unalias(object p, object out):
+    """p, or a copy of it when it shares memory with out: parameters are read while out is
+    written, and must be read as they were before the call (NumPy's rule for overlapping
+    operands). Running statistics that are only read need no copy: they are read before
+    anything is written (those that are updated must not overlap out: check_updated)."""
+    if out is None or p is None or not may_overlap(<cnp.ndarray>out, <cnp.ndarray>p):
+        return p
+    return (<cnp.ndarray>p).copy()
+
+
+cdef int check_updated(object rm, object rv, object out, str fname) except -1:
+    """Running statistics updated in place are written after out: they must not share its
+    memory (their update would overwrite the result, or read it as their old value)."""
+    if out is not None and rm is not None and (may_overlap(<cnp.ndarray>out, <cnp.ndarray>rm)
+                                               or may_overlap(<cnp.ndarray>out, <cnp.ndarray>rv)):
+        raise ValueError(f"{fname}: running_mean and running_var are updated in place and must "
+                         f"not share memory with out")
+    return 0
+
+
+cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_ok=False):
+    """normalized_shape (an int or a sequence of ints >= 0; at least one unless empty_ok) as a
+    tuple."""
+    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
+        ns = (int(normalized_shape),)
+    elif isinstance(normalized_shape, (tuple, list)):
+        dims = []
+        for d in normalized_shape:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+                raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, "
+                                f"got {normalized_shape!r} (holding a {type(d).__name__})")
+            dims.append(int(d))
+        ns = tuple(dims)
+    else:
+        raise TypeError(f"{fn}: normalized_shape must be an int or a sequence of ints, got "
+                        f"{type(normalized_shape).__name__}")
+    if len(ns) == 0 and not empty_ok:
+        raise ValueError(f"{fn}: expected normalized_shape to be at least 1-dimensional, got {ns}")
+    for d in ns:
+        if d < 0:
+            raise ValueError(f"{fn}: normalized_shape must not have negative sizes, got {ns}")
+    return ns
+
+
+cdef int check_running_pair(object rm, object rv, str fname) except -1:
+    if (rm is None) != (rv is None):
+        raise ValueError(f"{fname}: running_mean and running_var must be given together")
+    return 0

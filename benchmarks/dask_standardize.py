@@ -5,9 +5,10 @@ with ``dask.array.random`` (uniform; never materialized whole), and the standard
 streamed into a sink that keeps nothing (``dask.array.store``), so only chunks are ever in
 memory, on the same scheduler for both:
 
-* fastnorm: ``fastnorm.dask.batch_norm(x, None, None, training=True)``: the per-channel
-  statistics are computed at the call (one pass: generation + fastnorm's moments kernel, merged
-  with Chan's formula), the output when stored (generation + fastnorm's normalization kernel);
+* fastnorm: ``fastnorm.dask.batch_norm(x, None, None, training=True, eps=1e-12)`` (dask's
+  formula has no eps): the per-channel statistics are computed at the call (one pass:
+  generation + fastnorm's moments kernel, merged with Chan's formula), the output when stored
+  (generation again + fastnorm's normalization kernel);
 * dask: ``(x - x.mean(axis, keepdims=True)) / x.std(axis, keepdims=True)`` with
   axis=(0, 2, 3): one graph (dask keeps each generated chunk until the statistics are done).
 

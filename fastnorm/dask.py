@@ -204,12 +204,13 @@ def _loc(block_info, axis):
     return slice(start, stop)
 
 
-def _normalize_rows(x, lead, mean, var, eps):
-    """(x - mean) / sqrt(var + eps) with one float64 mean/var per position of x's first `lead`
-    axes: fastnorm's eval-mode batch_norm on x seen as (1, rows, *rest)."""
+def _normalize_rows(x, lead, mean, var, eps, weight=None, bias=None):
+    """(x - mean) / sqrt(var + eps) * weight + bias with one float64 mean/var (and weight/bias,
+    when given) per position of x's first `lead` axes: fastnorm's eval-mode batch_norm on x
+    seen as (1, rows, *rest)."""
     rows = int(np.prod(x.shape[:lead], dtype=np.int64))
     x3 = x.reshape((1, rows) + x.shape[lead:])
-    y = F.batch_norm(x3, np.ravel(mean), np.ravel(var), None, None, False, 0.0, eps)
+    y = F.batch_norm(x3, np.ravel(mean), np.ravel(var), weight, bias, False, 0.0, eps)
     return y.reshape(x.shape)
 
 
@@ -223,12 +224,16 @@ def _bn_block(x, mean, var, weight, bias, eps, block_info=None):
 
 def _nc_block(x, mean, var, weight, bias, eps, block_info=None):
     """Normalization of a chunk (n, c, *S) with given per-(n, c) statistics (float64 arrays
-    (n, c, 1, ...) aligned with the chunk) and per-channel weight/bias."""
-    y = _normalize_rows(x, 2, mean, var, eps)
-    return _affine(y, weight, bias, _loc(block_info, 1), (1, -1) + (1,) * (x.ndim - 2))
+    (n, c, 1, ...) aligned with the chunk) and per-channel weight/bias (repeated per sample:
+    one kernel pass)."""
+    c = _loc(block_info, 1)
+    w = None if weight is None else np.tile(weight[c], x.shape[0])
+    b = None if bias is None else np.tile(bias[c], x.shape[0])
+    return _normalize_rows(x, 2, mean, var, eps, w, b)
 
 
 def _affine(y, weight, bias, sl, shape):
+    """y * weight[sl] + bias[sl], in place, the slices seen as `shape`."""
     if weight is not None:
         y *= weight[sl].reshape(shape)
     if bias is not None:

@@ -10,7 +10,7 @@ memory, on the same scheduler for both:
   generation + fastnorm's moments kernel, merged with Chan's formula), the output when stored
   (generation again + fastnorm's normalization kernel);
 * dask: ``(x - x.mean(axis, keepdims=True)) / x.std(axis, keepdims=True)`` with
-  axis=(0, 2, 3): one graph (dask keeps each generated chunk until the statistics are done).
+  axis=(0, 2, 3): one graph (each generated chunk is kept until the statistics are done).
 
 Also timed: generating the chunks alone (stored to the sink), and a NumPy copy of 256 MiB for
 the machine's memory bandwidth. The "bandwidth fraction" counts the bytes fastnorm's kernels

@@ -24,5 +24,5 @@ from .modules import __all__ as _modules_all
 
 __version__ = get_config()["version"]
 
-__all__ = ["functional", "F", "reference", "moments", "Moments", "show_config", "get_config", "set_num_threads",
-           "get_num_threads", "__version__"] + list(_modules_all)
+__all__ = ["functional", "F", "reference", "moments", "Moments", "show_config", "get_config",
+           "set_num_threads", "get_num_threads", "__version__"] + list(_modules_all)

@@ -2,7 +2,9 @@
 
 Layers (``fastnorm.BatchNorm2d`` ...) mirror ``torch.nn``; functions (``fastnorm.functional``,
 also ``fastnorm.F``) mirror ``torch.nn.functional``; ``fastnorm.reference`` holds the plain
-float64 NumPy versions used as the oracle of the tests.
+float64 NumPy versions used as the oracle of the tests. ``fastnorm.moments`` and
+``fastnorm.Moments`` give one-pass, mergeable mean and variance; ``fastnorm.dask`` (optional,
+``pip install "fastnorm-cpu[dask]"``, imported only when used) runs the ops on Dask arrays.
 """
 try:
     from . import _kernels  # noqa: F401
@@ -15,11 +17,12 @@ from . import functional
 from . import functional as F
 from . import reference
 from ._config import get_config, show_config
+from ._moments import Moments, moments
 from ._runtime import get_num_threads, set_num_threads
 from .modules import *  # noqa: F401,F403
 from .modules import __all__ as _modules_all
 
 __version__ = get_config()["version"]
 
-__all__ = ["functional", "F", "reference", "show_config", "get_config", "set_num_threads",
-           "get_num_threads", "__version__"] + list(_modules_all)
+__all__ = ["functional", "F", "reference", "moments", "Moments", "show_config", "get_config",
+           "set_num_threads", "get_num_threads", "__version__"] + list(_modules_all)

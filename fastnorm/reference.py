@@ -13,7 +13,7 @@ Running statistics passed in are updated in place, as ``torch.nn.functional`` do
 """
 import numpy as np
 
-__all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm",
+__all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm",
            "switch_norm", "filter_response_norm", "conditional_batch_norm", "batch_group_norm",
            "mask_power_norm", "spectral_norm"]
 
@@ -31,6 +31,16 @@ def _moments(x, axes):
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     return mean, var
+
+
+def moments(input, axis=None, *, ddof=0, keepdims=False, dtype=np.float64):
+    """Mean and variance over ``axis`` (NumPy's conventions): the two-pass
+    ``sum((x - mean)**2) / max(n - ddof, 0)``, as ``np.var``."""
+    x = _as(input, dtype)
+    mean = x.mean(axis=axis, keepdims=True)
+    n = x.size // max(mean.size, 1) if x.size else 0
+    var = ((x - mean) ** 2).sum(axis=axis, keepdims=keepdims) / max(n - ddof, 0)
+    return (mean if keepdims else np.squeeze(mean, axis=axis)), var
 
 
 def _affine(y, weight, bias, shape):

@@ -44,6 +44,48 @@ RMS = [("rms", shape) for name, shape in ANCHORS if name == "ln"]
 LARGE = [("bn_train", (64, 64, 256, 256)), ("bn_eval", (64, 64, 256, 256)),
          ("ln", (65536, 4096)), ("gn32", (16, 256, 256, 256)), ("in", (64, 64, 256, 256))]
 
+# The shape families real models use (issue 10), float32 unless a dtype is given: (name, shape,
+# layout) with name a key of OPS (plus "_nhwc" for channels-last memory). Speed is judged on
+# these as well as on the anchors; benchmarks/families.py times them against torch and ONNX
+# Runtime, allocating call against allocating call.
+_RESNET50 = [(64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
+             (512, 7), (2048, 7)]
+FAMILIES = {
+    # CNN inference: eval BatchNorm at every ResNet-50 stage, batch 1 and 8, both layouts
+    "cnn_eval": [("bn_eval", (n, c, s, s), lay) for n in (1, 8) for c, s in _RESNET50
+                 for lay in ("contiguous", "channels_last")],
+    # CNN training: BatchNorm at batch 16-64, both layouts
+    "cnn_train": [("bn_train", shape, lay)
+                  for shape in ((16, 64, 112, 112), (32, 64, 56, 56), (32, 256, 56, 56),
+                                (64, 128, 28, 28), (32, 512, 28, 28), (64, 1024, 14, 14),
+                                (64, 2048, 7, 7))
+                  for lay in ("contiguous", "channels_last")],
+    # transformers: decode (1-16 rows of 768-8192) and prefill (up to 64 MB)
+    "decode": [(op, (n, d), "contiguous") for op in ("ln", "rms") for n, d in
+               ((1, 768), (1, 4096), (4, 1024), (8, 2048), (16, 4096), (1, 8192), (16, 8192))],
+    "prefill": [(op, shape, "contiguous") for op in ("ln", "rms") for shape in
+                ((512, 768), (4, 512, 1024), (2048, 2048), (2048, 4096), (1024, 8192),
+                 (4096, 4096))],
+    # diffusion: GroupNorm(32), C 128-1280, spatial 8-256, both layouts
+    "diffusion": [("gn32", shape, lay)
+                  for shape in ((1, 128, 256, 256), (2, 128, 128, 128), (2, 320, 64, 64),
+                                (2, 640, 32, 32), (2, 1280, 16, 16), (2, 1280, 8, 8),
+                                (1, 512, 64, 64))
+                  for lay in ("contiguous", "channels_last")],
+    # style transfer: InstanceNorm
+    "style": [("in", shape, "contiguous")
+              for shape in ((1, 32, 256, 256), (1, 64, 128, 128), (1, 128, 64, 64),
+                            (4, 64, 128, 128), (1, 3, 512, 512))],
+}
+# float64 versions: a few of each family
+FAMILIES_F64 = [("bn_eval", (8, 256, 56, 56), "contiguous"), ("bn_eval", (1, 512, 28, 28),
+                 "channels_last"), ("bn_train", (32, 64, 56, 56), "contiguous"),
+                ("ln", (1, 4096), "contiguous"), ("ln", (2048, 2048), "contiguous"),
+                ("rms", (16, 4096), "contiguous"), ("gn32", (2, 320, 64, 64), "contiguous"),
+                ("gn32", (2, 320, 64, 64), "channels_last"), ("in", (1, 64, 128, 128),
+                                                              "contiguous")]
+
+
 
 def make_input(shape, dtype="float32", layout="contiguous", seed=0):
     """x = 3 * N(0, 1) + 1 of ``shape`` in ``dtype``; ``layout="channels_last"``: NHWC memory

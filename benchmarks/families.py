@@ -109,6 +109,9 @@ def main(argv=None):
     ap.add_argument("--family", action="append", choices=sorted(_cases.FAMILIES))
     ap.add_argument("--f64", action="store_true", help="the float64 set instead")
     ap.add_argument("--quick", action="store_true", help="every third case")
+    ap.add_argument("--smoke", action="store_true",
+                    help="call every peer of every case once, no timing (CI's check that the "
+                         "script runs)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     try:
@@ -134,6 +137,11 @@ def main(argv=None):
         fam = {"torch": [], "ort": []}
         for name, shape, layout in cases:
             x, calls = case_calls(name, shape, layout, dtype, torch, threads)
+            if args.smoke:
+                for fn in calls.values():
+                    fn()
+                print(f"{family:9s} {name:8s} {layout:13s} {shape}: {', '.join(calls)} ran")
+                continue
             ms = {k: timed(fn) * 1e3 for k, fn in calls.items()}
             r = {k: ms[k] / ms["fastnorm"] for k in ("torch", "ort") if k in ms}
             for k, v in r.items():
@@ -148,6 +156,8 @@ def main(argv=None):
                   + f"  alloc/out={rows[-1]['alloc_over_out']:.2f}", flush=True)
             del x, calls
         summary[family] = {k: (geomean(v), min(v), len(v)) for k, v in fam.items() if v}
+    if args.smoke:
+        return 0
     allr = {k: [r["ratios"][k] for r in rows if k in r["ratios"]] for k in ("torch", "ort")}
     for family, s in summary.items():
         print(f"{family:9s} " + "  ".join(f"{k}: geomean {g:.2f} min {m:.2f} ({n})"

@@ -37,50 +37,47 @@ VFUNC int64_t VN(run_sums)(const T *x, int64_t len, double k, double *t1, double
     return i;
 }
 
-/* tile_sums for contiguous columns: 4 * VW (then VW) columns at a time in registers down the
- * rows [r0, r1) at row stride sr. Returns how many of the w columns it handled. */
+/* tile_sums for contiguous columns: rows [r0, r1) at row stride sr, read in memory order, four
+ * rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
+ * rows. Each column still adds its rows one after another, from zero. Returns how many of the w
+ * columns it handled (a multiple of VW). */
 VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t w,
                             const double *k, double *s1, double *s2)
 {
-    int64_t j = 0;
-    for (; j + 4 * VW <= w; j += 4 * VW) {
-        const V k0 = VLOADD(k + j), k1 = VLOADD(k + j + VW);
-        const V k2 = VLOADD(k + j + 2 * VW), k3 = VLOADD(k + j + 3 * VW);
-        V a0 = VZERO(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0, q3 = a0;
-        for (int64_t r = r0; r < r1; r++) {
-            const T *xr = x + r * sr + j;
-            const V d0 = VSUB(VLOADT(xr), k0), d1 = VSUB(VLOADT(xr + VW), k1);
-            const V d2 = VSUB(VLOADT(xr + 2 * VW), k2), d3 = VSUB(VLOADT(xr + 3 * VW), k3);
-            a0 = VADD(a0, d0);
-            q0 = VFMA(d0, d0, q0);
-            a1 = VADD(a1, d1);
-            q1 = VFMA(d1, d1, q1);
-            a2 = VADD(a2, d2);
-            q2 = VFMA(d2, d2, q2);
-            a3 = VADD(a3, d3);
-            q3 = VFMA(d3, d3, q3);
-        }
-        VSTORED(s1 + j, a0);
-        VSTORED(s1 + j + VW, a1);
-        VSTORED(s1 + j + 2 * VW, a2);
-        VSTORED(s1 + j + 3 * VW, a3);
-        VSTORED(s2 + j, q0);
-        VSTORED(s2 + j + VW, q1);
-        VSTORED(s2 + j + 2 * VW, q2);
-        VSTORED(s2 + j + 3 * VW, q3);
+    const int64_t wv = w - w % VW;
+    for (int64_t j = 0; j < wv; j += VW) {
+        VSTORED(s1 + j, VZERO());
+        VSTORED(s2 + j, VZERO());
     }
-    for (; j + VW <= w; j += VW) {
-        const V k0 = VLOADD(k + j);
-        V a0 = VZERO(), q0 = a0;
-        for (int64_t r = r0; r < r1; r++) {
-            const V d0 = VSUB(VLOADT(x + r * sr + j), k0);
-            a0 = VADD(a0, d0);
-            q0 = VFMA(d0, d0, q0);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const T *x0 = x + r * sr, *x1 = x0 + sr, *x2 = x1 + sr, *x3 = x2 + sr;
+        for (int64_t j = 0; j < wv; j += VW) {
+            const V kv = VLOADD(k + j);
+            V a = VLOADD(s1 + j), q = VLOADD(s2 + j);
+            const V d0 = VSUB(VLOADT(x0 + j), kv), d1 = VSUB(VLOADT(x1 + j), kv);
+            const V d2 = VSUB(VLOADT(x2 + j), kv), d3 = VSUB(VLOADT(x3 + j), kv);
+            a = VADD(a, d0);
+            q = VFMA(d0, d0, q);
+            a = VADD(a, d1);
+            q = VFMA(d1, d1, q);
+            a = VADD(a, d2);
+            q = VFMA(d2, d2, q);
+            a = VADD(a, d3);
+            q = VFMA(d3, d3, q);
+            VSTORED(s1 + j, a);
+            VSTORED(s2 + j, q);
         }
-        VSTORED(s1 + j, a0);
-        VSTORED(s2 + j, q0);
     }
-    return j;
+    for (; r < r1; r++) {
+        const T *xr = x + r * sr;
+        for (int64_t j = 0; j < wv; j += VW) {
+            const V d = VSUB(VLOADT(xr + j), VLOADD(k + j));
+            VSTORED(s1 + j, VADD(VLOADD(s1 + j), d));
+            VSTORED(s2 + j, VFMA(d, d, VLOADD(s2 + j)));
+        }
+    }
+    return wv;
 }
 
 #undef VN

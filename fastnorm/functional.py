@@ -207,11 +207,10 @@ def _mean(a, axis):
     return np.add.reduce(a, axis=axis, keepdims=True) / a.shape[axis]
 
 
-def _per_channel(a, name, C, updated):
-    """A per-channel array of switch_norm (any shape with C elements, as the authors' module
-    keeps (1, C, 1...) arrays); running statistics that are updated in place must be writable
-    float ndarrays."""
-    fn = "switch_norm"
+def _per_channel(a, name, C, updated=False, fn="switch_norm"):
+    """A per-channel array of op fn given with C elements in any shape (switch_norm's authors keep
+    (1, C, 1...) arrays, timm's FRN (C,), other FRN ports (1, C, 1, 1)); running statistics that
+    are updated in place must be writable float ndarrays."""
     if updated and not isinstance(a, np.ndarray):
         raise TypeError(f"{fn}: {name} must be a numpy.ndarray (it is updated in place), got "
                         f"{type(a).__name__}")
@@ -415,20 +414,6 @@ def _mean_squares(x):
     return ms
 
 
-def _channel_param(p, name, C, fname):
-    """A per-channel parameter given with C elements in any shape (timm's (C,), or (1, C, 1, 1))
-    as a (C,) array, or None."""
-    if p is None:
-        return None
-    a = _checks.to_numpy(p)
-    if a.dtype.kind not in "fiub":
-        raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {a.dtype}")
-    if a.size != C:
-        raise ValueError(f"{fname}: expected {name} with {C} elements (one per channel), got "
-                         f"shape {a.shape}")
-    return a.reshape(C)
-
-
 def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, out=None):
     r"""Filter Response Normalization with its thresholded linear unit (Singh & Krishnan 2019),
     as timm's ``FilterResponseNormTlu2d``.
@@ -468,9 +453,8 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, o
     if x.ndim < 2:
         _kernels.instance_moments(x)  # raises the ops' own message for a bad input
     C = x.shape[1]
-    w = _channel_param(weight, "weight", C, fn)
-    b = _channel_param(bias, "bias", C, fn)
-    t = _channel_param(tau, "tau", C, fn)
+    w, b, t = (None if p is None else _per_channel(p, name, C, fn=fn).reshape(C)
+               for p, name in ((weight, "weight"), (bias, "bias"), (tau, "tau")))
     ms = _mean_squares(x)  # checks the input: (N, C, *), float32/float64
     if t is not None:
         t = t.astype(x.dtype.newbyteorder("="))

@@ -32,6 +32,7 @@ cdef extern from *:
 cdef int _num_threads = 0  # 0: follow omp_get_max_threads() (OMP_NUM_THREADS, threadpoolctl)
 cdef int _active = 0       # calls in progress (enter() .. leave()), from any Python thread
 cdef bint _fork_serial = False  # this process was forked and its OpenMP pool could not be freed
+cdef bint _share = True    # concurrent calls share the thread count (off: for measurements)
 
 
 cdef inline int _limit() noexcept:
@@ -49,7 +50,7 @@ cdef int threads() noexcept:
     k * limit busy threads on the cores; max(1, limit // calls) keeps the total at the limit."""
     cdef int n = _limit()
     cdef int a = fn_load_active(&_active)
-    if a > 1:
+    if a > 1 and _share:
         n = n // a
     return n if n > 1 else 1
 
@@ -65,6 +66,29 @@ cdef void leave() noexcept nogil:
 def _active_calls():
     """Calls in progress (for tests)."""
     return fn_load_active(&_active)
+
+
+def _enter():
+    """Count a call in progress, as every op does (for tests, with _leave)."""
+    enter()
+
+
+def _leave():
+    leave()
+
+
+def _call_threads():
+    """The threads a kernel started now would get (for tests)."""
+    return threads()
+
+
+def _set_thread_sharing(bint on):
+    """Whether concurrent calls share the thread count (default True; False gives every call
+    the full count: benchmarks/python_threads.py measures both). Returns the previous value."""
+    global _share
+    old = _share
+    _share = on
+    return old
 
 
 def set_num_threads(n):

@@ -1,11 +1,12 @@
 """Allocating calls against out= calls, in a steady loop, for large outputs.
 
     python benchmarks/alloc_vs_out.py [--modes cache,nocache,mallopt] [--sizes 3,13,67]
-                                      [--reps 7] [--calls 5]
+                                      [--reps 7] [--calls 5] [--threads N]
 
 For each op (layer_norm, group_norm, batch_norm in eval mode) and output size (MB, float32),
-prints median(time of ``y = op(x)``) / median(time of ``op(x, out=out)``): 1.0 means allocating
-costs nothing. Each mode runs in a fresh process:
+prints min(time of ``y = op(x)``) / min(time of ``op(x, out=out)``) over interleaved blocks of
+calls: 1.0 means allocating costs nothing. Minima, because on a shared 2-core machine a block
+that lost a core to a neighbour measures the neighbour. Each mode runs in a fresh process:
 
 * ``cache``: fastnorm's output cache (the default, see fastnorm.set_output_cache_limit);
 * ``nocache``: the cache off (limit 0): NumPy's allocator, i.e. glibc malloc, which maps blocks
@@ -17,7 +18,6 @@ costs nothing. Each mode runs in a fresh process:
 import argparse
 import ctypes
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -51,7 +51,8 @@ def make_call(op, x):
 
 
 def ratio(f, out, reps, calls):
-    """median per-call time allocating / with out=, timed in interleaved blocks of calls."""
+    """(min per-call time allocating / with out=, min time with out=), from interleaved blocks
+    of calls."""
     y = f()  # warm: the first allocation of each size is fresh in every mode
     f(out=out)
     ta, to = [], []
@@ -65,12 +66,14 @@ def ratio(f, out, reps, calls):
             f(out=out)
         to.append((time.perf_counter() - t) / calls)
     del y
-    return statistics.median(ta) / statistics.median(to), statistics.median(to)
+    return min(ta) / min(to), min(to)
 
 
-def run_mode(mode, sizes, reps, calls):
+def run_mode(mode, sizes, reps, calls, threads):
     import fastnorm
 
+    if threads:
+        fastnorm.set_num_threads(threads)
     if mode != "cache":
         fastnorm.set_output_cache_limit(0)
     if mode == "mallopt":
@@ -97,11 +100,12 @@ def main():
     ap.add_argument("--sizes", default="3,13,67", help="output sizes in MB")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="set_num_threads (0: the default)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # run one mode in this process
     a = ap.parse_args()
     sizes = [float(s) for s in a.sizes.split(",")]
     if a.one:
-        for op, mb, r, t_out in run_mode(a.one, sizes, a.reps, a.calls):
+        for op, mb, r, t_out in run_mode(a.one, sizes, a.reps, a.calls, a.threads):
             print(f"  {op:11s} {mb:5.0f} MB  alloc/out= {r:5.2f}   (out= {t_out * 1e3:7.2f} ms)")
         return
     for mode in a.modes.split(","):
@@ -109,7 +113,8 @@ def main():
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
         subprocess.run([sys.executable, os.path.abspath(__file__), "--one", mode, "--sizes", a.sizes,
-                        "--reps", str(a.reps), "--calls", str(a.calls)], check=True, env=env)
+                        "--reps", str(a.reps), "--calls", str(a.calls), "--threads", str(a.threads)],
+                       check=True, env=env)
 
 
 if __name__ == "__main__":

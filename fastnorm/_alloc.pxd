@@ -2,9 +2,10 @@
 cimport numpy as cnp
 
 cdef enum:
-    # outputs of at least this many bytes go through the cache; smaller ones are allocated by
-    # NumPy directly, where the handler's ~0.2 us (two PyDataMem_SetHandler calls) would show
-    # (benchmarks/alloc_vs_out.py)
-    OUTPUT_CACHE_MIN = 1 << 20
+    # outputs of at least this many bytes go through the cache. Below it glibc's heap serves a
+    # steady loop without page faults (its mmap threshold rises to the size of blocks freed,
+    # up to 32 MiB), and the handler's ~2700 instructions per allocation (two
+    # PyDataMem_SetHandler calls, measured with callgrind) would be 1-3% of a 1 MiB call.
+    OUTPUT_CACHE_MIN = 4 << 20
 
 cdef cnp.ndarray cached_empty_like(cnp.ndarray x)

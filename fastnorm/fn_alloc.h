@@ -60,11 +60,10 @@ static size_t fn_page(void) {
     return page;
 }
 
-/* Bytes to map for a block of `need` bytes (header included): whole pages, and whole huge
- * pages from FN_HUGE_MIN on, so that nearby sizes share cached blocks. */
-static size_t fn_map_len(size_t need) {
-    return fn_round_up(need, need >= FN_HUGE_MIN ? FN_HUGE : fn_page());
-}
+/* Bytes to map for a block of `need` bytes (header included): whole pages. (Whole huge pages
+ * would waste up to 2 MiB of a 4 MiB block; the start is huge-page aligned, the tail, if not a
+ * whole huge page, gets small ones.) */
+static size_t fn_map_len(size_t need) { return fn_round_up(need, fn_page()); }
 
 /* A fresh mapping of len bytes (huge-page aligned and advised from FN_HUGE_MIN on), or NULL. */
 static void* fn_map(size_t len) {

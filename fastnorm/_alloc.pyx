@@ -23,8 +23,7 @@ cdef extern from "fn_alloc.h" nogil:
     void fn_cache_stats(size_t* limit, size_t* held, int* blocks, uint64_t* hits,
                         uint64_t* misses)
     size_t fn_default_limit()
-    void fn_cache_fork_lock()
-    void fn_cache_fork_unlock()
+    void fn_cache_after_fork_child()
     int FN_SLOTS
 
 cdef object _handler = fn_handler_capsule()
@@ -104,13 +103,8 @@ def output_cache_info():
             "min_output": OUTPUT_CACHE_MIN, "max_blocks": FN_SLOTS}
 
 
-def _fork_lock():
-    fn_cache_fork_lock()
+def _after_fork_in_child():
+    fn_cache_after_fork_child()
 
 
-def _fork_unlock():
-    fn_cache_fork_unlock()
-
-
-# the child must not inherit the cache's mutex locked by a thread that does not exist there
-os.register_at_fork(before=_fork_lock, after_in_parent=_fork_unlock, after_in_child=_fork_unlock)
+os.register_at_fork(after_in_child=_after_fork_in_child)

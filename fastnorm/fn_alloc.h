@@ -201,10 +201,21 @@ static void fn_cache_stats(size_t* limit, size_t* held, int* blocks, uint64_t* h
     pthread_mutex_unlock(&fn_cache.lock);
 }
 
-/* fork: the mutex is taken before and released after, in both processes, so that the child
- * never inherits it locked by a thread that does not exist there. */
-static void fn_cache_fork_lock(void) { pthread_mutex_lock(&fn_cache.lock); }
-static void fn_cache_fork_unlock(void) { pthread_mutex_unlock(&fn_cache.lock); }
+/* In a forked child (the only thread there): the mutex is free unless another thread of the
+ * parent was inside a cache operation at the fork (only possible without the GIL: with it, the
+ * frees that take the mutex hold the GIL, which the forking thread holds). Then the cache may be
+ * half updated: it is forgotten (its blocks stay mapped in the child, copy-on-write) and the
+ * mutex made anew. Nothing is locked before fork: a before-fork hook that ran later, or a
+ * garbage collection in it, would free an output into a mutex its own thread holds. */
+static void fn_cache_after_fork_child(void) {
+    if (pthread_mutex_trylock(&fn_cache.lock) == 0) {
+        pthread_mutex_unlock(&fn_cache.lock);
+        return;
+    }
+    pthread_mutex_init(&fn_cache.lock, NULL);
+    fn_cache.n = 0;
+    fn_cache.held = 0;
+}
 
 /* ---- the NEP 49 handler ---------------------------------------------------------------- */
 

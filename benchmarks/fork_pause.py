@@ -2,9 +2,10 @@
 
     python benchmarks/fork_pause.py [--reps 20]
 
-Prints, medians of `reps` forks: the hook itself (omp_pause_resource_all), the parent's first
-parallel call after a fork (its pool is rebuilt) against a steady call, and the forked child's
-first call (it builds its own pool) against the parent's steady call.
+Forks `reps` times with the hook freeing the pool (the default) and `reps` times without it (the
+fallback: children run one thread), interleaved, and prints medians and minima of: the fork itself (the
+hook included), the parent's first parallel call after the fork (it rebuilds its pool, and
+copies the pages it writes that the child shares), the child's first call, and a steady call.
 """
 import argparse
 import os
@@ -31,31 +32,35 @@ def main():
         F.layer_norm(x, 1024, out=out)
         return time.perf_counter() - t
 
-    hook, first, steady, child = [], [], [], []
+    res = {p: {"fork": [], "first": [], "child": [], "steady": []} for p in (True, False)}
     for _ in range(a.reps):
-        for _ in range(5):
-            call()
-        steady.append(min(call() for _ in range(5)))
-        t = time.perf_counter()
-        _runtime._before_fork()  # what os.fork runs first
-        hook.append(time.perf_counter() - t)
-        r, w = os.pipe()
-        pid = os.fork()  # runs the hook again: the pool is already freed
-        if pid == 0:
-            os.close(r)
-            os.write(w, repr(call()).encode())
-            os._exit(0)
-        os.close(w)
-        first.append(call())
-        child.append(float(os.read(r, 100)))
-        os.close(r)
-        os.waitpid(pid, 0)
+        for pause in (True, False):
+            r = res[pause]
+            _runtime._pause_on_fork = pause
+            for _ in range(5):
+                call()
+            r["steady"].append(min(call() for _ in range(5)))
+            rd, wr = os.pipe()
+            t = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:
+                os.close(rd)
+                os.write(wr, repr(call()).encode())
+                os._exit(0)
+            r["fork"].append(time.perf_counter() - t)
+            os.close(wr)
+            r["first"].append(call())
+            r["child"].append(float(os.read(rd, 100)))
+            os.close(rd)
+            os.waitpid(pid, 0)
+    _runtime._pause_on_fork = True
     med = statistics.median
-    print(f"layer_norm 2 MB, 2 threads, medians of {a.reps} forks:")
-    print(f"  before-fork hook (omp_pause_resource_all): {med(hook) * 1e6:8.1f} us")
-    print(f"  steady call:                               {med(steady) * 1e6:8.1f} us")
-    print(f"  parent's first call after fork:            {med(first) * 1e6:8.1f} us")
-    print(f"  child's first call:                        {med(child) * 1e6:8.1f} us")
+    print(f"layer_norm 2 MB, 2 threads, {a.reps} forks each way, in us (median / min):")
+    print(f"  {'':27s} {'pool freed':>17s} {'not freed':>17s}")
+    for k, label in (("fork", "os.fork (hook included)"), ("first", "parent's first call after"),
+                     ("child", "child's first call"), ("steady", "steady call")):
+        cells = [f"{med(res[p][k]) * 1e6:8.0f} /{min(res[p][k]) * 1e6:7.0f}" for p in (True, False)]
+        print(f"  {label:27s} {cells[0]:>17s} {cells[1]:>17s}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ cdef extern from "numpy/arrayobject.h":
                                              void* descr, int subok)
     object PyDataMem_SetHandler(object handler)
 
-cdef extern from "fn_alloc.h" nogil:
+cdef extern from "fn_alloc.h":
     object fn_handler_capsule()
+
+cdef extern from "fn_alloc.h" nogil:
     size_t fn_cache_set_limit(size_t limit)
     size_t fn_cache_release()
     void fn_cache_stats(size_t* limit, size_t* held, int* blocks, uint64_t* hits,
@@ -107,4 +109,5 @@ def _after_fork_in_child():
     fn_cache_after_fork_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,8 +16,8 @@ cdef extern from "fn_openmp.h" nogil:
 
 cdef extern from *:
     """
-    /* the count of calls in progress, changed with the GIL held: a plain int, except in
-       free-threaded Python, where it is atomic (a locked add would cost ~10 ns per call) */
+    /* the count of calls in progress, changed with the GIL held: a plain int (no locked
+       instruction on the per-call path), except in free-threaded Python, where it is atomic */
     #if defined(Py_GIL_DISABLED) && (defined(__GNUC__) || defined(__clang__))
     static inline int fn_add_active(int* p, int d) { return __atomic_add_fetch(p, d, __ATOMIC_RELAXED); }
     static inline int fn_load_active(int* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -122,9 +122,10 @@ def have_openmp():
 # fork: a forked child inherits libgomp's thread pool as data but none of its threads, and its
 # first parallel region would wait for them forever. Just before fork the forking thread's pool
 # is freed (omp_pause_resource_all); the child then builds its own at full thread count and the
-# parent rebuilds its pool lazily (tens of microseconds, once per fork). os.register_at_fork, not
-# pthread_atfork: it runs for os.fork (multiprocessing, gunicorn) but not for subprocess's
-# fork+exec, whose child never runs a kernel, so spawning processes costs the pool nothing.
+# parent rebuilds its pool at its next parallel call, once per fork (benchmarks/fork_pause.py
+# measures both). os.register_at_fork, not pthread_atfork: it runs for os.fork (multiprocessing,
+# gunicorn) but not for subprocess's fork+exec, whose child never runs a kernel, so spawning
+# processes costs the pool nothing.
 
 _pause_on_fork = True  # tests turn it off to check the one-thread fallback
 cdef int _pause_rc = 0
@@ -148,4 +149,5 @@ def fork_state():
     return _pause_rc, bool(_fork_serial)
 
 
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

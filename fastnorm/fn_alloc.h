@@ -116,7 +116,7 @@ static void* fn_cache_take(size_t len, size_t* got) {
 }
 
 /* Evict the oldest blocks until `room` more bytes and one more block fit under the limit (the
- * mutex held); the evicted blocks are moved to out (munmapped by the caller, unlocked). */
+ * mutex held); the evicted blocks go to out_base/out_len, for the caller to unmap unlocked. */
 static int fn_cache_evict(size_t room, void** out_base, size_t* out_len) {
     int k = 0;
     while (fn_cache.n > 0 && (fn_cache.held + room > fn_cache.limit || fn_cache.n >= FN_SLOTS)) {
@@ -154,8 +154,7 @@ static void fn_cache_put(void* base, size_t len) {
     fn_unmap_all(k, gone, gone_len);
 }
 
-/* Set the limit, evicting what no longer fits; returns the bytes released. limit 0 empties the
- * cache (release_output_cache keeps the limit: set_limit(0) then set_limit(old)). */
+/* Set the limit, evicting the oldest blocks until the rest fits; returns the bytes released. */
 static size_t fn_cache_set_limit(size_t limit) {
     void* gone[FN_SLOTS];
     size_t gone_len[FN_SLOTS], freed = 0;
@@ -173,6 +172,7 @@ static size_t fn_cache_set_limit(size_t limit) {
     return freed;
 }
 
+/* Unmap every cached block (the limit stays); returns the bytes released. */
 static size_t fn_cache_release(void) {
     void* gone[FN_SLOTS];
     size_t gone_len[FN_SLOTS], freed = 0;

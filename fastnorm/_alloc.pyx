@@ -48,7 +48,7 @@ cdef cnp.ndarray cached_empty_like(cnp.ndarray x):
 def set_output_cache_limit(nbytes):
     """Set the most memory (bytes) fastnorm keeps mapped for reuse by its large outputs.
 
-    Outputs of at least 4 MiB that fastnorm allocates (calls without ``out=``) come from, and
+    Outputs of at least 1 MiB that fastnorm allocates (calls without ``out=``) come from, and
     return to, a cache of freed blocks, so a steady loop of allocating calls does not fault its
     output in afresh on every call. Blocks beyond the limit are unmapped (the oldest first);
     ``0`` turns the cache off (outputs are then allocated by NumPy's default allocator). The

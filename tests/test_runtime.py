@@ -2,6 +2,7 @@
 Python threads calling at once (the thread count shared, results unchanged), and the output
 cache (limit, release, show_config, reuse, thread safety, bounded memory)."""
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from fastnorm import _runtime
 HAVE_OMP = _runtime.have_openmp()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 2**20
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc/self/task"),
+                                reason="needs fork and /proc/self/task (Linux)")
 
 
 def _python(code, timeout=60):
@@ -40,7 +43,7 @@ def _python(code, timeout=60):
 # how many OS threads it has after the kernel (libgomp's workers stay alive: >= 2 shows that a
 # parallel region ran in the child).
 FORK_SCRIPT = """
-import multiprocessing as mp, os
+import json, multiprocessing as mp, os
 import numpy as np
 import fastnorm, fastnorm.functional as F
 from fastnorm import _runtime
@@ -60,17 +63,15 @@ def child(i):
 with mp.get_context("fork").Pool(2) as pool:
     res = pool.map(child, range(4))
 again = F.layer_norm(x, 1024)  # the parent rebuilds its pool
-print(parent_tasks, res, np.array_equal(again, want[0]))
+print(json.dumps([parent_tasks, res, bool(np.array_equal(again, want[0]))]))
 """
 
 
 def _fork_pool(pause):
-    out = _python(FORK_SCRIPT.format(pause=pause)).strip()
-    parent_tasks, rest = out.split(" ", 1)
-    res, again = rest.rsplit(" ", 1)
-    return int(parent_tasks), eval(res), again == "True"  # noqa: S307 - our own child's repr
+    return json.loads(_python(FORK_SCRIPT.format(pause=pause)))
 
 
+@needs_fork
 def test_fork_pool_after_parallel_kernels():
     parent_tasks, res, again = _fork_pool(pause=True)
     assert again
@@ -84,6 +85,7 @@ def test_fork_pool_after_parallel_kernels():
             assert tasks >= 2, "the child ran its kernels on one thread"
 
 
+@needs_fork
 @pytest.mark.skipif(not HAVE_OMP, reason="the fallback concerns OpenMP's thread pool")
 def test_fork_fallback_runs_one_thread():
     """Where the pool cannot be freed before fork, the child runs one thread instead of hanging."""
@@ -91,8 +93,10 @@ def test_fork_fallback_runs_one_thread():
     assert again
     for ok, nt, tasks, (rc, serial) in res:
         assert ok and nt == 1 and serial and rc == -1
+        assert tasks == 1, "the child started OpenMP threads"
 
 
+@needs_fork
 def test_os_fork_while_other_threads_compute():
     """os.fork from one Python thread while others are inside kernels and allocating outputs:
     the child's count of calls in progress starts at 0, its kernels run and its outputs come

@@ -169,13 +169,17 @@ def test_calls_in_progress_return_to_zero():
     assert _runtime._active_calls() == 0
 
 
-def test_python_threads_benchmark_smoke():
+def _benchmark(name):
+    """A script of benchmarks/ as a module."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
-        import python_threads
+        return __import__(name)
     finally:
         sys.path.pop(0)
-    r = python_threads.measure(threads=4, calls=8, mb=0.5, reps=1)
+
+
+def test_python_threads_benchmark_smoke():
+    r = _benchmark("python_threads").measure(threads=4, calls=8, mb=0.5, reps=1)
     assert set(r) == {"single", "shared", "unshared"} and all(v > 0 for v in r.values())
     assert _runtime._active_calls() == 0
 
@@ -268,6 +272,13 @@ def test_cached_output_resize_and_calloc(cache):
     assert np.array_equal(y[:4], want) and not y[4:].any()
     del y
     assert cache()["held"] <= fastnorm.get_output_cache_limit()
+
+
+def test_alloc_vs_out_benchmark_smoke(cache):
+    rows = _benchmark("alloc_vs_out").run_mode("cache", [1.5], reps=1, calls=1, threads=0)
+    assert [r[0] for r in rows] == ["layer_norm", "group_norm", "batch_norm"]
+    assert all(r[2] > 0 and r[3] > 0 for r in rows)
+    assert cache()["hits"] > 0, "the allocating calls did not use the cache"
 
 
 def test_show_config_shows_the_cache(cache, capsys):

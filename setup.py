@@ -140,18 +140,19 @@ def extension(name, c_sources=()):
     return Extension(
         f"fastnorm.{name}",
         sources=[f"fastnorm/{name}.pyx"] + list(c_sources),
-        include_dirs=["src_c", np.get_include()],
+        include_dirs=["src_c", "fastnorm", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
-        depends=headers,
+        depends=headers + [os.path.join("fastnorm", "fn_alloc.h")],
     )
 
 
 # _runtime: thread state; _checks: argument checks; _layout: stride merging; _kernels: the
 # adapter, linked with the C kernels (the only module that calls them)
-extensions = [extension("_runtime"), extension("_checks"), extension("_layout"),
-              extension("_kernels", src_c)]
+# _alloc: the output cache (a NumPy memory handler, fastnorm/fn_alloc.h)
+extensions = [extension("_runtime"), extension("_alloc"), extension("_checks"),
+              extension("_layout"), extension("_kernels", src_c)]
 
 setup(
     ext_modules=cythonize(

@@ -16,6 +16,8 @@ except ImportError as exc:  # pragma: no cover - a source tree that was never bu
 from . import functional
 from . import functional as F
 from . import reference
+from ._alloc import (get_output_cache_limit, output_cache_info, release_output_cache,
+                     set_output_cache_limit)
 from ._config import get_config, show_config
 from ._moments import Moments, moments
 from ._runtime import get_num_threads, set_num_threads
@@ -25,4 +27,6 @@ from .modules import __all__ as _modules_all
 __version__ = get_config()["version"]
 
 __all__ = ["functional", "F", "reference", "moments", "Moments", "show_config", "get_config",
-           "set_num_threads", "get_num_threads", "__version__"] + list(_modules_all)
+           "set_num_threads", "get_num_threads", "set_output_cache_limit",
+           "get_output_cache_limit", "release_output_cache", "output_cache_info",
+           "__version__"] + list(_modules_all)

@@ -8,6 +8,8 @@ cimport numpy as cnp
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 
+from fastnorm._alloc cimport OUTPUT_CACHE_MIN, cached_empty_like
+
 cnp.import_array()
 
 cdef extern from "numpy/arrayobject.h":
@@ -18,7 +20,10 @@ cdef extern from "numpy/arrayobject.h":
 
 
 cdef cnp.ndarray empty_like(cnp.ndarray x):
-    """A fresh array of x's shape, dtype and memory order."""
+    """A fresh array of x's shape, dtype and memory order: every output fastnorm allocates.
+    Large ones come from the output cache (fastnorm._alloc)."""
+    if <size_t>cnp.PyArray_NBYTES(x) >= OUTPUT_CACHE_MIN:
+        return cached_empty_like(x)
     return _new_like(x, cnp.NPY_KEEPORDER, NULL, 0)
 
 

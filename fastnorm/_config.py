@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _runtime
+from . import _alloc, _runtime
 
 try:
     from . import _build_config as _bc
@@ -21,6 +21,7 @@ def get_config():
         "openmp": _runtime.have_openmp(),
         "openmp_probe": getattr(_bc, "openmp_probe", "unknown"),
         "num_threads": _runtime.get_num_threads(),
+        "output_cache": _alloc.output_cache_info(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "machine": platform.machine(),
@@ -28,7 +29,7 @@ def get_config():
 
 
 def show_config():
-    """Print version, compiler, flags, OpenMP on/off and the thread count."""
+    """Print version, compiler, flags, OpenMP on/off, the thread count and the output cache."""
     cfg = get_config()
     print("fastnorm configuration")
     for key in ("version", "compiler", "cflags", "openmp", "openmp_probe", "num_threads",
@@ -37,5 +38,10 @@ def show_config():
         if key == "cflags":
             val = " ".join(val)
         print(f"  {key:13s}: {val}")
+    oc = cfg["output_cache"]
+    mib = 2.0 ** 20
+    print(f"  {'output_cache':13s}: limit {oc['limit'] / mib:.1f} MiB, holds {oc['held'] / mib:.1f} MiB "
+          f"in {oc['blocks']} blocks (outputs >= {oc['min_output'] / mib:g} MiB; "
+          f"{oc['hits']} reused, {oc['misses']} fresh)")
     if not cfg["openmp"]:
         print("  WARNING: built without OpenMP; kernels run single-threaded.")

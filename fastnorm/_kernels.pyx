@@ -25,7 +25,7 @@ from fastnorm._checks cimport (as_input, as_nc_input, check_eps, check_momentum,
                                unalias,
                                verify_batch_size)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
-from fastnorm._runtime cimport threads
+from fastnorm._runtime cimport enter, leave, threads
 
 cdef extern from "Python.h":
     ctypedef struct PyThreadState:
@@ -122,7 +122,16 @@ ctypedef bint (*_Planner)(_Call) except -1  # True: ran; False: the layout needs
 
 cdef object _run(_Call c, object out, _Planner plan):
     """The skeleton every op shares, after its own checks: prepare the output, plan and run
-    (again on a C-order copy when the layout cannot be described), finish."""
+    (again on a C-order copy when the layout cannot be described), finish; counted as a call in
+    progress, whose threads concurrent calls share (fastnorm._runtime)."""
+    enter()
+    try:
+        return _run_counted(c, out, plan)
+    finally:
+        leave()
+
+
+cdef object _run_counted(_Call c, object out, _Planner plan):
     c.y, c.final = prepare_out(out, c.x, c.fn)
     if c.training and c.rm is not None:
         check_updated(c.rm, c.rv, out, c.fn)
@@ -479,10 +488,14 @@ def instance_moments(input):
         return mean, var
     cdef double* mp = <double*>cnp.PyArray_DATA(<cnp.ndarray>mean)
     cdef double* vp = <double*>cnp.PyArray_DATA(<cnp.ndarray>var)
-    if mode == _COLS:
-        _col_moments(c, &cols, mp, vp)
-    else:
-        _row_moments(c, &rows, mp, vp)
+    enter()
+    try:
+        if mode == _COLS:
+            _col_moments(c, &cols, mp, vp)
+        else:
+            _row_moments(c, &rows, mp, vp)
+    finally:
+        leave()
     cdef int64_t i, S = c.x.size // mean.size
     for i in range(mean.size):
         vp[i] /= S

@@ -11,10 +11,21 @@
 /* FN_OMP(parallel for ...) expands to #pragma omp parallel for ... */
 #define FN_OMP(x) FN_PRAGMA_(omp x)
 static inline int fn_omp_max_threads(void) { return omp_get_max_threads(); }
+/* Free the calling thread's OpenMP thread pool (OpenMP 5.0 omp_pause_resource_all, hard pause):
+ * called just before fork so that the child, which inherits the pool as data but none of its
+ * threads, builds a fresh one instead of waiting forever on the dead ones. The parent re-creates
+ * its pool at its next parallel region. 0: done; -1: not available (the caller falls back to one
+ * thread in the child). GCC implements it since 9 while still defining _OPENMP as 201511. */
+#if _OPENMP >= 201811 || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9)
+static inline int fn_omp_pause(void) { return omp_pause_resource_all(omp_pause_hard) == 0 ? 0 : -1; }
+#else
+static inline int fn_omp_pause(void) { return -1; }
+#endif
 #else
 #define FN_HAVE_OPENMP 0
 #define FN_OMP(x)
 static inline int fn_omp_max_threads(void) { return 1; }
+static inline int fn_omp_pause(void) { return 0; } /* no pool, nothing to free */
 #endif
 
 /* FN_PFOR(nt, i, n, { body }): for (int64_t i = 0; i < n; i++) { body } on nt threads with a

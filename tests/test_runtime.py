@@ -1,0 +1,338 @@
+"""Run time: children forked after parallel kernels (correct, full thread count, no hang),
+Python threads calling at once (the thread count shared, results unchanged), and the output
+cache (limit, release, show_config, reuse, thread safety, bounded memory)."""
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fastnorm
+import fastnorm.functional as F
+from fastnorm import _runtime
+
+HAVE_OMP = _runtime.have_openmp()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MiB = 2**20
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or not os.path.isdir("/proc/self/task"),
+                                reason="needs fork and /proc/self/task (Linux)")
+
+
+def _python(code, timeout=60):
+    """Run code in a fresh interpreter importing this checkout's fastnorm; a hang fails the
+    test (TimeoutExpired) instead of blocking the suite."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("OMP_NUM_THREADS", None)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert r.returncode == 0, f"child failed (rc={r.returncode}):\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# fork
+
+# The parent runs parallel kernels (2 threads, 8 MB: far above the size that goes parallel),
+# then a fork Pool computes the same calls; each child reports its result, its thread count and
+# how many OS threads it has after the kernel (libgomp's workers stay alive: >= 2 shows that a
+# parallel region ran in the child).
+FORK_SCRIPT = """
+import json, multiprocessing as mp, os
+import numpy as np
+import fastnorm, fastnorm.functional as F
+from fastnorm import _runtime
+_runtime._pause_on_fork = {pause}
+fastnorm.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2048, 1024), dtype=np.float32)
+xg = rng.standard_normal((4, 64, 32, 32))
+want = [F.layer_norm(x, 1024), F.group_norm(xg, 8)]
+parent_tasks = len(os.listdir("/proc/self/task"))
+
+def child(i):
+    got = [F.layer_norm(x, 1024), F.group_norm(xg, 8)]
+    ok = all(np.array_equal(g, w) for g, w in zip(got, want))
+    return ok, fastnorm.get_num_threads(), len(os.listdir("/proc/self/task")), _runtime.fork_state()
+
+with mp.get_context("fork").Pool(2) as pool:
+    res = pool.map(child, range(4))
+again = F.layer_norm(x, 1024)  # the parent rebuilds its pool
+print(json.dumps([parent_tasks, res, bool(np.array_equal(again, want[0]))]))
+"""
+
+
+def _fork_pool(pause):
+    return json.loads(_python(FORK_SCRIPT.format(pause=pause)))
+
+
+@needs_fork
+def test_fork_pool_after_parallel_kernels():
+    parent_tasks, res, again = _fork_pool(pause=True)
+    assert again
+    if HAVE_OMP:
+        assert parent_tasks >= 2, "the parent's kernel did not run in parallel: test is void"
+    for ok, nt, tasks, (rc, serial) in res:
+        assert ok, "a forked child computed a different result"
+        assert (rc, serial) == (0, False)
+        if HAVE_OMP:
+            assert nt == 2
+            assert tasks >= 2, "the child ran its kernels on one thread"
+
+
+@needs_fork
+@pytest.mark.skipif(not HAVE_OMP, reason="the fallback concerns OpenMP's thread pool")
+def test_fork_fallback_runs_one_thread():
+    """Where the pool cannot be freed before fork, the child runs one thread instead of hanging."""
+    _, res, again = _fork_pool(pause=False)
+    assert again
+    for ok, nt, tasks, (rc, serial) in res:
+        assert ok and nt == 1 and serial and rc == -1
+        assert tasks == 1, "the child started OpenMP threads"
+
+
+@needs_fork
+def test_os_fork_while_other_threads_compute():
+    """os.fork from one Python thread while others are inside kernels and allocating outputs:
+    the child's count of calls in progress starts at 0, its kernels run and its outputs come
+    from the cache."""
+    out = _python("""
+        import os, threading
+        import numpy as np
+        import fastnorm, fastnorm.functional as F
+        from fastnorm import _runtime
+        fastnorm.set_num_threads(2)
+        x = np.random.default_rng(1).standard_normal((1024, 2048), dtype=np.float32)
+        want = F.layer_norm(x, 2048)
+        stop = threading.Event()
+        def spin():
+            while not stop.is_set():
+                F.layer_norm(x, 2048)
+        ts = [threading.Thread(target=spin) for _ in range(2)]
+        for t in ts: t.start()
+        codes = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                # 8 MiB outputs: through the output cache, which the parent's threads use too
+                ok = (_runtime._active_calls() == 0
+                      and all(np.array_equal(F.layer_norm(x, 2048), want) for _ in range(3)))
+                os._exit(0 if ok else 3)
+            codes.append(os.waitpid(pid, 0)[1])
+        stop.set()
+        for t in ts: t.join()
+        print(codes, _runtime._active_calls())
+    """)
+    assert out.split() == ["[0,", "0,", "0]", "0"]
+
+
+# --------------------------------------------------------------------------------------------
+# Python threads calling at once
+
+
+def test_concurrent_calls_share_the_thread_count():
+    fastnorm.set_num_threads(4)
+    full = 4 if HAVE_OMP else 1
+    assert _runtime._call_threads() == full
+    want = {1: 4, 2: 2, 3: 1, 4: 1, 5: 1}  # max(1, 4 // calls in progress)
+    entered = 0
+    try:
+        for k in range(1, 6):
+            _runtime._enter()
+            entered += 1
+            assert _runtime._call_threads() == (want[k] if HAVE_OMP else 1)
+            assert fastnorm.get_num_threads() == full, "the setting changed"
+    finally:
+        for _ in range(entered):
+            _runtime._leave()
+    assert _runtime._active_calls() == 0
+    assert _runtime._call_threads() == full
+
+
+def test_calls_in_progress_return_to_zero():
+    x = np.random.default_rng(2).standard_normal((64, 256, 8, 8)).astype(np.float32)
+    want = F.group_norm(x, 32)
+    fastnorm.set_num_threads(2)
+    with ThreadPoolExecutor(4) as ex:
+        res = list(ex.map(lambda _: F.group_norm(x, 32), range(16)))
+    assert all(np.array_equal(r, want) for r in res), "results depend on concurrency"
+    assert _runtime._active_calls() == 0
+    with pytest.raises(TypeError):  # raised inside the skeleton (out's dtype)
+        F.group_norm(x, 32, out=np.empty(x.shape, np.float64))
+    from fastnorm import _kernels
+    _kernels.instance_moments(x)
+    assert _runtime._active_calls() == 0
+
+
+def _benchmark(name):
+    """A script of benchmarks/ as a module."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_python_threads_benchmark_smoke():
+    r = _benchmark("python_threads").measure(threads=4, calls=8, mb=0.5, reps=1)
+    assert set(r) == {"single", "shared", "unshared"} and all(v > 0 for v in r.values())
+    assert _runtime._active_calls() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the output cache
+
+
+@pytest.fixture
+def cache():
+    """The output cache emptied, its limit restored after the test."""
+    old = fastnorm.get_output_cache_limit()
+    fastnorm.release_output_cache()
+    yield fastnorm.output_cache_info
+    fastnorm.set_output_cache_limit(old)
+    fastnorm.release_output_cache()
+
+
+U = fastnorm.output_cache_info()["min_output"]  # outputs from this size on use the cache
+
+
+def _rows(units, seed=0):
+    """A float32 (rows, 1024) array of units * U bytes."""
+    return np.random.default_rng(seed).standard_normal((int(units * U) // 4096, 1024),
+                                                       dtype=np.float32)
+
+
+def test_cache_limit_set_get_and_errors(cache):
+    limit = cache()["limit"]
+    assert fastnorm.set_output_cache_limit(3 * MiB) == limit
+    assert fastnorm.get_output_cache_limit() == 3 * MiB == cache()["limit"]
+    assert fastnorm.set_output_cache_limit(np.int64(5 * MiB)) == 3 * MiB
+    for bad in (1.5, "1", None, True):
+        with pytest.raises(TypeError, match="set_output_cache_limit"):
+            fastnorm.set_output_cache_limit(bad)
+    with pytest.raises(ValueError, match="got -1"):
+        fastnorm.set_output_cache_limit(-1)
+    assert fastnorm.get_output_cache_limit() == 5 * MiB, "a rejected call changed the limit"
+
+
+def test_cache_reuses_freed_outputs(cache):
+    x = _rows(1.5)
+    out = np.empty_like(x)
+    F.layer_norm(x, 1024, out=out)
+    before = cache()
+    for _ in range(5):
+        y = F.layer_norm(x, 1024)
+        assert np.array_equal(y, out) and y.flags.owndata and y.flags.c_contiguous
+        # 16 bytes into a page, as glibc's mmapped blocks (most large inputs): another offset
+        # makes loads of such an input alias stores to the output modulo 4 KiB
+        assert y.ctypes.data % 4096 == 16
+        del y
+    after = cache()
+    assert after["misses"] - before["misses"] <= 1 and after["hits"] - before["hits"] >= 4
+    assert after["blocks"] == 1 and x.nbytes < after["held"] <= x.nbytes + 4096
+    assert fastnorm.release_output_cache() == after["held"]
+    assert cache()["held"] == 0 and cache()["blocks"] == 0
+
+
+def test_small_outputs_bypass_the_cache(cache):
+    x = _rows(0.9)
+    before = cache()
+    for _ in range(3):
+        F.layer_norm(x, 1024)
+    after = cache()
+    assert (after["hits"], after["misses"]) == (before["hits"], before["misses"])
+
+
+def test_cache_off_and_limit_bound(cache):
+    fastnorm.set_output_cache_limit(0)
+    x = _rows(1)
+    before = cache()
+    F.layer_norm(x, 1024)
+    assert (cache()["hits"], cache()["misses"]) == (before["hits"], before["misses"])
+    fastnorm.set_output_cache_limit(3 * U)
+    ys = [F.layer_norm(_rows(k), 1024) for k in (1, 1.25, 1.5, 1.75, 2)]
+    del ys  # 7.5 U freed into a 3 U cache
+    assert 0 < cache()["held"] <= 3 * U
+    fastnorm.set_output_cache_limit(U + 8192)  # lowering the limit evicts at once
+    assert cache()["held"] <= U + 8192
+
+
+def test_cached_output_resize_and_calloc(cache):
+    x = _rows(1)
+    y = F.layer_norm(x, 1024)
+    want = y[:4].copy()
+    y.resize((4, 1024), refcheck=False)  # realloc through the handler that allocated y
+    assert np.array_equal(y, want)
+    y.resize((x.shape[0] * 2, 1024), refcheck=False)  # grows: NumPy zero-fills the new part
+    assert np.array_equal(y[:4], want) and not y[4:].any()
+    del y
+    assert cache()["held"] <= fastnorm.get_output_cache_limit()
+
+
+def test_alloc_vs_out_benchmark_smoke(cache):
+    rows = _benchmark("alloc_vs_out").run_mode("cache", [1.5], reps=1, calls=1, threads=0)
+    assert [r[0] for r in rows] == ["layer_norm", "group_norm", "batch_norm"]
+    assert all(r[2] > 0 and r[3] > 0 for r in rows)
+    assert cache()["hits"] > 0, "the allocating calls did not use the cache"
+
+
+def test_show_config_shows_the_cache(cache, capsys):
+    fastnorm.set_output_cache_limit(7 * MiB)
+    fastnorm.show_config()
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "output_cache" in ln]
+    assert line and "limit 7.0 MiB" in line[0]
+    assert fastnorm.get_config()["output_cache"]["limit"] == 7 * MiB
+
+
+def test_cache_thread_safety(cache):
+    fastnorm.set_output_cache_limit(3 * U)
+    xs = [_rows(k, seed=i) for i, k in enumerate((1, 1.25, 1.5, 2))]
+    wants = [F.layer_norm(x, 1024) for x in xs]
+
+    def work(i):
+        for k in range(8):
+            j = (i + k) % len(xs)
+            if not np.array_equal(F.layer_norm(xs[j], 1024), wants[j]):
+                return False
+            if k == 4 and i == 0:
+                fastnorm.release_output_cache()
+        return True
+
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(work, range(4)))
+    del wants
+    assert cache()["held"] <= 3 * U and cache()["blocks"] <= cache()["max_blocks"]
+
+
+def _rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc/self/statm")
+def test_cache_no_memory_growth(cache):
+    """Many allocating calls of varied large sizes: memory stays within the limit, and
+    release_output_cache gives it back."""
+    fastnorm.set_output_cache_limit(4 * U)
+    xs = [_rows(k, seed=i) for i, k in enumerate((1, 1.25, 1.5, 2))]
+    for x in xs:
+        F.layer_norm(x, 1024)
+    gc.collect()
+    before = _rss()
+    for k in range(60):
+        y = F.layer_norm(xs[k % len(xs)], 1024)
+        z = F.group_norm(xs[(k * 3) % len(xs)].reshape(-1, 64, 16, 1), 8)
+        del y, z
+    gc.collect()
+    grown = _rss() - before
+    assert grown < 5 * U, f"RSS grew by {grown / MiB:.1f} MiB with a {4 * U / MiB:g} MiB cache"
+    held = cache()["held"]
+    assert 0 < held <= 4 * U
+    after = _rss()
+    fastnorm.release_output_cache()
+    assert _rss() <= after - held + MiB, "release_output_cache did not unmap"

@@ -136,8 +136,9 @@ def extension(name, c_sources=()):
 
 # _runtime: thread state; _checks: argument checks; _layout: stride merging; _kernels: the
 # adapter, linked with the C kernels (the only module that calls them)
+# _backward: the backward passes (fastnorm.functional's native_*), linked with the kernels too
 extensions = [extension("_runtime"), extension("_checks"), extension("_layout"),
-              extension("_kernels", src_c)]
+              extension("_kernels", src_c), extension("_backward", src_c)]
 
 setup(
     version=VERSION,

@@ -122,6 +122,47 @@ typedef struct {
     fn_epilogue epilogue;
 } fn_col_job;
 
+/* Backward passes (fn_backward_impl.h). The arrays of a backward pass keep the forward's row or
+ * column layout: x at shape.xs, dy (the output gradient) at shape.ys, dx at dxs.
+ *
+ * An entry is a row (o, g, q) of the row layout, e = (o * groups + g) * rows + q, or a column
+ * (o, c) of the column layout, e = o * cols + c. Per entry the sums kernels give
+ *   sum_dy[e] = sum(dy),  sum_dyxc[e] = sum(dy * (x - centre[e]))
+ * in double over fixed-size blocks merged in index order (same bits for any thread count), and
+ * the apply kernels write
+ *   dx = a[e] * dy + b[e] * (x - centre[e]) + c[e]
+ * (the op combines the sums into a, b, c: see fastnorm/_backward.pyx). centre NULL: 0. */
+typedef struct {
+    const double *centre;
+    double *sum_dy, *sum_dyxc; /* sums: written */
+    const double *a, *b, *c;   /* apply: read */
+} fn_grad_entries;
+
+typedef struct {
+    fn_rows shape;
+    int64_t dxs[4];
+    fn_grad_entries e;
+} fn_grad_row_job;
+
+typedef struct {
+    fn_cols shape;
+    int64_t dxs[3];
+    fn_grad_entries e;
+} fn_grad_col_job;
+
+/* LayerNorm / RMSNorm backward in one kernel: groups (o, g) of the row layout with statistics
+ * mean (NULL: 0, RMSNorm) and rstd, elementwise weight[l] (param type, given). Per group one
+ * pass over (x, dy) for sum(w dy) and sum(w dy (x - mean)) in double, then dx (NULL: not
+ * wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
+ * all rows (double; NULL: not wanted) come from per-unit partials merged in unit order. */
+typedef struct {
+    fn_rows shape;
+    int64_t dxs[4];
+    const double *mean, *rstd;
+    const void *weight;
+    double *dweight, *dbias;
+} fn_grad_layer_job;
+
 /* The kernels of one storage dtype. */
 typedef struct {
     const char *name;
@@ -135,6 +176,16 @@ typedef struct {
     int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int n_threads);
     /* x and y may be the same array with the same strides */
     int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int n_threads);
+    /* backward (fn_grad_entries): per-entry sums of the row / column layout, then dx */
+    int (*grad_sums_rows)(const void *x, const void *dy, const fn_grad_row_job *job, int n_threads);
+    int (*grad_sums_cols)(const void *x, const void *dy, const fn_grad_col_job *job, int n_threads);
+    int (*grad_apply_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job,
+                           int n_threads);
+    int (*grad_apply_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job,
+                           int n_threads);
+    /* LayerNorm / RMSNorm backward (fn_grad_layer_job); dx may be NULL */
+    int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job,
+                      int n_threads);
 } fn_kernel_table;
 
 /* The table of a dtype, NULL for one that has none. */

@@ -1,0 +1,427 @@
+/* Backward kernel bodies, compiled once per storage dtype: fn_kernels_impl.h includes this file
+ * just before its table, with T, CT, S, LD, ST and FN defined (see there). The interface and
+ * the meaning of an entry are in fastnorm.h (fn_grad_entries, fn_grad_layer_job).
+ *
+ * Sums are taken in double over blocks fixed by the shape alone (FN_BLOCK elements of a row,
+ * FN_BLOCK / L short rows, or a tile of the column layout) and merged in index order, so every
+ * bit of the result is the same for any thread count. Not a public header. */
+
+/* t1 += sum(dy), t2 += sum(dy * (x - k)) over n elements; the additions' order depends on n
+ * (and the CPU's clone of the loop), never on threads. */
+static FN_HOT void FN(grad_run_sums)(const T *x, const T *dy, int64_t n, int64_t sx, int64_t sy,
+                                     double k, double *s1, double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    if (sx == 1 && sy == 1) {
+        FN_OMP(simd reduction(+ : t1, t2))
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)LD(dy[i]);
+            t1 += d;
+            t2 += d * ((double)LD(x[i]) - k);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)LD(dy[i * sy]);
+            t1 += d;
+            t2 += d * ((double)LD(x[i * sx]) - k);
+        }
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+/* dx = a * dy + b * (x - mh) + c over n elements; b == 0 (statistics held constant): x unread */
+static FN_HOT void FN(grad_run_apply)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                      int64_t sy, int64_t sd, CT mh, CT a, CT b, CT c)
+{
+    if (b == (CT)0) {
+        if (sy == 1 && sd == 1) {
+            FN_OMP(simd)
+            for (int64_t i = 0; i < n; i++)
+                dx[i] = ST(a * LD(dy[i]) + c);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                dx[i * sd] = ST(a * LD(dy[i * sy]) + c);
+        }
+    } else if (sx == 1 && sy == 1 && sd == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = ST(a * LD(dy[i]) + b * (LD(x[i]) - mh) + c);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            dx[i * sd] = ST(a * LD(dy[i * sy]) + b * (LD(x[i * sx]) - mh) + c);
+    }
+}
+
+/* Entry e's coefficients in CT: the centre as CT mh plus a double remainder folded into c, so
+ * that float data is centred without rounding the true centre to float first. */
+static inline void FN(grad_coefs)(const fn_grad_entries *g, int64_t e, CT *mh, CT *a, CT *b,
+                                  CT *c)
+{
+    const double k = g->centre ? g->centre[e] : 0.0;
+    const CT m = FN(narrow)(k);
+    *mh = m;
+    *a = FN(narrow)(g->a[e]);
+    *b = FN(narrow)(g->b[e]);
+    *c = FN(narrow)(g->c[e] + (g->b[e] != 0.0 ? g->b[e] * ((double)m - k) : 0.0));
+}
+
+/* Base of row e = (p, q) (p = o * groups + g) of the row layout at strides st. */
+static inline int64_t FN(grad_row_at)(const fn_rows *s, const int64_t st[4], int64_t e)
+{
+    const int64_t p = e / s->rows, q = e % s->rows;
+    return (p / s->groups) * st[0] + (p % s->groups) * st[1] + q * st[2];
+}
+
+/* Table entry grad_sums_rows: long rows in chunks of FN_BLOCK (partials merged in chunk
+ * order), short rows FN_BLOCK / L to a unit of work. */
+static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row_job *jb,
+                              int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    const fn_rows *s = &jb->shape;
+    const fn_grad_entries *g = &jb->e;
+    const int64_t E = s->outer * s->groups * s->rows, L = s->row_len;
+    if (E <= 0)
+        return FN_OK;
+    if (L <= 0) {
+        for (int64_t e = 0; e < E; e++)
+            g->sum_dy[e] = g->sum_dyxc[e] = 0.0;
+        return FN_OK;
+    }
+    const int64_t cpl = (L + FN_BLOCK - 1) / FN_BLOCK; /* chunks per row */
+    if (cpl == 1) {
+        const int64_t rpu = FN_BLOCK / L, U = (E + rpu - 1) / rpu;
+        const int nt = fn_eff_threads(E * L, U, n_threads);
+        FN_PFOR(nt, u, U, {
+            const int64_t e1 = (u + 1) * rpu < E ? (u + 1) * rpu : E;
+            for (int64_t e = u * rpu; e < e1; e++) {
+                double s1 = 0.0, s2 = 0.0;
+                FN(grad_run_sums)(x + FN(grad_row_at)(s, s->xs, e), dy + FN(grad_row_at)(s, s->ys, e),
+                                  L, s->xs[3], s->ys[3], g->centre ? g->centre[e] : 0.0, &s1, &s2);
+                g->sum_dy[e] = s1;
+                g->sum_dyxc[e] = s2;
+            }
+        });
+        return FN_OK;
+    }
+    const int64_t U = E * cpl;
+    double *part = (double *)malloc((size_t)(2 * U) * sizeof(double));
+    if (!part)
+        return FN_ENOMEM;
+    const int nt = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t e = u / cpl, l0 = (u % cpl) * FN_BLOCK;
+        const int64_t n = l0 + FN_BLOCK < L ? FN_BLOCK : L - l0;
+        double s1 = 0.0, s2 = 0.0;
+        FN(grad_run_sums)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                          dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3], n, s->xs[3],
+                          s->ys[3], g->centre ? g->centre[e] : 0.0, &s1, &s2);
+        part[u] = s1;
+        part[U + u] = s2;
+    });
+    for (int64_t e = 0; e < E; e++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t k = 0; k < cpl; k++) {
+            s1 += part[e * cpl + k];
+            s2 += part[U + e * cpl + k];
+        }
+        g->sum_dy[e] = s1;
+        g->sum_dyxc[e] = s2;
+    }
+    free(part);
+    return FN_OK;
+}
+
+/* Table entry grad_apply_rows: units of FN_NCHUNK elements of a row, or of several short rows. */
+static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
+                               const fn_grad_row_job *jb, int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_rows *s = &jb->shape;
+    const int64_t E = s->outer * s->groups * s->rows, L = s->row_len;
+    if (E <= 0 || L <= 0)
+        return FN_OK;
+    const int64_t cpl = L >= FN_NCHUNK ? (L + FN_NCHUNK - 1) / FN_NCHUNK : 1;
+    const int64_t rpu = L >= FN_NCHUNK ? 1 : FN_NCHUNK / L;
+    const int64_t U = cpl > 1 ? E * cpl : (E + rpu - 1) / rpu;
+    const int nt = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t e0 = cpl > 1 ? u / cpl : u * rpu;
+        const int64_t e1 = cpl > 1 ? e0 + 1 : (e0 + rpu < E ? e0 + rpu : E);
+        const int64_t l0 = cpl > 1 ? (u % cpl) * FN_NCHUNK : 0;
+        const int64_t l1 = cpl > 1 && l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+        for (int64_t e = e0; e < e1; e++) {
+            CT mh, a, b, c;
+            FN(grad_coefs)(&jb->e, e, &mh, &a, &b, &c);
+            FN(grad_run_apply)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                               dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3],
+                               dx + FN(grad_row_at)(s, jb->dxs, e) + l0 * jb->dxs[3], l1 - l0,
+                               s->xs[3], s->ys[3], jb->dxs[3], mh, a, b, c);
+        }
+    });
+    return FN_OK;
+}
+
+/* Sums down rows [r0, r1) of w <= FN_CB columns (column strides sx, sy) into t1[j], t2[j]:
+ * each column adds its rows in order (vectorized across the columns). */
+static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, int64_t r0, int64_t r1,
+                                      int64_t rx, int64_t ry, int64_t sx, int64_t sy, int64_t w,
+                                      const double *k, double *t1, double *t2)
+{
+    for (int64_t j = 0; j < w; j++)
+        t1[j] = t2[j] = 0.0;
+    for (int64_t r = r0; r < r1; r++) {
+        const T *xr = x + r * rx, *dr = dy + r * ry;
+        if (sx == 1 && sy == 1) {
+            FN_OMP(simd)
+            for (int64_t j = 0; j < w; j++) {
+                const double d = (double)LD(dr[j]);
+                t1[j] += d;
+                t2[j] += d * ((double)LD(xr[j]) - k[j]);
+            }
+        } else {
+            for (int64_t j = 0; j < w; j++) {
+                const double d = (double)LD(dr[j * sy]);
+                t1[j] += d;
+                t2[j] += d * ((double)LD(xr[j * sx]) - k[j]);
+            }
+        }
+    }
+}
+
+/* Table entry grad_sums_cols: tiles of FN_CB columns by a block of rows (as col_moments),
+ * partials merged down the row blocks in order. */
+static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col_job *jb,
+                              int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    const fn_cols *s = &jb->shape;
+    const fn_grad_entries *g = &jb->e;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols;
+    if (P1 <= 0 || C <= 0)
+        return FN_OK;
+    if (R <= 0) {
+        for (int64_t i = 0; i < P1 * C; i++)
+            g->sum_dy[i] = g->sum_dyxc[i] = 0.0;
+        return FN_OK;
+    }
+    const int64_t rb = fn_col_rows_per_block(C);
+    const int64_t nrb = (R + rb - 1) / rb, ncb = (C + FN_CB - 1) / FN_CB;
+    const int64_t U = P1 * nrb * ncb;
+    double *p1s = g->sum_dy, *p2s = g->sum_dyxc, *buf = NULL;
+    if (nrb > 1) { /* partials [o][row block][c] */
+        buf = (double *)malloc((size_t)(2 * P1 * nrb * C) * sizeof(double));
+        if (!buf)
+            return FN_ENOMEM;
+        p1s = buf;
+        p2s = buf + P1 * nrb * C;
+    }
+    const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t o = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
+        const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
+        double k[FN_CB];
+        for (int64_t j = 0; j < w; j++)
+            k[j] = g->centre ? g->centre[o * C + c0 + j] : 0.0;
+        const int64_t at = (o * nrb + rbi) * C + c0;
+        FN(grad_tile_sums)(x + o * s->xs[0] + c0 * s->xs[2], dy + o * s->ys[0] + c0 * s->ys[2],
+                           r0, r1, s->xs[1], s->ys[1], s->xs[2], s->ys[2], w, k, p1s + at,
+                           p2s + at);
+    });
+    if (buf) {
+        FN_PFOR(nt, i, P1 * C, {
+            const int64_t o = i / C, c = i % C;
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t b = 0; b < nrb; b++) {
+                s1 += p1s[(o * nrb + b) * C + c];
+                s2 += p2s[(o * nrb + b) * C + c];
+            }
+            g->sum_dy[i] = s1;
+            g->sum_dyxc[i] = s2;
+        });
+        free(buf);
+    }
+    return FN_OK;
+}
+
+/* dx[j] = a[j] * dy[j] + b[j] * (x[j] - mh[j]) + c[j] across one row of columns */
+static FN_HOT void FN(grad_cols_run)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                     int64_t sy, int64_t sd, const CT *mh, const CT *a,
+                                     const CT *b, const CT *c)
+{
+    if (sx == 1 && sy == 1 && sd == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = ST(a[i] * LD(dy[i]) + b[i] * (LD(x[i]) - mh[i]) + c[i]);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            dx[i * sd] = ST(a[i] * LD(dy[i * sy]) + b[i] * (LD(x[i * sx]) - mh[i]) + c[i]);
+    }
+}
+
+/* Table entry grad_apply_cols: the coefficients narrowed to CT once, then units of whole rows
+ * of about FN_NCHUNK elements (as normalize_cols). */
+static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
+                               const fn_grad_col_job *jb, int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_cols *s = &jb->shape;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols, E = P1 * C;
+    if (P1 <= 0 || R <= 0 || C <= 0)
+        return FN_OK;
+    CT *cf = (CT *)malloc((size_t)(4 * E) * sizeof(CT));
+    if (!cf)
+        return FN_ENOMEM;
+    CT *mh = cf, *a = cf + E, *b = cf + 2 * E, *c = cf + 3 * E;
+    for (int64_t e = 0; e < E; e++)
+        FN(grad_coefs)(&jb->e, e, &mh[e], &a[e], &b[e], &c[e]);
+    const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
+    const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
+    const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t o = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
+        const int64_t k = o * C;
+        for (int64_t r = r0; r < r1; r++)
+            FN(grad_cols_run)(x + o * s->xs[0] + r * s->xs[1], dy + o * s->ys[0] + r * s->ys[1],
+                              dx + o * jb->dxs[0] + r * jb->dxs[1], C, s->xs[2], s->ys[2],
+                              jb->dxs[2], mh + k, a + k, b + k, c + k);
+    });
+    free(cf);
+    return FN_OK;
+}
+
+/* One row of a LayerNorm group: t1 += sum(w dy), t2 += sum(w dy (x - k)); with cw (and cb):
+ * cw[l] += dy (x - k) r, cb[l] += dy (this row's share of dweight, dbias). */
+static FN_HOT void FN(grad_layer_sums)(const T *x, const T *dy, int64_t n, int64_t sx,
+                                       int64_t sy, const CT *w, double k, double r, double *s1,
+                                       double *s2, double *cw, double *cb)
+{
+    double t1 = 0.0, t2 = 0.0;
+    if (sx == 1 && sy == 1 && cw) {
+        FN_OMP(simd reduction(+ : t1, t2))
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)LD(dy[i]), v = (double)LD(x[i]) - k, wd = (double)w[i] * d;
+            t1 += wd;
+            t2 += wd * v;
+            cw[i] += d * v * r;
+            cb[i] += d;
+        }
+    } else if (sx == 1 && sy == 1) {
+        FN_OMP(simd reduction(+ : t1, t2))
+        for (int64_t i = 0; i < n; i++) {
+            const double wd = (double)w[i] * (double)LD(dy[i]);
+            t1 += wd;
+            t2 += wd * ((double)LD(x[i]) - k);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)LD(dy[i * sy]), v = (double)LD(x[i * sx]) - k;
+            const double wd = (double)w[i] * d;
+            t1 += wd;
+            t2 += wd * v;
+            if (cw) {
+                cw[i] += d * v * r;
+                cb[i] += d;
+            }
+        }
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+/* dx = (r w) dy + b (x - mh) + c over one row */
+static FN_HOT void FN(grad_layer_apply)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                        int64_t sy, int64_t sd, const CT *w, CT r, CT mh, CT b,
+                                        CT c)
+{
+    if (sx == 1 && sy == 1 && sd == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = ST((r * w[i]) * LD(dy[i]) + b * (LD(x[i]) - mh) + c);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            dx[i * sd] = ST((r * w[i]) * LD(dy[i * sy]) + b * (LD(x[i * sx]) - mh) + c);
+    }
+}
+
+/* Groups per unit of work in grad_layer: at most FN_LAYER_UNITS units, so that the per-unit
+ * dweight/dbias partials stay small; fixed by the shape, so the merge order is too. */
+#ifndef FN_LAYER_UNITS
+#define FN_LAYER_UNITS 64
+#endif
+
+/* Table entry grad_layer (see fn_grad_layer_job). With statistics m = mean, r = rstd over the
+ * M elements of a group, A = sum(w dy), B = sum(w dy (x - m)):
+ *   dx = r w dy - r A / M - r^3 B (x - m) / M   (RMSNorm: m = 0 and no A term). */
+static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_grad_layer_job *jb,
+                          int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_rows *s = &jb->shape;
+    const CT *w = (const CT *)jb->weight;
+    const int64_t P = s->outer * s->groups, Q = s->rows, L = s->row_len;
+    const int want_cols = jb->dweight != NULL || jb->dbias != NULL;
+    if (!w || !jb->rstd)
+        return FN_EINVAL;
+    if (want_cols) {
+        for (int64_t l = 0; l < L; l++) {
+            if (jb->dweight)
+                jb->dweight[l] = 0.0;
+            if (jb->dbias)
+                jb->dbias[l] = 0.0;
+        }
+    }
+    if (P <= 0 || Q <= 0 || L <= 0)
+        return FN_OK;
+    const int64_t gpu0 = (P + FN_LAYER_UNITS - 1) / FN_LAYER_UNITS;
+    const int64_t U = (P + gpu0 - 1) / gpu0;
+    double *part = NULL;
+    if (want_cols && !(part = (double *)calloc((size_t)(2 * U * L), sizeof(double))))
+        return FN_ENOMEM;
+    const double M = (double)(Q * L);
+    const int nt = fn_eff_threads(P * Q * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        double *cw = part ? part + u * L : NULL, *cb = part ? part + (U + u) * L : NULL;
+        const int64_t g1 = (u + 1) * gpu0 < P ? (u + 1) * gpu0 : P;
+        for (int64_t g = u * gpu0; g < g1; g++) {
+            const int64_t o = g / s->groups, p2 = g % s->groups;
+            const T *xg = x + o * s->xs[0] + p2 * s->xs[1];
+            const T *dg = dy + o * s->ys[0] + p2 * s->ys[1];
+            const double m = jb->mean ? jb->mean[g] : 0.0, r = jb->rstd[g];
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t q = 0; q < Q; q++)
+                FN(grad_layer_sums)(xg + q * s->xs[2], dg + q * s->ys[2], L, s->xs[3], s->ys[3],
+                                    w, m, r, &s1, &s2, cw, cb);
+            if (dx) {
+                const double b = -r * r * r * s2 / M, c0 = jb->mean ? -r * s1 / M : 0.0;
+                const CT mh = FN(narrow)(m);
+                const CT cc = FN(narrow)(c0 + b * ((double)mh - m));
+                T *xd = dx + o * jb->dxs[0] + p2 * jb->dxs[1];
+                for (int64_t q = 0; q < Q; q++)
+                    FN(grad_layer_apply)(xg + q * s->xs[2], dg + q * s->ys[2], xd + q * jb->dxs[2],
+                                         L, s->xs[3], s->ys[3], jb->dxs[3], w, FN(narrow)(r), mh,
+                                         FN(narrow)(b), cc);
+            }
+        }
+    });
+    if (part) {
+        FN_PFOR(nt, l, L, {
+            double a1 = 0.0, a2 = 0.0;
+            for (int64_t u = 0; u < U; u++) {
+                a1 += part[u * L + l];
+                a2 += part[(U + u) * L + l];
+            }
+            if (jb->dweight)
+                jb->dweight[l] = a1;
+            if (jb->dbias)
+                jb->dbias[l] = a2;
+        });
+        free(part);
+    }
+    return FN_OK;
+}

@@ -7,30 +7,13 @@ Cost: one statistics pass over the input (``_kernels.instance_moments``: per-(n,
 variance in double precision), the cheap (N, C)-sized mixing in NumPy float64, and one normalize
 pass (``_kernels.normalize_nc``) in the input's dtype.
 """
-import math
-
 import numpy as np
 
-from .. import _kernels
+from .. import _kernels, _switch
 from .batchnorm import check_momentum, ndim_of, shape_of
 from .module import Module, check_dtype, check_eps, check_size, to_numpy
 
 __all__ = ["SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d"]
-
-
-def _softmax(w):
-    """softmax of a short vector, as Python floats (the mixing weights of (N, C)-sized arrays:
-    Python scalars keep NumPy's per-operation overhead low)."""
-    w = [float(v) for v in w.tolist()]
-    top = max(w)
-    e = [math.exp(v - top) for v in w]
-    total = math.fsum(e)
-    return [v / total for v in e]
-
-
-def _mean(a, axis):
-    """a.mean(axis, keepdims=True) (the same sum and division) without np.mean's overhead."""
-    return np.add.reduce(a, axis=axis, keepdims=True) / a.shape[axis]
 
 
 class _SwitchNorm(Module):
@@ -115,20 +98,8 @@ class _SwitchNorm(Module):
         return self.weight.reshape(C), self.bias.reshape(C)
 
     def _update_running(self, mean_bn, var_bn):
-        """The authors' update: keep ``momentum`` of the old value (the opposite of torch's
-        BatchNorm), or accumulate sums when ``using_moving_average=False``."""
-        rm, rv = self._buffers["running_mean"], self._buffers["running_var"]
-        mean_bn, var_bn = mean_bn.reshape(rm.shape), var_bn.reshape(rv.shape)
-        old_m, old_v = rm.astype(np.float64), rv.astype(np.float64)
-        if self.using_moving_average:
-            m = self.momentum
-            new_m = m * old_m + (1 - m) * mean_bn
-            new_v = m * old_v + (1 - m) * var_bn
-        else:
-            new_m = old_m + mean_bn
-            new_v = old_v + (mean_bn ** 2 + var_bn)
-        np.copyto(rm, new_m, casting="unsafe")
-        np.copyto(rv, new_v, casting="unsafe")
+        _switch.update_running(self._buffers["running_mean"], self._buffers["running_var"],
+                               mean_bn, var_bn, self.momentum, self.using_moving_average)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -148,24 +119,10 @@ class _SwitchNorm(Module):
             raise ValueError(f"{type(self).__name__}: expected more than 1 spatial element per "
                              f"channel (the instance variance is unbiased), got input of shape "
                              f"{x.shape}")
-        mean_in, var_in = _kernels.instance_moments(x)  # (N, C) float64, biased variance
-        var_in *= S / (S - 1)  # unbiased, as torch's Tensor.var in the reference
-        mw, vw = _softmax(self.mean_weight), _softmax(self.var_weight)
-        mean_ln = _mean(mean_in, 1)  # (N, 1)
-        temp = var_in + mean_in ** 2  # the reference's second moment per (n, c)
-        var_ln = _mean(temp, 1) - mean_ln ** 2
-        mean = mw[0] * mean_in + mw[1] * mean_ln
-        var = vw[0] * var_in + vw[1] * var_ln
         update = self.using_bn and self.training
-        if self.using_bn:
-            if self.training:
-                mean_bn = _mean(mean_in, 0)  # (1, C)
-                var_bn = _mean(temp, 0) - mean_bn ** 2
-            else:
-                mean_bn = self.running_mean.reshape(1, -1).astype(np.float64)
-                var_bn = self.running_var.reshape(1, -1).astype(np.float64)
-            mean += mw[2] * mean_bn
-            var += vw[2] * var_bn
+        mean, var, p = _switch.stats(x, self.mean_weight, self.var_weight, self.running_mean,
+                                     self.running_var, self.training)
+        mean_bn, var_bn = p.get("mean_bn"), p.get("var_bn")
         w, b = self._affine()
         y = _kernels.normalize_nc(x, mean, var, w, b, self.eps)
         if update:  # after the output exists: a failed call changes nothing
@@ -353,20 +310,9 @@ class SwitchNorm1d(_SwitchNorm):
         if self.training and N < 2:
             raise ValueError(f"SwitchNorm1d: expected more than 1 sample when training (the batch "
                              f"variance is unbiased), got input of shape {x.shape}")
-        # LN: per row over C, as per-(0, n) "instance" statistics of x seen as (1, N, C)
-        mean_ln, var_ln = _kernels.instance_moments(x[np.newaxis])
-        mean_ln = mean_ln.reshape(N, 1)
-        var_ln = var_ln.reshape(N, 1) * (C / (C - 1))
-        if self.training:  # BN: per channel over N, x seen as (1, C, N)
-            mean_bn, var_bn = _kernels.instance_moments(x.T[np.newaxis])
-            mean_bn = mean_bn.reshape(C)
-            var_bn = var_bn.reshape(C) * (N / (N - 1))
-        else:
-            mean_bn = self.running_mean.astype(np.float64).reshape(C)
-            var_bn = self.running_var.astype(np.float64).reshape(C)
-        mw, vw = _softmax(self.mean_weight), _softmax(self.var_weight)
-        mean = mw[0] * mean_ln + mw[1] * mean_bn
-        var = vw[0] * var_ln + vw[1] * var_bn
+        mean, var, p = _switch.stats(x, self.mean_weight, self.var_weight, self.running_mean,
+                                     self.running_var, self.training)
+        mean_bn, var_bn = p["mean_bn"], p["var_bn"]
         w, b = self._affine()
         y = _kernels.normalize_nc(x, mean, var, w, b, self.eps)
         if self.training:

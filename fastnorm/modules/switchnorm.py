@@ -10,6 +10,7 @@ pass (``_kernels.normalize_nc``) in the input's dtype.
 import numpy as np
 
 from .. import _kernels, _switch
+from .. import functional as F
 from .batchnorm import check_momentum, ndim_of, shape_of
 from .module import Module, check_dtype, check_eps, check_size, to_numpy
 
@@ -101,6 +102,24 @@ class _SwitchNorm(Module):
         _switch.update_running(self._buffers["running_mean"], self._buffers["running_var"],
                                mean_bn, var_bn, self.momentum, self.using_moving_average)
 
+    def _keep_switch(self, y, x, mean, var):
+        """With gradients on: the input, the mixed statistics and (before this forward's update)
+        the running statistics."""
+        if self._grad_enabled:
+            N, C = x.shape[:2]
+            rm, rv = self.running_mean, self.running_var
+            self._keep(y, x=x, mean=np.broadcast_to(mean, (N, C)),
+                       rstd=1.0 / np.sqrt(np.broadcast_to(var, (N, C)) + self.eps),
+                       rm=None if rm is None else rm.copy(), rv=None if rv is None else rv.copy(),
+                       train=self.training)
+
+    def _backward(self, saved, gy):
+        names = ("weight", "bias", "mean_weight", "var_weight")
+        grads = F.native_switch_norm_backward(
+            gy, saved["x"], self.weight, self.mean_weight, self.var_weight, saved["rm"],
+            saved["rv"], saved["mean"], saved["rstd"], saved["train"], self.eps, [True] * 5)
+        return grads[0], dict(zip(names, grads[1:]))
+
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"using_moving_average={self.using_moving_average}, using_bn={self.using_bn}, "
@@ -125,6 +144,7 @@ class _SwitchNorm(Module):
         mean_bn, var_bn = p.get("mean_bn"), p.get("var_bn")
         w, b = self._affine()
         y = _kernels.normalize_nc(x, mean, var, w, b, self.eps)
+        self._keep_switch(y, x, mean, var)
         if update:  # after the output exists: a failed call changes nothing
             self._update_running(mean_bn, var_bn)
         return y
@@ -315,6 +335,7 @@ class SwitchNorm1d(_SwitchNorm):
         mean_bn, var_bn = p["mean_bn"], p["var_bn"]
         w, b = self._affine()
         y = _kernels.normalize_nc(x, mean, var, w, b, self.eps)
+        self._keep_switch(y, x, mean, var)
         if self.training:
             self._update_running(mean_bn, var_bn)
         return y

@@ -252,6 +252,20 @@ cdef class _Job:
                 rc = self.k.grad_sums_cols(xp, dp, &self.cj, nt)
         return _check_rc(rc)
 
+    cdef int rows_backward(self, const double* mean, const double* rstd, const double* weight,
+                           bint train, double* s1, double* s2) except -1:
+        """The row layout's whole backward (grad_rows): per-entry sums into s1, s2 and dx."""
+        cdef int rc, nt = threads()
+        cdef const void* xp = cnp.PyArray_DATA(self.x)
+        cdef const void* dp = cnp.PyArray_DATA(self.dy)
+        cdef void* op = NULL if self.dx is None else cnp.PyArray_DATA(self.dx)
+        self.rj.e.sum_dy, self.rj.e.sum_dyxc = s1, s2
+        self.rj.mean, self.rj.rstd, self.rj.weight = mean, rstd, weight
+        self.rj.group_step, self.rj.row_step, self.rj.train = self.gstep, self.rstep, train
+        with nogil:
+            rc = self.k.grad_rows(xp, dp, op, &self.rj, nt)
+        return _check_rc(rc)
+
     cdef int apply(self, const double* centre, const double* a, const double* b,
                    const double* c) except -1:
         """dx = a * dy + b * (x - centre) + c, per entry."""
@@ -313,10 +327,14 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef double* cc = cb + E
     cdef double* A = cc + E
     cdef double* B = A + NG
-    for e in range(E):
-        centre[e] = mp[j.group(e)]
-    if need_sums:
-        j.sums(centre, s1, s2)
+    cdef bint rows = j.mode == _ROWS
+    if rows and (need_sums or want_dx):  # sums, combine and dx in one kernel call
+        j.rows_backward(mp, rp, wp, train, s1, s2)
+    else:
+        for e in range(E):
+            centre[e] = mp[j.group(e)]
+        if need_sums:
+            j.sums(centre, s1, s2)
     dw = np.zeros(C) if want_dw else None
     db = np.zeros(C) if want_db else None
     cdef double* dwp = NULL if dw is None else _dp(dw)
@@ -325,14 +343,14 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
         gi = j.group(e)
         ci = j.channel(e)
         wv = 1.0 if wp == NULL else wp[ci]
-        if train:
+        if train and not rows:
             A[gi] += wv * s1[e]
             B[gi] += wv * s2[e]
         if dwp != NULL:
             dwp[ci] += rp[gi] * s2[e]
         if dbp != NULL:
             dbp[ci] += s1[e]
-    if want_dx:
+    if want_dx and not rows:
         for e in range(E):
             gi = j.group(e)
             r = rp[gi]

@@ -71,6 +71,11 @@ cdef extern from "fastnorm.h" nogil:
         fn_rows shape
         int64_t dxs[4]
         fn_grad_entries e
+        const double *mean
+        const double *rstd
+        const double *weight
+        int64_t group_step, row_step
+        int train
 
     ctypedef struct fn_grad_col_job:
         fn_cols shape
@@ -98,6 +103,7 @@ cdef extern from "fastnorm.h" nogil:
         int (*grad_sums_cols)(const void *x, const void *dy, const fn_grad_col_job *job, int nt) noexcept nogil
         int (*grad_apply_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil
         int (*grad_apply_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job, int nt) noexcept nogil
+        int (*grad_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil
         int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job, int nt) noexcept nogil
 
     const fn_kernel_table *fn_kernels_for(int dtype)

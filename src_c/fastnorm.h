@@ -142,6 +142,16 @@ typedef struct {
     fn_rows shape;
     int64_t dxs[4];
     fn_grad_entries e;
+    /* grad_rows only: the whole BatchNorm / InstanceNorm / GroupNorm backward of the row
+     * layout. Group (o, g) has statistics mean, rstd over its M = rows * row_len elements; row q
+     * has channel g * group_step + q * row_step and weight[channel] (double; NULL: 1). With
+     * A = sum(w dy), B = sum(w dy (x - mean)) over the group (in entry order):
+     *   train: dx = r w dy - r A / M - r^3 B (x - mean) / M;  else dx = r w dy.
+     * e.sum_dy, e.sum_dyxc are written per entry (centred on the group's mean; e.centre is not
+     * read); dx may be NULL. A group that fits in cache is read once for both passes. */
+    const double *mean, *rstd, *weight;
+    int64_t group_step, row_step;
+    int train;
 } fn_grad_row_job;
 
 typedef struct {
@@ -183,6 +193,9 @@ typedef struct {
                            int n_threads);
     int (*grad_apply_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job,
                            int n_threads);
+    /* BatchNorm / InstanceNorm / GroupNorm backward of the row layout (fn_grad_row_job) */
+    int (*grad_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job,
+                     int n_threads);
     /* LayerNorm / RMSNorm backward (fn_grad_layer_job); dx may be NULL */
     int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job,
                       int n_threads);

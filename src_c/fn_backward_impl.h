@@ -73,20 +73,39 @@ static inline int64_t FN(grad_row_at)(const fn_rows *s, const int64_t st[4], int
     return (p / s->groups) * st[0] + (p % s->groups) * st[1] + q * st[2];
 }
 
-/* Table entry grad_sums_rows: long rows in chunks of FN_BLOCK (partials merged in chunk
- * order), short rows FN_BLOCK / L to a unit of work. */
-static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row_job *jb,
+/* Sums of row e over its chunks of FN_BLOCK, added in chunk order from 0 (the same additions as
+ * grad_sums_rows' merge of its per-chunk partials, so both give the same bits). */
+static inline void FN(grad_row_total)(const T *x, const T *dy, const fn_rows *s, int64_t e,
+                                      double k, double *s1, double *s2)
+{
+    const int64_t L = s->row_len;
+    const T *xr = x + FN(grad_row_at)(s, s->xs, e), *dr = dy + FN(grad_row_at)(s, s->ys, e);
+    double a1 = 0.0, a2 = 0.0;
+    for (int64_t l0 = 0; l0 < L; l0 += FN_BLOCK) {
+        double t1 = 0.0, t2 = 0.0;
+        FN(grad_run_sums)(xr + l0 * s->xs[3], dr + l0 * s->ys[3],
+                          L - l0 < FN_BLOCK ? L - l0 : FN_BLOCK, s->xs[3], s->ys[3], k, &t1, &t2);
+        a1 += t1;
+        a2 += t2;
+    }
+    *s1 = a1;
+    *s2 = a2;
+}
+
+/* Per-entry sums of the row layout, centred on centre[e] (per entry), else gmean[e / rows]
+ * (per group), else 0: long rows in chunks of FN_BLOCK (partials merged in chunk order), short
+ * rows FN_BLOCK / L to a unit of work. */
+static int FN(grad_sums_impl)(const T *x, const T *dy, const fn_rows *s, const double *centre,
+                              const double *gmean, double *sum_dy, double *sum_dyxc,
                               int n_threads)
 {
-    const T *x = (const T *)xv, *dy = (const T *)dyv;
-    const fn_rows *s = &jb->shape;
-    const fn_grad_entries *g = &jb->e;
-    const int64_t E = s->outer * s->groups * s->rows, L = s->row_len;
+    const int64_t Q = s->rows, E = s->outer * s->groups * Q, L = s->row_len;
+#define FN_GRAD_CENTRE(e) (centre ? centre[e] : gmean ? gmean[(e) / Q] : 0.0)
     if (E <= 0)
         return FN_OK;
     if (L <= 0) {
         for (int64_t e = 0; e < E; e++)
-            g->sum_dy[e] = g->sum_dyxc[e] = 0.0;
+            sum_dy[e] = sum_dyxc[e] = 0.0;
         return FN_OK;
     }
     const int64_t cpl = (L + FN_BLOCK - 1) / FN_BLOCK; /* chunks per row */
@@ -95,13 +114,8 @@ static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row
         const int nt = fn_eff_threads(E * L, U, n_threads);
         FN_PFOR(nt, u, U, {
             const int64_t e1 = (u + 1) * rpu < E ? (u + 1) * rpu : E;
-            for (int64_t e = u * rpu; e < e1; e++) {
-                double s1 = 0.0, s2 = 0.0;
-                FN(grad_run_sums)(x + FN(grad_row_at)(s, s->xs, e), dy + FN(grad_row_at)(s, s->ys, e),
-                                  L, s->xs[3], s->ys[3], g->centre ? g->centre[e] : 0.0, &s1, &s2);
-                g->sum_dy[e] = s1;
-                g->sum_dyxc[e] = s2;
-            }
+            for (int64_t e = u * rpu; e < e1; e++)
+                FN(grad_row_total)(x, dy, s, e, FN_GRAD_CENTRE(e), &sum_dy[e], &sum_dyxc[e]);
         });
         return FN_OK;
     }
@@ -113,24 +127,33 @@ static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row
     FN_PFOR(nt, u, U, {
         const int64_t e = u / cpl, l0 = (u % cpl) * FN_BLOCK;
         const int64_t n = l0 + FN_BLOCK < L ? FN_BLOCK : L - l0;
-        double s1 = 0.0, s2 = 0.0;
+        double t1 = 0.0, t2 = 0.0;
         FN(grad_run_sums)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
                           dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3], n, s->xs[3],
-                          s->ys[3], g->centre ? g->centre[e] : 0.0, &s1, &s2);
-        part[u] = s1;
-        part[U + u] = s2;
+                          s->ys[3], FN_GRAD_CENTRE(e), &t1, &t2);
+        part[u] = t1;
+        part[U + u] = t2;
     });
+#undef FN_GRAD_CENTRE
     for (int64_t e = 0; e < E; e++) {
         double s1 = 0.0, s2 = 0.0;
         for (int64_t k = 0; k < cpl; k++) {
             s1 += part[e * cpl + k];
             s2 += part[U + e * cpl + k];
         }
-        g->sum_dy[e] = s1;
-        g->sum_dyxc[e] = s2;
+        sum_dy[e] = s1;
+        sum_dyxc[e] = s2;
     }
     free(part);
     return FN_OK;
+}
+
+/* Table entry grad_sums_rows. */
+static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row_job *jb,
+                              int n_threads)
+{
+    return FN(grad_sums_impl)((const T *)xv, (const T *)dyv, &jb->shape, jb->e.centre, NULL,
+                              jb->e.sum_dy, jb->e.sum_dyxc, n_threads);
 }
 
 /* Table entry grad_apply_rows: units of FN_NCHUNK elements of a row, or of several short rows. */
@@ -165,29 +188,38 @@ static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
 }
 
 /* Sums down rows [r0, r1) of w <= FN_CB columns (column strides sx, sy) into t1[j], t2[j]:
- * each column adds its rows in order (vectorized across the columns). */
+ * each column adds its rows in order. Row by row across the columns (vectorized across them),
+ * with the accumulators in L1-resident local arrays: walking a column block down the rows
+ * instead thrashes the cache when the row stride is a large power of two. */
 static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, int64_t r0, int64_t r1,
                                       int64_t rx, int64_t ry, int64_t sx, int64_t sy, int64_t w,
                                       const double *k, double *t1, double *t2)
 {
-    for (int64_t j = 0; j < w; j++)
-        t1[j] = t2[j] = 0.0;
+    double a1[FN_CB], a2[FN_CB], kk[FN_CB];
+    for (int64_t j = 0; j < w; j++) {
+        a1[j] = a2[j] = 0.0;
+        kk[j] = k[j];
+    }
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * rx, *dr = dy + r * ry;
         if (sx == 1 && sy == 1) {
             FN_OMP(simd)
             for (int64_t j = 0; j < w; j++) {
                 const double d = (double)LD(dr[j]);
-                t1[j] += d;
-                t2[j] += d * ((double)LD(xr[j]) - k[j]);
+                a1[j] += d;
+                a2[j] += d * ((double)LD(xr[j]) - kk[j]);
             }
         } else {
             for (int64_t j = 0; j < w; j++) {
                 const double d = (double)LD(dr[j * sy]);
-                t1[j] += d;
-                t2[j] += d * ((double)LD(xr[j * sx]) - k[j]);
+                a1[j] += d;
+                a2[j] += d * ((double)LD(xr[j * sx]) - kk[j]);
             }
         }
+    }
+    for (int64_t j = 0; j < w; j++) {
+        t1[j] = a1[j];
+        t2[j] = a2[j];
     }
 }
 
@@ -247,12 +279,22 @@ static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col
     return FN_OK;
 }
 
-/* dx[j] = a[j] * dy[j] + b[j] * (x[j] - mh[j]) + c[j] across one row of columns */
+/* dx[j] = a[j] * dy[j] + b[j] * (x[j] - mh[j]) + c[j] across one row of columns (b NULL: 0,
+ * x unread) */
 static FN_HOT void FN(grad_cols_run)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
                                      int64_t sy, int64_t sd, const CT *mh, const CT *a,
                                      const CT *b, const CT *c)
 {
-    if (sx == 1 && sy == 1 && sd == 1) {
+    if (!b) {
+        if (sy == 1 && sd == 1) {
+            FN_OMP(simd)
+            for (int64_t i = 0; i < n; i++)
+                dx[i] = ST(a[i] * LD(dy[i]) + c[i]);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                dx[i * sd] = ST(a[i] * LD(dy[i * sy]) + c[i]);
+        }
+    } else if (sx == 1 && sy == 1 && sd == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
             dx[i] = ST(a[i] * LD(dy[i]) + b[i] * (LD(x[i]) - mh[i]) + c[i]);
@@ -277,8 +319,12 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
     if (!cf)
         return FN_ENOMEM;
     CT *mh = cf, *a = cf + E, *b = cf + 2 * E, *c = cf + 3 * E;
-    for (int64_t e = 0; e < E; e++)
+    int any_b = 0; /* statistics held constant (b == 0 everywhere): x is not read */
+    for (int64_t e = 0; e < E; e++) {
         FN(grad_coefs)(&jb->e, e, &mh[e], &a[e], &b[e], &c[e]);
+        any_b |= b[e] != (CT)0;
+    }
+    const CT *bb = any_b ? b : NULL;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
     const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
@@ -288,9 +334,97 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
         for (int64_t r = r0; r < r1; r++)
             FN(grad_cols_run)(x + o * s->xs[0] + r * s->xs[1], dy + o * s->ys[0] + r * s->ys[1],
                               dx + o * jb->dxs[0] + r * jb->dxs[1], C, s->xs[2], s->ys[2],
-                              jb->dxs[2], mh + k, a + k, b + k, c + k);
+                              jb->dxs[2], mh + k, a + k, bb ? bb + k : NULL, c + k);
     });
     free(cf);
+    return FN_OK;
+}
+
+/* A = sum(w dy), B = sum(w dy (x - mean)) of group g from its entries' sums, in entry order. */
+static inline void FN(grad_group_ab)(const fn_grad_row_job *jb, int64_t g, double *A, double *B)
+{
+    const int64_t Q = jb->shape.rows, p2 = g % jb->shape.groups;
+    double a = 0.0, b = 0.0;
+    for (int64_t q = 0; q < Q; q++) {
+        const double w = jb->weight ? jb->weight[p2 * jb->group_step + q * jb->row_step] : 1.0;
+        a += w * jb->e.sum_dy[g * Q + q];
+        b += w * jb->e.sum_dyxc[g * Q + q];
+    }
+    *A = a;
+    *B = b;
+}
+
+/* dx over rows [q0, q1), elements [l0, l1) of group g (see fn_grad_row_job). */
+static inline void FN(grad_group_apply)(const T *x, const T *dy, T *dx, const fn_grad_row_job *jb,
+                                        int64_t g, double A, double B, int64_t q0, int64_t q1,
+                                        int64_t l0, int64_t l1)
+{
+    const fn_rows *s = &jb->shape;
+    const double M = (double)(s->rows * s->row_len), mu = jb->mean[g], r = jb->rstd[g];
+    const double b = jb->train ? -r * r * r * B / M : 0.0, c = jb->train ? -r * A / M : 0.0;
+    const CT mh = FN(narrow)(mu), bt = FN(narrow)(b);
+    const CT ct = FN(narrow)(c + (b != 0.0 ? b * ((double)mh - mu) : 0.0));
+    const int64_t p2 = g % s->groups;
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t e = g * s->rows + q;
+        const double w = jb->weight ? jb->weight[p2 * jb->group_step + q * jb->row_step] : 1.0;
+        FN(grad_run_apply)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                           dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3],
+                           dx + FN(grad_row_at)(s, jb->dxs, e) + l0 * jb->dxs[3], l1 - l0,
+                           s->xs[3], s->ys[3], jb->dxs[3], mh, FN(narrow)(r * w), bt, ct);
+    }
+}
+
+/* Table entry grad_rows (see fn_grad_row_job). Groups that fit in cache, enough of them to
+ * share out, are done whole by one thread: sums, then dx while the group is still in cache.
+ * Others: block-parallel sums, the groups' A and B, then a parallel pass for dx. The same
+ * additions either way: the same bits. */
+static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_grad_row_job *jb,
+                         int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_rows *s = &jb->shape;
+    const int64_t P = s->outer * s->groups, Q = s->rows, L = s->row_len;
+    double *S1 = jb->e.sum_dy, *S2 = jb->e.sum_dyxc;
+    if (!jb->mean || !jb->rstd || !S1 || !S2)
+        return FN_EINVAL;
+    if (P <= 0 || Q <= 0 || L <= 0 || !dx || (!jb->train && !dx))
+        return FN(grad_sums_impl)(x, dy, s, NULL, jb->mean, S1, S2, n_threads);
+    const int nt = fn_eff_threads(P * Q * L, P, n_threads);
+    if (2 * Q * L * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) && (nt == 1 || P >= 4 * nt)) {
+        FN_PFOR(nt, g, P, {
+            double A, B;
+            for (int64_t q = 0; q < Q; q++)
+                FN(grad_row_total)(x, dy, s, g * Q + q, jb->mean[g], &S1[g * Q + q],
+                                   &S2[g * Q + q]);
+            FN(grad_group_ab)(jb, g, &A, &B);
+            FN(grad_group_apply)(x, dy, dx, jb, g, A, B, 0, Q, 0, L);
+        });
+        return FN_OK;
+    }
+    const int rc = FN(grad_sums_impl)(x, dy, s, NULL, jb->mean, S1, S2, n_threads);
+    if (rc != FN_OK)
+        return rc;
+    double *ab = (double *)malloc((size_t)(2 * P) * sizeof(double));
+    if (!ab)
+        return FN_ENOMEM;
+    for (int64_t g = 0; g < P; g++)
+        FN(grad_group_ab)(jb, g, &ab[g], &ab[P + g]);
+    const int64_t cpl = L >= FN_NCHUNK ? (L + FN_NCHUNK - 1) / FN_NCHUNK : 1;
+    const int64_t rpu = L >= FN_NCHUNK ? 1 : FN_NCHUNK / L, E = P * Q;
+    const int64_t U = cpl > 1 ? E * cpl : (E + rpu - 1) / rpu;
+    const int nta = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nta, u, U, {
+        const int64_t e0 = cpl > 1 ? u / cpl : u * rpu;
+        const int64_t e1 = cpl > 1 ? e0 + 1 : (e0 + rpu < E ? e0 + rpu : E);
+        const int64_t l0 = cpl > 1 ? (u % cpl) * FN_NCHUNK : 0;
+        const int64_t l1 = cpl > 1 && l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+        for (int64_t e = e0; e < e1; e++)
+            FN(grad_group_apply)(x, dy, dx, jb, e / Q, ab[e / Q], ab[P + e / Q], e % Q,
+                                 e % Q + 1, l0, l1);
+    });
+    free(ab);
     return FN_OK;
 }
 

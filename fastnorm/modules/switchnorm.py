@@ -3,9 +3,8 @@ Normalize via Switchable Normalization"), with the semantics, parameters and sta
 authors' PyTorch module (``switchablenorms/Switchable-Normalization``,
 ``devkit/ops/switchable_norm.py``), so that its checkpoints load and give the same outputs.
 
-Cost: one statistics pass over the input (``_kernels.instance_moments``: per-(n, c) mean and
-variance in double precision), the cheap (N, C)-sized mixing in NumPy float64, and one normalize
-pass (``_kernels.normalize_nc``) in the input's dtype.
+The statistics, their mixing, the running-statistics update and the backward pass are in
+``fastnorm._switch`` (shared with ``fastnorm.functional.native_switch_norm``), with their cost.
 """
 import numpy as np
 

@@ -20,7 +20,6 @@ geometric mean::
     python benchmarks/bench_backward.py [--only SUBSTRING]
 """
 import math
-import statistics
 import sys
 import time
 
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 import fastnorm.functional as F
+from fastnorm.__main__ import median_time
 
 # ../shared/bench/anchors.py's CASES (copied: that file lives outside the repository)
 CASES = [
@@ -151,24 +151,6 @@ def test_backward(benchmark, torch_or_none, op, shape, peer):
     benchmark(ours if peer == "fastnorm" else theirs)
 
 
-def _timeit(fn, repeat=7, budget=0.3):
-    """Median seconds per call (as anchors.py: a short pause, then batches of calls)."""
-    time.sleep(0.03)
-    fn()
-    t0, n = time.perf_counter(), 0
-    while n < 2 or time.perf_counter() - t0 < 0.03:
-        fn()
-        n += 1
-    inner = max(1, int(budget / repeat / ((time.perf_counter() - t0) / n)))
-    samples = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - t) / inner)
-    return statistics.median(samples)
-
-
 def main(argv):
     import torch
     only = argv[argv.index("--only") + 1] if "--only" in argv else ""
@@ -180,7 +162,10 @@ def main(argv):
             continue
         ours, theirs = make_calls(op, shape, torch)
         check(ours, theirs)
-        tf, tt = _timeit(ours), _timeit(theirs)
+        time.sleep(0.03)  # torch's threads stop spinning before fastnorm is timed
+        tf = median_time(ours, budget=0.3)
+        time.sleep(0.03)
+        tt = median_time(theirs, budget=0.3)
         ratios.append(tt / tf)
         print(f"{op:14s} {'x'.join(map(str, shape)):18s} {tf * 1e6:9.1f}us {tt * 1e6:9.1f}us "
               f"{tt / tf:7.2f}", flush=True)

@@ -26,9 +26,8 @@ from libc.math cimport sqrt
 from libc.stdint cimport int64_t
 
 from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod
-from fastnorm._kernels cimport (FN_ENOMEM, FN_FLOAT32, FN_FLOAT64, FN_OK, fn_cols,
-                                fn_grad_col_job, fn_grad_layer_job, fn_grad_row_job, fn_init,
-                                fn_kernel_table, fn_kernels_for, fn_rows)
+from fastnorm._kernels cimport (_check_rc, _rows, _table, fn_cols, fn_grad_col_job, fn_grad_layer_job,
+                                fn_grad_row_job, fn_init, fn_kernel_table, fn_rows)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport threads
 
@@ -46,26 +45,6 @@ cdef enum:
     K_BN = 0  # one group per channel, over N and the spatial axes
     K_NC = 1  # one group per (n, c), over the spatial axes (InstanceNorm, SwitchNorm)
     K_GN = 2  # one group per (n, g), over the group's channels and the spatial axes
-
-
-cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL:
-    cdef int t = cnp.PyArray_TYPE(x)
-    cdef const fn_kernel_table* k = NULL
-    if t == cnp.NPY_FLOAT:
-        k = fn_kernels_for(FN_FLOAT32)
-    elif t == cnp.NPY_DOUBLE:
-        k = fn_kernels_for(FN_FLOAT64)
-    if k == NULL:
-        raise TypeError(f"fastnorm: no kernels for dtype {x.dtype}")
-    return k
-
-
-cdef inline int _check_rc(int rc) except -1:
-    if rc == FN_ENOMEM:
-        raise MemoryError("fastnorm: a kernel could not allocate its scratch memory")
-    if rc != FN_OK:
-        raise RuntimeError(f"fastnorm: internal error, kernel status {rc}")
-    return 0
 
 
 cdef inline double* _dp(object a):
@@ -137,14 +116,6 @@ cdef int _axes3(cnp.ndarray x, cnp.ndarray dy, object dx, int start, int stop, A
         if a[i].n != d[i].n or a[i].sx != d[i].sx:
             return -1
     return k
-
-
-cdef fn_rows _rows(Ax o, Ax g, Ax q, Ax l) noexcept:
-    cdef fn_rows s
-    s.outer, s.groups, s.rows, s.row_len = o.n, g.n, q.n, l.n
-    s.xs[0], s.xs[1], s.xs[2], s.xs[3] = o.sx, g.sx, q.sx, l.sx
-    s.ys[0], s.ys[1], s.ys[2], s.ys[3] = o.sy, g.sy, q.sy, l.sy
-    return s
 
 
 cdef class _Job:
@@ -395,19 +366,31 @@ cdef tuple _stats_or_running(str fn, bint train, object save_mean, object save_i
     return rm, 1.0 / np.sqrt(rv + eps)
 
 
-def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
-                               save_invstd, train, eps, output_mask):
-    fn = "native_batch_norm_backward"
+cdef tuple _bn_like_backward(str fn, object grad_out, object input, object weight,
+                             object running_mean, object running_var, object save_mean,
+                             object save_invstd, bint train, object eps, object output_mask,
+                             bint per_instance):
+    """BatchNorm's backward, or InstanceNorm's (per_instance: statistics per (n, c) in
+    training; the running ones, per channel, in eval)."""
     cdef cnp.ndarray x = as_nc_input(input, fn)
     cdef cnp.ndarray dy = _grad_out(grad_out, x, fn)
     mask = check_mask(output_mask, 3, fn)
     cdef int64_t C = x.shape[1]
+    cdef tuple shape = ((<object>x).shape[:2] if per_instance else (C,))
     w = _weight64(weight, fn, C)
-    mean, rstd = _stats_or_running(fn, bool(train), save_mean, save_invstd, running_mean,
-                                   running_var, float(eps), (C,), C)
-    dx, dw, db = _backward_groups(x, dy, K_BN, 1, mean, rstd, w, bool(train), mask)
+    mean, rstd = _stats_or_running(fn, train, save_mean, save_invstd, running_mean, running_var,
+                                   float(eps), shape, C)
+    dx, dw, db = _backward_groups(x, dy, K_NC if (per_instance and train) else K_BN, 1, mean,
+                                  rstd, w, train, mask)
     pdt = x.dtype if weight is None else np.asarray(weight).dtype
     return dx, _as(dw, pdt), _as(db, pdt)
+
+
+def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
+                               save_invstd, train, eps, output_mask):
+    return _bn_like_backward("native_batch_norm_backward", grad_out, input, weight, running_mean,
+                             running_var, save_mean, save_invstd, bool(train), eps, output_mask,
+                             False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,18 +411,9 @@ def native_instance_norm(input, weight, bias, running_mean, running_var, use_inp
 
 def native_instance_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
                                   save_invstd, use_input_stats, eps, output_mask):
-    fn = "native_instance_norm_backward"
-    cdef cnp.ndarray x = as_nc_input(input, fn)
-    cdef cnp.ndarray dy = _grad_out(grad_out, x, fn)
-    mask = check_mask(output_mask, 3, fn)
-    cdef int64_t N = x.shape[0], C = x.shape[1]
-    w = _weight64(weight, fn, C)
-    train = bool(use_input_stats)
-    mean, rstd = _stats_or_running(fn, train, save_mean, save_invstd, running_mean, running_var,
-                                   float(eps), (N, C), C)
-    dx, dw, db = _backward_groups(x, dy, K_NC if train else K_BN, 1, mean, rstd, w, train, mask)
-    pdt = x.dtype if weight is None else np.asarray(weight).dtype
-    return dx, _as(dw, pdt), _as(db, pdt)
+    return _bn_like_backward("native_instance_norm_backward", grad_out, input, weight,
+                             running_mean, running_var, save_mean, save_invstd,
+                             bool(use_input_stats), eps, output_mask, True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,3 +110,12 @@ cdef extern from "fastnorm.h" nogil:
     void fn_init()
     void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                           const double *m2_in, double *mean_out, double *m2_out)
+
+
+# The adapter's dtype -> kernel table mapping, kernel status check and row-layout job
+# description, shared with _backward.
+cimport numpy as cnp
+from fastnorm._layout cimport Ax
+cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL
+cdef int _check_rc(int rc) except -1
+cdef fn_rows _rows(Ax o, Ax g, Ax q, Ax l) noexcept

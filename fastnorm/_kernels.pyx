@@ -48,7 +48,7 @@ cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL:
     return k
 
 
-cdef inline int _check_rc(int rc) except -1:
+cdef int _check_rc(int rc) except -1:
     if rc == FN_ENOMEM:
         raise MemoryError("fastnorm: a kernel could not allocate its scratch memory")
     if rc != FN_OK:

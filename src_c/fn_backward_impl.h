@@ -156,6 +156,25 @@ static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row
                               jb->e.sum_dy, jb->e.sum_dyxc, n_threads);
 }
 
+/* Units of a dx pass over E rows of L elements: chunks of FN_NCHUNK of a long row, or
+ * FN_NCHUNK / L short rows. Returns the unit count. */
+static inline int64_t FN(grad_units)(int64_t E, int64_t L, int64_t *cpl, int64_t *rpu)
+{
+    *cpl = L >= FN_NCHUNK ? (L + FN_NCHUNK - 1) / FN_NCHUNK : 1;
+    *rpu = L >= FN_NCHUNK ? 1 : FN_NCHUNK / L;
+    return *cpl > 1 ? E * *cpl : (E + *rpu - 1) / *rpu;
+}
+
+/* Rows [e0, e1) and elements [l0, l1) of unit u (see grad_units). */
+static inline void FN(grad_unit)(int64_t u, int64_t E, int64_t L, int64_t cpl, int64_t rpu,
+                                 int64_t *e0, int64_t *e1, int64_t *l0, int64_t *l1)
+{
+    *e0 = cpl > 1 ? u / cpl : u * rpu;
+    *e1 = cpl > 1 ? *e0 + 1 : (*e0 + rpu < E ? *e0 + rpu : E);
+    *l0 = cpl > 1 ? (u % cpl) * FN_NCHUNK : 0;
+    *l1 = cpl > 1 && *l0 + FN_NCHUNK < L ? *l0 + FN_NCHUNK : L;
+}
+
 /* Table entry grad_apply_rows: units of FN_NCHUNK elements of a row, or of several short rows. */
 static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
                                const fn_grad_row_job *jb, int n_threads)
@@ -166,15 +185,12 @@ static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
     const int64_t E = s->outer * s->groups * s->rows, L = s->row_len;
     if (E <= 0 || L <= 0)
         return FN_OK;
-    const int64_t cpl = L >= FN_NCHUNK ? (L + FN_NCHUNK - 1) / FN_NCHUNK : 1;
-    const int64_t rpu = L >= FN_NCHUNK ? 1 : FN_NCHUNK / L;
-    const int64_t U = cpl > 1 ? E * cpl : (E + rpu - 1) / rpu;
+    int64_t cpl, rpu;
+    const int64_t U = FN(grad_units)(E, L, &cpl, &rpu);
     const int nt = fn_eff_threads(E * L, U, n_threads);
     FN_PFOR(nt, u, U, {
-        const int64_t e0 = cpl > 1 ? u / cpl : u * rpu;
-        const int64_t e1 = cpl > 1 ? e0 + 1 : (e0 + rpu < E ? e0 + rpu : E);
-        const int64_t l0 = cpl > 1 ? (u % cpl) * FN_NCHUNK : 0;
-        const int64_t l1 = cpl > 1 && l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+        int64_t e0, e1, l0, l1;
+        FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
         for (int64_t e = e0; e < e1; e++) {
             CT mh, a, b, c;
             FN(grad_coefs)(&jb->e, e, &mh, &a, &b, &c);
@@ -411,15 +427,12 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
         return FN_ENOMEM;
     for (int64_t g = 0; g < P; g++)
         FN(grad_group_ab)(jb, g, &ab[g], &ab[P + g]);
-    const int64_t cpl = L >= FN_NCHUNK ? (L + FN_NCHUNK - 1) / FN_NCHUNK : 1;
-    const int64_t rpu = L >= FN_NCHUNK ? 1 : FN_NCHUNK / L, E = P * Q;
-    const int64_t U = cpl > 1 ? E * cpl : (E + rpu - 1) / rpu;
+    int64_t cpl, rpu;
+    const int64_t E = P * Q, U = FN(grad_units)(E, L, &cpl, &rpu);
     const int nta = fn_eff_threads(E * L, U, n_threads);
     FN_PFOR(nta, u, U, {
-        const int64_t e0 = cpl > 1 ? u / cpl : u * rpu;
-        const int64_t e1 = cpl > 1 ? e0 + 1 : (e0 + rpu < E ? e0 + rpu : E);
-        const int64_t l0 = cpl > 1 ? (u % cpl) * FN_NCHUNK : 0;
-        const int64_t l1 = cpl > 1 && l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+        int64_t e0, e1, l0, l1;
+        FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
         for (int64_t e = e0; e < e1; e++)
             FN(grad_group_apply)(x, dy, dx, jb, e / Q, ab[e / Q], ab[P + e / Q], e % Q,
                                  e % Q + 1, l0, l1);

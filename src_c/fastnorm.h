@@ -28,6 +28,13 @@
  *   switch_norm (instance_moments, rows / cols as              row_moments or col_moments, then
  *   normalize_nc)                  instance_norm              normalize_rows (stats.given) or
  *                                                             coefs + normalize_cols
+ *
+ * Backward passes (fastnorm/_backward.pyx plans them in the forward's layout):
+ *   native_batch/instance/group_   rows                       grad_rows
+ *   norm_backward                  columns                    grad_sums_cols, grad_apply_cols
+ *   native_layer/rms_norm_backward any                        grad_layer
+ *   native_switch_norm_backward    rows / cols as             grad_sums_rows / _cols, then
+ *                                  instance_norm              grad_apply_rows / _cols
  */
 #ifndef FASTNORM_H
 #define FASTNORM_H

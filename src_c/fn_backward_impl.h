@@ -405,7 +405,7 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
     double *S1 = jb->e.sum_dy, *S2 = jb->e.sum_dyxc;
     if (!jb->mean || !jb->rstd || !S1 || !S2)
         return FN_EINVAL;
-    if (P <= 0 || Q <= 0 || L <= 0 || !dx || (!jb->train && !dx))
+    if (P <= 0 || Q <= 0 || L <= 0 || !dx)
         return FN(grad_sums_impl)(x, dy, s, NULL, jb->mean, S1, S2, n_threads);
     const int nt = fn_eff_threads(P * Q * L, P, n_threads);
     if (2 * Q * L * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) && (nt == 1 || P >= 4 * nt)) {

@@ -203,7 +203,19 @@ class Module:
 
         Each forward (after ``requires_grad_()``) allows one backward. Without a matching
         forward, or with a ``grad_output`` of another shape or dtype than that forward's output,
-        ``RuntimeError`` / ``ValueError`` / ``TypeError`` are raised and nothing changes.
+        ``RuntimeError`` / ``ValueError`` / ``TypeError`` are raised and nothing changes. The
+        forward's input and parameters are read again here: do not modify them in place in
+        between (as an optimizer step would; step after backward).
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> m = fastnorm.LayerNorm(4).requires_grad_()
+        >>> x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        >>> y = m(x)
+        >>> gx = m.backward(np.ones_like(y))
+        >>> gx.shape, sorted(m.grad), m.grad["bias"].tolist()
+        ((3, 4), ['bias', 'weight'], [3.0, 3.0, 3.0, 3.0])
         """
         name = type(self).__name__
         saved = self._saved

@@ -30,6 +30,88 @@ static FN_HOT void FN(grad_run_sums)(const T *x, const T *dy, int64_t n, int64_t
     *s2 += t2;
 }
 
+/* sum(w dy), sum(w dy (x - k)) over the first 4 * VW * floor(n / (4 * VW)) contiguous elements
+ * with four accumulator pairs (independent dependency chains), w in double; the lanes are added
+ * in a fixed order. Returns the elements consumed. */
+#if FN_AVX512
+FN_AVX512_FUNC int64_t FN(grad_sums_w_avx512)(const T *x, const T *dy, const double *w, int64_t n,
+                                              double k, double *t1, double *t2)
+{
+    const __m512d kv = _mm512_set1_pd(k);
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512d w0 = _mm512_mul_pd(_mm512_loadu_pd(w + i), FN(fn_load8)(dy + i));
+        const __m512d w1 = _mm512_mul_pd(_mm512_loadu_pd(w + i + 8), FN(fn_load8)(dy + i + 8));
+        const __m512d w2 = _mm512_mul_pd(_mm512_loadu_pd(w + i + 16), FN(fn_load8)(dy + i + 16));
+        const __m512d w3 = _mm512_mul_pd(_mm512_loadu_pd(w + i + 24), FN(fn_load8)(dy + i + 24));
+        a0 = _mm512_add_pd(a0, w0);
+        a1 = _mm512_add_pd(a1, w1);
+        a2 = _mm512_add_pd(a2, w2);
+        a3 = _mm512_add_pd(a3, w3);
+        b0 = _mm512_fmadd_pd(w0, _mm512_sub_pd(FN(fn_load8)(x + i), kv), b0);
+        b1 = _mm512_fmadd_pd(w1, _mm512_sub_pd(FN(fn_load8)(x + i + 8), kv), b1);
+        b2 = _mm512_fmadd_pd(w2, _mm512_sub_pd(FN(fn_load8)(x + i + 16), kv), b2);
+        b3 = _mm512_fmadd_pd(w3, _mm512_sub_pd(FN(fn_load8)(x + i + 24), kv), b3);
+    }
+    *t1 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
+    *t2 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(b0, b1), _mm512_add_pd(b2, b3)));
+    return i;
+}
+#endif
+#if FN_AVX2
+FN_AVX2_FUNC int64_t FN(grad_sums_w_avx2)(const T *x, const T *dy, const double *w, int64_t n,
+                                          double k, double *t1, double *t2)
+{
+    const __m256d kv = _mm256_set1_pd(k);
+    __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256d w0 = _mm256_mul_pd(_mm256_loadu_pd(w + i), FN(fn_load4)(dy + i));
+        const __m256d w1 = _mm256_mul_pd(_mm256_loadu_pd(w + i + 4), FN(fn_load4)(dy + i + 4));
+        const __m256d w2 = _mm256_mul_pd(_mm256_loadu_pd(w + i + 8), FN(fn_load4)(dy + i + 8));
+        const __m256d w3 = _mm256_mul_pd(_mm256_loadu_pd(w + i + 12), FN(fn_load4)(dy + i + 12));
+        a0 = _mm256_add_pd(a0, w0);
+        a1 = _mm256_add_pd(a1, w1);
+        a2 = _mm256_add_pd(a2, w2);
+        a3 = _mm256_add_pd(a3, w3);
+        b0 = _mm256_fmadd_pd(w0, _mm256_sub_pd(FN(fn_load4)(x + i), kv), b0);
+        b1 = _mm256_fmadd_pd(w1, _mm256_sub_pd(FN(fn_load4)(x + i + 4), kv), b1);
+        b2 = _mm256_fmadd_pd(w2, _mm256_sub_pd(FN(fn_load4)(x + i + 8), kv), b2);
+        b3 = _mm256_fmadd_pd(w3, _mm256_sub_pd(FN(fn_load4)(x + i + 12), kv), b3);
+    }
+    *t1 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)));
+    *t2 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(b0, b1), _mm256_add_pd(b2, b3)));
+    return i;
+}
+#endif
+
+/* s1 += sum(w dy), s2 += sum(w dy (x - k)) over n elements, w[i] elementwise in double (the
+ * AVX-512 / AVX2 loops above where the CPU has them, as the statistics loops: results depend
+ * on the CPU's path, never on threads) */
+static void FN(grad_run_sums_w)(const T *x, const T *dy, const double *w, int64_t n, int64_t sx,
+                                int64_t sy, double k, double *s1, double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    int64_t i = 0;
+#if FN_AVX512
+    if (sx == 1 && sy == 1 && n >= 32 && fn_simd_level() >= 2)
+        i = FN(grad_sums_w_avx512)(x, dy, w, n, k, &t1, &t2);
+    else
+#endif
+#if FN_AVX2
+    if (sx == 1 && sy == 1 && n >= 16 && fn_simd_level() >= 1)
+        i = FN(grad_sums_w_avx2)(x, dy, w, n, k, &t1, &t2);
+#endif
+    for (; i < n; i++) {
+        const double wd = w[i] * (double)LD(dy[i * sy]);
+        t1 += wd;
+        t2 += wd * ((double)LD(x[i * sx]) - k);
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
 /* dx = a * dy + b * (x - mh) + c over n elements; b == 0 (statistics held constant): x unread */
 static FN_HOT void FN(grad_run_apply)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
                                       int64_t sy, int64_t sd, CT mh, CT a, CT b, CT c)
@@ -441,57 +523,56 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
     return FN_OK;
 }
 
-/* One row of a LayerNorm group: t1 += sum(w dy), t2 += sum(w dy (x - k)); with cw (and cb):
- * cw[l] += dy (x - k) r, cb[l] += dy (this row's share of dweight, dbias). */
-static FN_HOT void FN(grad_layer_sums)(const T *x, const T *dy, int64_t n, int64_t sx,
-                                       int64_t sy, const CT *w, double k, double r, double *s1,
-                                       double *s2, double *cw, double *cb)
-{
-    double t1 = 0.0, t2 = 0.0;
-    if (sx == 1 && sy == 1 && cw) {
-        FN_OMP(simd reduction(+ : t1, t2))
-        for (int64_t i = 0; i < n; i++) {
-            const double d = (double)LD(dy[i]), v = (double)LD(x[i]) - k, wd = (double)w[i] * d;
-            t1 += wd;
-            t2 += wd * v;
-            cw[i] += d * v * r;
-            cb[i] += d;
-        }
-    } else if (sx == 1 && sy == 1) {
-        FN_OMP(simd reduction(+ : t1, t2))
-        for (int64_t i = 0; i < n; i++) {
-            const double wd = (double)w[i] * (double)LD(dy[i]);
-            t1 += wd;
-            t2 += wd * ((double)LD(x[i]) - k);
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            const double d = (double)LD(dy[i * sy]), v = (double)LD(x[i * sx]) - k;
-            const double wd = (double)w[i] * d;
-            t1 += wd;
-            t2 += wd * v;
-            if (cw) {
-                cw[i] += d * v * r;
-                cb[i] += d;
-            }
-        }
-    }
-    *s1 += t1;
-    *s2 += t2;
-}
-
-/* dx = (r w) dy + b (x - mh) + c over one row */
+/* dx = (r w) dy + b (x - mh) + c over one row (dx NULL: not written), and this row's share of
+ * dweight and dbias into the CT partials fw[l] += dy xhat, fb[l] += dy (fw NULL: not wanted),
+ * with xhat = (x - mh) r + xc: the mean's remainder below CT's precision is in xc. */
 static FN_HOT void FN(grad_layer_apply)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
                                         int64_t sy, int64_t sd, const CT *w, CT r, CT mh, CT b,
-                                        CT c)
+                                        CT c, CT xc, CT *fw, CT *fb)
 {
-    if (sx == 1 && sy == 1 && sd == 1) {
+    if (sx == 1 && sy == 1 && sd == 1 && dx && fw) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++) {
+            const CT d = LD(dy[i]), v = LD(x[i]) - mh;
+            dx[i] = ST((r * w[i]) * d + b * v + c);
+            fw[i] += d * (v * r + xc);
+            fb[i] += d;
+        }
+    } else if (sx == 1 && sy == 1 && sd == 1 && dx) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
             dx[i] = ST((r * w[i]) * LD(dy[i]) + b * (LD(x[i]) - mh) + c);
+    } else if (sx == 1 && sy == 1 && !dx) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++) {
+            const CT d = LD(dy[i]);
+            fw[i] += d * ((LD(x[i]) - mh) * r + xc);
+            fb[i] += d;
+        }
     } else {
-        for (int64_t i = 0; i < n; i++)
-            dx[i * sd] = ST((r * w[i]) * LD(dy[i * sy]) + b * (LD(x[i * sx]) - mh) + c);
+        for (int64_t i = 0; i < n; i++) {
+            const CT d = LD(dy[i * sy]), v = LD(x[i * sx]) - mh;
+            if (dx)
+                dx[i * sd] = ST((r * w[i]) * d + b * v + c);
+            if (fw) {
+                fw[i] += d * (v * r + xc);
+                fb[i] += d;
+            }
+        }
+    }
+}
+
+/* Rows whose dweight/dbias shares are summed in CT before being added to the double partials:
+ * a short sum in the compute type, fixed by the shape (float32: ~1e-6 relative). */
+#define FN_LAYER_FLUSH 16
+
+/* cw[l] += fw[l], cb[l] += fb[l] in double, then fw = fb = 0 */
+static inline void FN(grad_layer_flush)(CT *fw, CT *fb, double *cw, double *cb, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        cw[i] += (double)fw[i];
+        cb[i] += (double)fb[i];
+        fw[i] = fb[i] = (CT)0;
     }
 }
 
@@ -528,13 +609,31 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
     const int64_t gpu0 = (P + FN_LAYER_UNITS - 1) / FN_LAYER_UNITS;
     const int64_t U = (P + gpu0 - 1) / gpu0;
     double *part = NULL;
-    if (want_cols && !(part = (double *)calloc((size_t)(2 * U * L), sizeof(double))))
+    CT *fpart = NULL;
+    if (want_cols) {
+        part = (double *)calloc((size_t)(2 * U * L), sizeof(double));
+        fpart = (CT *)calloc((size_t)(2 * U * L), sizeof(CT));
+        if (!part || !fpart) {
+            free(part);
+            free(fpart);
+            return FN_ENOMEM;
+        }
+    }
+    double *wd = (double *)malloc((size_t)L * sizeof(double)); /* the weights in double */
+    if (!wd) {
+        free(part);
+        free(fpart);
         return FN_ENOMEM;
+    }
+    for (int64_t l = 0; l < L; l++)
+        wd[l] = (double)w[l];
     const double M = (double)(Q * L);
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
     FN_PFOR(nt, u, U, {
         double *cw = part ? part + u * L : NULL, *cb = part ? part + (U + u) * L : NULL;
+        CT *fw = fpart ? fpart + u * L : NULL, *fb = fpart ? fpart + (U + u) * L : NULL;
         const int64_t g1 = (u + 1) * gpu0 < P ? (u + 1) * gpu0 : P;
+        int64_t rows = 0;
         for (int64_t g = u * gpu0; g < g1; g++) {
             const int64_t o = g / s->groups, p2 = g % s->groups;
             const T *xg = x + o * s->xs[0] + p2 * s->xs[1];
@@ -542,19 +641,24 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
             const double m = jb->mean ? jb->mean[g] : 0.0, r = jb->rstd[g];
             double s1 = 0.0, s2 = 0.0;
             for (int64_t q = 0; q < Q; q++)
-                FN(grad_layer_sums)(xg + q * s->xs[2], dg + q * s->ys[2], L, s->xs[3], s->ys[3],
-                                    w, m, r, &s1, &s2, cw, cb);
-            if (dx) {
-                const double b = -r * r * r * s2 / M, c0 = jb->mean ? -r * s1 / M : 0.0;
-                const CT mh = FN(narrow)(m);
-                const CT cc = FN(narrow)(c0 + b * ((double)mh - m));
-                T *xd = dx + o * jb->dxs[0] + p2 * jb->dxs[1];
-                for (int64_t q = 0; q < Q; q++)
-                    FN(grad_layer_apply)(xg + q * s->xs[2], dg + q * s->ys[2], xd + q * jb->dxs[2],
-                                         L, s->xs[3], s->ys[3], jb->dxs[3], w, FN(narrow)(r), mh,
-                                         FN(narrow)(b), cc);
+                FN(grad_run_sums_w)(xg + q * s->xs[2], dg + q * s->ys[2], wd, L, s->xs[3],
+                                    s->ys[3], m, &s1, &s2);
+            const double b = -r * r * r * s2 / M, c0 = jb->mean ? -r * s1 / M : 0.0;
+            const CT mh = FN(narrow)(m);
+            const CT cc = FN(narrow)(c0 + b * ((double)mh - m));
+            const CT xc = FN(narrow)(((double)mh - m) * r);
+            T *xd = dx ? dx + o * jb->dxs[0] + p2 * jb->dxs[1] : NULL;
+            for (int64_t q = 0; (xd || fw) && q < Q; q++) {
+                FN(grad_layer_apply)(xg + q * s->xs[2], dg + q * s->ys[2],
+                                     xd ? xd + q * jb->dxs[2] : NULL, L, s->xs[3], s->ys[3],
+                                     jb->dxs[3], w, FN(narrow)(r), mh, FN(narrow)(b), cc, xc, fw,
+                                     fb);
+                if (fw && ++rows % FN_LAYER_FLUSH == 0)
+                    FN(grad_layer_flush)(fw, fb, cw, cb, L);
             }
         }
+        if (fw)
+            FN(grad_layer_flush)(fw, fb, cw, cb, L);
     });
     if (part) {
         FN_PFOR(nt, l, L, {
@@ -569,6 +673,8 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
                 jb->dbias[l] = a2;
         });
         free(part);
+        free(fpart);
     }
+    free(wd);
     return FN_OK;
 }

@@ -171,7 +171,8 @@ typedef struct {
  * mean (NULL: 0, RMSNorm) and rstd, elementwise weight[l] (param type, given). Per group one
  * pass over (x, dy) for sum(w dy) and sum(w dy (x - mean)) in double, then dx (NULL: not
  * wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
- * all rows (double; NULL: not wanted) come from per-unit partials merged in unit order. */
+ * all rows (double; NULL: not wanted): each row's share is added in the compute type for 16 rows
+ * at a time, then in double into per-unit partials, merged in unit order. */
 typedef struct {
     fn_rows shape;
     int64_t dxs[4];

@@ -17,7 +17,10 @@ As a pytest-benchmark file (``--benchmark-disable`` in CI: a smoke test)::
 As a script, one side-by-side run with ratios torch / fastnorm (> 1: fastnorm faster) and their
 geometric mean::
 
-    python benchmarks/bench_backward.py [--only SUBSTRING]
+    python benchmarks/bench_backward.py [--only SUBSTRING] [--cpu-time]
+
+``--cpu-time``: both libraries on one thread, timed by the process's CPU time (time spent
+descheduled on a busy machine is not counted; use it when other work shares the cores).
 """
 import math
 import sys
@@ -151,21 +154,40 @@ def test_backward(benchmark, torch_or_none, op, shape, peer):
     benchmark(ours if peer == "fastnorm" else theirs)
 
 
+def cpu_time(fn, budget=0.3):
+    """CPU seconds of the process per call (one thread: wall time without preemption)."""
+    fn()
+    t0, n = time.process_time(), 0
+    while n < 3 or time.process_time() - t0 < budget:
+        fn()
+        n += 1
+    return (time.process_time() - t0) / n
+
+
 def main(argv):
     import torch
+    import fastnorm
     only = argv[argv.index("--only") + 1] if "--only" in argv else ""
+    cpu = "--cpu-time" in argv
+    if cpu:
+        torch.set_num_threads(1)
+        fastnorm.set_num_threads(1)
     ratios = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fastnorm "
+          f"{fastnorm.get_num_threads()} threads, {'CPU' if cpu else 'wall'} time")
     print(f"{'case':14s} {'shape':18s} {'fastnorm':>11s} {'torch':>11s} {'ratio':>7s}")
     for op, shape in CASES:
         if only not in op:
             continue
         ours, theirs = make_calls(op, shape, torch)
         check(ours, theirs)
-        time.sleep(0.03)  # torch's threads stop spinning before fastnorm is timed
-        tf = median_time(ours, budget=0.3)
-        time.sleep(0.03)
-        tt = median_time(theirs, budget=0.3)
+        if cpu:
+            tf, tt = cpu_time(ours), cpu_time(theirs)
+        else:
+            time.sleep(0.03)  # torch's threads stop spinning before fastnorm is timed
+            tf = median_time(ours, budget=0.3)
+            time.sleep(0.03)
+            tt = median_time(theirs, budget=0.3)
         ratios.append(tt / tf)
         print(f"{op:14s} {'x'.join(map(str, shape)):18s} {tf * 1e6:9.1f}us {tt * 1e6:9.1f}us "
               f"{tt / tf:7.2f}", flush=True)

@@ -306,8 +306,9 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
             centre[e] = mp[j.group(e)]
         if need_sums:
             j.sums(centre, s1, s2)
-    dw = np.zeros(C) if want_dw else None
-    db = np.zeros(C) if want_db else None
+    pg = np.zeros((2, C)) if (want_dw or want_db) else None
+    dw = pg[0] if want_dw else None
+    db = pg[1] if want_db else None
     cdef double* dwp = NULL if dw is None else _dp(dw)
     cdef double* dbp = NULL if db is None else _dp(db)
     for e in range(E):  # in entry order: the same sums for any thread count
@@ -362,8 +363,14 @@ cdef tuple _stats_or_running(str fn, bint train, object save_mean, object save_i
     if train:
         return (stat(save_mean, "save_mean", fn, shape), stat(save_invstd, "save_invstd", fn, shape))
     rm = stat(running_mean, "running_mean", fn, (C,))
-    rv = stat(running_var, "running_var", fn, (C,))
-    return rm, 1.0 / np.sqrt(rv + eps)
+    cdef cnp.ndarray rv = stat(running_var, "running_var", fn, (C,))
+    cdef cnp.ndarray rstd = np.empty(C)  # (rv may be the caller's own array)
+    cdef const double* v = _dp(rv)
+    cdef double* p = _dp(rstd)
+    cdef int64_t i
+    for i in range(C):  # a loop: no NumPy temporaries on this per-call path
+        p[i] = 1.0 / sqrt(v[i] + eps)
+    return rm, rstd
 
 
 cdef tuple _bn_like_backward(str fn, object grad_out, object input, object weight,

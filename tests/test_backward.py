@@ -311,3 +311,27 @@ def test_bitwise_identical_for_any_thread_count(op, shape, layout):
     two = run()
     for a, b in zip(one, two):
         assert a.tobytes() == b.tobytes()
+
+
+def test_backward_never_modifies_its_arguments():
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    w, rm, rv = rng.standard_normal(3), rng.standard_normal(3), rng.random(3) + 0.5
+    _, m, r = F.native_batch_norm(x, w, w, None, None, True, 0.1, 1e-5)
+    _, mi, ri = F.native_instance_norm(x, w, w, None, None, True, 0.1, 1e-5)
+    _, ml, rl = F.native_layer_norm(x, 5, None, None, 1e-5)
+    calls = [
+        lambda a: F.native_batch_norm_backward(*a[:2], a[2], a[3], a[4], a[5], a[6], False, 1e-5,
+                                               [1, 1, 1]),
+        lambda a: F.native_batch_norm_backward(*a[:2], a[2], None, None, a[5], a[6], True, 1e-5,
+                                               [1, 1, 1]),
+        lambda a: F.native_instance_norm_backward(*a[:2], a[2], None, None, a[7], a[8], True,
+                                                  1e-5, [1, 1, 1]),
+        lambda a: F.native_layer_norm_backward(*a[:2], 5, a[9], a[10], None, None, [1, 0, 0]),
+    ]
+    args = [dy, x, w, rm, rv, m, r, mi, ri, ml, rl]
+    before = [a.copy() for a in args]
+    for call in calls:
+        call(args)
+        for a, b in zip(args, before):
+            np.testing.assert_array_equal(a, b)

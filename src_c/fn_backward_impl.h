@@ -30,60 +30,37 @@ static FN_HOT void FN(grad_run_sums)(const T *x, const T *dy, int64_t n, int64_t
     *s2 += t2;
 }
 
-/* sum(w dy), sum(w dy (x - k)) over the first 4 * VW * floor(n / (4 * VW)) contiguous elements
- * with four accumulator pairs (independent dependency chains), w in double; the lanes are added
- * in a fixed order. Returns the elements consumed. */
 #if FN_AVX512
-FN_AVX512_FUNC int64_t FN(grad_sums_w_avx512)(const T *x, const T *dy, const double *w, int64_t n,
-                                              double k, double *t1, double *t2)
-{
-    const __m512d kv = _mm512_set1_pd(k);
-    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m512d w0 = _mm512_mul_pd(_mm512_loadu_pd(w + i), FN(fn_load8)(dy + i));
-        const __m512d w1 = _mm512_mul_pd(_mm512_loadu_pd(w + i + 8), FN(fn_load8)(dy + i + 8));
-        const __m512d w2 = _mm512_mul_pd(_mm512_loadu_pd(w + i + 16), FN(fn_load8)(dy + i + 16));
-        const __m512d w3 = _mm512_mul_pd(_mm512_loadu_pd(w + i + 24), FN(fn_load8)(dy + i + 24));
-        a0 = _mm512_add_pd(a0, w0);
-        a1 = _mm512_add_pd(a1, w1);
-        a2 = _mm512_add_pd(a2, w2);
-        a3 = _mm512_add_pd(a3, w3);
-        b0 = _mm512_fmadd_pd(w0, _mm512_sub_pd(FN(fn_load8)(x + i), kv), b0);
-        b1 = _mm512_fmadd_pd(w1, _mm512_sub_pd(FN(fn_load8)(x + i + 8), kv), b1);
-        b2 = _mm512_fmadd_pd(w2, _mm512_sub_pd(FN(fn_load8)(x + i + 16), kv), b2);
-        b3 = _mm512_fmadd_pd(w3, _mm512_sub_pd(FN(fn_load8)(x + i + 24), kv), b3);
-    }
-    *t1 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
-    *t2 = fn_hsum8(_mm512_add_pd(_mm512_add_pd(b0, b1), _mm512_add_pd(b2, b3)));
-    return i;
-}
+#define GISA avx512
+#define GFUNC FN_AVX512_FUNC
+#define GV __m512d
+#define GVW 8
+#define GZERO _mm512_setzero_pd
+#define GSET1 _mm512_set1_pd
+#define GSUB _mm512_sub_pd
+#define GADD _mm512_add_pd
+#define GMUL _mm512_mul_pd
+#define GFMA _mm512_fmadd_pd
+#define GLOADD _mm512_loadu_pd
+#define GHSUM fn_hsum8
+#define GLOADT FN(fn_load8)
+#include "fn_backward_simd_impl.h"
 #endif
 #if FN_AVX2
-FN_AVX2_FUNC int64_t FN(grad_sums_w_avx2)(const T *x, const T *dy, const double *w, int64_t n,
-                                          double k, double *t1, double *t2)
-{
-    const __m256d kv = _mm256_set1_pd(k);
-    __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m256d w0 = _mm256_mul_pd(_mm256_loadu_pd(w + i), FN(fn_load4)(dy + i));
-        const __m256d w1 = _mm256_mul_pd(_mm256_loadu_pd(w + i + 4), FN(fn_load4)(dy + i + 4));
-        const __m256d w2 = _mm256_mul_pd(_mm256_loadu_pd(w + i + 8), FN(fn_load4)(dy + i + 8));
-        const __m256d w3 = _mm256_mul_pd(_mm256_loadu_pd(w + i + 12), FN(fn_load4)(dy + i + 12));
-        a0 = _mm256_add_pd(a0, w0);
-        a1 = _mm256_add_pd(a1, w1);
-        a2 = _mm256_add_pd(a2, w2);
-        a3 = _mm256_add_pd(a3, w3);
-        b0 = _mm256_fmadd_pd(w0, _mm256_sub_pd(FN(fn_load4)(x + i), kv), b0);
-        b1 = _mm256_fmadd_pd(w1, _mm256_sub_pd(FN(fn_load4)(x + i + 4), kv), b1);
-        b2 = _mm256_fmadd_pd(w2, _mm256_sub_pd(FN(fn_load4)(x + i + 8), kv), b2);
-        b3 = _mm256_fmadd_pd(w3, _mm256_sub_pd(FN(fn_load4)(x + i + 12), kv), b3);
-    }
-    *t1 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)));
-    *t2 = fn_hsum4(_mm256_add_pd(_mm256_add_pd(b0, b1), _mm256_add_pd(b2, b3)));
-    return i;
-}
+#define GISA avx2
+#define GFUNC FN_AVX2_FUNC
+#define GV __m256d
+#define GVW 4
+#define GZERO _mm256_setzero_pd
+#define GSET1 _mm256_set1_pd
+#define GSUB _mm256_sub_pd
+#define GADD _mm256_add_pd
+#define GMUL _mm256_mul_pd
+#define GFMA _mm256_fmadd_pd
+#define GLOADD _mm256_loadu_pd
+#define GHSUM fn_hsum4
+#define GLOADT FN(fn_load4)
+#include "fn_backward_simd_impl.h"
 #endif
 
 /* s1 += sum(w dy), s2 += sum(w dy (x - k)) over n elements, w[i] elementwise in double (the

@@ -5,19 +5,24 @@ backward kernels of src_c/fn_backward_impl.h (table entries grad_*, see fastnorm
 A backward pass is planned in the forward's layout (the same stride merging, ``fastnorm._layout``,
 applied to (x, dy) and to (x, dx): when both merge alike the kernels run in place, otherwise on
 C-order copies). Per *entry* (a row of the row layout, a column of the column layout) one kernel
-pass over (x, dy) gives sum(dy) and sum(dy * (x - mean)) in double; the op combines them here
-(in index order, so results do not depend on the thread count) into the per-group terms of its
-gradient and per-entry coefficients, and a second, elementwise kernel pass writes
+pass over (x, dy) gives sum(dy) and sum(dy * (x - mean)) in double; these are combined in index
+order (so results do not depend on the thread count) into the per-group terms of the gradient
+and per-entry coefficients, and a second, elementwise kernel pass writes
 
     dx = a * dy + b * (x - mean) + c.
+
+The row layout of BatchNorm / InstanceNorm / GroupNorm runs all of it in one kernel call
+(grad_rows: a group that fits in cache is read from memory once); the column layout (channels
+last) and SwitchNorm combine here, between the sums and the dx pass (grad_sums_* / grad_apply_*).
+Parameter gradients are summed here from the per-entry sums, in entry order.
 
 For BatchNorm / InstanceNorm / GroupNorm with statistics m, r = rstd over the M elements of a
 group, per-channel weight w, A = sum(w dy), B = sum(w dy (x - m)):
 
     dx = r w dy - r A / M - r^3 B (x - m) / M,   dweight = sum(dy r (x - m)),  dbias = sum(dy)
 
-(statistics held constant, eval-mode BatchNorm: dx = r w dy). LayerNorm / RMSNorm run one fused
-kernel (grad_layer): their rows are small enough to be read twice from cache.
+(statistics held constant, eval-mode BatchNorm: dx = r w dy). LayerNorm / RMSNorm run one kernel
+(grad_layer) that sums each row, then writes its dx while the row is in cache.
 """
 import numpy as np
 
@@ -26,9 +31,10 @@ from libc.math cimport sqrt
 from libc.stdint cimport int64_t
 
 from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod
-from fastnorm._kernels cimport (_check_rc, _rows, _table, fn_cols, fn_grad_col_job, fn_grad_layer_job,
-                                fn_grad_row_job, fn_init, fn_kernel_table, fn_rows)
-from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
+from fastnorm._kernels cimport (_check_rc, _rows, _table, fn_cols, fn_grad_col_job,
+                                fn_grad_layer_job, fn_grad_row_job, fn_init, fn_kernel_table,
+                                fn_rows)
+from fastnorm._layout cimport Ax, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport threads
 
 from fastnorm import _kernels as _k

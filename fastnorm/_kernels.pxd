@@ -59,6 +59,38 @@ cdef extern from "fastnorm.h" nogil:
         int64_t coef_outer_step
         fn_epilogue epilogue
 
+    ctypedef struct fn_grad_entries:
+        const double *centre
+        double *sum_dy
+        double *sum_dyxc
+        const double *a
+        const double *b
+        const double *c
+
+    ctypedef struct fn_grad_row_job:
+        fn_rows shape
+        int64_t dxs[4]
+        fn_grad_entries e
+        const double *mean
+        const double *rstd
+        const double *weight
+        int64_t group_step, row_step
+        int train
+
+    ctypedef struct fn_grad_col_job:
+        fn_cols shape
+        int64_t dxs[3]
+        fn_grad_entries e
+
+    ctypedef struct fn_grad_layer_job:
+        fn_rows shape
+        int64_t dxs[4]
+        const double *mean
+        const double *rstd
+        const void *weight
+        double *dweight
+        double *dbias
+
     ctypedef struct fn_kernel_table:
         const char *name
         int itemsize, param_itemsize
@@ -67,8 +99,23 @@ cdef extern from "fastnorm.h" nogil:
         void (*coefs)(const fn_coef_job *job, const fn_coefs *out) noexcept nogil
         int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int nt) noexcept nogil
         int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int nt) noexcept nogil
+        int (*grad_sums_rows)(const void *x, const void *dy, const fn_grad_row_job *job, int nt) noexcept nogil
+        int (*grad_sums_cols)(const void *x, const void *dy, const fn_grad_col_job *job, int nt) noexcept nogil
+        int (*grad_apply_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil
+        int (*grad_apply_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job, int nt) noexcept nogil
+        int (*grad_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil
+        int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job, int nt) noexcept nogil
 
     const fn_kernel_table *fn_kernels_for(int dtype)
     void fn_init()
     void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                           const double *m2_in, double *mean_out, double *m2_out)
+
+
+# The adapter's dtype -> kernel table mapping, kernel status check and row-layout job
+# description, shared with _backward.
+cimport numpy as cnp
+from fastnorm._layout cimport Ax
+cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL
+cdef int _check_rc(int rc) except -1
+cdef fn_rows _rows(Ax o, Ax g, Ax q, Ax l) noexcept

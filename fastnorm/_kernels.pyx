@@ -5,7 +5,9 @@ Every op runs one skeleton, ``_run``: the op checks its arguments (``fastnorm._c
 anything is written; ``_run`` prepares the output, then the op's planner describes the input as a
 job of the C interface (``fastnorm.h``: fn_rows / fn_cols, fn_stats, fn_affine, fn_epilogue)
 over at most a few strided axes (``fastnorm._layout``) and runs the kernels of the input's dtype,
-found in that dtype's table, without the GIL. A layout that cannot be described without a copy
+found in that dtype's table, without the GIL. With ``stats=`` (a float64 (2, groups) array) an op
+also writes the mean and biased variance of each group it normalized (training statistics only),
+for the backward passes of ``fastnorm._backward``. A layout that cannot be described without a copy
 (rare: e.g. two unmergeable spatial axes that also interleave with the channel axis) is copied to
 C order and planned again; C order, Fortran order, transposes, negative strides, slices and
 channels-last (NHWC seen as NCHW) run in place. Last, the result is copied to ``out`` when it
@@ -53,7 +55,7 @@ cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL:
     return k
 
 
-cdef inline int _check_rc(int rc) except -1:
+cdef int _check_rc(int rc) except -1:
     if rc == FN_ENOMEM:
         raise MemoryError("fastnorm: a kernel could not allocate its scratch memory")
     if rc != FN_OK:
@@ -90,6 +92,21 @@ cdef class _Call:
     cdef int64_t num                   # group_norm: groups; layer_norm: normalized axes
     cdef bint rms
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
+    cdef object stats                  # None, or float64 (2, groups): the batch statistics
+                                       # (mean, biased variance) written out, for backward
+
+    cdef double* stat(self, int row):
+        """Row 0 (mean) or 1 (variance) of stats, NULL without it."""
+        if self.stats is None:
+            return NULL
+        cdef cnp.ndarray st = <cnp.ndarray>self.stats
+        return <double*>cnp.PyArray_DATA(st) + row * st.shape[1]
+
+    cdef int save_stats(self, const double* mean, const double* var, int64_t n) except -1:
+        if self.stats is not None:
+            memcpy(self.stat(0), mean, n * sizeof(double))
+            memcpy(self.stat(1), var, n * sizeof(double))
+        return 0
 
     cdef object affine(self, object weight, object bias, tuple shape, bint any_shape=False):
         """weight and bias checked against `shape`, in the param type."""
@@ -353,6 +370,8 @@ cdef bint _bn(_Call c) except -1:
     else:
         j = _row_job(c, _rows(unit(), ch, ax[0], ax[1]), not c.training, mean, var, 1, 0, False)
         _normalize_rows(c, &j)
+    if c.training:
+        c.save_stats(mean, var, C)
     if c.training and c.rm is not None:
         for i in range(C):  # unbiased variance for the running estimate
             pm2[i] = var[i] * count / (count - 1)  # count > 1: checked by the caller
@@ -361,8 +380,9 @@ cdef bint _bn(_Call c) except -1:
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, out=None):
+               momentum=0.1, eps=1e-5, out=None, stats=None):
     cdef _Call c = _start("batch_norm", input, True)
+    c.stats = stats
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(training)
     c.eps = check_eps(eps, c.fn)
@@ -438,6 +458,7 @@ cdef bint _in(_Call c) except -1:
     else:
         j = _row_job(c, rows, False, mean, var, 1, 0, False)
         _normalize_rows(c, &j)
+    c.save_stats(mean, var, NC)
     if c.rm is not None:  # running stats: batch average of the per-instance statistics
         for i in range(C):
             cm[i] = 0.0
@@ -453,8 +474,9 @@ cdef bint _in(_Call c) except -1:
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5, out=None):
+                  use_input_stats=True, momentum=0.1, eps=1e-5, out=None, stats=None):
     cdef _Call c = _start("instance_norm", input, True)
+    c.stats = stats
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(use_input_stats)
     c.eps = check_eps(eps, c.fn)
@@ -543,8 +565,8 @@ cdef bint _gn(_Call c) except -1:
     cdef fn_rows sr
     cdef fn_cols sc
     if k == 1 and iabs(ch.sx) > iabs(ax[0].sx):  # NCHW-like: rows of a group's channels
-        j = _row_job(c, _rows(bn, scaled(ch, G, Cg), scaled(ch, Cg, 1), ax[0]), False, NULL,
-                     NULL, Cg, 1, False)
+        j = _row_job(c, _rows(bn, scaled(ch, G, Cg), scaled(ch, Cg, 1), ax[0]), False,
+                     c.stat(0), c.stat(1), Cg, 1, False)
         _normalize_rows(c, &j)
         return True
     # channels-last, or no spatial extent: statistics per (n, c) (or per (n, g) directly),
@@ -562,13 +584,15 @@ cdef bint _gn(_Call c) except -1:
         fn_merge_moments(N * G, Cg, 1, <double>S, mean, var, mean, var)
     for i in range(N * G):
         var[i] /= Cg * S
+    c.save_stats(mean, var, N * G)
     sc = _cols(bn, ax[0] if k else unit(), ch)
     _normalize_cols(c, &sc, N, C, G, Cg, mean, var, C)
     return True
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None):
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None, stats=None):
     cdef _Call c = _start("group_norm", input, True)
+    c.stats = stats
     if isinstance(num_groups, (bool, np.bool_)) or not isinstance(num_groups, (int, np.integer)):
         raise TypeError(f"{c.fn}: num_groups must be an int, got {type(num_groups).__name__}")
     cdef Py_ssize_t C = c.x.shape[1]
@@ -600,15 +624,16 @@ cdef bint _ln(_Call c) except -1:
         return False
     pad_front(am, km, 2)
     pad_front(ak, kk, 1)
-    cdef fn_row_job j = _row_job(c, _rows(am[0], am[1], unit(), ak[0]), False, NULL, NULL, 0, 0,
-                                 c.w is not None)
+    cdef fn_row_job j = _row_job(c, _rows(am[0], am[1], unit(), ak[0]), False, c.stat(0),
+                                 c.stat(1), 0, 0, c.w is not None)
     _normalize_rows(c, &j)
     return True
 
 
 cdef object _ln_call(str fn, object input, object normalized_shape, object weight, object bias,
-                     object eps, object out, bint rms):
+                     object eps, object out, bint rms, object stats):
     cdef _Call c = _start(fn, input, False)
+    c.stats = stats
     cdef tuple ns = check_normalized_shape(normalized_shape, fn)
     cdef int nk = len(ns)
     cdef cnp.ndarray x = c.x
@@ -627,9 +652,10 @@ cdef object _ln_call(str fn, object input, object normalized_shape, object weigh
     return _run(c, out, _ln)
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None):
-    return _ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False)
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None,
+               stats=None):
+    return _ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False, stats)
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None, out=None):
-    return _ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True)
+def rms_norm(input, normalized_shape, weight=None, eps=None, out=None, stats=None):
+    return _ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True, stats)

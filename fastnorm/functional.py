@@ -9,15 +9,26 @@ place, as torch does. Arguments are validated before anything is written.
 
 Statistics are computed in one pass in double precision (shifted sums over fixed-size blocks,
 merged with Chan's formula in index order), so results do not depend on the thread count.
-"""
-import math
 
+Training: the ``native_*`` functions mirror ``torch.ops.aten``'s forward/backward pairs
+(``native_batch_norm`` / ``native_batch_norm_backward`` ...): the forward also returns the
+statistics that its backward takes, and the backward returns the gradients of the input and of
+the parameters that ``output_mask`` asks for (None in the others' place). Names, arguments, output
+shapes and semantics are torch's; one difference: the saved statistics (``save_mean``,
+``save_invstd``, ``mean``, ``rstd``) are float64 for every input dtype (torch: the input's dtype),
+because they are computed in double and a float32-rounded mean of data far from zero would spoil
+the gradient. Gradients have the input's dtype (parameter gradients: the parameter's).
+"""
 import numpy as np
 
-from . import _checks, _kernels
+from . import _backward, _checks, _kernels, _switch
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "switch_norm",
-           "filter_response_norm"]
+           "filter_response_norm",
+           "native_batch_norm", "native_batch_norm_backward", "native_instance_norm",
+           "native_instance_norm_backward", "native_layer_norm", "native_layer_norm_backward",
+           "native_group_norm", "native_group_norm_backward", "native_rms_norm",
+           "native_rms_norm_backward", "native_switch_norm", "native_switch_norm_backward"]
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -192,21 +203,6 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None):
     return _kernels.rms_norm(input, normalized_shape, weight, eps, out)
 
 
-def _softmax(w):
-    """softmax of a short vector, as Python floats (the mixing weights of (N, C)-sized arrays:
-    Python scalars keep NumPy's per-operation overhead low)."""
-    w = [float(v) for v in w.tolist()]
-    top = max(w)
-    e = [math.exp(v - top) for v in w]
-    total = math.fsum(e)
-    return [v / total for v in e]
-
-
-def _mean(a, axis):
-    """a.mean(axis, keepdims=True) (the same sum and division) without np.mean's overhead."""
-    return np.add.reduce(a, axis=axis, keepdims=True) / a.shape[axis]
-
-
 def _per_channel(a, name, C, updated=False, fn="switch_norm"):
     """A per-channel array of op fn given with C elements in any shape (switch_norm's authors keep
     (1, C, 1...) arrays, timm's FRN (C,), other FRN ports (1, C, 1, 1)); running statistics that
@@ -236,13 +232,6 @@ def _mixing(a, name, k, why):
         raise ValueError(f"switch_norm: expected {name} of shape ({k},) ({why}), got shape "
                          f"{arr.shape}")
     return arr
-
-
-def _update_switch(running, stat, momentum, using_moving_average, extra=0.0):
-    """The authors' update of one running statistic, in float64, written back in place."""
-    old = running.astype(np.float64).reshape(stat.shape)
-    new = momentum * old + (1 - momentum) * stat if using_moving_average else old + (extra + stat)
-    np.copyto(running, new.reshape(running.shape), casting="unsafe")
 
 
 def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var_weight,
@@ -357,43 +346,10 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
     elif x.size // (N * C) < 2:
         raise ValueError(f"{fn}: expected more than 1 spatial element per channel (the IN "
                          f"variance is unbiased), got input of shape {x.shape}")
-    mw, vw = _softmax(mean_weight), _softmax(var_weight)
-    if x.ndim == 2:
-        # LN: per row over C, as per-(0, n) "instance" statistics of x seen as (1, N, C)
-        mean_ln, var_ln = _kernels.instance_moments(x[np.newaxis])
-        mean_ln = mean_ln.reshape(N, 1)
-        var_ln = var_ln.reshape(N, 1) * (C / (C - 1))
-        if training:  # BN: per channel over N, x seen as (1, C, N)
-            mean_bn, var_bn = _kernels.instance_moments(x.T[np.newaxis])
-            mean_bn = mean_bn.reshape(1, C)
-            var_bn = var_bn.reshape(1, C) * (N / (N - 1))
-        else:
-            mean_bn = rm.astype(np.float64).reshape(1, C)
-            var_bn = rv.astype(np.float64).reshape(1, C)
-        mean = mw[0] * mean_ln + mw[1] * mean_bn
-        var = vw[0] * var_ln + vw[1] * var_bn
-    else:
-        S = x.size // (N * C)
-        mean_in, var_in = _kernels.instance_moments(x)  # (N, C) float64, biased variance
-        var_in *= S / (S - 1)  # unbiased, as the authors' Tensor.var
-        mean_ln = _mean(mean_in, 1)  # (N, 1)
-        temp = var_in + mean_in ** 2  # the authors' second moment per (n, c)
-        var_ln = _mean(temp, 1) - mean_ln ** 2
-        mean = mw[0] * mean_in + mw[1] * mean_ln
-        var = vw[0] * var_in + vw[1] * var_ln
-        if using_bn:
-            if training:
-                mean_bn = _mean(mean_in, 0)  # (1, C)
-                var_bn = _mean(temp, 0) - mean_bn ** 2
-            else:
-                mean_bn = rm.astype(np.float64).reshape(1, C)
-                var_bn = rv.astype(np.float64).reshape(1, C)
-            mean += mw[2] * mean_bn
-            var += vw[2] * var_bn
+    mean, var, p = _switch.stats(x, mean_weight, var_weight, rm, rv, training)
     y = _kernels.normalize_nc(x, mean, var, w, b, e, out)
     if update:  # after the output exists: a failed call changes nothing
-        _update_switch(rm, mean_bn, m, using_moving_average)
-        _update_switch(rv, var_bn, m, using_moving_average, mean_bn ** 2)
+        _switch.update_running(rm, rv, p["mean_bn"], p["var_bn"], m, using_moving_average)
     return y
 
 
@@ -462,3 +418,326 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, o
     if t is not None:  # the TLU: a second pass (the normalize kernel has no lower bound)
         np.maximum(y, t.reshape((1, C) + (1,) * (y.ndim - 2)), out=y)
     return y
+
+
+# ------------------------------------------------------------------------------------------------
+# forward/backward pairs (torch.ops.aten's native_* functions)
+
+def native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps):
+    r"""Batch norm that also returns the statistics its backward needs, as
+    ``torch.ops.aten.native_batch_norm``.
+
+    Returns ``(output, save_mean, save_invstd)``: in training the batch mean and
+    :math:`1/\sqrt{\mathrm{Var}[x] + \epsilon}` per channel, shape (C,), float64 (torch: the
+    input's dtype); in eval mode two empty arrays, as torch. Running statistics are updated as by
+    :func:`batch_norm`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.random.default_rng(0).standard_normal((8, 3, 4, 4)).astype(np.float32)
+    >>> y, save_mean, save_invstd = F.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+    >>> y.dtype, save_mean.shape, save_invstd.dtype
+    (dtype('float32'), (3,), dtype('float64'))
+    """
+    return _backward.native_batch_norm(input, weight, bias, running_mean, running_var, training,
+                                       momentum, eps)
+
+
+def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
+                               save_invstd, train, eps, output_mask):
+    r"""Gradients of :func:`native_batch_norm`, as ``torch.ops.aten.native_batch_norm_backward``.
+
+    With :math:`\hat x = (x - \mu) r` per channel over the M elements of the channel,
+    :math:`g = \gamma\, dy`:
+
+    .. math:: dx = r \left(g - \tfrac{1}{M}\textstyle\sum g
+              - \hat x \tfrac{1}{M}\sum g \hat x\right), \quad
+              d\gamma = \textstyle\sum dy\,\hat x, \quad d\beta = \sum dy
+
+    ``train=True`` uses ``save_mean`` / ``save_invstd`` (from :func:`native_batch_norm`);
+    ``train=False`` uses the running statistics (:math:`r = 1/\sqrt{\text{running\_var} +
+    \epsilon}`) as constants: :math:`dx = r g`, as torch's eval-mode backward.
+
+    Parameters
+    ----------
+    grad_out : ndarray of the input's shape and dtype
+    input : ndarray (N, C, *)
+    weight : array_like (C,) or None
+    running_mean, running_var : array_like (C,) or None (needed when ``train=False``)
+    save_mean, save_invstd : array_like (C,) or None (needed when ``train=True``)
+    train : bool
+    eps : float
+    output_mask : three bools: which of (grad_input, grad_weight, grad_bias) to compute
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias), each None where ``output_mask`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> x, dy = rng.standard_normal((2, 8, 3, 3)), rng.standard_normal((8, 3, 3))
+    >>> y, m, r = F.native_batch_norm(x[0], None, None, None, None, True, 0.1, 1e-5)
+    >>> gx, gw, gb = F.native_batch_norm_backward(dy, x[0], None, None, None, m, r, True, 1e-5,
+    ...                                           [True, True, True])
+    >>> gx.shape, bool(np.allclose(gb, dy.sum(axis=(0, 2))))
+    ((8, 3, 3), True)
+    """
+    return _backward.native_batch_norm_backward(grad_out, input, weight, running_mean,
+                                                running_var, save_mean, save_invstd, train, eps,
+                                                output_mask)
+
+
+def native_instance_norm(input, weight, bias, running_mean, running_var, use_input_stats,
+                         momentum, eps):
+    r"""Instance norm that also returns its statistics: ``(output, save_mean, save_invstd)``,
+    per (n, c) of shape (N, C), float64 (empty arrays when ``use_input_stats=False``). Arguments
+    as :func:`instance_norm`, in the order of :func:`native_batch_norm` (torch has no separate
+    aten op: it runs batch norm on the input seen as (1, N*C, *)).
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 16))
+    >>> y, m, r = F.native_instance_norm(x, None, None, None, None, True, 0.1, 1e-5)
+    >>> m.shape, bool(np.allclose(m, x.mean(axis=2)))
+    ((2, 3), True)
+    """
+    return _backward.native_instance_norm(input, weight, bias, running_mean, running_var,
+                                          use_input_stats, momentum, eps)
+
+
+def native_instance_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
+                                  save_invstd, use_input_stats, eps, output_mask):
+    r"""Gradients of :func:`native_instance_norm`: the formula of
+    :func:`native_batch_norm_backward` per (n, c) over the spatial axes (``save_mean`` /
+    ``save_invstd`` of shape (N, C)); with ``use_input_stats=False`` the running statistics are
+    constants. Returns ``(grad_input, grad_weight, grad_bias)`` as ``output_mask`` asks.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 16))
+    >>> y, m, r = F.native_instance_norm(x, None, None, None, None, True, 0.1, 1e-5)
+    >>> gx, _, _ = F.native_instance_norm_backward(np.ones_like(x), x, None, None, None, m, r,
+    ...                                            True, 1e-5, [True, False, False])
+    >>> bool(np.allclose(gx, 0))  # a constant gradient of a normalized output vanishes
+    True
+    """
+    return _backward.native_instance_norm_backward(grad_out, input, weight, running_mean,
+                                                   running_var, save_mean, save_invstd,
+                                                   use_input_stats, eps, output_mask)
+
+
+def native_layer_norm(input, normalized_shape, weight, bias, eps):
+    r"""Layer norm that also returns ``(output, mean, rstd)``, as
+    ``torch.ops.aten.native_layer_norm``: mean and :math:`1/\sqrt{\mathrm{Var}+\epsilon}` keep
+    the normalized axes as size 1 (shape ``(*, 1, ..., 1)``), float64.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.random.default_rng(0).standard_normal((4, 5, 6)).astype(np.float32)
+    >>> y, mean, rstd = F.native_layer_norm(x, (5, 6), None, None, 1e-5)
+    >>> mean.shape, rstd.dtype
+    ((4, 1, 1), dtype('float64'))
+    """
+    return _backward.native_layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias,
+                               output_mask):
+    r"""Gradients of :func:`native_layer_norm`, as ``torch.ops.aten.native_layer_norm_backward``:
+    per row, with :math:`g = \gamma \odot dy`,
+    :math:`dx = r (g - \overline{g} - \hat x\, \overline{g \hat x})`;
+    :math:`d\gamma = \sum_{rows} dy\, \hat x`, :math:`d\beta = \sum_{rows} dy`.
+    grad_weight (grad_bias) is None when ``weight`` (``bias``) is None.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> x, w, b = rng.standard_normal((4, 6)), np.ones(6), np.zeros(6)
+    >>> y, m, r = F.native_layer_norm(x, 6, w, b, 1e-5)
+    >>> gx, gw, gb = F.native_layer_norm_backward(y, x, 6, m, r, w, b, [True, True, True])
+    >>> gw.shape, bool(np.allclose(gb, y.sum(axis=0)))
+    ((6,), True)
+    """
+    return _backward.native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd,
+                                                weight, bias, output_mask)
+
+
+def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
+    r"""Group norm that also returns ``(output, mean, rstd)`` of shape (N, group), float64, as
+    ``torch.ops.aten.native_group_norm``; ``input`` is (N, C, *) with ``HxW`` spatial elements.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.random.default_rng(0).standard_normal((2, 6, 4, 4))
+    >>> y, mean, rstd = F.native_group_norm(x, None, None, 2, 6, 16, 3, 1e-5)
+    >>> mean.shape
+    (2, 3)
+    """
+    return _backward.native_group_norm(input, weight, bias, N, C, HxW, group, eps)
+
+
+def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, group,
+                               output_mask):
+    r"""Gradients of :func:`native_group_norm`, as ``torch.ops.aten.native_group_norm_backward``:
+    the formula of :func:`native_batch_norm_backward` per (n, group) with per-channel
+    :math:`\gamma`. grad_weight and grad_bias are None without ``weight``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 6, 4, 4)), np.ones(6)
+    >>> y, m, r = F.native_group_norm(x, w, None, 2, 6, 16, 3, 1e-5)
+    >>> gx, gw, gb = F.native_group_norm_backward(np.ones_like(x), x, m, r, w, 2, 6, 16, 3,
+    ...                                           [True, True, True])
+    >>> bool(np.allclose(gx, 0)), gb.tolist()
+    (True, [32.0, 32.0, 32.0, 32.0, 32.0, 32.0])
+    """
+    return _backward.native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW,
+                                                group, output_mask)
+
+
+def native_rms_norm(input, normalized_shape, weight, eps):
+    r"""RMS norm that also returns ``rstd`` = :math:`1/\sqrt{\mathrm{E}[x^2] + \epsilon}` per
+    row (shape ``(*, 1, ..., 1)``, float64): ``(output, rstd)``, with the semantics of
+    ``torch.ops.aten._fused_rms_norm`` (``eps=None``: the input dtype's machine epsilon).
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> y, rstd = F.native_rms_norm(np.array([[3.0, 4.0]]), [2], None, 0.0)
+    >>> rstd.round(6).tolist()
+    [[0.282843]]
+    """
+    return _backward.native_rms_norm(input, normalized_shape, weight, eps)
+
+
+def native_rms_norm_backward(grad_out, input, normalized_shape, rstd, weight, output_mask):
+    r"""Gradients of :func:`native_rms_norm`, ``(grad_input, grad_weight)`` as ``output_mask``
+    (two bools) asks, with the semantics of ``torch.ops.aten._fused_rms_norm_backward``:
+    :math:`dx = r (g - \hat x\, \overline{g \hat x})`, :math:`\hat x = x r`,
+    :math:`g = \gamma \odot dy`; :math:`d\gamma = \sum_{rows} dy\, \hat x` (None without
+    ``weight``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x, w = np.array([[3.0, 4.0]]), np.ones(2)
+    >>> y, r = F.native_rms_norm(x, [2], w, 0.0)
+    >>> gx, gw = F.native_rms_norm_backward(y, x, [2], r, w, [True, True])
+    >>> bool(np.allclose(gx, 0)), gw.round(6).tolist()  # y is scale-invariant in x
+    (True, [0.72, 1.28])
+    """
+    return _backward.native_rms_norm_backward(grad_out, input, normalized_shape, rstd, weight,
+                                              output_mask)
+
+
+def _switch_input(input, fn, mean_weight, running_mean, training):
+    x = input if isinstance(input, np.ndarray) else np.asarray(input)
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8) or x.ndim < 2:
+        raise TypeError(f"{fn}: expected a float32 or float64 input of shape (N, C, *), got "
+                        f"dtype {x.dtype} and shape {x.shape}")
+    if not x.dtype.isnative or not x.flags.aligned:
+        x = x.astype(x.dtype.newbyteorder("="))
+    N, C = x.shape[:2]
+    k = np.size(mean_weight)
+    if x.ndim == 2:
+        if k != 2 or running_mean is None:
+            raise ValueError(f"{fn}: (N, C) input mixes LN and BN: expected 2 mixing weights "
+                             f"and running statistics, got {k} weights")
+        if C < 2 or (training and N < 2):
+            raise ValueError(f"{fn}: the variances are unbiased: expected C > 1 (and N > 1 in "
+                             f"training), got input of shape {x.shape}")
+    else:
+        if k not in (2, 3) or (k == 3) != (running_mean is not None):
+            raise ValueError(f"{fn}: expected 3 mixing weights with running statistics (IN, LN, "
+                             f"BN) or 2 without (IN, LN), got {k}")
+        if x.size // max(N * C, 1) < 2:
+            raise ValueError(f"{fn}: expected more than 1 spatial element per channel (the "
+                             f"instance variance is unbiased), got input of shape {x.shape}")
+    return x
+
+
+def native_switch_norm(input, weight, bias, mean_weight, var_weight, running_mean, running_var,
+                       training, momentum, eps, using_moving_average=True):
+    r"""Switchable Normalization (see :class:`fastnorm.SwitchNorm2d` for the statistics and
+    their mixing with ``softmax(mean_weight)``, ``softmax(var_weight)``) that also returns the
+    mixed statistics: ``(output, save_mean, save_invstd)``, per (n, c) of shape (N, C), float64.
+    In training the running statistics (when given) are updated in place as the layers do
+    (``momentum`` is the share kept). There is no torch op: named after the aten pattern.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x = np.random.default_rng(0).standard_normal((4, 3, 5, 5))
+    >>> rm, rv = np.zeros((1, 3, 1)), np.zeros((1, 3, 1))
+    >>> y, m, r = F.native_switch_norm(x, None, None, np.ones(3), np.ones(3), rm, rv, True,
+    ...                                0.9, 1e-5)
+    >>> y.shape, m.shape, bool(rm.any())
+    ((4, 3, 5, 5), (4, 3), True)
+    """
+    fn = "native_switch_norm"
+    x = _switch_input(input, fn, mean_weight, running_mean, training)
+    N, C = x.shape[:2]
+    if x.size == 0:
+        return np.empty_like(x), np.zeros((N, C)), np.zeros((N, C))
+    mean, var, p = _switch.stats(x, mean_weight, var_weight, running_mean, running_var, training)
+    mean, var = np.broadcast_to(mean, (N, C)), np.broadcast_to(var, (N, C))
+    w = None if weight is None else np.asarray(weight).reshape(C)
+    b = None if bias is None else np.asarray(bias).reshape(C)
+    y = _kernels.normalize_nc(x, mean, var, w, b, eps)
+    if training and running_mean is not None:  # after the output exists
+        _switch.update_running(running_mean, running_var, p["mean_bn"], p["var_bn"], momentum,
+                               using_moving_average)
+    return y, np.ascontiguousarray(mean), 1.0 / np.sqrt(var + eps)
+
+
+def native_switch_norm_backward(grad_out, input, weight, mean_weight, var_weight, running_mean,
+                                running_var, save_mean, save_invstd, training, eps, output_mask):
+    r"""Gradients of :func:`native_switch_norm`: ``(grad_input, grad_weight, grad_bias,
+    grad_mean_weight, grad_var_weight)`` as ``output_mask`` (five bools) asks, through the
+    mixing of the IN, LN and BN statistics and the softmax of the mixing weights (in eval mode
+    the BN statistics are the running ones, constants). grad_weight has ``weight``'s shape.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> x, dy = rng.standard_normal((4, 3, 5, 5)), rng.standard_normal((4, 3, 5, 5))
+    >>> mw, vw, w = np.ones(2), np.ones(2), np.ones(3)
+    >>> y, m, r = F.native_switch_norm(x, w, None, mw, vw, None, None, True, 0.9, 1e-5)
+    >>> g = F.native_switch_norm_backward(dy, x, w, mw, vw, None, None, m, r, True, 1e-5,
+    ...                                   [True] * 5)
+    >>> [a.shape for a in g]
+    [(4, 3, 5, 5), (3,), (3,), (2,), (2,)]
+    """
+    fn = "native_switch_norm_backward"
+    mask = _backward.check_mask(output_mask, 5, fn)
+    x = _switch_input(input, fn, mean_weight, running_mean, training)
+    dy = np.asarray(grad_out)
+    if dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(f"{fn}: expected grad_out of the input's shape {x.shape} and dtype "
+                         f"{x.dtype}, got {dy.shape} {dy.dtype}")
+    if not dy.dtype.isnative or not dy.flags.aligned:
+        dy = dy.astype(dy.dtype.newbyteorder("="))
+    N, C = x.shape[:2]
+    mean = _backward.stat(save_mean, "save_mean", fn, (N, C))
+    rstd = _backward.stat(save_invstd, "save_invstd", fn, (N, C))
+    _, _, p = _switch.stats(x, mean_weight, var_weight, running_mean, running_var, training)
+    gx, gw, gb, gmw, gvw = _switch.backward(dy, x, weight, mean, rstd, p, training, mask)
+
+    def cast(g, like):
+        if g is None:
+            return None
+        like = np.asarray(like) if like is not None else x
+        return g.reshape(np.shape(like) if like is not x else g.shape).astype(like.dtype)
+    return (gx, cast(gw, weight), cast(gb, weight), cast(gmw, mean_weight),
+            cast(gvw, var_weight))

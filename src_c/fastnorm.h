@@ -28,6 +28,13 @@
  *   switch_norm (instance_moments, rows / cols as              row_moments or col_moments, then
  *   normalize_nc)                  instance_norm              normalize_rows (stats.given) or
  *                                                             coefs + normalize_cols
+ *
+ * Backward passes (fastnorm/_backward.pyx plans them in the forward's layout):
+ *   native_batch/instance/group_   rows                       grad_rows
+ *   norm_backward                  columns                    grad_sums_cols, grad_apply_cols
+ *   native_layer/rms_norm_backward any                        grad_layer
+ *   native_switch_norm_backward    rows / cols as             grad_sums_rows / _cols, then
+ *                                  instance_norm              grad_apply_rows / _cols
  */
 #ifndef FASTNORM_H
 #define FASTNORM_H
@@ -122,6 +129,58 @@ typedef struct {
     fn_epilogue epilogue;
 } fn_col_job;
 
+/* Backward passes (fn_backward_impl.h). The arrays of a backward pass keep the forward's row or
+ * column layout: x at shape.xs, dy (the output gradient) at shape.ys, dx at dxs.
+ *
+ * An entry is a row (o, g, q) of the row layout, e = (o * groups + g) * rows + q, or a column
+ * (o, c) of the column layout, e = o * cols + c. Per entry the sums kernels give
+ *   sum_dy[e] = sum(dy),  sum_dyxc[e] = sum(dy * (x - centre[e]))
+ * in double over fixed-size blocks merged in index order (same bits for any thread count), and
+ * the apply kernels write
+ *   dx = a[e] * dy + b[e] * (x - centre[e]) + c[e]
+ * (the op combines the sums into a, b, c: see fastnorm/_backward.pyx). centre NULL: 0. */
+typedef struct {
+    const double *centre;
+    double *sum_dy, *sum_dyxc; /* sums: written */
+    const double *a, *b, *c;   /* apply: read */
+} fn_grad_entries;
+
+typedef struct {
+    fn_rows shape;
+    int64_t dxs[4];
+    fn_grad_entries e;
+    /* grad_rows only: the whole BatchNorm / InstanceNorm / GroupNorm backward of the row
+     * layout. Group (o, g) has statistics mean, rstd over its M = rows * row_len elements; row q
+     * has channel g * group_step + q * row_step and weight[channel] (double; NULL: 1). With
+     * A = sum(w dy), B = sum(w dy (x - mean)) over the group (in entry order):
+     *   train: dx = r w dy - r A / M - r^3 B (x - mean) / M;  else dx = r w dy.
+     * e.sum_dy, e.sum_dyxc are written per entry (centred on the group's mean; e.centre is not
+     * read); dx may be NULL. A group that fits in cache is read once for both passes. */
+    const double *mean, *rstd, *weight;
+    int64_t group_step, row_step;
+    int train;
+} fn_grad_row_job;
+
+typedef struct {
+    fn_cols shape;
+    int64_t dxs[3];
+    fn_grad_entries e;
+} fn_grad_col_job;
+
+/* LayerNorm / RMSNorm backward in one kernel: groups (o, g) of the row layout with statistics
+ * mean (NULL: 0, RMSNorm) and rstd, elementwise weight[l] (param type, given). Per group one
+ * pass over (x, dy) for sum(w dy) and sum(w dy (x - mean)) in double, then dx (NULL: not
+ * wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
+ * all rows (double; NULL: not wanted): each row's share is added in the compute type for 16 rows
+ * at a time, then in double into per-unit partials, merged in unit order. */
+typedef struct {
+    fn_rows shape;
+    int64_t dxs[4];
+    const double *mean, *rstd;
+    const void *weight;
+    double *dweight, *dbias;
+} fn_grad_layer_job;
+
 /* The kernels of one storage dtype. */
 typedef struct {
     const char *name;
@@ -135,6 +194,19 @@ typedef struct {
     int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int n_threads);
     /* x and y may be the same array with the same strides */
     int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int n_threads);
+    /* backward (fn_grad_entries): per-entry sums of the row / column layout, then dx */
+    int (*grad_sums_rows)(const void *x, const void *dy, const fn_grad_row_job *job, int n_threads);
+    int (*grad_sums_cols)(const void *x, const void *dy, const fn_grad_col_job *job, int n_threads);
+    int (*grad_apply_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job,
+                           int n_threads);
+    int (*grad_apply_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job,
+                           int n_threads);
+    /* BatchNorm / InstanceNorm / GroupNorm backward of the row layout (fn_grad_row_job) */
+    int (*grad_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job,
+                     int n_threads);
+    /* LayerNorm / RMSNorm backward (fn_grad_layer_job); dx may be NULL */
+    int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job,
+                      int n_threads);
 } fn_kernel_table;
 
 /* The table of a dtype, NULL for one that has none. */

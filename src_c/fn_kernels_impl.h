@@ -487,9 +487,13 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     return FN_OK;
 }
 
+#include "fn_backward_impl.h"
+
 static const fn_kernel_table FN(table) = {
     FN_STR(S), (int)sizeof(T), (int)sizeof(CT), FN(row_moments), FN(col_moments), FN(coefs),
     FN(normalize_cols), FN(normalize_rows),
+    FN(grad_sums_rows), FN(grad_sums_cols), FN(grad_apply_rows), FN(grad_apply_cols), FN(grad_rows),
+    FN(grad_layer),
 };
 
 #undef FN

@@ -4,7 +4,7 @@ import numpy as np
 from .. import _checks
 from .. import functional as F
 from .module import (Module, check_channels, check_device, check_dtype, check_eps, check_size,
-                     ndim_of)
+                     ndim_of, to_numpy)
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -89,10 +89,28 @@ class _BatchNorm(_NormBase):
         if any(a is not None for a in (rm, rv, self.weight, self.bias)):  # per-channel state
             check_channels(f"{type(self).__name__}({self.num_features})", input,
                            self.num_features)
-        y = F.batch_norm(input, rm, rv, self.weight, self.bias, use_batch_stats, factor, self.eps)
+        if self._grad_enabled:
+            x = to_numpy(input)
+            y, mean, invstd = F.native_batch_norm(x, self.weight, self.bias, rm, rv,
+                                                  use_batch_stats, factor, self.eps)
+            if not use_batch_stats:  # eval: the running statistics of this forward
+                mean, invstd = rm.copy(), rv.copy()
+            self._keep(y, x=x, mean=mean, invstd=invstd, train=use_batch_stats)
+        else:
+            y = F.batch_norm(input, rm, rv, self.weight, self.bias, use_batch_stats, factor,
+                             self.eps)
         if track:  # counted after the call succeeded: a rejected input changes nothing
             self.num_batches_tracked += 1
         return y
+
+    def _backward(self, saved, gy):
+        train = saved["train"]
+        mean, invstd = saved["mean"], saved["invstd"]
+        gx, gw, gb = F.native_batch_norm_backward(
+            gy, saved["x"], self.weight, None if train else mean, None if train else invstd,
+            mean if train else None, invstd if train else None, train, self.eps,
+            [True] + self._mask("weight", "bias"))
+        return gx, {k: g for k, g in (("weight", gw), ("bias", gb)) if g is not None}
 
 
 class BatchNorm1d(_BatchNorm):

@@ -68,10 +68,31 @@ class _InstanceNorm(_NormBase):
         unbatched = len(shape) == self._no_batch_dim
         if unbatched:
             input = to_numpy(input)[None]
-        y = F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training or not self.track_running_stats,
-                            self.momentum if self.momentum is not None else 0.0, self.eps)
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = self.momentum if self.momentum is not None else 0.0
+        if self._grad_enabled:
+            x = to_numpy(input)
+            y, mean, invstd = F.native_instance_norm(x, self.weight, self.bias, self.running_mean,
+                                                     self.running_var, use_input_stats, momentum,
+                                                     self.eps)
+            if not use_input_stats:  # eval: the running statistics of this forward
+                mean, invstd = self.running_mean.copy(), self.running_var.copy()
+            self._keep(y[0] if unbatched else y, x=x, mean=mean, invstd=invstd,
+                       train=use_input_stats, unbatched=unbatched)
+        else:
+            y = F.instance_norm(input, self.running_mean, self.running_var, self.weight,
+                                self.bias, use_input_stats, momentum, self.eps)
         return y[0] if unbatched else y
+
+    def _backward(self, saved, gy):
+        train = saved["train"]
+        mean, invstd = saved["mean"], saved["invstd"]
+        gx, gw, gb = F.native_instance_norm_backward(
+            gy[None] if saved["unbatched"] else gy, saved["x"], self.weight,
+            None if train else mean, None if train else invstd, mean if train else None,
+            invstd if train else None, train, self.eps, [True] + self._mask("weight", "bias"))
+        gx = gx[0] if saved["unbatched"] else gx
+        return gx, {k: g for k, g in (("weight", gw), ("bias", gb)) if g is not None}
 
 
 _DOC = r"""Instance normalization over a {nd}D (unbatched) or {nd1}D (batched) input {shape}, as

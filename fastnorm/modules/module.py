@@ -3,7 +3,10 @@
 Parameters and buffers are plain NumPy arrays registered by name, so ``state_dict()`` yields torch's
 keys in torch's order (parameters first, then buffers, each in registration order) and
 ``load_state_dict()`` accepts a PyTorch checkpoint as it is (tensors are converted with NumPy).
-There is no autograd: parameters are arrays like buffers, and forward only evaluates.
+There is no autograd graph: parameters are arrays like buffers. Gradients are opt-in per layer:
+after ``m.requires_grad_()`` each forward keeps what its backward needs, ``m.backward(gy)`` returns
+the input's gradient and accumulates the parameters' into the dict ``m.grad`` (keyed by parameter
+name), and ``m.zero_grad()`` empties it. Without ``requires_grad_()`` a forward keeps nothing.
 """
 from collections import OrderedDict, namedtuple
 
@@ -98,6 +101,9 @@ class Module:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_grad_enabled", False)
+        object.__setattr__(self, "_saved", None)  # what the last forward kept for backward
+        object.__setattr__(self, "grad", {})
 
     # -- registration -----------------------------------------------------------------------
 
@@ -186,6 +192,84 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    # -- gradients ----------------------------------------------------------------------------
+
+    def requires_grad_(self, requires_grad=True):
+        """Keep what ``backward`` needs at each forward (``requires_grad=False``: keep nothing,
+        and drop what was kept). Returns self, as torch's ``Module.requires_grad_``."""
+        if not isinstance(requires_grad, (bool, np.bool_)):
+            raise TypeError(f"requires_grad must be a bool, got {type(requires_grad).__name__}")
+        object.__setattr__(self, "_grad_enabled", bool(requires_grad))
+        if not requires_grad:
+            object.__setattr__(self, "_saved", None)
+        return self
+
+    def zero_grad(self):
+        """Forget the accumulated parameter gradients (``grad`` becomes empty)."""
+        self.grad.clear()
+
+    def _keep(self, output, **saved):
+        """After a forward with gradients on: what backward needs, and the output's shape and
+        dtype (the gradient must match them)."""
+        if self._grad_enabled:
+            saved.update(shape=output.shape, dtype=output.dtype)
+            object.__setattr__(self, "_saved", saved)
+        return output
+
+    def backward(self, grad_output):
+        """Gradient of the input for ``grad_output`` (d loss / d output of the last forward);
+        the parameters' gradients are added to ``self.grad`` (created on first use, in each
+        parameter's dtype and shape).
+
+        Each forward (after ``requires_grad_()``) allows one backward. Without a matching
+        forward, or with a ``grad_output`` of another shape or dtype than that forward's output,
+        ``RuntimeError`` / ``ValueError`` / ``TypeError`` are raised and nothing changes. The
+        forward's input and parameters are read again here: do not modify them in place in
+        between (as an optimizer step would; step after backward).
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> m = fastnorm.LayerNorm(4).requires_grad_()
+        >>> x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        >>> y = m(x)
+        >>> gx = m.backward(np.ones_like(y))
+        >>> gx.shape, sorted(m.grad), m.grad["bias"].tolist()
+        ((3, 4), ['bias', 'weight'], [3.0, 3.0, 3.0, 3.0])
+        """
+        name = type(self).__name__
+        saved = self._saved
+        if saved is None:
+            raise RuntimeError(
+                f"{name}.backward: no forward to differentiate: call requires_grad_() before the "
+                f"forward (each forward allows one backward)" if not self._grad_enabled else
+                f"{name}.backward: no forward since the last backward (each forward allows one "
+                f"backward)")
+        gy = to_numpy(grad_output)
+        if gy.shape != saved["shape"]:
+            raise ValueError(f"{name}.backward: expected grad_output of the output's shape "
+                             f"{saved['shape']}, got {gy.shape}")
+        if gy.dtype != saved["dtype"]:
+            raise TypeError(f"{name}.backward: expected grad_output of the output's dtype "
+                            f"{saved['dtype']}, got {gy.dtype}")
+        gx, grads = self._backward(saved, gy)
+        for key, g in grads.items():  # every gradient exists before any is stored
+            p = self._parameters[key]
+            g = np.asarray(g, dtype=p.dtype).reshape(p.shape)
+            if key in self.grad:
+                self.grad[key] += g
+            else:
+                self.grad[key] = g.copy() if g.base is not None else g
+        object.__setattr__(self, "_saved", None)
+        return gx
+
+    def _backward(self, saved, grad_output):  # pragma: no cover - every layer overrides it
+        raise NotImplementedError
+
+    def _mask(self, *names):
+        """output_mask entries of the parameter gradients: those the layer has."""
+        return [self._parameters.get(n) is not None for n in names]
 
     # -- state --------------------------------------------------------------------------------
 

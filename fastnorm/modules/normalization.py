@@ -4,7 +4,7 @@ import numpy as np
 from .. import functional as F
 from .. import _checks
 from .module import (Module, check_channels, check_device, check_dtype, check_eps, check_size,
-                     ndim_of, shape_of)
+                     ndim_of, shape_of, to_numpy)
 
 __all__ = ["LayerNorm", "GroupNorm", "RMSNorm"]
 
@@ -78,7 +78,18 @@ class LayerNorm(_Affine):
 
     def forward(self, input):
         self._check_trailing(input)
-        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        if not self._grad_enabled:
+            return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = to_numpy(input)
+        y, mean, rstd = F.native_layer_norm(x, self.normalized_shape, self.weight, self.bias,
+                                            self.eps)
+        return self._keep(y, x=x, mean=mean, rstd=rstd)
+
+    def _backward(self, saved, gy):
+        gx, gw, gb = F.native_layer_norm_backward(gy, saved["x"], self.normalized_shape,
+                                                  saved["mean"], saved["rstd"], self.weight,
+                                                  self.bias, [True] + self._mask("weight", "bias"))
+        return gx, {k: g for k, g in (("weight", gw), ("bias", gb)) if g is not None}
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
@@ -148,7 +159,24 @@ class GroupNorm(_Affine):
                              f"{nd}D input of shape {shape_of(input)}")
         if self.weight is not None or self.bias is not None:  # per-channel state
             check_channels(label, input, self.num_channels)
-        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        if not self._grad_enabled:
+            return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        x = to_numpy(input)
+        if x.ndim < 2:  # the op's own message
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        N, C, HxW = x.shape[0], x.shape[1], int(np.prod(x.shape[2:]))
+        y, mean, rstd = F.native_group_norm(x, self.weight, self.bias, N, C, HxW,
+                                            self.num_groups, self.eps)
+        return self._keep(y, x=x, mean=mean, rstd=rstd)
+
+    def _backward(self, saved, gy):
+        x = saved["x"]
+        N, C, HxW = x.shape[0], x.shape[1], int(np.prod(x.shape[2:]))
+        gx, gw, gb = F.native_group_norm_backward(gy, x, saved["mean"], saved["rstd"],
+                                                  self.weight, N, C, HxW, self.num_groups,
+                                                  [True] + self._mask("weight", "bias"))
+        return gx, {k: g for k, g in (("weight", gw), ("bias", gb))
+                    if g is not None and self._parameters.get(k) is not None}
 
     def extra_repr(self):
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
@@ -200,7 +228,16 @@ class RMSNorm(_Affine):
 
     def forward(self, input):
         self._check_trailing(input)
-        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+        if not self._grad_enabled:
+            return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+        x = to_numpy(input)
+        y, rstd = F.native_rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        return self._keep(y, x=x, rstd=rstd)
+
+    def _backward(self, saved, gy):
+        gx, gw = F.native_rms_norm_backward(gy, saved["x"], self.normalized_shape, saved["rstd"],
+                                            self.weight, [True] + self._mask("weight"))
+        return gx, ({} if gw is None else {"weight": gw})
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "

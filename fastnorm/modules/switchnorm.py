@@ -3,14 +3,16 @@ Normalize via Switchable Normalization"), with the semantics, parameters and sta
 authors' PyTorch module (``switchablenorms/Switchable-Normalization``,
 ``devkit/ops/switchable_norm.py``), so that its checkpoints load and give the same outputs.
 
-The math is ``fastnorm.functional.switch_norm``; the layers hold the state and check the input in
-their own terms.
+The math is ``fastnorm.functional.switch_norm`` (``native_switch_norm`` and its backward when
+gradients are on, ``requires_grad_()``); the layers hold the state and check the input in their
+own terms.
 """
 import numpy as np
 
 from .. import functional as F
 from .batchnorm import check_momentum
-from .module import Module, check_channels, check_dtype, check_eps, check_size, ndim_of
+from .module import (Module, check_channels, check_dtype, check_eps, check_size, ndim_of,
+                     to_numpy)
 
 __all__ = ["SwitchNorm1d", "SwitchNorm2d", "SwitchNorm3d"]
 
@@ -93,9 +95,27 @@ class _SwitchNorm(Module):
         """Normalize ``input`` (N, C, *spatial), or (N, C) for SwitchNorm1d; in training mode
         also update the running statistics (when ``using_bn``)."""
         self._check_input(input)
-        return F.switch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                             self.mean_weight, self.var_weight, self.training, self.momentum,
-                             self.eps, self.using_moving_average, self.using_bn)
+        if not self._grad_enabled:
+            return F.switch_norm(input, self.running_mean, self.running_var, self.weight,
+                                 self.bias, self.mean_weight, self.var_weight, self.training,
+                                 self.momentum, self.eps, self.using_moving_average,
+                                 self.using_bn)
+        # gradients on: the backward needs the running statistics as they were before this
+        # forward's update
+        x = to_numpy(input)
+        rm, rv = self.running_mean, self.running_var
+        kept = {"rm": None if rm is None else rm.copy(), "rv": None if rv is None else rv.copy()}
+        y, mean, rstd = F.native_switch_norm(x, self.weight, self.bias, self.mean_weight,
+                                             self.var_weight, rm, rv, self.training,
+                                             self.momentum, self.eps, self.using_moving_average)
+        return self._keep(y, x=x, mean=mean, rstd=rstd, train=self.training, **kept)
+
+    def _backward(self, saved, gy):
+        names = ("weight", "bias", "mean_weight", "var_weight")
+        grads = F.native_switch_norm_backward(
+            gy, saved["x"], self.weight, self.mean_weight, self.var_weight, saved["rm"],
+            saved["rv"], saved["mean"], saved["rstd"], saved["train"], self.eps, [True] * 5)
+        return grads[0], dict(zip(names, grads[1:]))
 
 
 class SwitchNorm2d(_SwitchNorm):

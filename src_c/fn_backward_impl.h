@@ -1,0 +1,657 @@
+/* Backward kernel bodies, compiled once per storage dtype: fn_kernels_impl.h includes this file
+ * just before its table, with T, CT, S, LD, ST and FN defined (see there). The interface and
+ * the meaning of an entry are in fastnorm.h (fn_grad_entries, fn_grad_layer_job).
+ *
+ * Sums are taken in double over blocks fixed by the shape alone (FN_BLOCK elements of a row,
+ * FN_BLOCK / L short rows, or a tile of the column layout) and merged in index order, so every
+ * bit of the result is the same for any thread count. Not a public header. */
+
+/* t1 += sum(dy), t2 += sum(dy * (x - k)) over n elements; the additions' order depends on n
+ * (and the CPU's clone of the loop), never on threads. */
+static FN_HOT void FN(grad_run_sums)(const T *x, const T *dy, int64_t n, int64_t sx, int64_t sy,
+                                     double k, double *s1, double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    if (sx == 1 && sy == 1) {
+        FN_OMP(simd reduction(+ : t1, t2))
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)LD(dy[i]);
+            t1 += d;
+            t2 += d * ((double)LD(x[i]) - k);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            const double d = (double)LD(dy[i * sy]);
+            t1 += d;
+            t2 += d * ((double)LD(x[i * sx]) - k);
+        }
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+#if FN_AVX512
+#define GISA avx512
+#define GFUNC FN_AVX512_FUNC
+#define GV __m512d
+#define GVW 8
+#define GZERO _mm512_setzero_pd
+#define GSET1 _mm512_set1_pd
+#define GSUB _mm512_sub_pd
+#define GADD _mm512_add_pd
+#define GMUL _mm512_mul_pd
+#define GFMA _mm512_fmadd_pd
+#define GLOADD _mm512_loadu_pd
+#define GHSUM fn_hsum8
+#define GLOADT FN(fn_load8)
+#include "fn_backward_simd_impl.h"
+#endif
+#if FN_AVX2
+#define GISA avx2
+#define GFUNC FN_AVX2_FUNC
+#define GV __m256d
+#define GVW 4
+#define GZERO _mm256_setzero_pd
+#define GSET1 _mm256_set1_pd
+#define GSUB _mm256_sub_pd
+#define GADD _mm256_add_pd
+#define GMUL _mm256_mul_pd
+#define GFMA _mm256_fmadd_pd
+#define GLOADD _mm256_loadu_pd
+#define GHSUM fn_hsum4
+#define GLOADT FN(fn_load4)
+#include "fn_backward_simd_impl.h"
+#endif
+
+/* s1 += sum(w dy), s2 += sum(w dy (x - k)) over n elements, w[i] elementwise in double (the
+ * AVX-512 / AVX2 loops above where the CPU has them, as the statistics loops: results depend
+ * on the CPU's path, never on threads) */
+static void FN(grad_run_sums_w)(const T *x, const T *dy, const double *w, int64_t n, int64_t sx,
+                                int64_t sy, double k, double *s1, double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    int64_t i = 0;
+#if FN_AVX512
+    if (sx == 1 && sy == 1 && n >= 32 && fn_simd_level() >= 2)
+        i = FN(grad_sums_w_avx512)(x, dy, w, n, k, &t1, &t2);
+    else
+#endif
+#if FN_AVX2
+    if (sx == 1 && sy == 1 && n >= 16 && fn_simd_level() >= 1)
+        i = FN(grad_sums_w_avx2)(x, dy, w, n, k, &t1, &t2);
+#endif
+    for (; i < n; i++) {
+        const double wd = w[i] * (double)LD(dy[i * sy]);
+        t1 += wd;
+        t2 += wd * ((double)LD(x[i * sx]) - k);
+    }
+    *s1 += t1;
+    *s2 += t2;
+}
+
+/* dx = a * dy + b * (x - mh) + c over n elements; b == 0 (statistics held constant): x unread */
+static FN_HOT void FN(grad_run_apply)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                      int64_t sy, int64_t sd, CT mh, CT a, CT b, CT c)
+{
+    if (b == (CT)0) {
+        if (sy == 1 && sd == 1) {
+            FN_OMP(simd)
+            for (int64_t i = 0; i < n; i++)
+                dx[i] = ST(a * LD(dy[i]) + c);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                dx[i * sd] = ST(a * LD(dy[i * sy]) + c);
+        }
+    } else if (sx == 1 && sy == 1 && sd == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = ST(a * LD(dy[i]) + b * (LD(x[i]) - mh) + c);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            dx[i * sd] = ST(a * LD(dy[i * sy]) + b * (LD(x[i * sx]) - mh) + c);
+    }
+}
+
+/* Entry e's coefficients in CT: the centre as CT mh plus a double remainder folded into c, so
+ * that float data is centred without rounding the true centre to float first. */
+static inline void FN(grad_coefs)(const fn_grad_entries *g, int64_t e, CT *mh, CT *a, CT *b,
+                                  CT *c)
+{
+    const double k = g->centre ? g->centre[e] : 0.0;
+    const CT m = FN(narrow)(k);
+    *mh = m;
+    *a = FN(narrow)(g->a[e]);
+    *b = FN(narrow)(g->b[e]);
+    *c = FN(narrow)(g->c[e] + (g->b[e] != 0.0 ? g->b[e] * ((double)m - k) : 0.0));
+}
+
+/* Base of row e = (p, q) (p = o * groups + g) of the row layout at strides st. */
+static inline int64_t FN(grad_row_at)(const fn_rows *s, const int64_t st[4], int64_t e)
+{
+    const int64_t p = e / s->rows, q = e % s->rows;
+    return (p / s->groups) * st[0] + (p % s->groups) * st[1] + q * st[2];
+}
+
+/* Sums of row e over its chunks of FN_BLOCK, added in chunk order from 0 (the same additions as
+ * grad_sums_rows' merge of its per-chunk partials, so both give the same bits). */
+static inline void FN(grad_row_total)(const T *x, const T *dy, const fn_rows *s, int64_t e,
+                                      double k, double *s1, double *s2)
+{
+    const int64_t L = s->row_len;
+    const T *xr = x + FN(grad_row_at)(s, s->xs, e), *dr = dy + FN(grad_row_at)(s, s->ys, e);
+    double a1 = 0.0, a2 = 0.0;
+    for (int64_t l0 = 0; l0 < L; l0 += FN_BLOCK) {
+        double t1 = 0.0, t2 = 0.0;
+        FN(grad_run_sums)(xr + l0 * s->xs[3], dr + l0 * s->ys[3],
+                          L - l0 < FN_BLOCK ? L - l0 : FN_BLOCK, s->xs[3], s->ys[3], k, &t1, &t2);
+        a1 += t1;
+        a2 += t2;
+    }
+    *s1 = a1;
+    *s2 = a2;
+}
+
+/* Per-entry sums of the row layout, centred on centre[e] (per entry), else gmean[e / rows]
+ * (per group), else 0: long rows in chunks of FN_BLOCK (partials merged in chunk order), short
+ * rows FN_BLOCK / L to a unit of work. */
+static int FN(grad_sums_impl)(const T *x, const T *dy, const fn_rows *s, const double *centre,
+                              const double *gmean, double *sum_dy, double *sum_dyxc,
+                              int n_threads)
+{
+    const int64_t Q = s->rows, E = s->outer * s->groups * Q, L = s->row_len;
+#define FN_GRAD_CENTRE(e) (centre ? centre[e] : gmean ? gmean[(e) / Q] : 0.0)
+    if (E <= 0)
+        return FN_OK;
+    if (L <= 0) {
+        for (int64_t e = 0; e < E; e++)
+            sum_dy[e] = sum_dyxc[e] = 0.0;
+        return FN_OK;
+    }
+    const int64_t cpl = (L + FN_BLOCK - 1) / FN_BLOCK; /* chunks per row */
+    if (cpl == 1) {
+        const int64_t rpu = FN_BLOCK / L, U = (E + rpu - 1) / rpu;
+        const int nt = fn_eff_threads(E * L, U, n_threads);
+        FN_PFOR(nt, u, U, {
+            const int64_t e1 = (u + 1) * rpu < E ? (u + 1) * rpu : E;
+            for (int64_t e = u * rpu; e < e1; e++)
+                FN(grad_row_total)(x, dy, s, e, FN_GRAD_CENTRE(e), &sum_dy[e], &sum_dyxc[e]);
+        });
+        return FN_OK;
+    }
+    const int64_t U = E * cpl;
+    double *part = (double *)malloc((size_t)(2 * U) * sizeof(double));
+    if (!part)
+        return FN_ENOMEM;
+    const int nt = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t e = u / cpl, l0 = (u % cpl) * FN_BLOCK;
+        const int64_t n = l0 + FN_BLOCK < L ? FN_BLOCK : L - l0;
+        double t1 = 0.0, t2 = 0.0;
+        FN(grad_run_sums)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                          dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3], n, s->xs[3],
+                          s->ys[3], FN_GRAD_CENTRE(e), &t1, &t2);
+        part[u] = t1;
+        part[U + u] = t2;
+    });
+#undef FN_GRAD_CENTRE
+    for (int64_t e = 0; e < E; e++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t k = 0; k < cpl; k++) {
+            s1 += part[e * cpl + k];
+            s2 += part[U + e * cpl + k];
+        }
+        sum_dy[e] = s1;
+        sum_dyxc[e] = s2;
+    }
+    free(part);
+    return FN_OK;
+}
+
+/* Table entry grad_sums_rows. */
+static int FN(grad_sums_rows)(const void *xv, const void *dyv, const fn_grad_row_job *jb,
+                              int n_threads)
+{
+    return FN(grad_sums_impl)((const T *)xv, (const T *)dyv, &jb->shape, jb->e.centre, NULL,
+                              jb->e.sum_dy, jb->e.sum_dyxc, n_threads);
+}
+
+/* Units of a dx pass over E rows of L elements: chunks of FN_NCHUNK of a long row, or
+ * FN_NCHUNK / L short rows. Returns the unit count. */
+static inline int64_t FN(grad_units)(int64_t E, int64_t L, int64_t *cpl, int64_t *rpu)
+{
+    *cpl = L >= FN_NCHUNK ? (L + FN_NCHUNK - 1) / FN_NCHUNK : 1;
+    *rpu = L >= FN_NCHUNK ? 1 : FN_NCHUNK / L;
+    return *cpl > 1 ? E * *cpl : (E + *rpu - 1) / *rpu;
+}
+
+/* Rows [e0, e1) and elements [l0, l1) of unit u (see grad_units). */
+static inline void FN(grad_unit)(int64_t u, int64_t E, int64_t L, int64_t cpl, int64_t rpu,
+                                 int64_t *e0, int64_t *e1, int64_t *l0, int64_t *l1)
+{
+    *e0 = cpl > 1 ? u / cpl : u * rpu;
+    *e1 = cpl > 1 ? *e0 + 1 : (*e0 + rpu < E ? *e0 + rpu : E);
+    *l0 = cpl > 1 ? (u % cpl) * FN_NCHUNK : 0;
+    *l1 = cpl > 1 && *l0 + FN_NCHUNK < L ? *l0 + FN_NCHUNK : L;
+}
+
+/* Table entry grad_apply_rows: units of FN_NCHUNK elements of a row, or of several short rows. */
+static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
+                               const fn_grad_row_job *jb, int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_rows *s = &jb->shape;
+    const int64_t E = s->outer * s->groups * s->rows, L = s->row_len;
+    if (E <= 0 || L <= 0)
+        return FN_OK;
+    int64_t cpl, rpu;
+    const int64_t U = FN(grad_units)(E, L, &cpl, &rpu);
+    const int nt = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        int64_t e0, e1, l0, l1;
+        FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
+        for (int64_t e = e0; e < e1; e++) {
+            CT mh, a, b, c;
+            FN(grad_coefs)(&jb->e, e, &mh, &a, &b, &c);
+            FN(grad_run_apply)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                               dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3],
+                               dx + FN(grad_row_at)(s, jb->dxs, e) + l0 * jb->dxs[3], l1 - l0,
+                               s->xs[3], s->ys[3], jb->dxs[3], mh, a, b, c);
+        }
+    });
+    return FN_OK;
+}
+
+/* Sums down rows [r0, r1) of w <= FN_CB columns (column strides sx, sy) into t1[j], t2[j]:
+ * each column adds its rows in order. Row by row across the columns (vectorized across them),
+ * with the accumulators in L1-resident local arrays: walking a column block down the rows
+ * instead thrashes the cache when the row stride is a large power of two. */
+static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, int64_t r0, int64_t r1,
+                                      int64_t rx, int64_t ry, int64_t sx, int64_t sy, int64_t w,
+                                      const double *k, double *t1, double *t2)
+{
+    double a1[FN_CB], a2[FN_CB], kk[FN_CB];
+    for (int64_t j = 0; j < w; j++) {
+        a1[j] = a2[j] = 0.0;
+        kk[j] = k[j];
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        const T *xr = x + r * rx, *dr = dy + r * ry;
+        if (sx == 1 && sy == 1) {
+            FN_OMP(simd)
+            for (int64_t j = 0; j < w; j++) {
+                const double d = (double)LD(dr[j]);
+                a1[j] += d;
+                a2[j] += d * ((double)LD(xr[j]) - kk[j]);
+            }
+        } else {
+            for (int64_t j = 0; j < w; j++) {
+                const double d = (double)LD(dr[j * sy]);
+                a1[j] += d;
+                a2[j] += d * ((double)LD(xr[j * sx]) - kk[j]);
+            }
+        }
+    }
+    for (int64_t j = 0; j < w; j++) {
+        t1[j] = a1[j];
+        t2[j] = a2[j];
+    }
+}
+
+/* Table entry grad_sums_cols: tiles of FN_CB columns by a block of rows (as col_moments),
+ * partials merged down the row blocks in order. */
+static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col_job *jb,
+                              int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    const fn_cols *s = &jb->shape;
+    const fn_grad_entries *g = &jb->e;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols;
+    if (P1 <= 0 || C <= 0)
+        return FN_OK;
+    if (R <= 0) {
+        for (int64_t i = 0; i < P1 * C; i++)
+            g->sum_dy[i] = g->sum_dyxc[i] = 0.0;
+        return FN_OK;
+    }
+    const int64_t rb = fn_col_rows_per_block(C);
+    const int64_t nrb = (R + rb - 1) / rb, ncb = (C + FN_CB - 1) / FN_CB;
+    const int64_t U = P1 * nrb * ncb;
+    double *p1s = g->sum_dy, *p2s = g->sum_dyxc, *buf = NULL;
+    if (nrb > 1) { /* partials [o][row block][c] */
+        buf = (double *)malloc((size_t)(2 * P1 * nrb * C) * sizeof(double));
+        if (!buf)
+            return FN_ENOMEM;
+        p1s = buf;
+        p2s = buf + P1 * nrb * C;
+    }
+    const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t o = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
+        const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
+        double k[FN_CB];
+        for (int64_t j = 0; j < w; j++)
+            k[j] = g->centre ? g->centre[o * C + c0 + j] : 0.0;
+        const int64_t at = (o * nrb + rbi) * C + c0;
+        FN(grad_tile_sums)(x + o * s->xs[0] + c0 * s->xs[2], dy + o * s->ys[0] + c0 * s->ys[2],
+                           r0, r1, s->xs[1], s->ys[1], s->xs[2], s->ys[2], w, k, p1s + at,
+                           p2s + at);
+    });
+    if (buf) {
+        FN_PFOR(nt, i, P1 * C, {
+            const int64_t o = i / C, c = i % C;
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t b = 0; b < nrb; b++) {
+                s1 += p1s[(o * nrb + b) * C + c];
+                s2 += p2s[(o * nrb + b) * C + c];
+            }
+            g->sum_dy[i] = s1;
+            g->sum_dyxc[i] = s2;
+        });
+        free(buf);
+    }
+    return FN_OK;
+}
+
+/* dx[j] = a[j] * dy[j] + b[j] * (x[j] - mh[j]) + c[j] across one row of columns (b NULL: 0,
+ * x unread) */
+static FN_HOT void FN(grad_cols_run)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                     int64_t sy, int64_t sd, const CT *mh, const CT *a,
+                                     const CT *b, const CT *c)
+{
+    if (!b) {
+        if (sy == 1 && sd == 1) {
+            FN_OMP(simd)
+            for (int64_t i = 0; i < n; i++)
+                dx[i] = ST(a[i] * LD(dy[i]) + c[i]);
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                dx[i * sd] = ST(a[i] * LD(dy[i * sy]) + c[i]);
+        }
+    } else if (sx == 1 && sy == 1 && sd == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = ST(a[i] * LD(dy[i]) + b[i] * (LD(x[i]) - mh[i]) + c[i]);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            dx[i * sd] = ST(a[i] * LD(dy[i * sy]) + b[i] * (LD(x[i * sx]) - mh[i]) + c[i]);
+    }
+}
+
+/* Table entry grad_apply_cols: the coefficients narrowed to CT once, then units of whole rows
+ * of about FN_NCHUNK elements (as normalize_cols). */
+static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
+                               const fn_grad_col_job *jb, int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_cols *s = &jb->shape;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols, E = P1 * C;
+    if (P1 <= 0 || R <= 0 || C <= 0)
+        return FN_OK;
+    CT *cf = (CT *)malloc((size_t)(4 * E) * sizeof(CT));
+    if (!cf)
+        return FN_ENOMEM;
+    CT *mh = cf, *a = cf + E, *b = cf + 2 * E, *c = cf + 3 * E;
+    int any_b = 0; /* statistics held constant (b == 0 everywhere): x is not read */
+    for (int64_t e = 0; e < E; e++) {
+        FN(grad_coefs)(&jb->e, e, &mh[e], &a[e], &b[e], &c[e]);
+        any_b |= b[e] != (CT)0;
+    }
+    const CT *bb = any_b ? b : NULL;
+    const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
+    const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
+    const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t o = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
+        const int64_t k = o * C;
+        for (int64_t r = r0; r < r1; r++)
+            FN(grad_cols_run)(x + o * s->xs[0] + r * s->xs[1], dy + o * s->ys[0] + r * s->ys[1],
+                              dx + o * jb->dxs[0] + r * jb->dxs[1], C, s->xs[2], s->ys[2],
+                              jb->dxs[2], mh + k, a + k, bb ? bb + k : NULL, c + k);
+    });
+    free(cf);
+    return FN_OK;
+}
+
+/* A = sum(w dy), B = sum(w dy (x - mean)) of group g from its entries' sums, in entry order. */
+static inline void FN(grad_group_ab)(const fn_grad_row_job *jb, int64_t g, double *A, double *B)
+{
+    const int64_t Q = jb->shape.rows, p2 = g % jb->shape.groups;
+    double a = 0.0, b = 0.0;
+    for (int64_t q = 0; q < Q; q++) {
+        const double w = jb->weight ? jb->weight[p2 * jb->group_step + q * jb->row_step] : 1.0;
+        a += w * jb->e.sum_dy[g * Q + q];
+        b += w * jb->e.sum_dyxc[g * Q + q];
+    }
+    *A = a;
+    *B = b;
+}
+
+/* dx over rows [q0, q1), elements [l0, l1) of group g (see fn_grad_row_job). */
+static inline void FN(grad_group_apply)(const T *x, const T *dy, T *dx, const fn_grad_row_job *jb,
+                                        int64_t g, double A, double B, int64_t q0, int64_t q1,
+                                        int64_t l0, int64_t l1)
+{
+    const fn_rows *s = &jb->shape;
+    const double M = (double)(s->rows * s->row_len), mu = jb->mean[g], r = jb->rstd[g];
+    const double b = jb->train ? -r * r * r * B / M : 0.0, c = jb->train ? -r * A / M : 0.0;
+    const CT mh = FN(narrow)(mu), bt = FN(narrow)(b);
+    const CT ct = FN(narrow)(c + (b != 0.0 ? b * ((double)mh - mu) : 0.0));
+    const int64_t p2 = g % s->groups;
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t e = g * s->rows + q;
+        const double w = jb->weight ? jb->weight[p2 * jb->group_step + q * jb->row_step] : 1.0;
+        FN(grad_run_apply)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                           dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3],
+                           dx + FN(grad_row_at)(s, jb->dxs, e) + l0 * jb->dxs[3], l1 - l0,
+                           s->xs[3], s->ys[3], jb->dxs[3], mh, FN(narrow)(r * w), bt, ct);
+    }
+}
+
+/* Table entry grad_rows (see fn_grad_row_job). Groups that fit in cache, enough of them to
+ * share out, are done whole by one thread: sums, then dx while the group is still in cache.
+ * Others: block-parallel sums, the groups' A and B, then a parallel pass for dx. The same
+ * additions either way: the same bits. */
+static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_grad_row_job *jb,
+                         int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_rows *s = &jb->shape;
+    const int64_t P = s->outer * s->groups, Q = s->rows, L = s->row_len;
+    double *S1 = jb->e.sum_dy, *S2 = jb->e.sum_dyxc;
+    if (!jb->mean || !jb->rstd || !S1 || !S2)
+        return FN_EINVAL;
+    if (P <= 0 || Q <= 0 || L <= 0 || !dx)
+        return FN(grad_sums_impl)(x, dy, s, NULL, jb->mean, S1, S2, n_threads);
+    const int nt = fn_eff_threads(P * Q * L, P, n_threads);
+    if (2 * Q * L * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) && (nt == 1 || P >= 4 * nt)) {
+        FN_PFOR(nt, g, P, {
+            double A, B;
+            for (int64_t q = 0; q < Q; q++)
+                FN(grad_row_total)(x, dy, s, g * Q + q, jb->mean[g], &S1[g * Q + q],
+                                   &S2[g * Q + q]);
+            FN(grad_group_ab)(jb, g, &A, &B);
+            FN(grad_group_apply)(x, dy, dx, jb, g, A, B, 0, Q, 0, L);
+        });
+        return FN_OK;
+    }
+    const int rc = FN(grad_sums_impl)(x, dy, s, NULL, jb->mean, S1, S2, n_threads);
+    if (rc != FN_OK)
+        return rc;
+    double *ab = (double *)malloc((size_t)(2 * P) * sizeof(double));
+    if (!ab)
+        return FN_ENOMEM;
+    for (int64_t g = 0; g < P; g++)
+        FN(grad_group_ab)(jb, g, &ab[g], &ab[P + g]);
+    int64_t cpl, rpu;
+    const int64_t E = P * Q, U = FN(grad_units)(E, L, &cpl, &rpu);
+    const int nta = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nta, u, U, {
+        int64_t e0, e1, l0, l1;
+        FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
+        for (int64_t e = e0; e < e1; e++)
+            FN(grad_group_apply)(x, dy, dx, jb, e / Q, ab[e / Q], ab[P + e / Q], e % Q,
+                                 e % Q + 1, l0, l1);
+    });
+    free(ab);
+    return FN_OK;
+}
+
+/* dx = (r w) dy + b (x - mh) + c over one row (dx NULL: not written), and this row's share of
+ * dweight and dbias into the CT partials fw[l] += dy xhat, fb[l] += dy (fw NULL: not wanted),
+ * with xhat = (x - mh) r + xc: the mean's remainder below CT's precision is in xc. */
+static FN_HOT void FN(grad_layer_apply)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                        int64_t sy, int64_t sd, const CT *w, CT r, CT mh, CT b,
+                                        CT c, CT xc, CT *fw, CT *fb)
+{
+    if (sx == 1 && sy == 1 && sd == 1 && dx && fw) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++) {
+            const CT d = LD(dy[i]), v = LD(x[i]) - mh;
+            dx[i] = ST((r * w[i]) * d + b * v + c);
+            fw[i] += d * (v * r + xc);
+            fb[i] += d;
+        }
+    } else if (sx == 1 && sy == 1 && sd == 1 && dx) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = ST((r * w[i]) * LD(dy[i]) + b * (LD(x[i]) - mh) + c);
+    } else if (sx == 1 && sy == 1 && !dx) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++) {
+            const CT d = LD(dy[i]);
+            fw[i] += d * ((LD(x[i]) - mh) * r + xc);
+            fb[i] += d;
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            const CT d = LD(dy[i * sy]), v = LD(x[i * sx]) - mh;
+            if (dx)
+                dx[i * sd] = ST((r * w[i]) * d + b * v + c);
+            if (fw) {
+                fw[i] += d * (v * r + xc);
+                fb[i] += d;
+            }
+        }
+    }
+}
+
+/* Rows whose dweight/dbias shares are summed in CT before being added to the double partials:
+ * a short sum in the compute type, fixed by the shape (float32: ~1e-6 relative). */
+#define FN_LAYER_FLUSH 16
+
+/* cw[l] += fw[l], cb[l] += fb[l] in double, then fw = fb = 0 */
+static inline void FN(grad_layer_flush)(CT *fw, CT *fb, double *cw, double *cb, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        cw[i] += (double)fw[i];
+        cb[i] += (double)fb[i];
+        fw[i] = fb[i] = (CT)0;
+    }
+}
+
+/* Groups per unit of work in grad_layer: at most FN_LAYER_UNITS units, so that the per-unit
+ * dweight/dbias partials stay small; fixed by the shape, so the merge order is too. */
+#ifndef FN_LAYER_UNITS
+#define FN_LAYER_UNITS 64
+#endif
+
+/* Table entry grad_layer (see fn_grad_layer_job). With statistics m = mean, r = rstd over the
+ * M elements of a group, A = sum(w dy), B = sum(w dy (x - m)):
+ *   dx = r w dy - r A / M - r^3 B (x - m) / M   (RMSNorm: m = 0 and no A term). */
+static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_grad_layer_job *jb,
+                          int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_rows *s = &jb->shape;
+    const CT *w = (const CT *)jb->weight;
+    const int64_t P = s->outer * s->groups, Q = s->rows, L = s->row_len;
+    const int want_cols = jb->dweight != NULL || jb->dbias != NULL;
+    if (!w || !jb->rstd)
+        return FN_EINVAL;
+    if (want_cols) {
+        for (int64_t l = 0; l < L; l++) {
+            if (jb->dweight)
+                jb->dweight[l] = 0.0;
+            if (jb->dbias)
+                jb->dbias[l] = 0.0;
+        }
+    }
+    if (P <= 0 || Q <= 0 || L <= 0)
+        return FN_OK;
+    const int64_t gpu0 = (P + FN_LAYER_UNITS - 1) / FN_LAYER_UNITS;
+    const int64_t U = (P + gpu0 - 1) / gpu0;
+    double *part = NULL;
+    CT *fpart = NULL;
+    if (want_cols) {
+        part = (double *)calloc((size_t)(2 * U * L), sizeof(double));
+        fpart = (CT *)calloc((size_t)(2 * U * L), sizeof(CT));
+        if (!part || !fpart) {
+            free(part);
+            free(fpart);
+            return FN_ENOMEM;
+        }
+    }
+    double *wd = (double *)malloc((size_t)L * sizeof(double)); /* the weights in double */
+    if (!wd) {
+        free(part);
+        free(fpart);
+        return FN_ENOMEM;
+    }
+    for (int64_t l = 0; l < L; l++)
+        wd[l] = (double)w[l];
+    const double M = (double)(Q * L);
+    const int nt = fn_eff_threads(P * Q * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        double *cw = part ? part + u * L : NULL, *cb = part ? part + (U + u) * L : NULL;
+        CT *fw = fpart ? fpart + u * L : NULL, *fb = fpart ? fpart + (U + u) * L : NULL;
+        const int64_t g1 = (u + 1) * gpu0 < P ? (u + 1) * gpu0 : P;
+        int64_t rows = 0;
+        for (int64_t g = u * gpu0; g < g1; g++) {
+            const int64_t o = g / s->groups, p2 = g % s->groups;
+            const T *xg = x + o * s->xs[0] + p2 * s->xs[1];
+            const T *dg = dy + o * s->ys[0] + p2 * s->ys[1];
+            const double m = jb->mean ? jb->mean[g] : 0.0, r = jb->rstd[g];
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t q = 0; q < Q; q++)
+                FN(grad_run_sums_w)(xg + q * s->xs[2], dg + q * s->ys[2], wd, L, s->xs[3],
+                                    s->ys[3], m, &s1, &s2);
+            const double b = -r * r * r * s2 / M, c0 = jb->mean ? -r * s1 / M : 0.0;
+            const CT mh = FN(narrow)(m);
+            const CT cc = FN(narrow)(c0 + b * ((double)mh - m));
+            const CT xc = FN(narrow)(((double)mh - m) * r);
+            T *xd = dx ? dx + o * jb->dxs[0] + p2 * jb->dxs[1] : NULL;
+            for (int64_t q = 0; (xd || fw) && q < Q; q++) {
+                FN(grad_layer_apply)(xg + q * s->xs[2], dg + q * s->ys[2],
+                                     xd ? xd + q * jb->dxs[2] : NULL, L, s->xs[3], s->ys[3],
+                                     jb->dxs[3], w, FN(narrow)(r), mh, FN(narrow)(b), cc, xc, fw,
+                                     fb);
+                if (fw && ++rows % FN_LAYER_FLUSH == 0)
+                    FN(grad_layer_flush)(fw, fb, cw, cb, L);
+            }
+        }
+        if (fw)
+            FN(grad_layer_flush)(fw, fb, cw, cb, L);
+    });
+    if (part) {
+        FN_PFOR(nt, l, L, {
+            double a1 = 0.0, a2 = 0.0;
+            for (int64_t u = 0; u < U; u++) {
+                a1 += part[u * L + l];
+                a2 += part[(U + u) * L + l];
+            }
+            if (jb->dweight)
+                jb->dweight[l] = a1;
+            if (jb->dbias)
+                jb->dbias[l] = a2;
+        });
+        free(part);
+        free(fpart);
+    }
+    free(wd);
+    return FN_OK;
+}

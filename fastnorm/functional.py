@@ -328,6 +328,8 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
     elif running_mean is not None or running_var is not None:
         raise ValueError(f"{fn}: running_mean and running_var must be None with using_bn=False "
                          f"(no BN statistics)")
+    else:
+        rm = rv = None
     update = using_bn and training
     if update:
         m = _checks.check_momentum(momentum, fn)

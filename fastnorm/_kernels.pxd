@@ -7,6 +7,8 @@ cdef extern from "fastnorm.h" nogil:
     int FN_EINVAL
     int FN_FLOAT32
     int FN_FLOAT64
+    int FN_FLOAT16
+    int FN_BFLOAT16
     int FN_ACT_NONE
 
     ctypedef struct fn_rows:
@@ -40,6 +42,13 @@ cdef extern from "fastnorm.h" nogil:
         fn_affine affine
         fn_epilogue epilogue
 
+    ctypedef struct fn_add_job:
+        fn_row_job norm
+        const void *residual
+        int64_t rs[4]
+        void *sum
+        int64_t ss[4]
+
     ctypedef struct fn_coefs:
         void *shift
         void *scale
@@ -67,6 +76,7 @@ cdef extern from "fastnorm.h" nogil:
         void (*coefs)(const fn_coef_job *job, const fn_coefs *out) noexcept nogil
         int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int nt) noexcept nogil
         int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int nt) noexcept nogil
+        int (*add_normalize_rows)(const void *x, void *y, const fn_add_job *job, int nt) noexcept nogil
 
     const fn_kernel_table *fn_kernels_for(int dtype)
     void fn_init()

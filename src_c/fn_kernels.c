@@ -318,9 +318,10 @@ static inline uint16_t fn_f2b(float f)
     return (uint16_t)(f != f ? ((u >> 16) | 0x40u) : r);
 }
 
-/* The half types' normalize loops convert runs of up to FN_HB elements into a float buffer,
- * run the float loop on it and convert back: one copy of the arithmetic (and activations), and
- * the buffer never leaves L1. float16 converts with F16C where the CPU has it. */
+/* float16's normalize loops convert runs of up to FN_HB elements into a float buffer with F16C
+ * (where the CPU has it: GCC does not vectorize the conversions above), run float32's loop on it
+ * and convert back; the buffer never leaves L1. bfloat16's conversions vectorize as written, so
+ * its loops convert inline. */
 #define FN_HB 512
 #if FN_AVX2
 FN_AVX2_FUNC int64_t fn_load_f16_avx2(const uint16_t *x, int64_t n, float *o)
@@ -360,32 +361,11 @@ static FN_HOT void fn_store_f16(const float *o, int64_t n, uint16_t *y, int64_t 
     for (; i < n; i++)
         y[i * s] = fn_f2h(o[i]);
 }
-static FN_HOT void fn_load_bf16(const uint16_t *x, int64_t s, int64_t n, float *o)
-{
-    if (s == 1) {
-        for (int64_t i = 0; i < n; i++)
-            o[i] = fn_b2f(x[i]);
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            o[i] = fn_b2f(x[i * s]);
-    }
-}
-static FN_HOT void fn_store_bf16(const float *o, int64_t n, uint16_t *y, int64_t s)
-{
-    if (s == 1) {
-        for (int64_t i = 0; i < n; i++)
-            y[i] = fn_f2b(o[i]);
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            y[i * s] = fn_f2b(o[i]);
-    }
-}
-
 /* Activations (fn_activation). In float without libm calls, so that the loops vectorize:
  * exp by Cody-Waite range reduction and a degree-7 polynomial (about 1 ulp); erfc by the
  * Chebyshev fit of Numerical Recipes' erfcc (fractional error < 1.2e-7). gelu_tanh uses
  * 0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u)), which has no cancellation. In double, libm. */
-static inline float fn_expf(float x)
+static inline __attribute__((always_inline)) float fn_expf(float x)
 {
     const int nan = x != x;
     float xc = x > 88.8f ? 88.8f : x; /* still overflows to inf, and keeps 2^k in range */
@@ -406,7 +386,7 @@ static inline float fn_expf(float x)
     return nan ? x : res;
 }
 
-static inline float fn_gelu_f(float v)
+static inline __attribute__((always_inline)) float fn_gelu_f(float v)
 {
     const float z = fabsf(v) * 0.70710678f;
     const float t = 1.0f / (1.0f + 0.5f * z);
@@ -462,8 +442,8 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 /* One block per storage dtype: its types, conversions and name; the bodies and the table come
  * from fn_kernels_impl.h. A new dtype is one more block here, its entry in fn_kernels_for and in
  * fn_dtype (fastnorm.h), plus SIMD loaders for the statistics loops (fn_loadN_<S> above).
- * ACT is the activation in CT; the half types (FN_HALF) also name their buffer converters and
- * reuse float32's loops (so float32's block comes first). */
+ * ACT is the activation in CT; a type with FN_BUFFERED names its buffer converters and reuses
+ * float32's loops (so float32's block comes first). */
 #define T float
 #define CT float
 #define S f32
@@ -471,7 +451,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ST(v) (v)
 #define FN_CTMAX FLT_MAX
 #define ACT fn_act_f
-#define FN_HALF 0
+#define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
 #undef T
 #undef CT
@@ -480,7 +460,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #undef ST
 #undef FN_CTMAX
 #undef ACT
-#undef FN_HALF
+#undef FN_BUFFERED
 
 #define T double
 #define CT double
@@ -489,7 +469,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ST(v) (v)
 #define FN_CTMAX DBL_MAX
 #define ACT fn_act_d
-#define FN_HALF 0
+#define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
 #undef T
 #undef CT
@@ -498,7 +478,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #undef ST
 #undef FN_CTMAX
 #undef ACT
-#undef FN_HALF
+#undef FN_BUFFERED
 
 #define T uint16_t
 #define CT float
@@ -507,7 +487,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ST(v) fn_f2h(v)
 #define FN_CTMAX FLT_MAX
 #define ACT fn_act_f
-#define FN_HALF 1
+#define FN_BUFFERED 1
 #define FN_LOADBUF fn_load_f16
 #define FN_STOREBUF fn_store_f16
 #include "fn_kernels_impl.h"
@@ -518,7 +498,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #undef ST
 #undef FN_CTMAX
 #undef ACT
-#undef FN_HALF
+#undef FN_BUFFERED
 #undef FN_LOADBUF
 #undef FN_STOREBUF
 
@@ -529,9 +509,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ST(v) fn_f2b(v)
 #define FN_CTMAX FLT_MAX
 #define ACT fn_act_f
-#define FN_HALF 1
-#define FN_LOADBUF fn_load_bf16
-#define FN_STOREBUF fn_store_bf16
+#define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
 #undef T
 #undef CT
@@ -540,9 +518,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #undef ST
 #undef FN_CTMAX
 #undef ACT
-#undef FN_HALF
-#undef FN_LOADBUF
-#undef FN_STOREBUF
+#undef FN_BUFFERED
 
 const fn_kernel_table *fn_kernels_for(int dtype)
 {

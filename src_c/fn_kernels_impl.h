@@ -5,8 +5,8 @@
  *   LD(v)    a stored element as CT, ST(v) a CT value as T
  *   FN_CTMAX CT's largest finite value
  *   ACT(v, act) the activation act applied to a CT value
- *   FN_HALF  1 for the 16-bit types, whose normalize loops run float32's on a float buffer filled
- *            by FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride)
+ *   FN_BUFFERED 1 for a type whose normalize loops run float32's on a float buffer filled by
+ *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride)
  * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table).
  * Not a public header. */
 
@@ -294,7 +294,7 @@ static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
  * (x == y) is allowed. The contiguous case is written apart so that it vectorizes. Each loop is
  * compiled once per activation (act is a constant in each copy: no branch in the inner loop);
  * FN(<loop>_runs)[act] is the copy for act. */
-#if !FN_HALF
+#if !FN_BUFFERED
 #define FN_INLINE static inline __attribute__((always_inline))
 
 /* y = act((x - mh) * a + c) */
@@ -381,23 +381,24 @@ static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
     FN(affine_runs)[act](x, y, n, sx, sy, mh, a, c, w, lb)
 #define FN_COLS_RUN(act, x, y, n, sx, sy, mh, a, c) FN(cols_runs)[act](x, y, n, sx, sy, mh, a, c)
 
-/* s = x + r, rounded to T (the residual add of add_normalize_rows) */
+/* s = x + r, added in CT and rounded to T (the residual add of add_normalize_rows; exact before
+ * the rounding for the 16-bit types) */
 static FN_HOT void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int64_t sr,
                                int64_t ss)
 {
     if (sx == 1 && sr == 1 && ss == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            s[i] = x[i] + r[i];
+            s[i] = ST(LD(x[i]) + LD(r[i]));
     } else {
         for (int64_t i = 0; i < n; i++)
-            s[i * ss] = x[i * sx] + r[i * sr];
+            s[i * ss] = ST(LD(x[i * sx]) + LD(r[i * sr]));
     }
 }
 
-#else /* FN_HALF: float32's loops on a float buffer, FN_HB elements at a time */
+#else /* FN_BUFFERED: float32's loops on a float buffer, FN_HB elements at a time */
 
-#define FN_BUFFERED(i0, m, n, ...)                                                               \
+#define FN_BY_BUFFER(i0, m, n, ...)                                                               \
     for (int64_t i0 = 0; i0 < (n); i0 += FN_HB) {                                                \
         const int64_t m = (n) - i0 < FN_HB ? (n) - i0 : FN_HB;                                   \
         __VA_ARGS__                                                                              \
@@ -406,7 +407,7 @@ static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int
                            CT a, CT c)
 {
     float buf[FN_HB];
-    FN_BUFFERED(i0, m, n, {
+    FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         scale_runs_f32[act](buf, buf, m, 1, 1, mh, a, c);
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
@@ -416,7 +417,7 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
                             CT a, CT c, const CT *w, const CT *lb)
 {
     float buf[FN_HB];
-    FN_BUFFERED(i0, m, n, {
+    FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         affine_runs_f32[act](buf, buf, m, 1, 1, mh, a, c, w + i0, lb + i0);
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
@@ -426,7 +427,7 @@ static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
                           const CT *mh, const CT *a, const CT *c)
 {
     float buf[FN_HB];
-    FN_BUFFERED(i0, m, n, {
+    FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         cols_runs_f32[act](buf, buf, m, 1, 1, mh + i0, a + i0, c + i0);
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
@@ -441,14 +442,14 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
                         int64_t ss)
 {
     float a[FN_HB], b[FN_HB];
-    FN_BUFFERED(i0, m, n, {
+    FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, a);
         FN_LOADBUF(r + i0 * sr, sr, m, b);
         add_run_f32(a, b, a, m, 1, 1, 1);
         FN_STOREBUF(a, m, s + i0 * ss, ss);
     });
 }
-#undef FN_BUFFERED
+#undef FN_BY_BUFFER
 #endif
 
 /* Table entry normalize_cols: units of whole rows of about FN_NCHUNK elements. */

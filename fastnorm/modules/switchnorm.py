@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .. import _kernels
+from .. import _checks, _kernels
 from .batchnorm import check_momentum, ndim_of, shape_of
 from .module import Module, check_dtype, check_eps, check_size, to_numpy
 
@@ -95,9 +95,10 @@ class _SwitchNorm(Module):
             raise ValueError(f"{name}: expected input with {self.num_features} channels (axis 1), "
                              f"got input of shape {tuple(shape)}")
         x = input if isinstance(input, np.ndarray) else to_numpy(input)
-        if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):  # any byte order
-            raise TypeError(f"{name}: expected input of dtype float32 or float64, got dtype "
-                            f"{x.dtype}")
+        if not ((x.dtype.kind == "f" and x.dtype.itemsize in (2, 4, 8))  # any byte order
+                or x.dtype.name == "bfloat16"):
+            raise TypeError(f"{name}: expected input of dtype {_checks.ACCEPTED_DTYPES}, got "
+                            f"dtype {x.dtype}")
         arrays = self._parameters.copy()
         arrays.update(self._buffers)
         for key, want in self._shapes.items():
@@ -221,7 +222,7 @@ class SwitchNorm2d(_SwitchNorm):
 
     Shape
     -----
-    Input (N, C, H, W) with H * W > 1, float32 or float64, any memory layout; output the same
+    Input (N, C, H, W) with H * W > 1, float16, bfloat16, float32 or float64, any memory layout; output the same
     shape and dtype. The input is never modified.
 
     Notes

@@ -106,7 +106,8 @@ class _SwitchNorm(Module):
             if a is None or a.shape != want:
                 raise ValueError(f"{name}: {key} must be an array of shape {want}, got "
                                  f"{None if a is None else a.shape}")
-            if key.startswith("running") and (a.dtype.kind != "f" or not a.flags.writeable):
+            if key.startswith("running") and (not (a.dtype.kind == "f" or a.dtype.name == "bfloat16")
+                                              or not a.flags.writeable):
                 raise ValueError(f"{name}: {key} must be a writable float array (it is updated "
                                  f"in place), got dtype {a.dtype}")
         return x

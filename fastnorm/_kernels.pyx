@@ -680,6 +680,14 @@ cdef bint _add_plan(_Call c, cnp.ndarray r, cnp.ndarray s, fn_add_job* j) except
     return True
 
 
+cdef bint _shares(object a, object b):
+    """Whether a and b share an element (interleaved views do not); too hard to tell: yes."""
+    try:
+        return np.shares_memory(a, b, max_work=1 << 20)
+    except np.exceptions.TooHardError:
+        return True
+
+
 cdef object _add_call(str fn, object input, object residual, object normalized_shape,
                       object weight, object bias, object eps, object out, object sum_out,
                       bint rms, object activation):
@@ -695,7 +703,8 @@ cdef object _add_call(str fn, object input, object residual, object normalized_s
     s_final = None
     if sum_out is not None:
         s, s_final = prepare_out(sum_out, c.x, fn, "sum_out")
-        if out is not None and isinstance(out, np.ndarray) and may_overlap(<cnp.ndarray>out, s_final):
+        if (out is not None and isinstance(out, np.ndarray)
+                and may_overlap(<cnp.ndarray>out, s_final) and _shares(out, s_final)):
             raise ValueError(f"{fn}: out and sum_out must not share memory")
         # the kernel reads r[i] before it writes s[i]: s may be r itself, not a shifted view
         if s is s_final and may_overlap(s, r) and not same_view(s, r):

@@ -340,6 +340,84 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
     return i;
 }
 #endif
+/* float16's activation-free contiguous loops, converting in registers (F16C) rather than through
+ * the buffer: the float32 loops' arithmetic, operation for operation (no FMA: -ffp-contract=off
+ * keeps float32's a*b+c unfused too), so both give the same bits. Each returns how many of the
+ * n elements it did (a multiple of the vector width; the rest goes through the buffer). */
+#define FN_F16_DIRECT(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, ISA, ATTR)                  \
+    ATTR int64_t fn_f16_scale_##ISA(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,   \
+                                    float c)                                                        \
+    {                                                                                               \
+        const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), m), av), cv));                                  \
+        return i;                                                                                   \
+    }                                                                                               \
+    ATTR int64_t fn_f16_affine_##ISA(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,  \
+                                     float c, const float *w, const float *lb)                      \
+    {                                                                                               \
+        const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i,                                                                           \
+                   ADD(MUL(ADD(MUL(SUB(LOADH(x + i), m), av), cv), LOADF(w + i)), LOADF(lb + i)));  \
+        return i;                                                                                   \
+    }                                                                                               \
+    ATTR int64_t fn_f16_cols_##ISA(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,      \
+                                   const float *a, const float *c)                                  \
+    {                                                                                               \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), LOADF(mh + i)), LOADF(a + i)), LOADF(c + i)));  \
+        return i;                                                                                   \
+    }
+#if FN_AVX2
+#define FN_LH8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define FN_SH8(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
+#define FN_LH16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define FN_SH16(p, v)                                                                             \
+    _mm256_storeu_si256((__m256i *)(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
+FN_F16_DIRECT(8, __m256, FN_LH8, FN_SH8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
+              _mm256_set1_ps, _mm256_loadu_ps, avx2, FN_AVX2_FUNC)
+FN_F16_DIRECT(16, __m512, FN_LH16, FN_SH16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+              _mm512_set1_ps, _mm512_loadu_ps, avx512, FN_AVX512_FUNC)
+#endif
+/* The direct loops for this CPU, or 0 elements done. */
+static inline int64_t fn_f16_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
+                                   float c)
+{
+#if FN_AVX2
+    if (fn_simd_level() >= 2)
+        return fn_f16_scale_avx512(x, y, n, mh, a, c);
+    if (fn_simd_level() >= 1)
+        return fn_f16_scale_avx2(x, y, n, mh, a, c);
+#endif
+    return 0;
+}
+static inline int64_t fn_f16_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
+                                    float c, const float *w, const float *lb)
+{
+#if FN_AVX2
+    if (fn_simd_level() >= 2)
+        return fn_f16_affine_avx512(x, y, n, mh, a, c, w, lb);
+    if (fn_simd_level() >= 1)
+        return fn_f16_affine_avx2(x, y, n, mh, a, c, w, lb);
+#endif
+    return 0;
+}
+static inline int64_t fn_f16_cols(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,
+                                  const float *a, const float *c)
+{
+#if FN_AVX2
+    if (fn_simd_level() >= 2)
+        return fn_f16_cols_avx512(x, y, n, mh, a, c);
+    if (fn_simd_level() >= 1)
+        return fn_f16_cols_avx2(x, y, n, mh, a, c);
+#endif
+    return 0;
+}
+
 /* n elements at stride s into o[0..n), and back */
 static FN_HOT void fn_load_f16(const uint16_t *x, int64_t s, int64_t n, float *o)
 {
@@ -443,7 +521,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
  * from fn_kernels_impl.h. A new dtype is one more block here, its entry in fn_kernels_for and in
  * fn_dtype (fastnorm.h), plus SIMD loaders for the statistics loops (fn_loadN_<S> above).
  * ACT is the activation in CT; a type with FN_BUFFERED names its buffer converters and reuses
- * float32's loops (so float32's block comes first). */
+ * float32's loops (so float32's block comes first). fn_kernels_impl.h undefines them all. */
 #define T float
 #define CT float
 #define S f32
@@ -453,14 +531,6 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ACT fn_act_f
 #define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
-#undef T
-#undef CT
-#undef S
-#undef LD
-#undef ST
-#undef FN_CTMAX
-#undef ACT
-#undef FN_BUFFERED
 
 #define T double
 #define CT double
@@ -471,14 +541,6 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ACT fn_act_d
 #define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
-#undef T
-#undef CT
-#undef S
-#undef LD
-#undef ST
-#undef FN_CTMAX
-#undef ACT
-#undef FN_BUFFERED
 
 #define T uint16_t
 #define CT float
@@ -490,17 +552,8 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define FN_BUFFERED 1
 #define FN_LOADBUF fn_load_f16
 #define FN_STOREBUF fn_store_f16
+#define FN_DIRECT(loop) fn_f16_##loop
 #include "fn_kernels_impl.h"
-#undef T
-#undef CT
-#undef S
-#undef LD
-#undef ST
-#undef FN_CTMAX
-#undef ACT
-#undef FN_BUFFERED
-#undef FN_LOADBUF
-#undef FN_STOREBUF
 
 #define T uint16_t
 #define CT float
@@ -511,14 +564,6 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ACT fn_act_f
 #define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
-#undef T
-#undef CT
-#undef S
-#undef LD
-#undef ST
-#undef FN_CTMAX
-#undef ACT
-#undef FN_BUFFERED
 
 const fn_kernel_table *fn_kernels_for(int dtype)
 {

@@ -1,14 +1,16 @@
 /* Kernel bodies, compiled once per storage dtype: fn_kernels.c defines, for each dtype,
- *   T        the stored element type                     (float, double)
+ *   T        the stored element type       (float, double; uint16_t for float16 and bfloat16)
  *   CT       the compute type of weights, biases, coefficients and the normalize arithmetic
- *   S        the name suffix                              (f32, f64)
+ *   S        the name suffix                              (f32, f64, f16, bf16)
  *   LD(v)    a stored element as CT, ST(v) a CT value as T
  *   FN_CTMAX CT's largest finite value
  *   ACT(v, act) the activation act applied to a CT value
  *   FN_BUFFERED 1 for a type whose normalize loops run float32's on a float buffer filled by
- *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride)
- * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table).
- * Not a public header. */
+ *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride);
+ *            FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
+ *            activation-free run first, in registers (returns how many elements)
+ * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table),
+ * and consumes (undefines) these parameters. Not a public header. */
 
 #define FN_CAT_(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
@@ -407,6 +409,14 @@ static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int
                            CT a, CT c)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT
+    if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        n -= d;
+    }
+#endif
     FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         scale_runs_f32[act](buf, buf, m, 1, 1, mh, a, c);
@@ -417,6 +427,16 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
                             CT a, CT c, const CT *w, const CT *lb)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT
+    if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+#endif
     FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         affine_runs_f32[act](buf, buf, m, 1, 1, mh, a, c, w + i0, lb + i0);
@@ -427,6 +447,17 @@ static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
                           const CT *mh, const CT *a, const CT *c)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT
+    if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(cols)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        mh += d;
+        a += d;
+        c += d;
+        n -= d;
+    }
+#endif
     FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         cols_runs_f32[act](buf, buf, m, 1, 1, mh + i0, a + i0, c + i0);
@@ -676,3 +707,14 @@ static const fn_kernel_table FN(table) = {
 #undef FN
 #undef FN_CAT
 #undef FN_CAT_
+#undef T
+#undef CT
+#undef S
+#undef LD
+#undef ST
+#undef FN_CTMAX
+#undef ACT
+#undef FN_BUFFERED
+#undef FN_LOADBUF
+#undef FN_STOREBUF
+#undef FN_DIRECT

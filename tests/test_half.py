@@ -229,41 +229,6 @@ def test_unsupported_dtypes_name_the_accepted_ones():
         fastnorm.LayerNorm(3, dtype=np.int8)
 
 
-SIMD_SCRIPT = textwrap.dedent("""
-    import sys
-    import numpy as np
-    sys.path.insert(0, {tests!r})
-    import fastnorm.functional as F
-    from fastnorm import reference as R
-    from test_half import HALF, assert_ulp
-    from awkward import layouts
-    rng = np.random.default_rng(0)
-    n = 0
-    for shape in [(3, 6, 37), (2, 3, 31, 33), (5, 66)]:
-        for dtype in HALF:
-            x = (rng.standard_normal(shape) * 3 + 10).astype(dtype)
-            for label, a in layouts(x):
-                a64 = np.asarray(a, np.float64)
-                for fast, slow in [
-                        (lambda a: F.batch_norm(a, None, None, training=True),
-                         lambda a: R.batch_norm(a, None, None, training=True)),
-                        (lambda a: F.layer_norm(a, shape[-1]), lambda a: R.layer_norm(a, shape[-1]))]:
-                    assert_ulp(fast(a), slow(a64), dtype, 1, f"{{shape}} {{label}}")
-                    n += 1
-    print("checked", n)
-""")
-
-
-@pytest.mark.parametrize("level", ["0", "1"], ids=["portable", "avx2"])
-def test_capped_simd_paths(level):
-    tests = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, FN_SIMD_LEVEL=level)
-    r = subprocess.run([sys.executable, "-c", SIMD_SCRIPT.format(tests=tests)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert int(r.stdout.split()[-1]) > 50
-
-
 def test_float16_without_ml_dtypes():
     """ml_dtypes is optional: with it unimportable, float16 works and bfloat16 is refused by
     name."""

@@ -452,13 +452,13 @@ static inline __attribute__((always_inline)) float fn_expf(float x)
     const float kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
     const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
     float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
     const int32_t k = (int32_t)kf, k1 = k >> 1, k2 = k - k1; /* 2^k as two normal factors */
     const float res = p * fn_u2f((uint32_t)(k1 + 127) << 23) * fn_u2f((uint32_t)(k2 + 127) << 23);
     return nan ? x : res;
@@ -469,15 +469,15 @@ static inline __attribute__((always_inline)) float fn_gelu_f(float v)
     const float z = fabsf(v) * 0.70710678f;
     const float t = 1.0f / (1.0f + 0.5f * z);
     float p = 0.17087277f;
-    p = p * t - 0.82215223f;
-    p = p * t + 1.48851587f;
-    p = p * t - 1.13520398f;
-    p = p * t + 0.27886807f;
-    p = p * t - 0.18628806f;
-    p = p * t + 0.09678418f;
-    p = p * t + 0.37409196f;
-    p = p * t + 1.00002368f;
-    p = p * t - 1.26551223f;
+    p = fmaf(p, t, -0.82215223f);
+    p = fmaf(p, t, 1.48851587f);
+    p = fmaf(p, t, -1.13520398f);
+    p = fmaf(p, t, 0.27886807f);
+    p = fmaf(p, t, -0.18628806f);
+    p = fmaf(p, t, 0.09678418f);
+    p = fmaf(p, t, 0.37409196f);
+    p = fmaf(p, t, 1.00002368f);
+    p = fmaf(p, t, -1.26551223f);
     const float e = t * fn_expf(p - z * z); /* erfc(|v| / sqrt 2) */
     return v * (v >= 0.0f ? 1.0f - 0.5f * e : 0.5f * e);
 }

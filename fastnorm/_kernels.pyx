@@ -19,11 +19,11 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from fastnorm._checks cimport (as_input, as_nc_input, bfloat16_typenum, check_activation,
-                               check_eps, check_momentum, check_normalized_shape,
-                               check_running_pair, check_updated, empty_like, machine_eps,
-                               may_overlap, NPY_HALF_, NPY_USERDEF_, param, prepare_out, prod, running, same_view,
-                               unalias, verify_batch_size)
+from fastnorm._checks cimport (NPY_HALF_, NPY_USERDEF_, as_input, as_nc_input,
+                               bfloat16_typenum, check_activation, check_eps, check_momentum,
+                               check_normalized_shape, check_running_pair, check_updated,
+                               empty_like, machine_eps, may_overlap, param, prepare_out, prod,
+                               running, same_view, unalias, verify_batch_size)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport threads
 

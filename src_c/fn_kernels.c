@@ -318,10 +318,11 @@ static inline uint16_t fn_f2b(float f)
     return (uint16_t)(f != f ? ((u >> 16) | 0x40u) : r);
 }
 
-/* float16's normalize loops convert runs of up to FN_HB elements into a float buffer with F16C
- * (where the CPU has it: GCC does not vectorize the conversions above), run float32's loop on it
- * and convert back; the buffer never leaves L1. bfloat16's conversions vectorize as written, so
- * its loops convert inline. */
+/* float16's normalize loops convert runs of up to FN_HB elements into a float buffer (with F16C
+ * where the CPU has it: GCC does not vectorize the conversions above), run float32's loop on it
+ * and convert back; the buffer never leaves L1. Activation-free contiguous runs convert in
+ * registers instead (FN_DIRECT_LOOPS below). bfloat16's conversions vectorize as written (and
+ * the same loops in intrinsics measured no faster), so its loops convert inline. */
 #define FN_HB 512
 #if FN_AVX2
 FN_AVX2_FUNC int64_t fn_load_f16_avx2(const uint16_t *x, int64_t n, float *o)
@@ -341,12 +342,12 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
 }
 #endif
 /* float16's activation-free contiguous loops, converting in registers (F16C) rather than through
- * the buffer: the float32 loops' arithmetic, operation for operation (no FMA: -ffp-contract=off
- * keeps float32's a*b+c unfused too), so both give the same bits. Each returns how many of the
- * n elements it did (a multiple of the vector width; the rest goes through the buffer). */
-#define FN_F16_DIRECT(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, ISA, ATTR)                  \
-    ATTR int64_t fn_f16_scale_##ISA(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,   \
-                                    float c)                                                        \
+ * the buffer: the float32 loops' arithmetic, operation
+ * for operation (no FMA: -ffp-contract=off keeps float32's a*b+c unfused too), and the same
+ * rounding on store, so both give the same bits. Each returns how many of the n elements it did
+ * (a multiple of the vector width; the rest goes through the buffer). */
+#define FN_DIRECT_LOOPS(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, NAME, ATTR)               \
+    ATTR int64_t NAME##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a, float c) \
     {                                                                                               \
         const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
         int64_t i = 0;                                                                              \
@@ -354,8 +355,8 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
             STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), m), av), cv));                                  \
         return i;                                                                                   \
     }                                                                                               \
-    ATTR int64_t fn_f16_affine_##ISA(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,  \
-                                     float c, const float *w, const float *lb)                      \
+    ATTR int64_t NAME##_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,        \
+                               float c, const float *w, const float *lb)                            \
     {                                                                                               \
         const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
         int64_t i = 0;                                                                              \
@@ -364,8 +365,8 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
                    ADD(MUL(ADD(MUL(SUB(LOADH(x + i), m), av), cv), LOADF(w + i)), LOADF(lb + i)));  \
         return i;                                                                                   \
     }                                                                                               \
-    ATTR int64_t fn_f16_cols_##ISA(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,      \
-                                   const float *a, const float *c)                                  \
+    ATTR int64_t NAME##_cols(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,            \
+                             const float *a, const float *c)                                        \
     {                                                                                               \
         int64_t i = 0;                                                                              \
         for (; i + W <= n; i += W)                                                                  \
@@ -373,50 +374,57 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
         return i;                                                                                   \
     }
 #if FN_AVX2
-#define FN_LH8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-#define FN_SH8(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
-#define FN_LH16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
-#define FN_SH16(p, v)                                                                             \
-    _mm256_storeu_si256((__m256i *)(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
-FN_F16_DIRECT(8, __m256, FN_LH8, FN_SH8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
-              _mm256_set1_ps, _mm256_loadu_ps, avx2, FN_AVX2_FUNC)
-FN_F16_DIRECT(16, __m512, FN_LH16, FN_SH16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
-              _mm512_set1_ps, _mm512_loadu_ps, avx512, FN_AVX512_FUNC)
+FN_AVX2_INLINE __m256 fn_lh8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+FN_AVX2_INLINE void fn_sh8(uint16_t *p, __m256 v)
+{
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+FN_AVX512_INLINE __m512 fn_lh16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+FN_AVX512_INLINE void fn_sh16(uint16_t *p, __m512 v)
+{
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+FN_DIRECT_LOOPS(8, __m256, fn_lh8, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
+                _mm256_set1_ps, _mm256_loadu_ps, fn_f16_avx2, FN_AVX2_FUNC)
+FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC)
+#define FN_PICK(name, ...)                                                                        \
+    do {                                                                                          \
+        if (fn_simd_level() >= 2)                                                                 \
+            return name##_avx512_##__VA_ARGS__;                                                   \
+        if (fn_simd_level() >= 1)                                                                 \
+            return name##_avx2_##__VA_ARGS__;                                                     \
+    } while (0)
+#else
+#define FN_PICK(name, ...)
 #endif
 /* The direct loops for this CPU, or 0 elements done. */
-static inline int64_t fn_f16_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
-                                   float c)
-{
-#if FN_AVX2
-    if (fn_simd_level() >= 2)
-        return fn_f16_scale_avx512(x, y, n, mh, a, c);
-    if (fn_simd_level() >= 1)
-        return fn_f16_scale_avx2(x, y, n, mh, a, c);
-#endif
-    return 0;
-}
-static inline int64_t fn_f16_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
-                                    float c, const float *w, const float *lb)
-{
-#if FN_AVX2
-    if (fn_simd_level() >= 2)
-        return fn_f16_affine_avx512(x, y, n, mh, a, c, w, lb);
-    if (fn_simd_level() >= 1)
-        return fn_f16_affine_avx2(x, y, n, mh, a, c, w, lb);
-#endif
-    return 0;
-}
-static inline int64_t fn_f16_cols(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,
-                                  const float *a, const float *c)
-{
-#if FN_AVX2
-    if (fn_simd_level() >= 2)
-        return fn_f16_cols_avx512(x, y, n, mh, a, c);
-    if (fn_simd_level() >= 1)
-        return fn_f16_cols_avx2(x, y, n, mh, a, c);
-#endif
-    return 0;
-}
+#define FN_DIRECT_PICKS(T16)                                                                      \
+    static inline int64_t fn_##T16##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh,  \
+                                           float a, float c)                                      \
+    {                                                                                             \
+        FN_PICK(fn_##T16, scale(x, y, n, mh, a, c));                                              \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, \
+                                            float a, float c, const float *w, const float *lb)    \
+    {                                                                                             \
+        FN_PICK(fn_##T16, affine(x, y, n, mh, a, c, w, lb));                                      \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_cols(const uint16_t *x, uint16_t *y, int64_t n,             \
+                                          const float *mh, const float *a, const float *c)        \
+    {                                                                                             \
+        FN_PICK(fn_##T16, cols(x, y, n, mh, a, c));                                               \
+        return 0;                                                                                 \
+    }
+FN_DIRECT_PICKS(f16)
 
 /* n elements at stride s into o[0..n), and back */
 static FN_HOT void fn_load_f16(const uint16_t *x, int64_t s, int64_t n, float *o)

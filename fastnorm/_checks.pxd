@@ -2,6 +2,12 @@
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 
+cdef extern from "numpy/ndarraytypes.h":
+    # type numbers Cython's numpy declarations lack
+    enum:
+        NPY_HALF_ "NPY_HALF"
+        NPY_USERDEF_ "NPY_USERDEF"
+
 cpdef object to_numpy(object a)
 cpdef double check_eps(object eps, str fname) except -1.0
 cpdef double check_momentum(object momentum, str fname, bint none_ok=*) except? -1.0
@@ -15,8 +21,13 @@ cdef cnp.ndarray param(object p, str name, str fname, int typenum, tuple shape,
                        bint any_shape=*)
 cdef cnp.ndarray running(object r, str name, str fname, Py_ssize_t C, bint write)
 cdef int check_running_pair(object rm, object rv, str fname) except -1
-cdef tuple prepare_out(object out, cnp.ndarray x, str fname)
+cdef tuple prepare_out(object out, cnp.ndarray x, str fname, str name=*)
+cdef bint same_view(cnp.ndarray a, cnp.ndarray b)
 cdef object unalias(object p, object out)
 cdef int check_updated(object rm, object rv, object out, str fname) except -1
 cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept
 cdef cnp.ndarray empty_like(cnp.ndarray x)
+cdef int bfloat16_typenum()
+cpdef bint is_real_dtype(object dtype)
+cpdef int check_activation(object activation, str fname) except -1
+cpdef double machine_eps(object dtype)

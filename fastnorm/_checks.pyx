@@ -57,16 +57,51 @@ cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     _extent(b, &blo, &bhi)
     return alo < bhi and blo < ahi
 
+# What inputs may be: the dtypes with kernels (fastnorm._kernels' _table maps them to the C
+# tables). bfloat16 is ml_dtypes' (a NumPy user dtype), recognized by its type number.
+ACCEPTED_DTYPES = "float16, bfloat16 (ml_dtypes), float32 or float64"
+
+cdef int _bf16_num = -2  # NumPy type number of ml_dtypes.bfloat16; -2: not looked up, -1: absent
+
+
+cdef int bfloat16_typenum():
+    """ml_dtypes.bfloat16's NumPy type number, -1 without ml_dtypes. Only asked about arrays of
+    a user dtype, which exist only once their package is imported: no import for the others."""
+    global _bf16_num
+    if _bf16_num == -2:
+        try:
+            import ml_dtypes
+            _bf16_num = np.dtype(ml_dtypes.bfloat16).num
+        except ImportError:
+            _bf16_num = -1
+    return _bf16_num
+
+
+cdef inline bint _is_bf16(int t):
+    return t >= NPY_USERDEF_ and t == bfloat16_typenum()
+
+
+cpdef bint is_real_dtype(object dtype):
+    """A NumPy real dtype (float, int, unsigned, bool) or bfloat16."""
+    dt = np.dtype(dtype)
+    return dt.kind in "fiub" or _is_bf16(dt.num)
+
+
 cdef inline bint _is_float(cnp.ndarray a):
     cdef int t = cnp.PyArray_TYPE(a)
-    return t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE
+    return (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE or t == NPY_HALF_ or _is_bf16(t))
 
 
 cpdef object to_numpy(object a):
     """np.asarray, also for torch tensors that require grad or live on another device (detach
     and move first; duck-typed, torch is never imported)."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):
-        a = a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":  # torch has no NumPy bfloat16: reinterpret bits
+            import sys
+            import ml_dtypes
+            return a.view(sys.modules["torch"].int16).numpy().view(ml_dtypes.bfloat16)
+        a = a.numpy()
     return np.asarray(a)
 
 
@@ -86,14 +121,15 @@ cdef int verify_batch_size(tuple shape) except -1:
 
 
 cdef cnp.ndarray as_input(object a, str fname):
-    """The input as a native-endian, aligned float32/float64 ndarray (copied only if needed)."""
+    """The input as a native-endian, aligned ndarray of an accepted dtype (copied only if
+    needed)."""
     cdef cnp.ndarray arr
     if isinstance(a, cnp.ndarray):
         arr = <cnp.ndarray>a
     else:
         arr = to_numpy(a)
     if not _is_float(arr):
-        raise TypeError(f"{fname}: expected input of dtype float32 or float64, got dtype {arr.dtype}")
+        raise TypeError(f"{fname}: expected input of dtype {ACCEPTED_DTYPES}, got dtype {arr.dtype}")
     if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr):
         # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
         arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="K", copy=True)
@@ -161,7 +197,7 @@ cdef cnp.ndarray param(object p, str name, str fname, int typenum, tuple shape,
         arr = <cnp.ndarray>p
     else:
         arr = to_numpy(p)
-        if arr.dtype.kind not in "fiub":
+        if not is_real_dtype(arr.dtype):
             raise TypeError(f"{fname}: {name} must be a real-valued array, got dtype {arr.dtype}")
         # a fresh array (copy=True): ascontiguousarray would keep an unaligned C-order one
         arr = np.array(arr, dtype=cnp.PyArray_DescrFromType(typenum), order="C", copy=True)
@@ -179,7 +215,7 @@ cdef cnp.ndarray running(object r, str name, str fname, Py_ssize_t C, bint write
         raise TypeError(f"{fname}: {name} must be a numpy.ndarray (it is updated in place), "
                         f"got {type(r).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>r if isinstance(r, cnp.ndarray) else to_numpy(r)
-    if arr.dtype.kind != "f":
+    if arr.dtype.kind != "f" and not _is_bf16(arr.dtype.num):
         raise TypeError(f"{fname}: {name} must have a floating dtype, got {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] != C:
         raise ValueError(f"{fname}: expected {name} of shape ({C},) (one value per channel), "
@@ -189,26 +225,32 @@ cdef cnp.ndarray running(object r, str name, str fname, Py_ssize_t C, bint write
     return arr
 
 
-cdef tuple prepare_out(object out, cnp.ndarray x, str fname):
+cdef bint same_view(cnp.ndarray a, cnp.ndarray b):
+    """a and b view the same elements in the same places (same start and strides)."""
+    return (cnp.PyArray_DATA(a) == cnp.PyArray_DATA(b)
+            and (<object>a).strides == (<object>b).strides)
+
+
+cdef tuple prepare_out(object out, cnp.ndarray x, str fname, str name="out"):
     """(y, final): y is where the kernels write, final what the call returns (y unless `out`
-    overlaps the input in a way other than being it, when y is a temporary copied back)."""
+    overlaps the input in a way other than being it, when y is a temporary copied back).
+    name: the argument's name in messages."""
     cdef cnp.ndarray o
     if out is None:
         y = empty_like(x)
         return y, y
     if not isinstance(out, cnp.ndarray):
-        raise TypeError(f"{fname}: out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{fname}: {name} must be a numpy.ndarray, got {type(out).__name__}")
     o = <cnp.ndarray>out
     if (<object>o).shape != (<object>x).shape:
-        raise ValueError(f"{fname}: out must have the input's shape {(<object>x).shape}, got {(<object>o).shape}")
+        raise ValueError(f"{fname}: {name} must have the input's shape {(<object>x).shape}, got {(<object>o).shape}")
     if o.dtype != x.dtype:
-        raise TypeError(f"{fname}: out must have dtype {x.dtype} (the result dtype), got {o.dtype}")
+        raise TypeError(f"{fname}: {name} must have dtype {x.dtype} (the result dtype), got {o.dtype}")
     if not o.flags.writeable:
-        raise ValueError(f"{fname}: out is read-only")
+        raise ValueError(f"{fname}: {name} is read-only")
     if not cnp.PyArray_ISALIGNED(o):
         return empty_like(x), o
-    if not may_overlap(o, x) or (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(x) and
-                                  (<object>o).strides == (<object>x).strides):
+    if not may_overlap(o, x) or same_view(o, x):
         return o, o
     return empty_like(x), o
 
@@ -270,3 +312,25 @@ cdef int check_running_pair(object rm, object rv, str fname) except -1:
     if (rm is None) != (rv is None):
         raise ValueError(f"{fname}: running_mean and running_var must be given together")
     return 0
+
+
+_ACTIVATIONS = {None: 0, "relu": 1, "silu": 2, "gelu": 3, "gelu_tanh": 4}  # fn_activation
+
+
+cpdef int check_activation(object activation, str fname) except -1:
+    """The fn_activation code of activation: None, "relu", "silu", "gelu" or "gelu_tanh"."""
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(f"{fname}: activation must be None or a str, got "
+                        f"{type(activation).__name__}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"{fname}: activation must be None, 'relu', 'silu', 'gelu' or "
+                         f"'gelu_tanh', got {activation!r}")
+    return _ACTIVATIONS[activation]
+
+
+cpdef double machine_eps(object dtype):
+    """The machine epsilon of a float dtype, bfloat16 (2**-7) included."""
+    dt = np.dtype(dtype)
+    if _is_bf16(dt.num):
+        return 2.0 ** -7
+    return float(np.finfo(dt).eps)

@@ -7,6 +7,8 @@ cdef extern from "fastnorm.h" nogil:
     int FN_EINVAL
     int FN_FLOAT32
     int FN_FLOAT64
+    int FN_FLOAT16
+    int FN_BFLOAT16
     int FN_ACT_NONE
 
     ctypedef struct fn_rows:
@@ -39,6 +41,13 @@ cdef extern from "fastnorm.h" nogil:
         fn_stats stats
         fn_affine affine
         fn_epilogue epilogue
+
+    ctypedef struct fn_add_job:
+        fn_row_job norm
+        const void *residual
+        int64_t rs[4]
+        void *sum
+        int64_t ss[4]
 
     ctypedef struct fn_coefs:
         void *shift
@@ -99,6 +108,7 @@ cdef extern from "fastnorm.h" nogil:
         void (*coefs)(const fn_coef_job *job, const fn_coefs *out) noexcept nogil
         int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int nt) noexcept nogil
         int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int nt) noexcept nogil
+        int (*add_normalize_rows)(const void *x, void *y, const fn_add_job *job, int nt) noexcept nogil
         int (*grad_sums_rows)(const void *x, const void *dy, const fn_grad_row_job *job, int nt) noexcept nogil
         int (*grad_sums_cols)(const void *x, const void *dy, const fn_grad_col_job *job, int nt) noexcept nogil
         int (*grad_apply_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil

@@ -21,10 +21,11 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from fastnorm._checks cimport (as_input, as_nc_input, check_eps, check_momentum,
+from fastnorm._checks cimport (NPY_HALF_, NPY_USERDEF_, as_input, as_nc_input,
+                               bfloat16_typenum, check_activation, check_eps, check_momentum,
                                check_normalized_shape, check_running_pair, check_updated,
-                               empty_like, has_shape, param, prepare_out, prod, running,
-                               unalias,
+                               empty_like, has_shape, machine_eps, may_overlap, param,
+                               prepare_out, prod, running, same_view, unalias,
                                verify_batch_size)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport enter, leave, threads
@@ -50,6 +51,10 @@ cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL:
         k = fn_kernels_for(FN_FLOAT32)
     elif t == cnp.NPY_DOUBLE:
         k = fn_kernels_for(FN_FLOAT64)
+    elif t == NPY_HALF_:
+        k = fn_kernels_for(FN_FLOAT16)
+    elif t >= NPY_USERDEF_ and t == bfloat16_typenum():
+        k = fn_kernels_for(FN_BFLOAT16)
     if k == NULL:
         raise TypeError(f"fastnorm: no kernels for dtype {x.dtype}")
     return k
@@ -91,6 +96,7 @@ cdef class _Call:
     cdef bint training                 # batch statistics (and running stats updated when given)
     cdef int64_t num                   # group_norm: groups; layer_norm: normalized axes
     cdef bint rms
+    cdef int act                       # fn_activation of the epilogue
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
     cdef object stats                  # None, or float64 (2, groups): the batch statistics
                                        # (mean, biased variance) written out, for backward
@@ -131,6 +137,7 @@ cdef _Call _start(str fn, object input, bint nc):
     c.x = as_nc_input(input, fn) if nc else as_input(input, fn)
     c.k = _table(c.x)
     c.ptype = cnp.NPY_FLOAT if c.k.param_itemsize == 4 else cnp.NPY_DOUBLE
+    c.act = FN_ACT_NONE
     return c
 
 
@@ -237,7 +244,7 @@ cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t c
     j.coefs.scale = s.p + n * c.k.param_itemsize
     j.coefs.offset = s.p + 2 * n * c.k.param_itemsize
     j.coef_outer_step = coef_outer_step
-    j.epilogue.activation = FN_ACT_NONE
+    j.epilogue.activation = c.act
     c.k.coefs(&cj, &j.coefs)
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -285,7 +292,7 @@ cdef fn_row_job _row_job(_Call c, fn_rows shape, bint given, double* mean, doubl
     j.affine.group_step = group_step
     j.affine.row_step = row_step
     j.affine.elementwise = elementwise
-    j.epilogue.activation = FN_ACT_NONE
+    j.epilogue.activation = c.act
     return j
 
 
@@ -380,9 +387,10 @@ cdef bint _bn(_Call c) except -1:
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, out=None, stats=None):
+               momentum=0.1, eps=1e-5, out=None, stats=None, activation=None):
     cdef _Call c = _start("batch_norm", input, True)
     c.stats = stats
+    c.act = check_activation(activation, c.fn)
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(training)
     c.eps = check_eps(eps, c.fn)
@@ -590,9 +598,11 @@ cdef bint _gn(_Call c) except -1:
     return True
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None, stats=None):
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None, stats=None,
+               activation=None):
     cdef _Call c = _start("group_norm", input, True)
     c.stats = stats
+    c.act = check_activation(activation, c.fn)
     if isinstance(num_groups, (bool, np.bool_)) or not isinstance(num_groups, (int, np.integer)):
         raise TypeError(f"{c.fn}: num_groups must be an int, got {type(num_groups).__name__}")
     cdef Py_ssize_t C = c.x.shape[1]
@@ -630,11 +640,10 @@ cdef bint _ln(_Call c) except -1:
     return True
 
 
-cdef object _ln_call(str fn, object input, object normalized_shape, object weight, object bias,
-                     object eps, object out, bint rms, object stats):
-    cdef _Call c = _start(fn, input, False)
-    c.stats = stats
-    cdef tuple ns = check_normalized_shape(normalized_shape, fn)
+cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias, object eps,
+                   bint rms, object activation) except -1:
+    """The checks and arguments of layer_norm / rms_norm (and their add_ forms) on c.x."""
+    cdef tuple ns = check_normalized_shape(normalized_shape, c.fn)
     cdef int nk = len(ns)
     cdef cnp.ndarray x = c.x
     if x.ndim < nk or not has_shape(x, ns, x.ndim - nk):
@@ -642,20 +651,157 @@ cdef object _ln_call(str fn, object input, object normalized_shape, object weigh
                          f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     c.num = nk
     c.rms = rms
-    c.eps = np.finfo(x.dtype).eps if (rms and eps is None) else check_eps(eps, fn)
+    c.eps = machine_eps(x.dtype) if (rms and eps is None) else check_eps(eps, c.fn)
+    c.act = check_activation(activation, c.fn)
     c.affine(weight, bias, ns)
     # the kernel's elementwise affine takes weight and bias together
     if c.w is not None and c.b is None:
         c.b = np.zeros(ns, dtype=c.w.dtype)
     elif c.b is not None and c.w is None:
         c.w = np.ones(ns, dtype=c.b.dtype)
+    return 0
+
+
+cdef object _ln_call(str fn, object input, object normalized_shape, object weight, object bias,
+                     object eps, object out, bint rms, object activation, object stats):
+    cdef _Call c = _start(fn, input, False)
+    c.stats = stats
+    _ln_setup(c, normalized_shape, weight, bias, eps, rms, activation)
     return _run(c, out, _ln)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None,
-               stats=None):
-    return _ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False, stats)
+               stats=None, activation=None):
+    return _ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False,
+                    activation, stats)
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None, out=None, stats=None):
-    return _ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True, stats)
+def rms_norm(input, normalized_shape, weight=None, eps=None, out=None, stats=None,
+             activation=None):
+    return _ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True, activation,
+                    stats)
+
+
+# --------------------------------------------------------------------------------------------
+# residual add, then layer norm or rms norm
+
+cdef int _axes4(tuple arrs, int start, int stop, int64_t* n, int64_t* st) except -1:
+    """Axes start..stop-1 of the four same-shape arrays in arrs (x, y, residual, sum) as sizes
+    n[k] and element strides st[4 * k + a], size-1 axes dropped and neighbours merged where they
+    tile in all four (axis order kept: rows are matched across the arrays). Returns the count."""
+    cdef int i, a, m = 0
+    cdef bint tiles
+    cdef cnp.ndarray x = <cnp.ndarray>arrs[0]
+    cdef int64_t isz = cnp.PyArray_ITEMSIZE(x)
+    for i in range(start, stop):
+        if x.shape[i] == 1:
+            continue
+        n[m] = x.shape[i]
+        for a in range(4):
+            st[4 * m + a] = cnp.PyArray_STRIDES(<cnp.ndarray>arrs[a])[i] // isz
+        tiles = m > 0
+        for a in range(4):
+            tiles = tiles and st[4 * (m - 1) + a] == st[4 * m + a] * n[m]
+        if tiles:
+            n[m - 1] *= n[m]
+            for a in range(4):
+                st[4 * (m - 1) + a] = st[4 * m + a]
+        else:
+            m += 1
+    return m
+
+
+cdef bint _add_plan(_Call c, cnp.ndarray r, cnp.ndarray s, fn_add_job* j) except -1:
+    """The add_normalize_rows job of x + r -> s (None: no sum kept) -> y: rows over the trailing
+    c.num axes. False when the arrays cannot be described without a copy."""
+    cdef cnp.ndarray x = c.x
+    cdef int64_t n[64]
+    cdef int64_t st[256]
+    cdef int nd = x.ndim, i, a, km, kk, o
+    cdef tuple arrs = (x, c.y, r, c.y if s is None else s)
+    km = _axes4(arrs, 0, nd - c.num, n, st)
+    kk = _axes4(arrs, nd - c.num, nd, n + km, st + 4 * km)
+    if km > 2 or kk > 1:
+        return False
+    j.norm = _row_job(c, _rows(unit(), unit(), unit(), unit()), False, NULL, NULL, 0, 0,
+                      c.w is not None)
+    cdef fn_rows* sh = &j.norm.shape
+    cdef int64_t* dst[4]
+    dst[0], dst[1], dst[2], dst[3] = sh.xs, sh.ys, j.rs, j.ss
+    sh.outer = n[0] if km == 2 else 1
+    sh.groups = n[km - 1] if km >= 1 else 1
+    sh.row_len = n[km] if kk == 1 else 1
+    for a in range(4):
+        dst[a][0] = st[a] if km == 2 else 0             # outer
+        dst[a][1] = st[4 * (km - 1) + a] if km >= 1 else 0  # groups
+        dst[a][2] = 0                                   # one row per group
+        dst[a][3] = st[4 * km + a] if kk == 1 else 0     # along the row
+    j.residual = cnp.PyArray_DATA(r)
+    j.sum = NULL if s is None else cnp.PyArray_DATA(s)
+    cdef int rc, nt = threads()
+    cdef const void* xp = cnp.PyArray_DATA(x)
+    cdef void* yp = cnp.PyArray_DATA(c.y)
+    with nogil:
+        rc = c.k.add_normalize_rows(xp, yp, j, nt)
+    _check_rc(rc)
+    return True
+
+
+cdef bint _shares(object a, object b):
+    """Whether a and b share an element (interleaved views do not); too hard to tell: yes."""
+    try:
+        return np.shares_memory(a, b, max_work=1 << 20)
+    except np.exceptions.TooHardError:
+        return True
+
+
+cdef object _add_call(str fn, object input, object residual, object normalized_shape,
+                      object weight, object bias, object eps, object out, object sum_out,
+                      bint rms, object activation):
+    cdef _Call c = _start(fn, input, False)
+    cdef cnp.ndarray r = as_input(residual, fn)
+    if (<object>r).shape != (<object>c.x).shape:
+        raise ValueError(f"{fn}: residual must have the input's shape {(<object>c.x).shape}, "
+                         f"got {(<object>r).shape}")
+    if r.dtype != c.x.dtype:
+        raise TypeError(f"{fn}: residual must have the input's dtype {c.x.dtype}, got {r.dtype}")
+    _ln_setup(c, normalized_shape, weight, bias, eps, rms, activation)
+    cdef cnp.ndarray s = None
+    s_final = None
+    if sum_out is not None:
+        s, s_final = prepare_out(sum_out, c.x, fn, "sum_out")
+        if (out is not None and isinstance(out, np.ndarray)
+                and may_overlap(<cnp.ndarray>out, s_final) and _shares(out, s_final)):
+            raise ValueError(f"{fn}: out and sum_out must not share memory")
+        # the kernel reads r[i] before it writes s[i]: s may be r itself, not a shifted view
+        if s is s_final and may_overlap(s, r) and not same_view(s, r):
+            s = empty_like(c.x)
+    c.y, c.final = prepare_out(out, c.x, fn)
+    if c.y is c.final and may_overlap(c.y, r) and not same_view(c.y, r):
+        c.y = empty_like(c.x)
+    c.w, c.b = unalias(unalias(c.w, out), sum_out), unalias(unalias(c.b, out), sum_out)
+    cdef fn_add_job j
+    if c.x.size != 0 and not _add_plan(c, r, s, &j):
+        c.x, r = np.ascontiguousarray(c.x), np.ascontiguousarray(r)
+        c.y = empty_like(c.x)
+        s = None if s is None else empty_like(c.x)
+        _add_plan(c, r, s, &j)  # C order always plans
+    if c.final is not c.y:
+        np.copyto(c.final, c.y)
+    if s is None:
+        return c.final
+    if s_final is not s:
+        np.copyto(s_final, s)
+    return c.final, s_final
+
+
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, out=None,
+                   sum_out=None, activation=None):
+    return _add_call("add_layer_norm", input, residual, normalized_shape, weight, bias, eps, out,
+                     sum_out, False, activation)
+
+
+def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, out=None, sum_out=None,
+                 activation=None):
+    return _add_call("add_rms_norm", input, residual, normalized_shape, weight, None, eps, out,
+                     sum_out, True, activation)

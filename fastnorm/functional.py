@@ -2,13 +2,23 @@
 
 Every function has torch's name, argument names, defaults and semantics, plus a keyword-only
 ``out=``: a writable array of the input's shape and dtype (it may be the input itself, for an
-in-place call) that receives the result and is returned. Inputs are float32 or float64 arrays of
-any layout (C or Fortran order, transposed, negative strides, byte-swapped, channels-last);
-outputs have the input's dtype (native byte order). Running statistics passed in are updated in
-place, as torch does. Arguments are validated before anything is written.
+in-place call) that receives the result and is returned. Inputs are float16, bfloat16 (the
+``ml_dtypes`` package's, optional), float32 or float64 arrays of any layout (C or Fortran order,
+transposed, negative strides, byte-swapped, channels-last); outputs have the input's dtype
+(native byte order). weight and bias may have any real dtype (they are used in float32 for the
+16-bit types and the float32 input, in float64 for float64 input); running statistics any float
+dtype. Running statistics passed in are updated in place, as torch does. Arguments are
+validated before anything is written.
 
 Statistics are computed in one pass in double precision (shifted sums over fixed-size blocks,
-merged with Chan's formula in index order), so results do not depend on the thread count.
+merged with Chan's formula in index order), so results do not depend on the thread count. The
+16-bit types are normalized in float and rounded once, to nearest even, when stored.
+
+Inference extras (not in torch.nn.functional): a keyword-only ``activation=`` (None, "relu",
+"silu", "gelu" or "gelu_tanh") on batch_norm, group_norm, layer_norm, rms_norm and the add_*
+functions applies the activation to each normalized value in the same pass, before it is
+stored; ``add_layer_norm`` and ``add_rms_norm`` normalize ``input + residual`` in one pass over
+memory, optionally keeping the sum (the residual stream of a transformer).
 
 Training: the ``native_*`` functions mirror ``torch.ops.aten``'s forward/backward pairs
 (``native_batch_norm`` / ``native_batch_norm_backward`` ...): the forward also returns the
@@ -24,7 +34,7 @@ import numpy as np
 from . import _backward, _checks, _kernels, _switch
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "switch_norm",
-           "filter_response_norm",
+           "filter_response_norm", "add_layer_norm", "add_rms_norm",
            "native_batch_norm", "native_batch_norm_backward", "native_instance_norm",
            "native_instance_norm_backward", "native_layer_norm", "native_layer_norm_backward",
            "native_group_norm", "native_group_norm_backward", "native_rms_norm",
@@ -32,7 +42,7 @@ __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, out=None):
+               momentum=0.1, eps=1e-5, *, out=None, activation=None):
     r"""Batch normalization over every axis but the channel axis 1.
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
@@ -55,6 +65,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         Added to the variance; finite and >= 0.
     out : ndarray, optional
         Where to write the result (may be ``input``).
+    activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
+        Applied to each output value in the normalize pass (fastnorm only; torch would call
+        ``F.relu``, ``F.silu``, ``F.gelu(approximate="none" / "tanh")`` on the result).
 
     Returns
     -------
@@ -70,7 +83,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (True, dtype('float32'))
     """
     return _kernels.batch_norm(input, running_mean, running_var, weight, bias, training,
-                               momentum, eps, out)
+                               momentum, eps, out, activation=activation)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
@@ -110,7 +123,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                                   use_input_stats, momentum, eps, out)
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
+               activation=None):
     r"""Layer normalization over the trailing ``normalized_shape`` axes.
 
     .. math:: y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta
@@ -125,6 +139,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out
     weight, bias : array_like of shape ``normalized_shape``, optional
     eps : float
     out : ndarray, optional
+    activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
+        See ``batch_norm``.
 
     Returns
     -------
@@ -138,10 +154,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out
     >>> y.shape, bool(np.allclose(y.std(axis=1), 1, atol=1e-3))
     ((4, 768), True)
     """
-    return _kernels.layer_norm(input, normalized_shape, weight, bias, eps, out)
+    return _kernels.layer_norm(input, normalized_shape, weight, bias, eps, out,
+                               activation=activation)
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
+               activation=None):
     r"""Group normalization: channels split into ``num_groups`` groups, each normalized per
     sample over its channels and the spatial axes.
 
@@ -157,6 +175,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None)
         Per-channel affine.
     eps : float
     out : ndarray, optional
+    activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
+        See ``batch_norm``.
 
     Returns
     -------
@@ -171,10 +191,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None)
     >>> bool(np.allclose(g.mean(axis=2), 0, atol=1e-5))
     True
     """
-    return _kernels.group_norm(input, num_groups, weight, bias, eps, out)
+    return _kernels.group_norm(input, num_groups, weight, bias, eps, out, activation=activation)
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None):
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None, activation=None):
     r"""Root-mean-square normalization over the trailing ``normalized_shape`` axes.
 
     .. math:: y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \gamma
@@ -188,6 +208,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None):
     eps : float, optional
         ``None`` (the default, as in torch) means ``np.finfo(input.dtype).eps``.
     out : ndarray, optional
+    activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
+        See ``batch_norm``.
 
     Returns
     -------
@@ -200,7 +222,93 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None):
     >>> np.round(F.rms_norm(x, 2), 6)
     array([[0.848528, 1.131371]])
     """
-    return _kernels.rms_norm(input, normalized_shape, weight, eps, out)
+    return _kernels.rms_norm(input, normalized_shape, weight, eps, out, activation=activation)
+
+
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                   out=None, sum_out=None, activation=None):
+    r"""Layer normalization of ``input + residual``, in one pass over memory (fastnorm only).
+
+    .. math:: s = x + r, \quad y = \frac{s - \mathrm{E}[s]}{\sqrt{\mathrm{Var}[s] + \epsilon}}
+              \gamma + \beta
+
+    The sum is rounded to the input's dtype before it is normalized, as ``x + r`` followed by
+    ``layer_norm`` would store it: the result equals ``layer_norm(input + residual, ...)`` bit for
+    bit. With ``sum_out`` the sum is also written there (the transformer's residual stream); it
+    may be ``residual`` (or ``input``) itself, for the in-place update inference engines use.
+
+    Parameters
+    ----------
+    input, residual : ndarray, shape (*, *normalized_shape)
+        Same shape and dtype.
+    normalized_shape : int or sequence of int
+    weight, bias : array_like of shape ``normalized_shape``, optional
+    eps : float
+    out : ndarray, optional
+        Where to write the normalized result (may be ``input`` or ``residual``; not ``sum_out``).
+    sum_out : ndarray, optional
+        Where to write ``input + residual`` (may be ``input`` or ``residual``).
+    activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
+        See ``batch_norm``.
+
+    Returns
+    -------
+    ndarray, or ``(out, sum_out)`` when ``sum_out`` is given.
+
+    Shape
+    -----
+    input, residual, output and sum: the same shape (*, *normalized_shape).
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> rng = np.random.default_rng(0)
+    >>> x, h = rng.standard_normal((2, 4, 768), dtype=np.float32), np.zeros((2, 4, 768), np.float32)
+    >>> y, h2 = F.add_layer_norm(x, h, 768, sum_out=h)
+    >>> h2 is h, bool(np.array_equal(h, x)), bool(np.array_equal(y, F.layer_norm(x, 768)))
+    (True, True, True)
+    """
+    return _kernels.add_layer_norm(input, residual, normalized_shape, weight, bias, eps, out,
+                                   sum_out, activation)
+
+
+def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, out=None,
+                 sum_out=None, activation=None):
+    r"""RMS normalization of ``input + residual``, in one pass over memory (fastnorm only).
+
+    .. math:: s = x + r, \quad y = \frac{s}{\sqrt{\mathrm{E}[s^2] + \epsilon}} \gamma
+
+    As ``add_layer_norm`` (the sum rounded to the input's dtype, ``sum_out`` optional and allowed
+    to be ``residual``), with ``rms_norm``'s normalization; ``eps=None`` means the machine
+    epsilon of the input's dtype, as in torch.
+
+    Parameters
+    ----------
+    input, residual : ndarray, shape (*, *normalized_shape)
+    normalized_shape : int or sequence of int
+    weight : array_like of shape ``normalized_shape``, optional
+    eps : float, optional
+    out, sum_out : ndarray, optional
+    activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
+
+    Returns
+    -------
+    ndarray, or ``(out, sum_out)`` when ``sum_out`` is given.
+
+    Shape
+    -----
+    input, residual, output and sum: the same shape (*, *normalized_shape).
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm.functional as F
+    >>> x, r = np.array([[1.0, 2.0]]), np.array([[2.0, 2.0]])
+    >>> np.round(F.add_rms_norm(x, r, 2), 6)
+    array([[0.848528, 1.131371]])
+    """
+    return _kernels.add_rms_norm(input, residual, normalized_shape, weight, eps, out, sum_out,
+                                 activation)
+
 
 
 def _per_channel(a, name, C, updated=False, fn="switch_norm"):

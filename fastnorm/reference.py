@@ -11,11 +11,13 @@ No blocking, no threads, no fused tricks, no validation beyond what NumPy does i
 mirror ``fastnorm.functional`` (``dtype=`` instead of ``out=``); results have dtype ``dtype``.
 Running statistics passed in are updated in place, as ``torch.nn.functional`` does.
 """
+import math
+
 import numpy as np
 
 __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm",
            "switch_norm", "filter_response_norm", "conditional_batch_norm", "batch_group_norm",
-           "mask_power_norm", "spectral_norm"]
+           "mask_power_norm", "spectral_norm", "add_layer_norm", "add_rms_norm", "activate"]
 
 
 def _as(a, dtype):
@@ -51,12 +53,29 @@ def _affine(y, weight, bias, shape):
     return y
 
 
+def activate(y, activation):
+    """The activation (None, "relu", "silu", "gelu", "gelu_tanh") by its textbook formula, in
+    y's dtype (gelu's erf with math.erf, elementwise)."""
+    if activation is None:
+        return y
+    if activation == "relu":
+        return np.where(y < 0, 0, y).astype(y.dtype)
+    if activation == "silu":
+        return y / (1 + np.exp(-y))
+    if activation == "gelu":
+        erf = np.frompyfunc(math.erf, 1, 1)
+        return (0.5 * y * (1 + erf(y / math.sqrt(2)).astype(y.dtype))).astype(y.dtype)
+    if activation == "gelu_tanh":
+        return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))
+    raise ValueError(f"unknown activation {activation!r}")
+
+
 def _update(running, stat, momentum):
     running[...] = (1.0 - momentum) * running.astype(np.float64) + momentum * stat
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, dtype=np.float64):
+               momentum=0.1, eps=1e-5, *, dtype=np.float64, activation=None):
     """Batch norm of ``input`` (N, C, *): per channel over N and the spatial axes."""
     x = _as(input, dtype)
     axes = (0,) + tuple(range(2, x.ndim))
@@ -70,7 +89,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         mean = _as(running_mean, dtype).reshape(_channel_shape(x))
         var = _as(running_var, dtype).reshape(_channel_shape(x))
     y = (x - mean) / np.sqrt(var + eps)
-    return _affine(y, weight, bias, _channel_shape(x))
+    return activate(_affine(y, weight, bias, _channel_shape(x)), activation)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
@@ -95,36 +114,56 @@ def _trailing(normalized_shape):
     return (normalized_shape,) if np.ndim(normalized_shape) == 0 else tuple(normalized_shape)
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dtype=np.float64):
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dtype=np.float64,
+               activation=None):
     """Layer norm over the trailing ``normalized_shape`` axes, elementwise affine."""
     x = _as(input, dtype)
     ns = _trailing(normalized_shape)
     axes = tuple(range(x.ndim - len(ns), x.ndim))
     mean, var = _moments(x, axes)
     y = (x - mean) / np.sqrt(var + eps)
-    return _affine(y, weight, bias, ns)
+    return activate(_affine(y, weight, bias, ns), activation)
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, dtype=np.float64):
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, dtype=np.float64,
+               activation=None):
     """Group norm of ``input`` (N, C, *): per (sample, group of C // num_groups channels)."""
     x = _as(input, dtype)
     xg = x.reshape((x.shape[0], num_groups, -1))
     mean, var = _moments(xg, (2,))
     y = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)
-    return _affine(y, weight, bias, _channel_shape(x))
+    return activate(_affine(y, weight, bias, _channel_shape(x)), activation)
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None, *, dtype=np.float64):
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, dtype=np.float64, activation=None):
     """RMS norm over the trailing ``normalized_shape`` axes: x / sqrt(mean(x^2) + eps) * weight.
     ``eps=None`` is the machine epsilon of the input's own dtype, as in torch."""
     if eps is None:
         in_dtype = np.asarray(input).dtype
-        eps = np.finfo(in_dtype if in_dtype.kind == "f" else np.float64).eps
+        if in_dtype.name == "bfloat16":
+            eps = 2.0 ** -7  # ml_dtypes.finfo(bfloat16).eps
+        else:
+            eps = np.finfo(in_dtype if in_dtype.kind == "f" else np.float64).eps
     x = _as(input, dtype)
     ns = _trailing(normalized_shape)
     axes = tuple(range(x.ndim - len(ns), x.ndim))
     y = x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
-    return _affine(y, weight, None, ns)
+    return activate(_affine(y, weight, None, ns), activation)
+
+
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                   dtype=np.float64, activation=None):
+    """layer_norm of ``input + residual``, the sum taken in the input's dtype (as NumPy stores
+    it) and normalized in ``dtype``."""
+    s = np.add(np.asarray(input), np.asarray(residual))
+    return layer_norm(s, normalized_shape, weight, bias, eps, dtype=dtype, activation=activation)
+
+
+def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, dtype=np.float64,
+                 activation=None):
+    """rms_norm of ``input + residual``, the sum taken in the input's dtype."""
+    s = np.add(np.asarray(input), np.asarray(residual))
+    return rms_norm(s, normalized_shape, weight, eps, dtype=dtype, activation=activation)
 
 
 def _unbiased_moments(x, axes):

@@ -25,6 +25,8 @@
  *                                                             row_moments), coefs, normalize_cols
  *   layer_norm, rms_norm           any                        normalize_rows (affine.elementwise;
  *                                                             stats.rms for rms_norm)
+ *   add_layer_norm, add_rms_norm   any                        add_normalize_rows (x + residual
+ *                                                             rounded to T, then as layer_norm)
  *   switch_norm (instance_moments, rows / cols as              row_moments or col_moments, then
  *   normalize_nc)                  instance_norm              normalize_rows (stats.given) or
  *                                                             coefs + normalize_cols
@@ -49,8 +51,9 @@
 extern "C" {
 #endif
 
-/* Storage dtypes, each with a kernel table. */
-typedef enum { FN_FLOAT32 = 0, FN_FLOAT64 = 1, FN_NUM_DTYPES } fn_dtype;
+/* Storage dtypes, each with a kernel table. float16 (IEEE binary16) and bfloat16 are stored as
+ * uint16_t bit patterns and computed in float. */
+typedef enum { FN_FLOAT32 = 0, FN_FLOAT64 = 1, FN_FLOAT16 = 2, FN_BFLOAT16 = 3, FN_NUM_DTYPES } fn_dtype;
 
 /* Row layout: element (o, g, q, l) of x is at x + o*xs[0] + g*xs[1] + q*xs[2] + l*xs[3] (element
  * strides), of y likewise with ys. Group (o, g) has one mean and variance over its rows x row_len
@@ -88,8 +91,18 @@ typedef struct {
     int elementwise;
 } fn_affine;
 
-/* Applied to each normalized (and affine-transformed) value before it is stored. */
-typedef enum { FN_ACT_NONE = 0 } fn_activation;
+/* Applied to each normalized (and affine-transformed) value v, in the compute type, before it is
+ * stored: relu max(v, 0); silu v * sigmoid(v); gelu v * Phi(v) (Phi: the normal CDF); gelu_tanh
+ * torch's tanh approximation of gelu. Each kernel picks a loop specialized for the activation
+ * once per run, so the inner loops have no branch on it. */
+typedef enum {
+    FN_ACT_NONE = 0,
+    FN_ACT_RELU = 1,
+    FN_ACT_SILU = 2,
+    FN_ACT_GELU = 3,
+    FN_ACT_GELU_TANH = 4,
+    FN_NUM_ACT
+} fn_activation;
 typedef struct {
     int activation; /* fn_activation */
 } fn_epilogue;
@@ -102,6 +115,20 @@ typedef struct {
     fn_affine affine;
     fn_epilogue epilogue;
 } fn_row_job;
+
+/* A residual add before a row normalization: s = x + residual, rounded to T (as an unfused
+ * x + r would store it), is written to sum (or, when sum is NULL, to y) and normalized from there
+ * into y as norm describes (norm.shape.xs: x's strides, norm.shape.ys: y's; statistics always
+ * computed). Each element of x, residual and sum is read or written at its own index only, so
+ * sum may be x or residual itself (same strides), and y may be x or residual; y must not share
+ * memory with sum. */
+typedef struct {
+    fn_row_job norm;
+    const void *residual;
+    int64_t rs[4]; /* residual's strides (fn_rows order) */
+    void *sum;     /* NULL: the sum goes to y */
+    int64_t ss[4]; /* sum's strides */
+} fn_add_job;
 
 /* Per-entry coefficients, y = (x - shift) * scale + offset, in the table's param type. The shift
  * is the mean rounded to that type and the offset carries the rest of it, so float data is
@@ -194,6 +221,8 @@ typedef struct {
     int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int n_threads);
     /* x and y may be the same array with the same strides */
     int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int n_threads);
+    /* see fn_add_job */
+    int (*add_normalize_rows)(const void *x, void *y, const fn_add_job *job, int n_threads);
     /* backward (fn_grad_entries): per-entry sums of the row / column layout, then dx */
     int (*grad_sums_rows)(const void *x, const void *dy, const fn_grad_row_job *job, int n_threads);
     int (*grad_sums_cols)(const void *x, const void *dy, const fn_grad_col_job *job, int n_threads);

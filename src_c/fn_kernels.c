@@ -41,14 +41,34 @@
 #define FN_AVX2 1
 #define FN_AVX512 1
 #include <immintrin.h>
-#define FN_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
-#define FN_AVX2_FUNC static __attribute__((noinline, target("avx2,fma")))
-#define FN_AVX512_INLINE static inline __attribute__((always_inline, target("avx512f")))
-#define FN_AVX512_FUNC static __attribute__((noinline, target("avx512f")))
+#define FN_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define FN_AVX2_FUNC static __attribute__((noinline, target("avx2,fma,f16c")))
+#define FN_AVX512_INLINE static inline __attribute__((always_inline, target("avx512f,f16c")))
+#define FN_AVX512_FUNC static __attribute__((noinline, target("avx512f,f16c")))
+/* The statistics loops' loaders: VW stored elements widened to doubles. float16 through F16C,
+ * bfloat16 by shifting its bits into the top half of a float. */
 FN_AVX2_INLINE __m256d fn_load4_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 FN_AVX2_INLINE __m256d fn_load4_f64(const double *p) { return _mm256_loadu_pd(p); }
+FN_AVX2_INLINE __m256d fn_load4_f16(const uint16_t *p)
+{
+    return _mm256_cvtps_pd(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)p)));
+}
+FN_AVX2_INLINE __m256d fn_load4_bf16(const uint16_t *p)
+{
+    const __m128i u = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)p)), 16);
+    return _mm256_cvtps_pd(_mm_castsi128_ps(u));
+}
 FN_AVX512_INLINE __m512d fn_load8_f32(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
 FN_AVX512_INLINE __m512d fn_load8_f64(const double *p) { return _mm512_loadu_pd(p); }
+FN_AVX512_INLINE __m512d fn_load8_f16(const uint16_t *p)
+{
+    return _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)));
+}
+FN_AVX512_INLINE __m512d fn_load8_bf16(const uint16_t *p)
+{
+    const __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
+    return _mm512_cvtps_pd(_mm256_castsi256_ps(u));
+}
 /* Lanes summed in a fixed order. */
 FN_AVX2_INLINE double fn_hsum4(__m256d v)
 {
@@ -80,8 +100,10 @@ void fn_init(void)
 {
     int lvl = 0;
 #if FN_AVX2
-    lvl = __builtin_cpu_supports("avx512f") ? 2
-          : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    /* F16C (float16 conversions) comes with every AVX2 CPU; checked anyway */
+    const int f16c = __builtin_cpu_supports("f16c") != 0;
+    lvl = (__builtin_cpu_supports("avx512f") && f16c) ? 2
+          : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) ? 1 : 0;
     /* FN_SIMD_LEVEL (environment) caps it, to test the other paths on one machine */
     const char *cap = getenv("FN_SIMD_LEVEL");
     if (cap && *cap >= '0' && *cap <= '2' && *cap - '0' < lvl)
@@ -256,25 +278,270 @@ static inline int64_t fn_col_rows_per_block(int64_t C)
     return r < 64 ? 64 : r;
 }
 
+/* float16 and bfloat16 bit patterns to and from float, written with integer and float operations
+ * only so that loops over them vectorize. float16: normals and subnormals by rescaling the shifted
+ * bits by 2^112; the store rounds to nearest even (after F. Giesen's float_to_half_fast3_rtne),
+ * overflow to inf, NaN stays a (quiet) NaN. bfloat16: the top half of a float, rounded to nearest
+ * even, NaN kept quiet. */
+static inline float fn_u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint32_t fn_f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float fn_h2f(uint16_t h)
+{
+    const uint32_t em = (uint32_t)(h & 0x7fffu) << 13, sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t fin = fn_f2u(fn_u2f(em) * 0x1p112f);
+    return fn_u2f((em >= (0x7c00u << 13) ? (em | 0x7f800000u) : fin) | sign);
+}
+static inline uint16_t fn_f2h(float f)
+{
+    uint32_t u = fn_f2u(f);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    u &= 0x7fffffffu;
+    const uint32_t big = u > 0x7f800000u ? (0x7e00u | ((u >> 13) & 0x3ffu)) : 0x7c00u;
+    /* below half's smallest normal: adding 0.5 rounds the value onto half's subnormal grid */
+    const uint32_t sub = fn_f2u(fn_u2f(u) + 0.5f) - 0x3f000000u;
+    /* normal: rebias the exponent (-112 << 23), add 0xfff plus the lowest kept bit, truncate */
+    const uint32_t nrm = (u + 0xc8000fffu + ((u >> 13) & 1u)) >> 13;
+    return (uint16_t)((u >= 0x47800000u ? big : u < 0x38800000u ? sub : nrm) | sign);
+}
+static inline float fn_b2f(uint16_t v) { return fn_u2f((uint32_t)v << 16); }
+static inline uint16_t fn_f2b(float f)
+{
+    const uint32_t u = fn_f2u(f);
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)(f != f ? ((u >> 16) | 0x40u) : r);
+}
+
+/* float16's normalize loops convert runs of up to FN_HB elements into a float buffer (with F16C
+ * where the CPU has it: GCC does not vectorize the conversions above), run float32's loop on it
+ * and convert back; the buffer never leaves L1. Activation-free contiguous runs convert in
+ * registers instead (FN_DIRECT_LOOPS below). bfloat16's conversions vectorize as written (and
+ * the same loops in intrinsics measured no faster), so its loops convert inline. */
+#define FN_HB 512
+#if FN_AVX2
+FN_AVX2_FUNC int64_t fn_load_f16_avx2(const uint16_t *x, int64_t n, float *o)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    return i;
+}
+FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(o + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#endif
+/* float16's activation-free contiguous loops, converting in registers (F16C) rather than through
+ * the buffer: the float32 loops' arithmetic, operation
+ * for operation (no FMA: -ffp-contract=off keeps float32's a*b+c unfused too), and the same
+ * rounding on store, so both give the same bits. Each returns how many of the n elements it did
+ * (a multiple of the vector width; the rest goes through the buffer). */
+#define FN_DIRECT_LOOPS(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, NAME, ATTR)               \
+    ATTR int64_t NAME##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a, float c) \
+    {                                                                                               \
+        const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), m), av), cv));                                  \
+        return i;                                                                                   \
+    }                                                                                               \
+    ATTR int64_t NAME##_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,        \
+                               float c, const float *w, const float *lb)                            \
+    {                                                                                               \
+        const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i,                                                                           \
+                   ADD(MUL(ADD(MUL(SUB(LOADH(x + i), m), av), cv), LOADF(w + i)), LOADF(lb + i)));  \
+        return i;                                                                                   \
+    }                                                                                               \
+    ATTR int64_t NAME##_cols(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,            \
+                             const float *a, const float *c)                                        \
+    {                                                                                               \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), LOADF(mh + i)), LOADF(a + i)), LOADF(c + i)));  \
+        return i;                                                                                   \
+    }
+#if FN_AVX2
+FN_AVX2_INLINE __m256 fn_lh8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+FN_AVX2_INLINE void fn_sh8(uint16_t *p, __m256 v)
+{
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+FN_AVX512_INLINE __m512 fn_lh16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+FN_AVX512_INLINE void fn_sh16(uint16_t *p, __m512 v)
+{
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+FN_DIRECT_LOOPS(8, __m256, fn_lh8, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
+                _mm256_set1_ps, _mm256_loadu_ps, fn_f16_avx2, FN_AVX2_FUNC)
+FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC)
+#define FN_PICK(name, ...)                                                                        \
+    do {                                                                                          \
+        if (fn_simd_level() >= 2)                                                                 \
+            return name##_avx512_##__VA_ARGS__;                                                   \
+        if (fn_simd_level() >= 1)                                                                 \
+            return name##_avx2_##__VA_ARGS__;                                                     \
+    } while (0)
+#else
+#define FN_PICK(name, ...)
+#endif
+/* The direct loops for this CPU, or 0 elements done. */
+#define FN_DIRECT_PICKS(T16)                                                                      \
+    static inline int64_t fn_##T16##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh,  \
+                                           float a, float c)                                      \
+    {                                                                                             \
+        FN_PICK(fn_##T16, scale(x, y, n, mh, a, c));                                              \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, \
+                                            float a, float c, const float *w, const float *lb)    \
+    {                                                                                             \
+        FN_PICK(fn_##T16, affine(x, y, n, mh, a, c, w, lb));                                      \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_cols(const uint16_t *x, uint16_t *y, int64_t n,             \
+                                          const float *mh, const float *a, const float *c)        \
+    {                                                                                             \
+        FN_PICK(fn_##T16, cols(x, y, n, mh, a, c));                                               \
+        return 0;                                                                                 \
+    }
+FN_DIRECT_PICKS(f16)
+
+/* n elements at stride s into o[0..n), and back */
+static FN_HOT void fn_load_f16(const uint16_t *x, int64_t s, int64_t n, float *o)
+{
+    int64_t i = 0;
+#if FN_AVX2
+    if (s == 1 && fn_simd_level() >= 1)
+        i = fn_load_f16_avx2(x, n, o);
+#endif
+    for (; i < n; i++)
+        o[i] = fn_h2f(x[i * s]);
+}
+static FN_HOT void fn_store_f16(const float *o, int64_t n, uint16_t *y, int64_t s)
+{
+    int64_t i = 0;
+#if FN_AVX2
+    if (s == 1 && fn_simd_level() >= 1)
+        i = fn_store_f16_avx2(o, n, y);
+#endif
+    for (; i < n; i++)
+        y[i * s] = fn_f2h(o[i]);
+}
+/* Activations (fn_activation). In float without libm calls, so that the loops vectorize:
+ * exp by Cody-Waite range reduction and a degree-7 polynomial (about 1 ulp); erfc by the
+ * Chebyshev fit of Numerical Recipes' erfcc (fractional error < 1.2e-7). gelu_tanh uses
+ * 0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u)), which has no cancellation. In double, libm. */
+static inline __attribute__((always_inline)) float fn_expf(float x)
+{
+    const int nan = x != x;
+    float xc = x > 88.8f ? 88.8f : x; /* still overflows to inf, and keeps 2^k in range */
+    xc = xc < -104.0f ? -104.0f : xc;
+    xc = nan ? 0.0f : xc;
+    const float kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
+    const float r = (xc - kf * 0.693359375f) - kf * -2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    const int32_t k = (int32_t)kf, k1 = k >> 1, k2 = k - k1; /* 2^k as two normal factors */
+    const float res = p * fn_u2f((uint32_t)(k1 + 127) << 23) * fn_u2f((uint32_t)(k2 + 127) << 23);
+    return nan ? x : res;
+}
+
+static inline __attribute__((always_inline)) float fn_gelu_f(float v)
+{
+    const float z = fabsf(v) * 0.70710678f;
+    const float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = fmaf(p, t, -0.82215223f);
+    p = fmaf(p, t, 1.48851587f);
+    p = fmaf(p, t, -1.13520398f);
+    p = fmaf(p, t, 0.27886807f);
+    p = fmaf(p, t, -0.18628806f);
+    p = fmaf(p, t, 0.09678418f);
+    p = fmaf(p, t, 0.37409196f);
+    p = fmaf(p, t, 1.00002368f);
+    p = fmaf(p, t, -1.26551223f);
+    const float e = t * fn_expf(p - z * z); /* erfc(|v| / sqrt 2) */
+    return v * (v >= 0.0f ? 1.0f - 0.5f * e : 0.5f * e);
+}
+
+static inline __attribute__((always_inline)) float fn_act_f(float v, int act)
+{
+    switch (act) {
+    case FN_ACT_RELU:
+        return v < 0.0f ? 0.0f : v; /* NaN stays NaN */
+    case FN_ACT_SILU:
+        return v / (1.0f + fn_expf(-v));
+    case FN_ACT_GELU:
+        return fn_gelu_f(v);
+    case FN_ACT_GELU_TANH:
+        return v / (1.0f + fn_expf(-1.5957691216f * (v + 0.044715f * v * v * v)));
+    default:
+        return v;
+    }
+}
+
+static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
+{
+    switch (act) {
+    case FN_ACT_RELU:
+        return v < 0.0 ? 0.0 : v;
+    case FN_ACT_SILU:
+        return v / (1.0 + exp(-v));
+    case FN_ACT_GELU:
+        return 0.5 * v * erfc(-v * 0.70710678118654752440);
+    case FN_ACT_GELU_TANH:
+        return 0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v)));
+    default:
+        return v;
+    }
+}
+
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 
 /* One block per storage dtype: its types, conversions and name; the bodies and the table come
  * from fn_kernels_impl.h. A new dtype is one more block here, its entry in fn_kernels_for and in
- * fn_dtype (fastnorm.h), plus SIMD loaders for the statistics loops (fn_loadN_<S> above). */
+ * fn_dtype (fastnorm.h), plus SIMD loaders for the statistics loops (fn_loadN_<S> above).
+ * ACT is the activation in CT; a type with FN_BUFFERED names its buffer converters and reuses
+ * float32's loops (so float32's block comes first). fn_kernels_impl.h undefines them all. */
 #define T float
 #define CT float
 #define S f32
 #define LD(v) (v)
 #define ST(v) (v)
 #define FN_CTMAX FLT_MAX
+#define ACT fn_act_f
+#define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
-#undef T
-#undef CT
-#undef S
-#undef LD
-#undef ST
-#undef FN_CTMAX
 
 #define T double
 #define CT double
@@ -282,13 +549,32 @@ static inline int64_t fn_col_rows_per_block(int64_t C)
 #define LD(v) (v)
 #define ST(v) (v)
 #define FN_CTMAX DBL_MAX
+#define ACT fn_act_d
+#define FN_BUFFERED 0
 #include "fn_kernels_impl.h"
-#undef T
-#undef CT
-#undef S
-#undef LD
-#undef ST
-#undef FN_CTMAX
+
+#define T uint16_t
+#define CT float
+#define S f16
+#define LD(v) fn_h2f(v)
+#define ST(v) fn_f2h(v)
+#define FN_CTMAX FLT_MAX
+#define ACT fn_act_f
+#define FN_BUFFERED 1
+#define FN_LOADBUF fn_load_f16
+#define FN_STOREBUF fn_store_f16
+#define FN_DIRECT(loop) fn_f16_##loop
+#include "fn_kernels_impl.h"
+
+#define T uint16_t
+#define CT float
+#define S bf16
+#define LD(v) fn_b2f(v)
+#define ST(v) fn_f2b(v)
+#define FN_CTMAX FLT_MAX
+#define ACT fn_act_f
+#define FN_BUFFERED 0
+#include "fn_kernels_impl.h"
 
 const fn_kernel_table *fn_kernels_for(int dtype)
 {
@@ -297,6 +583,10 @@ const fn_kernel_table *fn_kernels_for(int dtype)
         return &table_f32;
     case FN_FLOAT64:
         return &table_f64;
+    case FN_FLOAT16:
+        return &table_f16;
+    case FN_BFLOAT16:
+        return &table_bf16;
     default:
         return NULL;
     }

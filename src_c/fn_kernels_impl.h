@@ -1,11 +1,16 @@
 /* Kernel bodies, compiled once per storage dtype: fn_kernels.c defines, for each dtype,
- *   T        the stored element type                     (float, double)
+ *   T        the stored element type       (float, double; uint16_t for float16 and bfloat16)
  *   CT       the compute type of weights, biases, coefficients and the normalize arithmetic
- *   S        the name suffix                              (f32, f64)
+ *   S        the name suffix                              (f32, f64, f16, bf16)
  *   LD(v)    a stored element as CT, ST(v) a CT value as T
  *   FN_CTMAX CT's largest finite value
- * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table).
- * Not a public header. */
+ *   ACT(v, act) the activation act applied to a CT value
+ *   FN_BUFFERED 1 for a type whose normalize loops run float32's on a float buffer filled by
+ *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride);
+ *            FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
+ *            activation-free run first, in registers (returns how many elements)
+ * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table),
+ * and consumes (undefines) these parameters. Not a public header. */
 
 #define FN_CAT_(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
@@ -288,49 +293,195 @@ static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
 }
 
 /* The normalize loops. Each is one run of n elements at strides sx, sy; same-index in place
- * (x == y) is allowed. The contiguous case is written apart so that it vectorizes. */
+ * (x == y) is allowed. The contiguous case is written apart so that it vectorizes. Each loop is
+ * compiled once per activation (act is a constant in each copy: no branch in the inner loop);
+ * FN(<loop>_runs)[act] is the copy for act. */
+#if !FN_BUFFERED
+#define FN_INLINE static inline __attribute__((always_inline))
 
-/* y = (x - mh) * a + c */
-static FN_HOT void FN(scale_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
-                                 CT a, CT c)
+/* y = act((x - mh) * a + c) */
+FN_INLINE void FN(scale_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a,
+                              CT c, const int act)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = ST((LD(x[i]) - mh) * a + c);
+            y[i] = ST(ACT((LD(x[i]) - mh) * a + c, act));
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = ST((LD(x[i * sx]) - mh) * a + c);
+            y[i * sy] = ST(ACT((LD(x[i * sx]) - mh) * a + c, act));
     }
 }
 
-/* y = ((x - mh) * a + c) * w[i] + lb[i] (LayerNorm's elementwise affine) */
-static FN_HOT void FN(affine_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
-                                  CT a, CT c, const CT *w, const CT *lb)
+/* y = act(((x - mh) * a + c) * w[i] + lb[i]) (LayerNorm's elementwise affine) */
+FN_INLINE void FN(affine_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a,
+                               CT c, const CT *w, const CT *lb, const int act)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i] + lb[i]);
+            y[i] = ST(ACT(((LD(x[i]) - mh) * a + c) * w[i] + lb[i], act));
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = ST(((LD(x[i * sx]) - mh) * a + c) * w[i] + lb[i]);
+            y[i * sy] = ST(ACT(((LD(x[i * sx]) - mh) * a + c) * w[i] + lb[i], act));
     }
 }
 
-/* y[i] = (x[i] - mh[i]) * a[i] + c[i] (one row across the columns) */
-static FN_HOT void FN(cols_run)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh,
-                                const CT *a, const CT *c)
+/* y[i] = act((x[i] - mh[i]) * a[i] + c[i]) (one row across the columns) */
+FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh,
+                             const CT *a, const CT *c, const int act)
 {
     if (sx == 1 && sy == 1) {
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
-            y[i] = ST((LD(x[i]) - mh[i]) * a[i] + c[i]);
+            y[i] = ST(ACT((LD(x[i]) - mh[i]) * a[i] + c[i], act));
     } else {
         for (int64_t i = 0; i < n; i++)
-            y[i * sy] = ST((LD(x[i * sx]) - mh[i]) * a[i] + c[i]);
+            y[i * sy] = ST(ACT((LD(x[i * sx]) - mh[i]) * a[i] + c[i], act));
     }
 }
+
+#define FN_SCALE_ARGS const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a, CT c
+#define FN_AFFINE_ARGS FN_SCALE_ARGS, const CT *w, const CT *lb
+#define FN_COLS_ARGS                                                                             \
+    const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a, const CT *c
+#define FN_ACT_LOOPS(K, act)                                                                     \
+    static FN_HOT void FN(scale_run_##K)(FN_SCALE_ARGS)                                          \
+    {                                                                                            \
+        FN(scale_body)(x, y, n, sx, sy, mh, a, c, act);                                          \
+    }                                                                                            \
+    static FN_HOT void FN(affine_run_##K)(FN_AFFINE_ARGS)                                        \
+    {                                                                                            \
+        FN(affine_body)(x, y, n, sx, sy, mh, a, c, w, lb, act);                                  \
+    }                                                                                            \
+    static FN_HOT void FN(cols_run_##K)(FN_COLS_ARGS)                                            \
+    {                                                                                            \
+        FN(cols_body)(x, y, n, sx, sy, mh, a, c, act);                                           \
+    }
+FN_ACT_LOOPS(none, FN_ACT_NONE)
+FN_ACT_LOOPS(relu, FN_ACT_RELU)
+FN_ACT_LOOPS(silu, FN_ACT_SILU)
+FN_ACT_LOOPS(gelu, FN_ACT_GELU)
+FN_ACT_LOOPS(gelu_tanh, FN_ACT_GELU_TANH)
+static void (*const FN(scale_runs)[FN_NUM_ACT])(FN_SCALE_ARGS) = {
+    FN(scale_run_none), FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
+    FN(scale_run_gelu_tanh)};
+static void (*const FN(affine_runs)[FN_NUM_ACT])(FN_AFFINE_ARGS) = {
+    FN(affine_run_none), FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
+    FN(affine_run_gelu_tanh)};
+static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
+    FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
+    FN(cols_run_gelu_tanh)};
+#undef FN_ACT_LOOPS
+#undef FN_SCALE_ARGS
+#undef FN_AFFINE_ARGS
+#undef FN_COLS_ARGS
+#undef FN_INLINE
+
+#define FN_SCALE_RUN(act, x, y, n, sx, sy, mh, a, c) FN(scale_runs)[act](x, y, n, sx, sy, mh, a, c)
+#define FN_AFFINE_RUN(act, x, y, n, sx, sy, mh, a, c, w, lb)                                     \
+    FN(affine_runs)[act](x, y, n, sx, sy, mh, a, c, w, lb)
+#define FN_COLS_RUN(act, x, y, n, sx, sy, mh, a, c) FN(cols_runs)[act](x, y, n, sx, sy, mh, a, c)
+
+/* s = x + r, added in CT and rounded to T (the residual add of add_normalize_rows; exact before
+ * the rounding for the 16-bit types) */
+static FN_HOT void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int64_t sr,
+                               int64_t ss)
+{
+    if (sx == 1 && sr == 1 && ss == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            s[i] = ST(LD(x[i]) + LD(r[i]));
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            s[i * ss] = ST(LD(x[i * sx]) + LD(r[i * sr]));
+    }
+}
+
+#else /* FN_BUFFERED: float32's loops on a float buffer, FN_HB elements at a time */
+
+#define FN_BY_BUFFER(i0, m, n, ...)                                                               \
+    for (int64_t i0 = 0; i0 < (n); i0 += FN_HB) {                                                \
+        const int64_t m = (n) - i0 < FN_HB ? (n) - i0 : FN_HB;                                   \
+        __VA_ARGS__                                                                              \
+    }
+static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
+                           CT a, CT c)
+{
+    float buf[FN_HB];
+#ifdef FN_DIRECT
+    if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        n -= d;
+    }
+#endif
+    FN_BY_BUFFER(i0, m, n, {
+        FN_LOADBUF(x + i0 * sx, sx, m, buf);
+        scale_runs_f32[act](buf, buf, m, 1, 1, mh, a, c);
+        FN_STOREBUF(buf, m, y + i0 * sy, sy);
+    });
+}
+static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
+                            CT a, CT c, const CT *w, const CT *lb)
+{
+    float buf[FN_HB];
+#ifdef FN_DIRECT
+    if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+#endif
+    FN_BY_BUFFER(i0, m, n, {
+        FN_LOADBUF(x + i0 * sx, sx, m, buf);
+        affine_runs_f32[act](buf, buf, m, 1, 1, mh, a, c, w + i0, lb + i0);
+        FN_STOREBUF(buf, m, y + i0 * sy, sy);
+    });
+}
+static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy,
+                          const CT *mh, const CT *a, const CT *c)
+{
+    float buf[FN_HB];
+#ifdef FN_DIRECT
+    if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(cols)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        mh += d;
+        a += d;
+        c += d;
+        n -= d;
+    }
+#endif
+    FN_BY_BUFFER(i0, m, n, {
+        FN_LOADBUF(x + i0 * sx, sx, m, buf);
+        cols_runs_f32[act](buf, buf, m, 1, 1, mh + i0, a + i0, c + i0);
+        FN_STOREBUF(buf, m, y + i0 * sy, sy);
+    });
+}
+#define FN_SCALE_RUN FN(scale_run_)
+#define FN_AFFINE_RUN FN(affine_run_)
+#define FN_COLS_RUN FN(cols_run_)
+
+/* s = x + r, added in float and rounded to T (exact before the rounding) */
+static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int64_t sr,
+                        int64_t ss)
+{
+    float a[FN_HB], b[FN_HB];
+    FN_BY_BUFFER(i0, m, n, {
+        FN_LOADBUF(x + i0 * sx, sx, m, a);
+        FN_LOADBUF(r + i0 * sr, sr, m, b);
+        add_run_f32(a, b, a, m, 1, 1, 1);
+        FN_STOREBUF(a, m, s + i0 * ss, ss);
+    });
+}
+#undef FN_BY_BUFFER
+#endif
 
 /* Table entry normalize_cols: units of whole rows of about FN_NCHUNK elements. */
 static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, int n_threads)
@@ -339,7 +490,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     T *y = (T *)yv;
     const fn_cols *s = &jb->shape;
     const int64_t P1 = s->outer, R = s->rows, C = s->cols, cp = jb->coef_outer_step;
-    if (jb->epilogue.activation != FN_ACT_NONE)
+    const int act = jb->epilogue.activation;
+    if (act < 0 || act >= FN_NUM_ACT)
         return FN_EINVAL;
     if (P1 <= 0 || R <= 0 || C <= 0)
         return FN_OK;
@@ -352,8 +504,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
         for (int64_t r = r0; r < r1; r++)
-            FN(cols_run)(x + p1 * s->xs[0] + r * s->xs[1], y + p1 * s->ys[0] + r * s->ys[1], C,
-                         s->xs[2], s->ys[2], mh + k, a + k, c + k);
+            FN_COLS_RUN(act, x + p1 * s->xs[0] + r * s->xs[1], y + p1 * s->ys[0] + r * s->ys[1],
+                        C, s->xs[2], s->ys[2], mh + k, a + k, c + k);
     });
     return FN_OK;
 }
@@ -362,7 +514,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
  * its mean and rstd. */
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
                                    int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
-                                   double mean, double rstd)
+                                   int act, double mean, double rstd)
 {
     /* the mean as CT hi plus a double remainder folded into the offset: float data is centred
      * on a float mean without rounding the true mean to float first */
@@ -373,15 +525,50 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
         const T *xr = xg + q * s->xs[2] + l0 * s->xs[3];
         T *yr = yg + q * s->ys[2] + l0 * s->ys[3];
         if (af->elementwise) {
-            FN(affine_run)(xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
-                           FN(narrow)(-dl * rstd), w + l0, b + l0);
+            FN_AFFINE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
+                          FN(narrow)(-dl * rstd), w + l0, b + l0);
         } else {
             const int64_t j = p2 * af->group_step + q * af->row_step;
             const double a = w ? rstd * (double)w[j] : rstd;
             const double c = (b ? (double)b[j] : 0.0) - dl * a;
-            FN(scale_run)(xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(a), FN(narrow)(c));
+            FN_SCALE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(a),
+                         FN(narrow)(c));
         }
     }
+}
+
+/* Whether normalize_rows' fused path applies: groups of gbytes that fit in cache
+ * (fn_fuse_bytes) and P of them that share out evenly over nt threads. */
+static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
+{
+    return gbytes <= fn_fuse_bytes(nt) && (nt == 1 || P % nt == 0 || P >= 8 * nt);
+}
+
+/* The fused path's work on group g: its statistics, then its normalization while in cache. */
+static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job *jb,
+                                   const fn_rowplan *pl)
+{
+    const fn_rows *s = &jb->shape;
+    const int64_t p1 = g / s->groups, p2 = g % s->groups, Q = s->rows, L = s->row_len;
+    const T *xg = x + p1 * s->xs[0] + p2 * s->xs[1];
+    double mean, m2, var;
+    FN(group_moments)(xg, pl, Q, L, s->xs[2], s->xs[3], jb->stats.rms, &mean, &m2);
+    var = m2 / (double)(Q * L);
+    if (jb->stats.mean)
+        jb->stats.mean[g] = mean;
+    if (jb->stats.var)
+        jb->stats.var[g] = var;
+    FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine,
+                    jb->epilogue.activation, mean, 1.0 / sqrt(var + jb->stats.eps));
+}
+
+static inline int FN(bad_job)(const fn_row_job *jb)
+{
+    const fn_affine *af = &jb->affine;
+    const int act = jb->epilogue.activation;
+    return (af->elementwise && (!af->weight || !af->bias)) ||
+           (jb->stats.given && (!jb->stats.mean || !jb->stats.var)) || act < 0 ||
+           act >= FN_NUM_ACT;
 }
 
 /* Table entry normalize_rows. When the statistics are computed, groups that fit in cache
@@ -396,11 +583,10 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const fn_rows *s = &jb->shape;
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2;
-    const int given = jb->stats.given, rms = jb->stats.rms;
+    const int given = jb->stats.given, rms = jb->stats.rms, act = jb->epilogue.activation;
     const double eps = jb->stats.eps;
     double *gmean = jb->stats.mean, *gvar = jb->stats.var;
-    if ((af->elementwise && (!af->weight || !af->bias)) || (given && (!gmean || !gvar)) ||
-        jb->epilogue.activation != FN_ACT_NONE)
+    if (FN(bad_job)(jb))
         return FN_EINVAL;
     if (P <= 0 || Q <= 0 || L <= 0)
         return FN_OK;
@@ -409,22 +595,9 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
-    if (!given && gsize * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) &&
-        (nt == 1 || P % nt == 0 || P >= 8 * nt)) {
+    if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        FN_PFOR(ntf, g, P, {
-            const int64_t p1 = g / P2, p2 = g % P2;
-            const T *xg = x + p1 * s->xs[0] + p2 * s->xs[1];
-            double mean, m2, var;
-            FN(group_moments)(xg, &pl, Q, L, s->xs[2], s->xs[3], rms, &mean, &m2);
-            var = m2 / (double)gsize;
-            if (gmean)
-                gmean[g] = mean;
-            if (gvar)
-                gvar[g] = var;
-            FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, af, mean,
-                            1.0 / sqrt(var + eps));
-        });
+        FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl); });
         return FN_OK;
     }
     /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
@@ -480,22 +653,85 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
             const int64_t p1 = g / P2, p2 = g % P2;
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
-                            p2, q, q + 1, l0, l1, s, af, mean[g], rstd[g]);
+                            p2, q, q + 1, l0, l1, s, af, act, mean[g], rstd[g]);
         });
     }
     free(buf);
     return FN_OK;
 }
 
+
+/* Table entry add_normalize_rows (see fn_add_job). Fused like normalize_rows: a thread adds a
+ * group into the sum, then takes its statistics and normalizes it from there while it is in
+ * cache, so x and residual are read once. Otherwise the whole sum first, then normalize_rows
+ * on it. Both normalize the stored (rounded) sum with normalize_rows' blocks: the result is
+ * normalize_rows of x + residual, bit for bit. */
+static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb, int n_threads)
+{
+    const T *x = (const T *)xv, *r = (const T *)jb->residual;
+    T *y = (T *)yv;
+    const fn_rows *s = &jb->norm.shape;
+    const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2;
+    if (FN(bad_job)(&jb->norm) || jb->norm.stats.given || !r)
+        return FN_EINVAL;
+    if (P <= 0 || Q <= 0 || L <= 0)
+        return FN_OK;
+    /* the job normalize_rows runs: from the sum (in sum, or in y) into y */
+    T *t = jb->sum ? (T *)jb->sum : y;
+    const int64_t *ts = jb->sum ? jb->ss : s->ys, *xs = s->xs, *rs = jb->rs;
+    fn_row_job nj = jb->norm;
+    memcpy(nj.shape.xs, ts, sizeof nj.shape.xs);
+    const fn_rowplan pl = fn_plan_rows(Q, L);
+    const int nt = fn_eff_threads(P * Q * L, P * pl.nb, n_threads);
+    if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
+        const int ntf = P < nt ? (int)P : nt;
+        FN_PFOR(ntf, g, P, {
+            const int64_t p1 = g / P2, p2 = g % P2;
+            for (int64_t q = 0; q < Q; q++)
+                FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
+                            r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
+                            t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
+            FN(fused_group)(t, y, g, &nj, &pl);
+        });
+        return FN_OK;
+    }
+    const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
+    const int nta = fn_eff_threads(P * Q * L, U, n_threads);
+    FN_PFOR(nta, u, U, {
+        const int64_t row = u / cpl, g = row / Q, q = row % Q, p1 = g / P2, p2 = g % P2;
+        const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
+        FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2] + l0 * xs[3],
+                    r + p1 * rs[0] + p2 * rs[1] + q * rs[2] + l0 * rs[3],
+                    t + p1 * ts[0] + p2 * ts[1] + q * ts[2] + l0 * ts[3], l1 - l0, xs[3], rs[3],
+                    ts[3]);
+    });
+    return FN(normalize_rows)(t, y, &nj, n_threads);
+}
+
 #include "fn_backward_impl.h"
 
 static const fn_kernel_table FN(table) = {
     FN_STR(S), (int)sizeof(T), (int)sizeof(CT), FN(row_moments), FN(col_moments), FN(coefs),
-    FN(normalize_cols), FN(normalize_rows),
+    FN(normalize_cols), FN(normalize_rows), FN(add_normalize_rows),
     FN(grad_sums_rows), FN(grad_sums_cols), FN(grad_apply_rows), FN(grad_apply_cols), FN(grad_rows),
     FN(grad_layer),
 };
 
+#undef FN_SCALE_RUN
+#undef FN_AFFINE_RUN
+#undef FN_COLS_RUN
+
 #undef FN
 #undef FN_CAT
 #undef FN_CAT_
+#undef T
+#undef CT
+#undef S
+#undef LD
+#undef ST
+#undef FN_CTMAX
+#undef ACT
+#undef FN_BUFFERED
+#undef FN_LOADBUF
+#undef FN_STOREBUF
+#undef FN_DIRECT

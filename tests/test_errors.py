@@ -28,7 +28,7 @@ class S:
         return [a.tobytes() for a in (self.rm, self.rv, self.out, self.x)]
 
 
-BAD_DTYPES = [np.int32, np.int64, np.uint8, np.complex64, np.complex128, np.bool_, np.float16,
+BAD_DTYPES = [np.int32, np.int64, np.uint8, np.complex64, np.complex128, np.bool_, np.longdouble,
               object]
 
 
@@ -589,10 +589,10 @@ for _name, _factory in [("bn", lambda **kw: fastnorm.BatchNorm2d(3, **kw)),
         (f"{_name}-device-cuda", (lambda f: lambda: f(device="cuda"))(_factory), ValueError,
          [r"CPU only", r"'cuda'"]),
     ]
-    for _dt in [np.int32, np.float16, "complex64", "bogus", np.bool_]:
+    for _dt in [np.int32, np.longdouble, "complex64", "bogus", np.bool_]:
         CTOR.append((f"{_name}-dtype-{getattr(_dt, '__name__', _dt)}",
                      (lambda f, d: lambda: f(dtype=d))(_factory, _dt), TypeError,
-                     [r"dtype must be float32 or float64",
+                     [r"dtype must be float16, bfloat16, float32 or float64",
                       str(getattr(_dt, "__name__", _dt)).replace("bool_", "bool")]))
 for _name, _factory in [("bn", lambda **kw: fastnorm.BatchNorm1d(3, **kw)),
                         ("in", lambda **kw: fastnorm.InstanceNorm3d(3, **kw))]:

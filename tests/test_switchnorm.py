@@ -283,7 +283,7 @@ def test_state_dict_round_trip_and_strict_loading():
 
 
 @pytest.mark.parametrize("kw,exc", [
-    ({"dtype": np.int32}, TypeError), ({"dtype": np.float16}, TypeError),
+    ({"dtype": np.int32}, TypeError), ({"dtype": np.longdouble}, TypeError),
     ({"eps": -1.0}, ValueError), ({"eps": "1e-5"}, TypeError),
     ({"momentum": None}, TypeError), ({"momentum": float("nan")}, ValueError),
     ({"num_features": -1}, ValueError), ({"num_features": 2.0}, TypeError),
@@ -307,7 +307,7 @@ def _bad_inputs_2d():
         (rng.standard_normal((2, 3, 4, 4, 1)), ValueError, "expected 4D input"),
         (rng.standard_normal((2, 4, 3, 3)), ValueError, "3 channels"),
         (np.ones((2, 3, 3, 3), np.int64), TypeError, "float32 or float64"),
-        (np.ones((2, 3, 3, 3), np.float16), TypeError, "float32 or float64"),
+        (np.ones((2, 3, 3, 3), np.longdouble), TypeError, "float32 or float64"),
         (np.ones((2, 3, 3, 3), np.complex128), TypeError, "float32 or float64"),
         (rng.standard_normal((4, 3, 1, 1)), ValueError, "more than 1 spatial element"),
     ]

@@ -334,8 +334,10 @@ def test_torch_dtype_objects_accepted(torch):
     m = fastnorm.BatchNorm2d(3, dtype=torch.float64, device=torch.device("cpu"))
     assert m.weight.dtype == np.float64 and m.running_var.dtype == np.float64
     assert fastnorm.LayerNorm(3, dtype=torch.float32).weight.dtype == np.float32
+    assert fastnorm.GroupNorm(1, 3, dtype=torch.float16).weight.dtype == np.float16
+    assert fastnorm.GroupNorm(1, 3, dtype=torch.bfloat16).weight.dtype.name == "bfloat16"
     with pytest.raises(TypeError):
-        fastnorm.GroupNorm(1, 3, dtype=torch.float16)
+        fastnorm.GroupNorm(1, 3, dtype=torch.complex64)
 
 
 def test_legacy_checkpoint_without_num_batches_tracked_matches_torch(torch):
@@ -475,11 +477,8 @@ TORCH_ACCEPTS = [
                                             eps=float("nan"))),
     ("LayerNorm-eps-negative", lambda L: L.nn.LayerNorm(5, eps=-1.0)),
     ("BatchNorm2d-eps-inf", lambda L: L.nn.BatchNorm2d(3, eps=float("inf"))),
-    # README: the input must be float32 or float64 (torch computes in half precision, and
-    # rms_norm takes complex input)
-    ("bn-float16", lambda L: L.F.batch_norm(L.a(X.astype("f2")), None, None, training=True)),
-    ("ln-float16", lambda L: L.F.layer_norm(L.a(X.astype("f2")), (5,))),
-    ("gn-float16", lambda L: L.F.group_norm(L.a(X.astype("f2")), 3)),
+    # README: the input must be float16, bfloat16, float32 or float64 (torch's rms_norm takes
+    # complex input)
     ("rms-complex", lambda L: L.F.rms_norm(L.a(X.astype("c8")), (5,))),
     # not in the README: torch checks num_channels % num_groups == 0 only, which a negative
     # num_groups passes (-2 divides 4); forward then fails. fastnorm refuses it up front.

@@ -30,20 +30,30 @@ class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpec
 
 
 def check_dtype(dtype):
-    """The parameter dtype of a layer: float32 (None) or float64. torch dtypes are accepted by
-    name (``torch.float64`` -> float64) so code written for torch runs unchanged."""
+    """The parameter dtype of a layer: float32 (None), float64, float16 or bfloat16 (ml_dtypes',
+    imported only when asked for). torch dtypes are accepted by name (``torch.float64`` ->
+    float64) so code written for torch runs unchanged."""
     if dtype is None:
         return np.dtype(np.float32)
     name = str(dtype)
     if name.startswith("torch."):
         dtype = name[len("torch."):]
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError("dtype bfloat16 needs the ml_dtypes package "
+                            "(pip install 'fastnorm-cpu[bf16]')") from None
+        dtype = ml_dtypes.bfloat16
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
     # `is None` first: np.dtype("float64") == None is True
-    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64 (or None for float32), got {dtype!r}")
+    if dt is None or not (dt in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+                          or dt.name == "bfloat16"):
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64 (or None for "
+                        f"float32), got {dtype!r}")
     return dt
 
 
@@ -321,7 +331,7 @@ class Module:
             except Exception as exc:  # noqa: BLE001 - reported with the key, like torch
                 value, why = None, f"{type(exc).__name__}: {exc}"
             else:
-                why = None if value.dtype.kind in "fiub" else f"an array of dtype {value.dtype}"
+                why = None if _checks.is_real_dtype(value.dtype) else f"an array of dtype {value.dtype}"
             if why is not None:
                 error_msgs.append(f'While copying the parameter named "{key}", expected a numeric '
                                   f"array or tensor from checkpoint but received {why}")

@@ -166,7 +166,7 @@ class SwitchNorm2d(_SwitchNorm):
 
     Shape
     -----
-    Input (N, C, H, W) with H * W > 1, float32 or float64, any memory layout; output the same
+    Input (N, C, H, W) with H * W > 1, float16, bfloat16, float32 or float64, any memory layout; output the same
     shape and dtype. The input is never modified.
 
     Notes

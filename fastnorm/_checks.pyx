@@ -87,6 +87,12 @@ cpdef bint is_real_dtype(object dtype):
     return dt.kind in "fiub" or _is_bf16(dt.num)
 
 
+cpdef bint is_float_dtype(object dtype):
+    """An input dtype with kernels: float16, bfloat16, float32 or float64 (any byte order)."""
+    dt = np.dtype(dtype)
+    return (dt.kind == "f" and dt.itemsize in (2, 4, 8)) or _is_bf16(dt.num)
+
+
 cdef inline bint _is_float(cnp.ndarray a):
     cdef int t = cnp.PyArray_TYPE(a)
     return (t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE or t == NPY_HALF_ or _is_bf16(t))

@@ -100,6 +100,9 @@ cdef class _Call:
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
     cdef object stats                  # None, or float64 (2, groups): the batch statistics
                                        # (mean, biased variance) written out, for backward
+    cdef cnp.ndarray r                 # add_*: the residual (None for the other ops)
+    cdef cnp.ndarray s                 # add_*: where the kernels write the sum, or None
+    cdef object s_final                # add_*: sum_out (s, or sum_out when s is a temporary)
 
     cdef double* stat(self, int row):
         """Row 0 (mean) or 1 (variance) of stats, NULL without it."""
@@ -144,33 +147,43 @@ cdef _Call _start(str fn, object input, bint nc):
 ctypedef bint (*_Planner)(_Call) except -1  # True: ran; False: the layout needs a copy first
 
 
-cdef object _run(_Call c, object out, _Planner plan):
-    """The skeleton every op shares, after its own checks: prepare the output, plan and run
-    (again on a C-order copy when the layout cannot be described), finish; counted as a call in
+cdef object _run(_Call c, object out, _Planner plan, object sum_out=None):
+    """The skeleton every op shares, after its own checks: prepare the outputs, plan and run
+    (again on C-order copies when the layout cannot be described), finish; counted as a call in
     progress, whose threads concurrent calls share (fastnorm._runtime)."""
     enter()
     try:
-        return _run_counted(c, out, plan)
+        return _run_counted(c, out, plan, sum_out)
     finally:
         leave()
 
 
-cdef object _run_counted(_Call c, object out, _Planner plan):
+cdef object _run_counted(_Call c, object out, _Planner plan, object sum_out):
+    if c.r is not None:
+        _prepare_sum(c, out, sum_out)
     c.y, c.final = prepare_out(out, c.x, c.fn)
+    if c.r is not None and c.y is c.final and may_overlap(c.y, c.r) and not same_view(c.y, c.r):
+        c.y = empty_like(c.x)  # the residual is read as the output is written: out may be it
     if c.training and c.rm is not None:
         check_updated(c.rm, c.rv, out, c.fn)
-    c.w, c.b = unalias(c.w, out), unalias(c.b, out)
-    if c.x.size == 0:
-        return c.final
-    if not plan(c):
+    c.w, c.b = unalias(unalias(c.w, out), sum_out), unalias(unalias(c.b, out), sum_out)
+    if c.x.size != 0 and not plan(c):
         c.x = np.ascontiguousarray(c.x)
         c.y = empty_like(c.x)
         if out is None:
             c.final = c.y
+        if c.r is not None:
+            c.r = np.ascontiguousarray(c.r)
+        if c.s is not None:
+            c.s = empty_like(c.x)
         plan(c)  # C order always plans
     if c.final is not c.y:
         np.copyto(c.final, c.y)
-    return c.final
+    if c.s is None:
+        return c.final
+    if c.s_final is not c.s:
+        np.copyto(c.s_final, c.s)
+    return c.final, c.s_final
 
 
 cdef inline PyThreadState* _unlock(_Call c) noexcept:
@@ -711,10 +724,12 @@ cdef int _axes4(tuple arrs, int start, int stop, int64_t* n, int64_t* st) except
     return m
 
 
-cdef bint _add_plan(_Call c, cnp.ndarray r, cnp.ndarray s, fn_add_job* j) except -1:
-    """The add_normalize_rows job of x + r -> s (None: no sum kept) -> y: rows over the trailing
-    c.num axes. False when the arrays cannot be described without a copy."""
-    cdef cnp.ndarray x = c.x
+cdef bint _add(_Call c) except -1:
+    """add_normalize_rows of x + r -> s (None: no sum kept) -> y: rows over the trailing c.num
+    axes. False when the arrays cannot be described without a copy."""
+    cdef fn_add_job job
+    cdef fn_add_job* j = &job
+    cdef cnp.ndarray x = c.x, r = c.r, s = c.s
     cdef int64_t n[64]
     cdef int64_t st[256]
     cdef int nd = x.ndim, i, a, km, kk, o
@@ -739,10 +754,12 @@ cdef bint _add_plan(_Call c, cnp.ndarray r, cnp.ndarray s, fn_add_job* j) except
     j.residual = cnp.PyArray_DATA(r)
     j.sum = NULL if s is None else cnp.PyArray_DATA(s)
     cdef int rc, nt = threads()
+    cdef PyThreadState* ts
     cdef const void* xp = cnp.PyArray_DATA(x)
     cdef void* yp = cnp.PyArray_DATA(c.y)
-    with nogil:
-        rc = c.k.add_normalize_rows(xp, yp, j, nt)
+    ts = _unlock(c)
+    rc = c.k.add_normalize_rows(xp, yp, j, nt)
+    _relock(ts)
     _check_rc(rc)
     return True
 
@@ -755,44 +772,34 @@ cdef bint _shares(object a, object b):
         return True
 
 
+cdef int _prepare_sum(_Call c, object out, object sum_out) except -1:
+    """c.s and c.s_final for sum_out (None: no sum kept), and the rules of their aliasing."""
+    c.s, c.s_final = None, None
+    if sum_out is None:
+        return 0
+    c.s, c.s_final = prepare_out(sum_out, c.x, c.fn, "sum_out")
+    if (out is not None and isinstance(out, np.ndarray)
+            and may_overlap(<cnp.ndarray>out, c.s_final) and _shares(out, c.s_final)):
+        raise ValueError(f"{c.fn}: out and sum_out must not share memory")
+    # the kernel reads r[i] before it writes s[i]: s may be r itself, not a shifted view
+    if c.s is c.s_final and may_overlap(c.s, c.r) and not same_view(c.s, c.r):
+        c.s = empty_like(c.x)
+    return 0
+
+
 cdef object _add_call(str fn, object input, object residual, object normalized_shape,
                       object weight, object bias, object eps, object out, object sum_out,
                       bint rms, object activation):
     cdef _Call c = _start(fn, input, False)
-    cdef cnp.ndarray r = as_input(residual, fn)
-    if (<object>r).shape != (<object>c.x).shape:
+    c.r = as_input(residual, fn)
+    if (<object>c.r).shape != (<object>c.x).shape:
         raise ValueError(f"{fn}: residual must have the input's shape {(<object>c.x).shape}, "
-                         f"got {(<object>r).shape}")
-    if r.dtype != c.x.dtype:
-        raise TypeError(f"{fn}: residual must have the input's dtype {c.x.dtype}, got {r.dtype}")
+                         f"got {(<object>c.r).shape}")
+    if c.r.dtype != c.x.dtype:
+        raise TypeError(f"{fn}: residual must have the input's dtype {c.x.dtype}, got "
+                        f"{c.r.dtype}")
     _ln_setup(c, normalized_shape, weight, bias, eps, rms, activation)
-    cdef cnp.ndarray s = None
-    s_final = None
-    if sum_out is not None:
-        s, s_final = prepare_out(sum_out, c.x, fn, "sum_out")
-        if (out is not None and isinstance(out, np.ndarray)
-                and may_overlap(<cnp.ndarray>out, s_final) and _shares(out, s_final)):
-            raise ValueError(f"{fn}: out and sum_out must not share memory")
-        # the kernel reads r[i] before it writes s[i]: s may be r itself, not a shifted view
-        if s is s_final and may_overlap(s, r) and not same_view(s, r):
-            s = empty_like(c.x)
-    c.y, c.final = prepare_out(out, c.x, fn)
-    if c.y is c.final and may_overlap(c.y, r) and not same_view(c.y, r):
-        c.y = empty_like(c.x)
-    c.w, c.b = unalias(unalias(c.w, out), sum_out), unalias(unalias(c.b, out), sum_out)
-    cdef fn_add_job j
-    if c.x.size != 0 and not _add_plan(c, r, s, &j):
-        c.x, r = np.ascontiguousarray(c.x), np.ascontiguousarray(r)
-        c.y = empty_like(c.x)
-        s = None if s is None else empty_like(c.x)
-        _add_plan(c, r, s, &j)  # C order always plans
-    if c.final is not c.y:
-        np.copyto(c.final, c.y)
-    if s is None:
-        return c.final
-    if s_final is not s:
-        np.copyto(s_final, s)
-    return c.final, s_final
+    return _run(c, out, _add, sum_out)
 
 
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, out=None,

@@ -320,7 +320,7 @@ def _per_channel(a, name, C, updated=False, fn="switch_norm"):
                         f"{type(a).__name__}")
     arr = _checks.to_numpy(a)
     running = name.startswith("running")
-    if arr.dtype.kind not in ("f" if running else "fiub"):
+    if not (_checks.is_float_dtype(arr.dtype) if running else _checks.is_real_dtype(arr.dtype)):
         raise TypeError(f"{fn}: {name} must have a {'floating' if running else 'real'} dtype, "
                         f"got {arr.dtype}")
     if arr.size != C:
@@ -334,7 +334,7 @@ def _per_channel(a, name, C, updated=False, fn="switch_norm"):
 def _mixing(a, name, k, why):
     """mean_weight / var_weight: k real logits."""
     arr = _checks.to_numpy(a)
-    if arr.dtype.kind not in "fiub":
+    if not _checks.is_real_dtype(arr.dtype):
         raise TypeError(f"switch_norm: {name} must be a real-valued array, got dtype {arr.dtype}")
     if arr.shape != (k,):
         raise ValueError(f"switch_norm: expected {name} of shape ({k},) ({why}), got shape "
@@ -407,8 +407,9 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
     """
     fn = "switch_norm"
     x = input if isinstance(input, np.ndarray) else _checks.to_numpy(input)
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):  # any byte order
-        raise TypeError(f"{fn}: expected input of dtype float32 or float64, got dtype {x.dtype}")
+    if not _checks.is_float_dtype(x.dtype):  # any byte order
+        raise TypeError(f"{fn}: expected input of dtype {_checks.ACCEPTED_DTYPES}, got dtype "
+                        f"{x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
                          f"{x.ndim}D input of shape {x.shape}")
@@ -752,8 +753,9 @@ def native_rms_norm_backward(grad_out, input, normalized_shape, rstd, weight, ou
 
 def _switch_input(input, fn, mean_weight, running_mean, training):
     x = input if isinstance(input, np.ndarray) else np.asarray(input)
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8) or x.ndim < 2:
-        raise TypeError(f"{fn}: expected a float32 or float64 input of shape (N, C, *), got "
+    if not _checks.is_float_dtype(x.dtype) or x.ndim < 2:
+        raise TypeError(f"{fn}: expected an input of dtype {_checks.ACCEPTED_DTYPES} and shape "
+                        f"(N, C, *), got "
                         f"dtype {x.dtype} and shape {x.shape}")
     if not x.dtype.isnative or not x.flags.aligned:
         x = x.astype(x.dtype.newbyteorder("="))

@@ -1,6 +1,7 @@
 """Input checks shared by the layers of issue 14 (FRN, conditional BN, PowerNorm, BGN)."""
 import numpy as np
 
+from .._checks import ACCEPTED_DTYPES, is_float_dtype
 from .module import ndim_of
 from .module import to_numpy
 
@@ -17,8 +18,8 @@ def check_float_input(input, name, ndims, C, channel_axis=1):
     if x.shape[channel_axis] != C:
         raise ValueError(f"{name}: expected input with {C} channels (axis {channel_axis % nd}), "
                          f"got input of shape {x.shape}")
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
-        raise TypeError(f"{name}: expected input of dtype float32 or float64, got dtype {x.dtype}")
+    if not is_float_dtype(x.dtype):
+        raise TypeError(f"{name}: expected input of dtype {ACCEPTED_DTYPES}, got dtype {x.dtype}")
     return x
 
 

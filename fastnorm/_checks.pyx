@@ -5,6 +5,7 @@ expected and what arrived."""
 import numpy as np
 
 cimport numpy as cnp
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 
@@ -336,7 +337,12 @@ cpdef int check_activation(object activation, str fname) except -1:
 
 cpdef double machine_eps(object dtype):
     """The machine epsilon of a float dtype, bfloat16 (2**-7) included."""
-    dt = np.dtype(dtype)
-    if _is_bf16(dt.num):
+    cdef cnp.dtype dt = dtype if type(dtype) is cnp.dtype else np.dtype(dtype)
+    cdef int t = dt.type_num
+    if t == cnp.NPY_FLOAT:  # the common cases without np.finfo's Python-level lookup
+        return FLT_EPSILON
+    if t == cnp.NPY_DOUBLE:
+        return DBL_EPSILON
+    if _is_bf16(t):
         return 2.0 ** -7
     return float(np.finfo(dt).eps)

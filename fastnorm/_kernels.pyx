@@ -653,6 +653,23 @@ cdef bint _ln(_Call c) except -1:
     return True
 
 
+cdef dict _constants = {}  # (value, shape, dtype) -> a read-only array of it
+
+
+cdef object _constant(int value, tuple shape, object dtype):
+    """A read-only array of `value` (the missing half of an elementwise affine), made once per
+    shape: an RMSNorm decode call would otherwise spend a third of its time making zeros."""
+    key = (value, shape, dtype)
+    a = _constants.get(key)
+    if a is None:
+        if len(_constants) >= 64:  # bounded: a process that sees many shapes keeps few
+            _constants.clear()
+        a = np.full(shape, value, dtype=dtype)
+        a.flags.writeable = False
+        _constants[key] = a
+    return a
+
+
 cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias, object eps,
                    bint rms, object activation) except -1:
     """The checks and arguments of layer_norm / rms_norm (and their add_ forms) on c.x."""
@@ -669,9 +686,9 @@ cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias,
     c.affine(weight, bias, ns)
     # the kernel's elementwise affine takes weight and bias together
     if c.w is not None and c.b is None:
-        c.b = np.zeros(ns, dtype=c.w.dtype)
+        c.b = _constant(0, ns, c.w.dtype)
     elif c.b is not None and c.w is None:
-        c.w = np.ones(ns, dtype=c.b.dtype)
+        c.w = _constant(1, ns, c.b.dtype)
     return 0
 
 

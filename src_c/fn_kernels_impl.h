@@ -576,6 +576,53 @@ static inline int FN(bad_job)(const fn_row_job *jb)
  * statistics; others go in batches of about half the last-level cache, statistics then
  * normalization. Either way the data comes from memory once when it fits, and the results are
  * the same bits. */
+/* normalize_rows with the statistics given, a per-group affine and rows shorter than a unit of
+ * work (eval BatchNorm on late CNN stages: 7x7 planes): each group's coefficients are computed
+ * once, as group_apply computes them, and a unit of work is several whole rows, taken in memory
+ * order (rows outer when rows lie further apart than groups). */
+static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_threads)
+{
+    const fn_rows *s = &jb->shape;
+    const fn_affine *af = &jb->affine;
+    const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
+    const int act = jb->epilogue.activation;
+    const CT *w = (const CT *)af->weight, *b = (const CT *)af->bias;
+    CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
+    if (!co)
+        return FN_ENOMEM;
+    CT *cm = co, *ca = co + P, *cc = co + 2 * P;
+    for (int64_t g = 0; g < P; g++) {
+        const double mean = jb->stats.mean[g], rstd = 1.0 / sqrt(jb->stats.var[g] + jb->stats.eps);
+        const int64_t j = (g % P2) * af->group_step;
+        const double a = w ? rstd * (double)w[j] : rstd;
+        cm[g] = FN(narrow)(mean);
+        ca[g] = FN(narrow)(a);
+        cc[g] = FN(narrow)((b ? (double)b[j] : 0.0) - (mean - (double)cm[g]) * a);
+    }
+    const int rows_outer = Q > 1 && fn_abs(s->xs[2]) > fn_abs(s->xs[1]);
+    const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
+    const int nt = fn_eff_threads(R * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t t1 = (u + 1) * rpu < R ? (u + 1) * rpu : R;
+        for (int64_t t = u * rpu; t < t1; t++) {
+            int64_t g, q; /* row t: t = (p1 * Q + q) * P2 + p2 rows outer, else t = g * Q + q */
+            if (rows_outer) {
+                q = (t / P2) % Q;
+                g = t / (Q * P2) * P2 + t % P2;
+            } else {
+                g = t / Q;
+                q = t % Q;
+            }
+            const int64_t p1 = g / P2, p2 = g % P2;
+            FN_SCALE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1] + q * s->xs[2],
+                         y + p1 * s->ys[0] + p2 * s->ys[1] + q * s->ys[2], L, s->xs[3], s->ys[3],
+                         cm[g], ca[g], cc[g]);
+        }
+    });
+    free(co);
+    return FN_OK;
+}
+
 static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, int n_threads)
 {
     const T *x = (const T *)xv;
@@ -600,6 +647,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl); });
         return FN_OK;
     }
+    if (given && !af->elementwise && af->row_step == 0 && L < FN_NCHUNK)
+        return FN(given_short_rows)(x, y, jb, n_threads);
     /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
      * normalize pass over row chunks. With statistics to compute, groups go in batches that fit
      * in half the last-level cache, so the normalize pass reads each batch from there rather

@@ -314,7 +314,7 @@ static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col
             g->sum_dy[i] = g->sum_dyxc[i] = 0.0;
         return FN_OK;
     }
-    const int64_t rb = fn_col_rows_per_block(C);
+    const int64_t rb = fn_col_rows_per_block(R, C);
     const int64_t nrb = (R + rb - 1) / rb, ncb = (C + FN_CB - 1) / FN_CB;
     const int64_t U = P1 * nrb * ncb;
     double *p1s = g->sum_dy, *p2s = g->sum_dyxc, *buf = NULL;

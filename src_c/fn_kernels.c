@@ -270,11 +270,18 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
     return (double)((q1 - q0) * (l1 - l0));
 }
 
-/* Rows per block in the column kernel: about FN_COL_BLOCK elements per tile, at least 64 rows,
- * so that few partial results per column need merging. */
-static inline int64_t fn_col_rows_per_block(int64_t C)
+/* Rows per block in the column kernels (R rows of C columns). Each block costs one Chan merge (a
+ * division) per column, so blocks are tall: about FN_COL_BLOCK elements per tile and at least 64
+ * rows, taller up to 1/16 of the rows (so that 16 blocks of a column still share out over
+ * threads), at most FN_BLOCK rows. Fixed by the shape alone, as the row kernel's blocks. */
+static inline int64_t fn_col_rows_per_block(int64_t R, int64_t C)
 {
-    const int64_t w = C < FN_CB ? C : FN_CB, r = FN_COL_BLOCK / w;
+    const int64_t w = C < FN_CB ? C : FN_CB;
+    int64_t r = FN_COL_BLOCK / w;
+    if (r < R / 16)
+        r = R / 16;
+    if (r > FN_BLOCK)
+        r = FN_BLOCK;
     return r < 64 ? 64 : r;
 }
 

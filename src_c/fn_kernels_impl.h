@@ -227,7 +227,7 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
             mean[i] = m2[i] = 0.0;
         return FN_OK;
     }
-    const int64_t rb = fn_col_rows_per_block(C);
+    const int64_t rb = fn_col_rows_per_block(R, C);
     const int64_t nrb = (R + rb - 1) / rb, ncb = (C + FN_CB - 1) / FN_CB;
     const int64_t U = P1 * nrb * ncb;
     double *pm = mean, *pq = m2, *buf = NULL;

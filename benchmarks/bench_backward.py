@@ -30,27 +30,10 @@ import numpy as np
 import pytest
 
 import fastnorm.functional as F
-from fastnorm.__main__ import median_time
+from fastnorm import _cases
 
-# ../shared/bench/anchors.py's CASES (copied: that file lives outside the repository)
-CASES = [
-    ("bn_train", (32, 64, 56, 56)),
-    ("bn_train", (8, 256, 28, 28)),
-    ("bn_train", (256, 1024)),
-    ("bn_eval", (1, 64, 112, 112)),
-    ("bn_eval", (1, 32, 8, 8)),
-    ("ln", (32, 128, 768)),
-    ("ln", (4096, 4096)),
-    ("ln", (1, 768)),
-    ("gn32", (8, 256, 64, 64)),
-    ("gn32", (1, 512, 64, 64)),
-    ("in", (8, 64, 128, 128)),
-    ("in", (1, 3, 512, 512)),
-    ("rms", (32, 128, 768)),
-    ("rms", (1, 4096)),
-    ("gn32_nhwc", (8, 256, 64, 64)),
-    ("bn_eval_nhwc", (8, 128, 56, 56)),
-]
+# the shared benchmark's cases (fastnorm._cases.SHARED: the anchors, RMSNorm and channels-last)
+CASES = _cases.SHARED
 
 
 def _inputs(op, shape):
@@ -185,9 +168,9 @@ def main(argv):
             tf, tt = cpu_time(ours), cpu_time(theirs)
         else:
             time.sleep(0.03)  # torch's threads stop spinning before fastnorm is timed
-            tf = median_time(ours, budget=0.3)
+            tf = _cases.median_time(ours, budget=0.3)
             time.sleep(0.03)
-            tt = median_time(theirs, budget=0.3)
+            tt = _cases.median_time(theirs, budget=0.3)
         ratios.append(tt / tf)
         print(f"{op:14s} {'x'.join(map(str, shape)):18s} {tf * 1e6:9.1f}us {tt * 1e6:9.1f}us "
               f"{tt / tf:7.2f}", flush=True)

@@ -39,7 +39,7 @@ def test_fastnorm_not_slower_than_torch(case, peer_fn, check_ratio, request):
 
 
 def test_anchor_shapes_match_shared(request):
-    """fastnorm._cases.ANCHORS is a copy of ../shared/bench/anchors.py's CASES (the project's
+    """fastnorm._cases.SHARED is a copy of ../shared/bench/anchors.py's CASES (the project's
     shared benchmark, beside the repository, when present): keep them in step."""
     path = request.config.rootpath.parent / "shared" / "bench" / "anchors.py"
     if not path.is_file():

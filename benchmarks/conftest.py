@@ -189,8 +189,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture
 def anchor_list():
-    """ANCHORS: the anchor cases as (anchors.py's op name, shape)."""
-    return [(op, tuple(shape)) for op, shape in ANCHORS]
+    """The shared benchmark's cases as (its op name, shape): fastnorm._cases.SHARED."""
+    return [(op, tuple(shape)) for op, shape in _cases.SHARED]
 
 
 @pytest.fixture

@@ -40,6 +40,10 @@ ANCHORS = [
 ]
 # RMSNorm has no anchor of its own: the layer-norm anchor shapes (rows of a transformer)
 RMS = [("rms", shape) for name, shape in ANCHORS if name == "ln"]
+# The shared benchmark's full case list (its CASES, in order): the anchors, then RMSNorm and
+# channels-last cases (an "_nhwc" name: NHWC memory seen as NCHW)
+SHARED = ANCHORS + [("rms", (32, 128, 768)), ("rms", (1, 4096)), ("gn32_nhwc", (8, 256, 64, 64)),
+                    ("bn_eval_nhwc", (8, 128, 56, 56))]
 # 1 GiB-class tensors (thread_scaling.py --large)
 LARGE = [("bn_train", (64, 64, 256, 256)), ("bn_eval", (64, 64, 256, 256)),
          ("ln", (65536, 4096)), ("gn32", (16, 256, 256, 256)), ("in", (64, 64, 256, 256))]

@@ -95,6 +95,7 @@ cdef class _Call:
     cdef double eps, momentum
     cdef bint training                 # batch statistics (and running stats updated when given)
     cdef int64_t num                   # group_norm: groups; layer_norm: normalized axes
+    cdef int64_t wrow                  # batch_norm_sample_affine: C (weight[n, c]), else 0
     cdef bint rms
     cdef int act                       # fn_activation of the epilogue
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
@@ -366,6 +367,11 @@ cdef bint _bn(_Call c) except -1:
     cdef Ax ch = axis(x, y, 1)
     # channels innermost (NHWC, (N, C)): vectorize across channels; else across the reduced axes
     cdef bint cols = k == 0 or iabs(ch.sx) < iabs(ax[k - 1].sx)
+    if c.wrow and (cols or not ((k <= 1 and x.shape[0] == 1) or
+                                (k == 2 and ax[0].n == x.shape[0]
+                                 and ax[0].sx == axis(x, y, 0).sx))):
+        # a per-sample affine needs the samples (alone) as rows: C order has them (H*W > 1)
+        return False
     pad_front(ax, k, 2)
     cdef int64_t P1 = ax[0].n if cols else 1
     cdef _Scratch s = _Scratch(8 * (2 * P1 * C + 3 * C))
@@ -388,7 +394,8 @@ cdef bint _bn(_Call c) except -1:
                 var[i] /= count
         _normalize_cols(c, &sc, 1, C, 0, 1, mean, var, 0)
     else:
-        j = _row_job(c, _rows(unit(), ch, ax[0], ax[1]), not c.training, mean, var, 1, 0, False)
+        j = _row_job(c, _rows(unit(), ch, ax[0], ax[1]), not c.training, mean, var, 1, c.wrow,
+                     False)
         _normalize_rows(c, &j)
     if c.training:
         c.save_stats(mean, var, C)
@@ -418,6 +425,33 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if c.eps == 0.0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     return _run(c, out, _bn)
+
+
+def batch_norm_sample_affine(input, running_mean, running_var, weight, bias, training=False,
+                             momentum=0.1, eps=1e-5):
+    """batch_norm of input (N, C, *S), S > 1 element, with a per-sample affine: weight and bias
+    of shape (N, C) (conditional BatchNorm's class embeddings), applied in the normalize pass of
+    the same kernel: y[n, c] = (x[n, c] - mean[c]) / sqrt(var[c] + eps) * weight[n, c] +
+    bias[n, c]; running statistics as batch_norm."""
+    cdef _Call c = _start("batch_norm_sample_affine", input, True)
+    cdef Py_ssize_t N = c.x.shape[0], C = c.x.shape[1]
+    if prod((<object>c.x).shape, 2) < 2:
+        raise ValueError(f"{c.fn}: expected more than 1 spatial element, got input of shape "
+                         f"{(<object>c.x).shape}")
+    c.training = bool(training)
+    c.eps = check_eps(eps, c.fn)
+    c.affine(weight, bias, (N, C))
+    if c.w is None or c.b is None:
+        raise ValueError(f"{c.fn}: weight and bias are required")
+    c.wrow = C
+    c.running_stats(running_mean, running_var, c.training)
+    if not c.training and c.rm is None:
+        raise ValueError(f"{c.fn}: running_mean and running_var are required when training=False")
+    if c.training and c.rm is not None:
+        c.momentum = check_momentum(momentum, c.fn)
+    if c.training:
+        verify_batch_size((<object>c.x).shape)
+    return _run(c, None, _bn)
 
 
 # --------------------------------------------------------------------------------------------

@@ -166,16 +166,24 @@ class _ConditionalBatchNorm2d(Module):
         track = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
         use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
         N, C = x.shape[:2]
-        if use_batch:
-            mean, var = merge_moments(*_kernels.instance_moments(x), 0)  # one pass
-        else:
-            mean = bn.running_mean.astype(np.float64)
-            var = bn.running_var.astype(np.float64)
         e = self.embed.weight[labels].astype(np.float64)  # (N, 2C)
         scale, shift = e[:, :C], e[:, C:]
         if bn.weight is not None:  # Sandwich BN: the shared affine inside the per-class one
             shift = shift + scale * bn.bias.astype(np.float64) if bn.bias is not None else shift
             scale = scale * bn.weight.astype(np.float64)
+        if x.shape[2] * x.shape[3] > 1:  # one kernel: statistics, then the per-sample affine
+            rm = bn.running_mean if (track or not use_batch) else None
+            rv = bn.running_var if (track or not use_batch) else None
+            y = _kernels.batch_norm_sample_affine(x, rm, rv, scale, shift, use_batch,
+                                                  batch_factor(bn) if track else 0.0, bn.eps)
+            if track:  # after the output exists: a failed call changes nothing
+                bn.num_batches_tracked += 1
+            return y
+        if use_batch:
+            mean, var = merge_moments(*_kernels.instance_moments(x), 0)  # one pass
+        else:
+            mean = bn.running_mean.astype(np.float64)
+            var = bn.running_var.astype(np.float64)
         y = np.empty_like(x, dtype=x.dtype.newbyteorder("="))
         xm, ym = merge_nc(x), merge_nc(y)
         if xm is not None and ym is not None:  # one call: each (n, c) plane a channel

@@ -40,6 +40,10 @@ def add_rms_norm(input: ArrayLike, residual: ArrayLike, normalized_shape: _Shape
                  weight: Optional[ArrayLike] = ..., eps: Optional[float] = ...,
                  out: Optional[np.ndarray] = ..., sum_out: Optional[np.ndarray] = ...,
                  activation: _Act = ...) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]: ...
+def batch_norm_sample_affine(input: ArrayLike, running_mean: Optional[np.ndarray],
+                             running_var: Optional[np.ndarray], weight: ArrayLike, bias: ArrayLike,
+                             training: bool = ..., momentum: float = ...,
+                             eps: float = ...) -> np.ndarray: ...
 def instance_moments(input: ArrayLike) -> Tuple[NDArray[np.float64], NDArray[np.float64]]: ...
 def normalize_nc(input: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: Optional[ArrayLike] = ...,
                  bias: Optional[ArrayLike] = ..., eps: float = ...,

@@ -27,6 +27,9 @@
  *                                                             stats.rms for rms_norm)
  *   add_layer_norm, add_rms_norm   any                        add_normalize_rows (x + residual
  *                                                             rounded to T, then as layer_norm)
+ *   conditional / sandwich BN      channel not innermost      normalize_rows as batch_norm, the
+ *   (_kernels.batch_norm_          (else a C-order copy)      per-sample affine through
+ *   sample_affine)                                            affine.row_step = C
  *   switch_norm (instance_moments, rows / cols as              row_moments or col_moments, then
  *   normalize_nc)                  instance_norm              normalize_rows (stats.given) or
  *                                                             coefs + normalize_cols

@@ -125,13 +125,21 @@ cdef class _Call:
         self.b = None if bias is None else param(bias, "bias", self.fn, self.ptype, shape,
                                                  any_shape)
 
-    cdef object running_stats(self, object running_mean, object running_var, bint write):
-        """running_mean and running_var (both or neither), of one value per channel."""
+    cdef object running_stats(self, object running_mean, object running_var, object momentum,
+                              str needed):
+        """running_mean and running_var (both or neither), of one value per channel: updated in
+        place with momentum when self.training (batch statistics), else required (`needed`
+        names the flag that asks for them)."""
         check_running_pair(running_mean, running_var, self.fn)
         cdef Py_ssize_t C = self.x.shape[1]
         if running_mean is not None:
-            self.rm = running(running_mean, "running_mean", self.fn, C, write)
-            self.rv = running(running_var, "running_var", self.fn, C, write)
+            self.rm = running(running_mean, "running_mean", self.fn, C, self.training)
+            self.rv = running(running_var, "running_var", self.fn, C, self.training)
+        if not self.training and self.rm is None:
+            raise ValueError(f"{self.fn}: running_mean and running_var are required when "
+                             f"{needed}")
+        if self.training and self.rm is not None:
+            self.momentum = check_momentum(momentum, self.fn)
 
 
 cdef _Call _start(str fn, object input, bint nc):
@@ -415,11 +423,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     c.training = bool(training)
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,), True)  # any shape with C elements, as torch
-    c.running_stats(running_mean, running_var, c.training)
-    if not c.training and c.rm is None:
-        raise ValueError(f"{c.fn}: running_mean and running_var are required when training=False")
-    if c.training and c.rm is not None:
-        c.momentum = check_momentum(momentum, c.fn)
+    c.running_stats(running_mean, running_var, momentum, "training=False")
     if c.training:
         verify_batch_size((<object>c.x).shape)
         if c.eps == 0.0:
@@ -444,11 +448,7 @@ def batch_norm_sample_affine(input, running_mean, running_var, weight, bias, tra
     if c.w is None or c.b is None:
         raise ValueError(f"{c.fn}: weight and bias are required")
     c.wrow = C
-    c.running_stats(running_mean, running_var, c.training)
-    if not c.training and c.rm is None:
-        raise ValueError(f"{c.fn}: running_mean and running_var are required when training=False")
-    if c.training and c.rm is not None:
-        c.momentum = check_momentum(momentum, c.fn)
+    c.running_stats(running_mean, running_var, momentum, "training=False")
     if c.training:
         verify_batch_size((<object>c.x).shape)
     return _run(c, None, _bn)
@@ -536,12 +536,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     c.training = bool(use_input_stats)
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,))
-    c.running_stats(running_mean, running_var, c.training)
-    if not c.training and c.rm is None:
-        raise ValueError(f"{c.fn}: running_mean and running_var are required when "
-                         f"use_input_stats=False")
-    if c.training and c.rm is not None:
-        c.momentum = check_momentum(momentum, c.fn)
+    c.running_stats(running_mean, running_var, momentum, "use_input_stats=False")
     if c.training and prod((<object>c.x).shape, 2) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"{(<object>c.x).shape}")

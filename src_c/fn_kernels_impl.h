@@ -578,7 +578,7 @@ static inline int FN(bad_job)(const fn_row_job *jb)
  * the same bits. */
 /* normalize_rows with the statistics given, a per-group affine and rows shorter than a unit of
  * work (eval BatchNorm on late CNN stages: 7x7 planes): each group's coefficients are computed
- * once, as group_apply computes them, and a unit of work is several whole rows, taken in memory
+ * once (by coefs: group_apply's arithmetic), and a unit of work is several whole rows, taken in memory
  * order (rows outer when rows lie further apart than groups). */
 static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_threads)
 {
@@ -586,19 +586,15 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = jb->epilogue.activation;
-    const CT *w = (const CT *)af->weight, *b = (const CT *)af->bias;
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
     CT *cm = co, *ca = co + P, *cc = co + 2 * P;
-    for (int64_t g = 0; g < P; g++) {
-        const double mean = jb->stats.mean[g], rstd = 1.0 / sqrt(jb->stats.var[g] + jb->stats.eps);
-        const int64_t j = (g % P2) * af->group_step;
-        const double a = w ? rstd * (double)w[j] : rstd;
-        cm[g] = FN(narrow)(mean);
-        ca[g] = FN(narrow)(a);
-        cc[g] = FN(narrow)((b ? (double)b[j] : 0.0) - (mean - (double)cm[g]) * a);
-    }
+    /* group g = (p1, p2) is coefficient entry (p1, p2), with weight[p2] (group_step 1) */
+    const fn_coef_job cj = {s->outer, P2, P2, 1, jb->stats.mean, jb->stats.var, jb->stats.eps,
+                            af->weight, af->bias};
+    const fn_coefs cf = {cm, ca, cc};
+    FN(coefs)(&cj, &cf);
     const int rows_outer = Q > 1 && fn_abs(s->xs[2]) > fn_abs(s->xs[1]);
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
@@ -647,7 +643,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl); });
         return FN_OK;
     }
-    if (given && !af->elementwise && af->row_step == 0 && L < FN_NCHUNK)
+    if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK)
         return FN(given_short_rows)(x, y, jb, n_threads);
     /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
      * normalize pass over row chunks. With statistics to compute, groups go in batches that fit

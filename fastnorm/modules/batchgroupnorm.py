@@ -131,19 +131,21 @@ class BatchGroupNorm2d(_NormBase):
         if x.size == 0:
             y = empty_output(x)
         else:
-            # per-(n, g) moments over equal-sized parts, merged per group in float64
-            xg = x if whole else x.reshape(N, G, -1)
+            xg = x.reshape(N, G, -1)
             if use_batch:
-                m, v = _kernels.instance_moments(xg)  # (N, C) or (N, G)
-                mean, var = merge_moments(m.reshape(N, G, -1), v.reshape(N, G, -1), (0, 2))
+                if whole:  # (1, G, N, L): each group's N x L values in one kernel call
+                    mean, var = _kernels.instance_moments(xg.transpose(1, 0, 2)[None])
+                    mean, var = mean[0], var[0]
+                else:  # per-(n, g) moments over equal-sized parts, merged per group in float64
+                    m, v = _kernels.instance_moments(xg)
+                    mean, var = merge_moments(m, v, (0,))
             else:
                 mean = self.running_mean.astype(np.float64)
                 var = self.running_var.astype(np.float64)
-            if whole:
+            if whole:  # eval BatchNorm's pass, each channel taking its group's statistics
                 rep = C // G
-                y = _kernels.normalize_nc(x, np.tile(np.repeat(mean, rep), (N, 1)),
-                                          np.tile(np.repeat(var, rep), (N, 1)), self.weight,
-                                          self.bias, self.eps)
+                y = _kernels.batch_norm(x, np.repeat(mean, rep), np.repeat(var, rep),
+                                        self.weight, self.bias, False, 0.0, self.eps)
             else:
                 y = _kernels.normalize_nc(xg, np.tile(mean, (N, 1)), np.tile(var, (N, 1)),
                                           None, None, self.eps).reshape(x.shape)

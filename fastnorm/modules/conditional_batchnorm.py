@@ -124,7 +124,8 @@ class _ConditionalBatchNorm2d(Module):
     # -- forward ------------------------------------------------------------------------------
 
     def _check(self, input, y):
-        """The input, the labels and the state, before anything changes."""
+        """The input, the labels and the state (bn's weight, bias, running_mean, running_var,
+        and the embedding's table), before anything changes."""
         name = type(self).__name__
         x = check_float_input(input, name, (4,), self.num_features)
         try:
@@ -141,12 +142,12 @@ class _ConditionalBatchNorm2d(Module):
         if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
             bad = labels[(labels < 0) | (labels >= self.num_classes)][0]
             raise IndexError(f"{name}: class label {bad} out of range [0, {self.num_classes})")
-        C, bn = self.num_features, self.bn
-        if self.embed.weight is None or self.embed.weight.shape != (self.num_classes, 2 * C):
+        C, bn, table = self.num_features, self.bn, self.embed.weight
+        if table is None or table.shape != (self.num_classes, 2 * C):
             raise ValueError(f"{name}: embed.weight must be an array of shape "
                              f"({self.num_classes}, {2 * C})")
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            a = getattr(bn, key)
+        state = [getattr(bn, key) for key in ("weight", "bias", "running_mean", "running_var")]
+        for key, a in zip(("weight", "bias", "running_mean", "running_var"), state):
             if a is not None and a.shape != (C,):
                 raise ValueError(f"{name}: bn.{key} must be an array of shape ({C},), got "
                                  f"{a.shape}")
@@ -154,27 +155,29 @@ class _ConditionalBatchNorm2d(Module):
         if bn.training and x.size and N * S == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input "
                              f"size {x.shape}")
-        return x, np.broadcast_to(labels, (N,))
+        labels = labels if labels.shape[0] == N else np.broadcast_to(labels, (N,))
+        return x, labels, table, state
 
     def forward(self, input, y):
         """``bn(input)``, then ``gamma[y] * out + beta[y]`` per sample (``y``: (N,) integer class
         labels)."""
-        x, labels = self._check(input, y)
+        x, labels, table, (w, b, rm, rv) = self._check(input, y)
         bn = self.bn
         if x.size == 0:
             return bn(x)
         track = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
-        use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+        use_batch = bn.training or (rm is None and rv is None)
         N, C = x.shape[:2]
-        e = self.embed.weight[labels].astype(np.float64)  # (N, 2C)
+        e = table[labels]  # (N, 2C)
         scale, shift = e[:, :C], e[:, C:]
-        if bn.weight is not None:  # Sandwich BN: the shared affine inside the per-class one
-            shift = shift + scale * bn.bias.astype(np.float64) if bn.bias is not None else shift
-            scale = scale * bn.weight.astype(np.float64)
+        if w is not None:  # Sandwich BN: the shared affine inside the per-class one
+            if b is not None:  # in float64 (the float64 operand promotes)
+                shift = scale * b.astype(np.float64) + shift
+            scale = scale * w.astype(np.float64)
         if x.shape[2] * x.shape[3] > 1:  # one kernel: statistics, then the per-sample affine
-            rm = bn.running_mean if (track or not use_batch) else None
-            rv = bn.running_var if (track or not use_batch) else None
-            y = _kernels.batch_norm_sample_affine(x, rm, rv, scale, shift, use_batch,
+            keep = track or not use_batch
+            y = _kernels.batch_norm_sample_affine(x, rm if keep else None, rv if keep else None,
+                                                  scale, shift, use_batch,
                                                   batch_factor(bn) if track else 0.0, bn.eps)
             if track:  # after the output exists: a failed call changes nothing
                 bn.num_batches_tracked += 1
@@ -182,8 +185,7 @@ class _ConditionalBatchNorm2d(Module):
         if use_batch:
             mean, var = merge_moments(*_kernels.instance_moments(x), 0)  # one pass
         else:
-            mean = bn.running_mean.astype(np.float64)
-            var = bn.running_var.astype(np.float64)
+            mean, var = rm.astype(np.float64), rv.astype(np.float64)
         y = np.empty_like(x, dtype=x.dtype.newbyteorder("="))
         xm, ym = merge_nc(x), merge_nc(y)
         if xm is not None and ym is not None:  # one call: each (n, c) plane a channel
@@ -194,10 +196,10 @@ class _ConditionalBatchNorm2d(Module):
                 _kernels.normalize_nc(x[n:n + 1], mean[None], var[None], scale[n], shift[n],
                                       bn.eps, y[n:n + 1])
         if track:  # after the output exists: a failed call changes nothing
-            if bn.running_mean is not None:
+            if rm is not None:
                 factor, count = batch_factor(bn), x.size // C
-                update_running(bn.running_mean, mean, factor)
-                update_running(bn.running_var, var * count / (count - 1), factor)
+                update_running(rm, mean, factor)
+                update_running(rv, var * count / (count - 1), factor)
             bn.num_batches_tracked += 1
         return y
 

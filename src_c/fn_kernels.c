@@ -15,6 +15,9 @@
  * tile's per-column sums (3 doubles a column) stay in L1 while its rows stream through. */
 #define FN_CB 1024
 #define FN_COL_BLOCK 32768
+#ifndef FN_TILE_PF
+#define FN_TILE_PF 8192 /* bytes ahead that tile_sums prefetches (at least 4 rows) */
+#endif
 /* Elements per unit of work in the normalize kernels. */
 #define FN_NCHUNK 16384
 /* Largest group (bytes) that the fused kernel normalizes right after its statistics: at least

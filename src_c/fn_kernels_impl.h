@@ -343,8 +343,10 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
 
 #define FN_SCALE_ARGS const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a, CT c
 #define FN_AFFINE_ARGS FN_SCALE_ARGS, const CT *w, const CT *lb
+/* rows r < nr of n columns each, rows rx / ry apart: one call per unit of rows, not per row */
 #define FN_COLS_ARGS                                                                             \
-    const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a, const CT *c
+    const T *x, T *y, int64_t nr, int64_t rx, int64_t ry, int64_t n, int64_t sx, int64_t sy,     \
+        const CT *mh, const CT *a, const CT *c
 #define FN_ACT_LOOPS(K, act)                                                                     \
     static FN_HOT void FN(scale_run_##K)(FN_SCALE_ARGS)                                          \
     {                                                                                            \
@@ -356,7 +358,8 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     }                                                                                            \
     static FN_HOT void FN(cols_run_##K)(FN_COLS_ARGS)                                            \
     {                                                                                            \
-        FN(cols_body)(x, y, n, sx, sy, mh, a, c, act);                                           \
+        for (int64_t r = 0; r < nr; r++)                                                         \
+            FN(cols_body)(x + r * rx, y + r * ry, n, sx, sy, mh, a, c, act);                     \
     }
 FN_ACT_LOOPS(none, FN_ACT_NONE)
 FN_ACT_LOOPS(relu, FN_ACT_RELU)
@@ -381,7 +384,8 @@ static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
 #define FN_SCALE_RUN(act, x, y, n, sx, sy, mh, a, c) FN(scale_runs)[act](x, y, n, sx, sy, mh, a, c)
 #define FN_AFFINE_RUN(act, x, y, n, sx, sy, mh, a, c, w, lb)                                     \
     FN(affine_runs)[act](x, y, n, sx, sy, mh, a, c, w, lb)
-#define FN_COLS_RUN(act, x, y, n, sx, sy, mh, a, c) FN(cols_runs)[act](x, y, n, sx, sy, mh, a, c)
+#define FN_COLS_RUN(act, x, y, nr, rx, ry, n, sx, sy, mh, a, c)                                   \
+    FN(cols_runs)[act](x, y, nr, rx, ry, n, sx, sy, mh, a, c)
 
 /* s = x + r, added in CT and rounded to T (the residual add of add_normalize_rows; exact before
  * the rounding for the 16-bit types) */
@@ -443,7 +447,7 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
     });
 }
-static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy,
+static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy,
                           const CT *mh, const CT *a, const CT *c)
 {
     float buf[FN_HB];
@@ -460,9 +464,16 @@ static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
 #endif
     FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
-        cols_runs_f32[act](buf, buf, m, 1, 1, mh + i0, a + i0, c + i0);
+        cols_runs_f32[act](buf, buf, 1, 0, 0, m, 1, 1, mh + i0, a + i0, c + i0);
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
     });
+}
+static void FN(cols_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,
+                          int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
+                          const CT *c)
+{
+    for (int64_t r = 0; r < nr; r++)
+        FN(cols_run1)(act, x + r * rx, y + r * ry, n, sx, sy, mh, a, c);
 }
 #define FN_SCALE_RUN FN(scale_run_)
 #define FN_AFFINE_RUN FN(affine_run_)
@@ -503,9 +514,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     FN_PFOR(nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
-        for (int64_t r = r0; r < r1; r++)
-            FN_COLS_RUN(act, x + p1 * s->xs[0] + r * s->xs[1], y + p1 * s->ys[0] + r * s->ys[1],
-                        C, s->xs[2], s->ys[2], mh + k, a + k, c + k);
+        FN_COLS_RUN(act, x + p1 * s->xs[0] + r0 * s->xs[1], y + p1 * s->ys[0] + r0 * s->ys[1],
+                    r1 - r0, s->xs[1], s->ys[1], C, s->xs[2], s->ys[2], mh + k, a + k, c + k);
     });
     return FN_OK;
 }

@@ -165,6 +165,7 @@ FN_SUMS16_AVX512(fn_sums16_bf16_avx512, fn_lf16_bf16)
 /* What the machine offers, found once by fn_init (the Python module calls it at import, before
  * any parallel region reads these) or, failing that, at first use. */
 static int fn_simd_state = -1; /* 2: AVX-512F, 1: AVX2 + FMA, 0: neither */
+static int fn_bf16_state = 0;  /* AVX-512 BF16 (and BW, DQ, VL) usable, with simd level 2 */
 static int64_t fn_l3_state = -1; /* last-level cache bytes, 0 when unknown */
 
 void fn_init(void)
@@ -187,6 +188,11 @@ void fn_init(void)
     /* VMs may report the whole package's L3 (256 MiB seen here) rather than the slice one core
      * cluster shares; trust at most FN_MAX_L3 */
     fn_l3_state = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
+#if FN_AVX2
+    fn_bf16_state = lvl >= 2 && __builtin_cpu_supports("avx512bf16") &&
+                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                    __builtin_cpu_supports("avx512vl");
+#endif
     fn_simd_state = lvl;
 }
 
@@ -507,6 +513,56 @@ FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm5
     }
 FN_DIRECT_PICKS(f16)
 
+/* bfloat16's activation-free contiguous loops in registers: widened by a shift; rounded back by
+ * AVX-512 BF16's VCVTNEPS2BF16 (round to nearest even, NaN kept quiet, as fn_f2b), which flushes
+ * float denormals to zero: a vector holding one takes fn_f2b's integer rounding instead. The
+ * same arithmetic as the loops of fn_kernels_impl.h, so the same bits. */
+#if FN_AVX2
+#define FN_BF16_FUNC                                                                              \
+    static __attribute__((noinline, target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#define FN_BF16_INLINE                                                                            \
+    static inline                                                                                 \
+        __attribute__((always_inline, target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+FN_BF16_INLINE __m512 fn_lb16(const uint16_t *p)
+{
+    const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v)
+{
+    __m256i r = (__m256i)_mm512_cvtneps_pbh(v);
+    const __mmask16 den = _mm512_fpclass_ps_mask(v, 0x20); /* denormal */
+    if (__builtin_expect(den != 0, 0)) {
+        const __m512i u = _mm512_castps_si512(v), one = _mm512_set1_epi32(1);
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+        const __m512i t = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
+        r = _mm256_mask_blend_epi16(den, r, _mm512_cvtepi32_epi16(_mm512_srli_epi32(t, 16)));
+    }
+    _mm256_storeu_si256((__m256i *)p, r);
+}
+FN_DIRECT_LOOPS(16, __m512, fn_lb16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC)
+#define FN_PICK_BF16(call)                                                                        \
+    do {                                                                                          \
+        if (fn_simd_level() >= 2 && fn_bf16_state)                                                \
+            return fn_bf16_avx512_##call;                                                         \
+    } while (0)
+#else
+#define FN_PICK_BF16(call)
+#endif
+static inline int64_t fn_bf16_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
+                                    float c)
+{
+    FN_PICK_BF16(scale(x, y, n, mh, a, c));
+    return 0;
+}
+static inline int64_t fn_bf16_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh,
+                                     float a, float c, const float *w, const float *lb)
+{
+    FN_PICK_BF16(affine(x, y, n, mh, a, c, w, lb));
+    return 0;
+}
+
 /* n elements at stride s into o[0..n), and back */
 static FN_HOT void fn_load_f16(const uint16_t *x, int64_t s, int64_t n, float *o)
 {
@@ -654,6 +710,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define ACT fn_act_f
 #define FN_BUFFERED 0
 #define FN_SUMS16(isa) fn_sums16_bf16_##isa
+#define FN_DIRECT(loop) fn_bf16_##loop
 #include "fn_kernels_impl.h"
 
 const fn_kernel_table *fn_kernels_for(int dtype)

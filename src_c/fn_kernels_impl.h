@@ -6,9 +6,11 @@
  *   FN_CTMAX CT's largest finite value
  *   ACT(v, act) the activation act applied to a CT value
  *   FN_BUFFERED 1 for a type whose normalize loops run float32's on a float buffer filled by
- *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride);
- *            FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
- *            activation-free run first, in registers (returns how many elements)
+ *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride)
+ *   FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
+ *            activation-free run first, in registers (returns how many elements); unbuffered
+ *            types use its scale and affine only
+ *   FN_SUMS16(isa), when defined, the float-partial statistics loop of a 16-bit type
  * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table),
  * and consumes (undefines) these parameters. Not a public header. */
 
@@ -394,12 +396,44 @@ FN_ACT_LOOPS(relu, FN_ACT_RELU)
 FN_ACT_LOOPS(silu, FN_ACT_SILU)
 FN_ACT_LOOPS(gelu, FN_ACT_GELU)
 FN_ACT_LOOPS(gelu_tanh, FN_ACT_GELU_TANH)
+#ifdef FN_DIRECT
+/* activation-free contiguous runs: what FN_DIRECT does in registers first, the rest as above */
+static void FN(scale_run_direct)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        n -= d;
+    }
+    FN(scale_run_none)(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_direct)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+    FN(affine_run_none)(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+#define FN_SCALE_NONE FN(scale_run_direct)
+#define FN_AFFINE_NONE FN(affine_run_direct)
+#else
+#define FN_SCALE_NONE FN(scale_run_none)
+#define FN_AFFINE_NONE FN(affine_run_none)
+#endif
 static void (*const FN(scale_runs)[FN_NUM_ACT])(FN_SCALE_ARGS) = {
-    FN(scale_run_none), FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
+    FN_SCALE_NONE, FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
     FN(scale_run_gelu_tanh)};
 static void (*const FN(affine_runs)[FN_NUM_ACT])(FN_AFFINE_ARGS) = {
-    FN(affine_run_none), FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
+    FN_AFFINE_NONE, FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
     FN(affine_run_gelu_tanh)};
+#undef FN_SCALE_NONE
+#undef FN_AFFINE_NONE
 static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
     FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
     FN(cols_run_gelu_tanh)};

@@ -6,9 +6,11 @@
  *   FN_CTMAX CT's largest finite value
  *   ACT(v, act) the activation act applied to a CT value
  *   FN_BUFFERED 1 for a type whose normalize loops run float32's on a float buffer filled by
- *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride);
- *            FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
- *            activation-free run first, in registers (returns how many elements)
+ *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride)
+ *   FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
+ *            activation-free run first, in registers (returns how many elements); unbuffered
+ *            types use its scale and affine only
+ *   FN_SUMS16(isa), when defined, the float-partial statistics loop of a 16-bit type
  * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table),
  * and consumes (undefines) these parameters. Not a public header. */
 
@@ -62,11 +64,19 @@ static inline CT FN(narrow)(double v)
 
 /* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
  * additions depends only on len (and the CPU's path), never on threads. */
-static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, double *s1,
-                                double *s2)
+static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, int lowp,
+                                double *s1, double *s2)
 {
     double t1 = 0.0, t2 = 0.0, u1 = 0.0, u2 = 0.0;
     int64_t i = 0;
+#if defined(FN_SUMS16) && FN_AVX2
+    /* lowp: the 16-bit types' float-partial loops (k is one of their values: exact in float) */
+    if (lowp && s == 1 && len >= 32 && fn_simd_level() >= 2)
+        i = FN_SUMS16(avx512)(x, len, (float)k, &t1, &t2);
+    else if (lowp && s == 1 && len >= 16 && fn_simd_level() >= 1)
+        i = FN_SUMS16(avx2)(x, len, (float)k, &t1, &t2);
+    else
+#endif
 #if FN_AVX512
     if (s == 1 && len >= 32 && fn_simd_level() >= 2)
         i = FN(run_sums_avx512)(x, len, k, &t1, &t2);
@@ -92,11 +102,23 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, do
     *s2 += t2 + u2;
 }
 
+/* Whether a block's float-partial sums (run_sums' lowp) are as good as double's: finite; a sum
+ * of squares far above float's underflow (so that terms lost below it do not count); and, with
+ * the shift, s2 - s1^2 / n at least 1/16 of s2 (the shift within about 4 standard deviations of
+ * the mean), so that cancellation does not magnify float's rounding into the variance. NaN and
+ * inf (in the data or from overflow) fail the test. */
+static inline int FN(lowp_ok)(double n, double s1, double s2, int rms)
+{
+    return isfinite(s1) && s2 >= n * 0x1p-100 && s2 <= DBL_MAX &&
+           (rms || s1 * s1 <= n * s2 * (15.0 / 16.0));
+}
+
 /* Moments of block b of a group (rows q at stride sq, elements l at stride sl). Shifted by the
  * block's first element: sums of (x - k) keep full precision for data far from zero, and
  * constant data gives mean == k and m2 == 0 exactly. With rms, mean = 0 and m2 = sum(x^2)
  * instead: a sum of squares needs no shift (nothing cancels), and an inf then gives m2 = inf
- * rather than inf - inf. Returns the block's element count. */
+ * rather than inf - inf. The 16-bit types sum in float first and in double only when lowp_ok
+ * rejects that. Returns the block's element count. */
 static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q,
                                        int64_t L, int64_t sq, int64_t sl, int rms, double *mean,
                                        double *m2)
@@ -104,10 +126,21 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
     const double k = rms ? 0.0 : fn_shift((double)LD(xg[q0 * sq + l0 * sl]));
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t q = q0; q < q1; q++)
-        FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, &s1, &s2);
     const double n = (double)((q1 - q0) * (l1 - l0));
+    double s1 = 0.0, s2 = 0.0;
+#ifdef FN_SUMS16
+    const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
+    if (lowp)
+        for (int64_t q = q0; q < q1; q++)
+            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 1, &s1, &s2);
+    if (!lowp || !FN(lowp_ok)(n, s1, s2, rms)) {
+        s1 = s2 = 0.0;
+#else
+    {
+#endif
+        for (int64_t q = q0; q < q1; q++)
+            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 0, &s1, &s2);
+    }
     if (rms) {
         *mean = 0.0;
         *m2 = s2;
@@ -366,12 +399,44 @@ FN_ACT_LOOPS(relu, FN_ACT_RELU)
 FN_ACT_LOOPS(silu, FN_ACT_SILU)
 FN_ACT_LOOPS(gelu, FN_ACT_GELU)
 FN_ACT_LOOPS(gelu_tanh, FN_ACT_GELU_TANH)
+#ifdef FN_DIRECT
+/* activation-free contiguous runs: what FN_DIRECT does in registers first, the rest as above */
+static void FN(scale_run_direct)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        n -= d;
+    }
+    FN(scale_run_none)(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_direct)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+    FN(affine_run_none)(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+#define FN_SCALE_NONE FN(scale_run_direct)
+#define FN_AFFINE_NONE FN(affine_run_direct)
+#else
+#define FN_SCALE_NONE FN(scale_run_none)
+#define FN_AFFINE_NONE FN(affine_run_none)
+#endif
 static void (*const FN(scale_runs)[FN_NUM_ACT])(FN_SCALE_ARGS) = {
-    FN(scale_run_none), FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
+    FN_SCALE_NONE, FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
     FN(scale_run_gelu_tanh)};
 static void (*const FN(affine_runs)[FN_NUM_ACT])(FN_AFFINE_ARGS) = {
-    FN(affine_run_none), FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
+    FN_AFFINE_NONE, FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
     FN(affine_run_gelu_tanh)};
+#undef FN_SCALE_NONE
+#undef FN_AFFINE_NONE
 static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
     FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
     FN(cols_run_gelu_tanh)};
@@ -790,3 +855,4 @@ static const fn_kernel_table FN(table) = {
 #undef FN_LOADBUF
 #undef FN_STOREBUF
 #undef FN_DIRECT
+#undef FN_SUMS16

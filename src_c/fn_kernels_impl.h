@@ -303,11 +303,34 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
 }
 
 /* Table entry coefs: see fn_coef_job. One sqrt and divide per group. */
+/* coefs for a run of n entries that are each their own group: a loop that vectorizes (a sqrt
+ * and a divide per entry dominate eval BatchNorm on small inputs); the same arithmetic, so the
+ * same bits, as the general loop below. */
+static FN_HOT void FN(coefs_run)(int64_t n, const double *mean, const double *var, double eps,
+                                 const CT *w, const CT *bias, CT *mh, CT *a, CT *c)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const double mu = mean[j], r = 1.0 / sqrt(var[j] + eps);
+        const CT mt = FN(narrow)(mu);
+        const double dl = mu - (double)mt;
+        const double ad = w ? r * (double)w[j] : r;
+        mh[j] = mt;
+        a[j] = FN(narrow)(ad);
+        c[j] = FN(narrow)((bias ? (double)bias[j] : 0.0) - dl * ad);
+    }
+}
+
 static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
 {
     const CT *w = (const CT *)jb->weight, *bias = (const CT *)jb->bias;
     CT *mh = (CT *)out->shift, *a = (CT *)out->scale, *c = (CT *)out->offset;
     const int64_t J = jb->channels, JD = jb->channels_per_group;
+    if (JD == 1) {
+        for (int64_t i = 0; i < jb->outer; i++)
+            FN(coefs_run)(J, jb->mean + i * jb->group_step, jb->var + i * jb->group_step, jb->eps,
+                          w, bias, mh + i * J, a + i * J, c + i * J);
+        return;
+    }
     for (int64_t i = 0; i < jb->outer; i++) {
         for (int64_t j0 = 0; j0 < J; j0 += JD) { /* group s: entries j0 .. j0 + JD - 1 */
             const int64_t s = i * jb->group_step + j0 / JD;
@@ -674,20 +697,33 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
     FN_PFOR(nt, u, U, {
-        const int64_t t1 = (u + 1) * rpu < R ? (u + 1) * rpu : R;
-        for (int64_t t = u * rpu; t < t1; t++) {
-            int64_t g, q; /* row t: t = (p1 * Q + q) * P2 + p2 rows outer, else t = g * Q + q */
-            if (rows_outer) {
-                q = (t / P2) % Q;
-                g = t / (Q * P2) * P2 + t % P2;
-            } else {
-                g = t / Q;
-                q = t % Q;
-            }
-            const int64_t p1 = g / P2, p2 = g % P2;
+        const int64_t t0 = u * rpu, t1 = (u + 1) * rpu < R ? (u + 1) * rpu : R;
+        /* row t = (p1 * Q + q) * P2 + p2 rows outer, else t = (p1 * P2 + p2) * Q + q: the
+         * indices of the unit's first row, then counted up (no division per row) */
+        int64_t p1, p2, q;
+        if (rows_outer) {
+            p2 = t0 % P2;
+            q = (t0 / P2) % Q;
+            p1 = t0 / (Q * P2);
+        } else {
+            q = t0 % Q;
+            p2 = (t0 / Q) % P2;
+            p1 = t0 / (Q * P2);
+        }
+        for (int64_t t = t0; t < t1; t++) {
+            const int64_t g = p1 * P2 + p2;
             FN_SCALE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1] + q * s->xs[2],
                          y + p1 * s->ys[0] + p2 * s->ys[1] + q * s->ys[2], L, s->xs[3], s->ys[3],
                          cm[g], ca[g], cc[g]);
+            int64_t *inner = rows_outer ? &p2 : &q, *outer = rows_outer ? &q : &p2;
+            const int64_t ni = rows_outer ? P2 : Q, no = rows_outer ? Q : P2;
+            if (++*inner == ni) {
+                *inner = 0;
+                if (++*outer == no) {
+                    *outer = 0;
+                    p1++;
+                }
+            }
         }
     });
     free(co);

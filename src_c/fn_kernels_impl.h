@@ -397,6 +397,26 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     }
 }
 
+/* cols_run for n == NC contiguous columns: the coefficients copied to locals (which the stores
+ * cannot alias) stay in registers across the rows, and the row loop has no inner-loop overhead
+ * (NHWC with few channels) */
+#define FN_COLS_FIXED(NC, act)                                                                   \
+    if (n == NC) {                                                                               \
+        CT m_[NC], a_[NC], c_[NC];                                                               \
+        for (int64_t i = 0; i < NC; i++) {                                                       \
+            m_[i] = mh[i];                                                                       \
+            a_[i] = a[i];                                                                        \
+            c_[i] = c[i];                                                                        \
+        }                                                                                        \
+        for (int64_t r = 0; r < nr; r++) {                                                       \
+            const T *xr = x + r * rx;                                                            \
+            T *yr = y + r * ry;                                                                  \
+            FN_OMP(simd)                                                                         \
+            for (int64_t i = 0; i < NC; i++)                                                     \
+                yr[i] = ST(ACT((LD(xr[i]) - m_[i]) * a_[i] + c_[i], act));                       \
+        }                                                                                        \
+        return;                                                                                  \
+    }
 #define FN_SCALE_ARGS const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a, CT c
 #define FN_AFFINE_ARGS FN_SCALE_ARGS, const CT *w, const CT *lb
 /* rows r < nr of n columns each, rows rx / ry apart: one call per unit of rows, not per row */
@@ -414,6 +434,11 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     }                                                                                            \
     static FN_HOT void FN(cols_run_##K)(FN_COLS_ARGS)                                            \
     {                                                                                            \
+        if (sx == 1 && sy == 1) {                                                                \
+            FN_COLS_FIXED(16, act)                                                               \
+            FN_COLS_FIXED(32, act)                                                               \
+            FN_COLS_FIXED(64, act)                                                               \
+        }                                                                                        \
         for (int64_t r = 0; r < nr; r++)                                                         \
             FN(cols_body)(x + r * rx, y + r * ry, n, sx, sy, mh, a, c, act);                     \
     }
@@ -464,6 +489,7 @@ static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
     FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
     FN(cols_run_gelu_tanh)};
 #undef FN_ACT_LOOPS
+#undef FN_COLS_FIXED
 #undef FN_SCALE_ARGS
 #undef FN_AFFINE_ARGS
 #undef FN_COLS_ARGS

@@ -102,6 +102,32 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
     *s2 += t2 + u2;
 }
 
+/* run_sums with k = 0 for the sum of squares alone (RMSNorm): *s2 gets the same bits. */
+static inline void FN(run_sumsq)(const T *x, int64_t len, int64_t s, double *s2)
+{
+    double t2 = 0.0, u2 = 0.0;
+    int64_t i = 0;
+#if FN_AVX512
+    if (s == 1 && len >= 32 && fn_simd_level() >= 2)
+        i = FN(run_sumsq_avx512)(x, len, &t2);
+    else
+#endif
+#if FN_AVX2
+    if (s == 1 && len >= 16 && fn_simd_level() >= 1)
+        i = FN(run_sumsq_avx2)(x, len, &t2);
+#endif
+    for (; i + 2 <= len; i += 2) {
+        const double d = (double)LD(x[i * s]), e = (double)LD(x[(i + 1) * s]);
+        t2 += d * d;
+        u2 += e * e;
+    }
+    for (; i < len; i++) {
+        const double d = (double)LD(x[i * s]);
+        t2 += d * d;
+    }
+    *s2 += t2 + u2;
+}
+
 /* Whether a block's float-partial sums (run_sums' lowp) are as good as double's: finite; a sum
  * of squares far above float's underflow (so that terms lost below it do not count); and, with
  * the shift, s2 - s1^2 / n at least 1/16 of s2 (the shift within about 4 standard deviations of
@@ -138,8 +164,12 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
 #else
     {
 #endif
-        for (int64_t q = q0; q < q1; q++)
-            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 0, &s1, &s2);
+        for (int64_t q = q0; q < q1; q++) {
+            if (rms)
+                FN(run_sumsq)(xg + q * sq + l0 * sl, l1 - l0, sl, &s2);
+            else
+                FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 0, &s1, &s2);
+        }
     }
     if (rms) {
         *mean = 0.0;
@@ -383,6 +413,30 @@ FN_INLINE void FN(affine_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t 
     }
 }
 
+/* y = act(((x - mh) * a + c) * w[i]) (an elementwise weight without bias); with mh == c == 0
+ * (RMSNorm) the same values as act((x * a) * w[i]) (x - 0 == x, v + 0 == v), which is what runs */
+FN_INLINE void FN(weight_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a,
+                               CT c, const CT *w, const int act)
+{
+    if (mh == 0 && c == 0) {
+        if (sx == 1 && sy == 1) {
+            FN_OMP(simd)
+            for (int64_t i = 0; i < n; i++)
+                y[i] = ST(ACT(LD(x[i]) * a * w[i], act));
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                y[i * sy] = ST(ACT(LD(x[i * sx]) * a * w[i], act));
+        }
+    } else if (sx == 1 && sy == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ST(ACT(((LD(x[i]) - mh) * a + c) * w[i], act));
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            y[i * sy] = ST(ACT(((LD(x[i * sx]) - mh) * a + c) * w[i], act));
+    }
+}
+
 /* y[i] = act((x[i] - mh[i]) * a[i] + c[i]) (one row across the columns) */
 FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh,
                              const CT *a, const CT *c, const int act)
@@ -419,6 +473,7 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     }
 #define FN_SCALE_ARGS const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a, CT c
 #define FN_AFFINE_ARGS FN_SCALE_ARGS, const CT *w, const CT *lb
+#define FN_WEIGHT_ARGS FN_SCALE_ARGS, const CT *w
 /* rows r < nr of n columns each, rows rx / ry apart: one call per unit of rows, not per row */
 #define FN_COLS_ARGS                                                                             \
     const T *x, T *y, int64_t nr, int64_t rx, int64_t ry, int64_t n, int64_t sx, int64_t sy,     \
@@ -431,6 +486,10 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     static FN_HOT void FN(affine_run_##K)(FN_AFFINE_ARGS)                                        \
     {                                                                                            \
         FN(affine_body)(x, y, n, sx, sy, mh, a, c, w, lb, act);                                  \
+    }                                                                                            \
+    static FN_HOT void FN(weight_run_##K)(FN_WEIGHT_ARGS)                                        \
+    {                                                                                            \
+        FN(weight_body)(x, y, n, sx, sy, mh, a, c, w, act);                                      \
     }                                                                                            \
     static FN_HOT void FN(cols_run_##K)(FN_COLS_ARGS)                                            \
     {                                                                                            \
@@ -485,6 +544,9 @@ static void (*const FN(affine_runs)[FN_NUM_ACT])(FN_AFFINE_ARGS) = {
     FN(affine_run_gelu_tanh)};
 #undef FN_SCALE_NONE
 #undef FN_AFFINE_NONE
+static void (*const FN(weight_runs)[FN_NUM_ACT])(FN_WEIGHT_ARGS) = {
+    FN(weight_run_none), FN(weight_run_relu), FN(weight_run_silu), FN(weight_run_gelu),
+    FN(weight_run_gelu_tanh)};
 static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
     FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
     FN(cols_run_gelu_tanh)};
@@ -492,12 +554,15 @@ static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
 #undef FN_COLS_FIXED
 #undef FN_SCALE_ARGS
 #undef FN_AFFINE_ARGS
+#undef FN_WEIGHT_ARGS
 #undef FN_COLS_ARGS
 #undef FN_INLINE
 
 #define FN_SCALE_RUN(act, x, y, n, sx, sy, mh, a, c) FN(scale_runs)[act](x, y, n, sx, sy, mh, a, c)
 #define FN_AFFINE_RUN(act, x, y, n, sx, sy, mh, a, c, w, lb)                                     \
     FN(affine_runs)[act](x, y, n, sx, sy, mh, a, c, w, lb)
+#define FN_WEIGHT_RUN(act, x, y, n, sx, sy, mh, a, c, w)                                         \
+    FN(weight_runs)[act](x, y, n, sx, sy, mh, a, c, w)
 #define FN_COLS_RUN(act, x, y, nr, rx, ry, n, sx, sy, mh, a, c)                                   \
     FN(cols_runs)[act](x, y, nr, rx, ry, n, sx, sy, mh, a, c)
 
@@ -561,6 +626,16 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
     });
 }
+static void FN(weight_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
+                            CT a, CT c, const CT *w)
+{
+    float buf[FN_HB];
+    FN_BY_BUFFER(i0, m, n, {
+        FN_LOADBUF(x + i0 * sx, sx, m, buf);
+        weight_runs_f32[act](buf, buf, m, 1, 1, mh, a, c, w + i0);
+        FN_STOREBUF(buf, m, y + i0 * sy, sy);
+    });
+}
 static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy,
                           const CT *mh, const CT *a, const CT *c)
 {
@@ -591,6 +666,7 @@ static void FN(cols_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int
 }
 #define FN_SCALE_RUN FN(scale_run_)
 #define FN_AFFINE_RUN FN(affine_run_)
+#define FN_WEIGHT_RUN FN(weight_run_)
 #define FN_COLS_RUN FN(cols_run_)
 
 /* s = x + r, added in float and rounded to T (exact before the rounding) */
@@ -648,7 +724,10 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
     for (int64_t q = q0; q < q1; q++) {
         const T *xr = xg + q * s->xs[2] + l0 * s->xs[3];
         T *yr = yg + q * s->ys[2] + l0 * s->ys[3];
-        if (af->elementwise) {
+        if (af->elementwise && !b) {
+            FN_WEIGHT_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
+                          FN(narrow)(-dl * rstd), w + l0);
+        } else if (af->elementwise) {
             FN_AFFINE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
                           FN(narrow)(-dl * rstd), w + l0, b + l0);
         } else {
@@ -690,7 +769,7 @@ static inline int FN(bad_job)(const fn_row_job *jb)
 {
     const fn_affine *af = &jb->affine;
     const int act = jb->epilogue.activation;
-    return (af->elementwise && (!af->weight || !af->bias)) ||
+    return (af->elementwise && !af->weight) ||
            (jb->stats.given && (!jb->stats.mean || !jb->stats.var)) || act < 0 ||
            act >= FN_NUM_ACT;
 }
@@ -901,6 +980,7 @@ static const fn_kernel_table FN(table) = {
 
 #undef FN_SCALE_RUN
 #undef FN_AFFINE_RUN
+#undef FN_WEIGHT_RUN
 #undef FN_COLS_RUN
 
 #undef FN

@@ -37,6 +37,24 @@ VFUNC int64_t VN(run_sums)(const T *x, int64_t len, double k, double *t1, double
     return i;
 }
 
+/* run_sums' sum(x^2) alone (RMSNorm: k = 0, no sum of x needed), the same accumulators in the
+ * same order, so the same bits as run_sums' second sum. */
+VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
+{
+    V a2 = VZERO(), b2 = a2, c2 = a2, d2 = a2;
+    int64_t i = 0;
+    for (; i + 4 * VW <= len; i += 4 * VW) {
+        const V u = VLOADT(x + i), v = VLOADT(x + i + VW);
+        const V w = VLOADT(x + i + 2 * VW), z = VLOADT(x + i + 3 * VW);
+        a2 = VFMA(u, u, a2);
+        b2 = VFMA(v, v, b2);
+        c2 = VFMA(w, w, c2);
+        d2 = VFMA(z, z, d2);
+    }
+    *t2 = VHSUM(VADD(VADD(a2, b2), VADD(c2, d2)));
+    return i;
+}
+
 /* tile_sums for contiguous columns: rows [r0, r1) at row stride sr, read in memory order, four
  * rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
  * rows. Each column still adds its rows one after another, from zero. Returns how many of the w

@@ -234,19 +234,19 @@ static void FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const in
 }
 
 
-/* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
- * (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
-static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc, int64_t w,
-                          const double *k, double *s1, double *s2)
+/* Sums of (x - k[j]) and their squares down rows [r0, r1) (of rows [0, rend)) for each of
+ * w <= FN_CB columns (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
+static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
+                          int64_t sc, int64_t w, const double *k, double *s1, double *s2)
 {
     int64_t j = 0;
 #if FN_AVX512
     if (sc == 1 && fn_simd_level() >= 2)
-        j = FN(tile_sums_avx512)(x, r0, r1, sr, w, k, s1, s2);
+        j = FN(tile_sums_avx512)(x, r0, r1, rend, sr, w, k, s1, s2);
 #endif
 #if FN_AVX2
     if (sc == 1 && fn_simd_level() >= 1)
-        j += FN(tile_sums_avx2)(x + j, r0, r1, sr, w - j, k + j, s1 + j, s2 + j);
+        j += FN(tile_sums_avx2)(x + j, r0, r1, rend, sr, w - j, k + j, s1 + j, s2 + j);
 #endif
     for (; j < w; j++) {
         double t1 = 0.0, t2 = 0.0;
@@ -310,7 +310,7 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         double k[FN_CB], s1[FN_CB], s2[FN_CB];
         for (int64_t j = 0; j < w; j++)
             k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
-        FN(tile_sums)(xt, r0, r1, xs[1], xs[2], w, k, s1, s2);
+        FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
         for (int64_t j = 0; j < w; j++)
             fn_finish_block((double)(r1 - r0), k[j], s1[j], s2[j], &pm[o + j], &pq[o + j]);

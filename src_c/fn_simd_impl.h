@@ -55,12 +55,12 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
     return i;
 }
 
-/* tile_sums for contiguous columns: rows [r0, r1) at row stride sr, read in memory order, four
- * rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
+/* tile_sums for contiguous columns: rows [r0, r1) (of [0, rend)) at row stride sr, read in memory
+ * order, four rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
  * rows. Each column still adds its rows one after another, from zero. Returns how many of the w
  * columns it handled (a multiple of VW). */
-VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t w,
-                            const double *k, double *s1, double *s2)
+VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
+                            int64_t w, const double *k, double *s1, double *s2)
 {
     const int64_t wv = w - w % VW;
     for (int64_t j = 0; j < wv; j += VW) {
@@ -76,7 +76,7 @@ VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int6
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const T *x0 = x + r * sr, *x1 = x0 + sr, *x2 = x1 + sr, *x3 = x2 + sr;
-        const T *p0 = r + pf + 4 <= r1 ? x0 + pf * sr : x0;
+        const T *p0 = r + pf + 4 <= rend ? x0 + pf * sr : x0; /* on into the next tile */
         for (int64_t j = 0; j < wv; j += VW) {
             if (!(j & (line - 1))) {
                 __builtin_prefetch(p0 + j, 0, 1);

@@ -662,6 +662,89 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
     }
 }
 
+/* Activation-free normalize loops with non-temporal (streaming) stores, for outputs too large to
+ * stay in the last-level cache (fn_stream_bytes): the output's lines are written without being
+ * read first, a third less memory traffic (1.3-1.4x faster from 16 MB on, one thread). Same
+ * arithmetic as the regular loops, operation for operation (no FMA), so the same bits. Head
+ * elements before the first 64-byte-aligned output and the tail are stored as usual. */
+#define FN_ACT_STREAM FN_NUM_ACT /* the run tables' extra entry: no activation, streamed */
+#if FN_AVX512
+#define FN_STREAM_LOOPS(T, V, W, LD, STREAM, SET1, SUB, MUL, ADD, NAME)                           \
+    FN_AVX512_FUNC void NAME##_scale(const T *x, T *y, int64_t n, T mh, T a, T c)                 \
+    {                                                                                             \
+        int64_t i = 0;                                                                            \
+        for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                           \
+            y[i] = (x[i] - mh) * a + c;                                                           \
+        const V m = SET1(mh), av = SET1(a), cv = SET1(c);                                         \
+        for (; i + W <= n; i += W)                                                                \
+            STREAM(y + i, ADD(MUL(SUB(LD(x + i), m), av), cv));                                   \
+        for (; i < n; i++)                                                                        \
+            y[i] = (x[i] - mh) * a + c;                                                           \
+        _mm_sfence();                                                                             \
+    }                                                                                             \
+    FN_AVX512_FUNC void NAME##_affine(const T *x, T *y, int64_t n, T mh, T a, T c, const T *w,    \
+                                      const T *lb)                                                \
+    {                                                                                             \
+        int64_t i = 0;                                                                            \
+        for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                           \
+            y[i] = ((x[i] - mh) * a + c) * w[i] + lb[i];                                          \
+        const V m = SET1(mh), av = SET1(a), cv = SET1(c);                                         \
+        for (; i + W <= n; i += W)                                                                \
+            STREAM(y + i, ADD(MUL(ADD(MUL(SUB(LD(x + i), m), av), cv), LD(w + i)), LD(lb + i)));  \
+        for (; i < n; i++)                                                                        \
+            y[i] = ((x[i] - mh) * a + c) * w[i] + lb[i];                                          \
+        _mm_sfence();                                                                             \
+    }                                                                                             \
+    FN_AVX512_FUNC void NAME##_weight(const T *x, T *y, int64_t n, T mh, T a, T c, const T *w)    \
+    {                                                                                             \
+        int64_t i = 0;                                                                            \
+        const V m = SET1(mh), av = SET1(a), cv = SET1(c);                                         \
+        if (mh == 0 && c == 0) { /* weight_body's RMSNorm form */                                 \
+            for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                       \
+                y[i] = x[i] * a * w[i];                                                           \
+            for (; i + W <= n; i += W)                                                            \
+                STREAM(y + i, MUL(MUL(LD(x + i), av), LD(w + i)));                                \
+            for (; i < n; i++)                                                                    \
+                y[i] = x[i] * a * w[i];                                                           \
+        } else {                                                                                  \
+            for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                       \
+                y[i] = ((x[i] - mh) * a + c) * w[i];                                              \
+            for (; i + W <= n; i += W)                                                            \
+                STREAM(y + i, MUL(ADD(MUL(SUB(LD(x + i), m), av), cv), LD(w + i)));               \
+            for (; i < n; i++)                                                                    \
+                y[i] = ((x[i] - mh) * a + c) * w[i];                                              \
+        }                                                                                         \
+        _mm_sfence();                                                                             \
+    }                                                                                             \
+    FN_AVX512_FUNC void NAME##_cols(const T *x, T *y, int64_t n, const T *mh, const T *a,         \
+                                    const T *c)                                                   \
+    {                                                                                             \
+        int64_t i = 0;                                                                            \
+        for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                           \
+            y[i] = (x[i] - mh[i]) * a[i] + c[i];                                                  \
+        for (; i + W <= n; i += W)                                                                \
+            STREAM(y + i, ADD(MUL(SUB(LD(x + i), LD(mh + i)), LD(a + i)), LD(c + i)));            \
+        for (; i < n; i++)                                                                        \
+            y[i] = (x[i] - mh[i]) * a[i] + c[i];                                                  \
+        _mm_sfence();                                                                             \
+    }
+FN_STREAM_LOOPS(float, __m512, 16, _mm512_loadu_ps, _mm512_stream_ps, _mm512_set1_ps,
+                _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps, fn_stream_f32)
+FN_STREAM_LOOPS(double, __m512d, 8, _mm512_loadu_pd, _mm512_stream_pd, _mm512_set1_pd,
+                _mm512_sub_pd, _mm512_mul_pd, _mm512_add_pd, fn_stream_f64)
+#undef FN_STREAM_LOOPS
+#endif
+
+/* Output bytes from which the normalize passes stream their stores (0: never): half the
+ * last-level cache, where the output no longer fits beside its input. AVX-512 only. */
+static int64_t fn_stream_bytes(void)
+{
+    if (fn_simd_level() < 2)
+        return 0;
+    const int64_t half = fn_l3_bytes() / 2;
+    return half > 0 ? half : ((int64_t)16 << 20);
+}
+
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 
@@ -678,6 +761,9 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define FN_CTMAX FLT_MAX
 #define ACT fn_act_f
 #define FN_BUFFERED 0
+#if FN_AVX512
+#define FN_STREAM(loop) fn_stream_f32_##loop
+#endif
 #include "fn_kernels_impl.h"
 
 #define T double
@@ -688,6 +774,9 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define FN_CTMAX DBL_MAX
 #define ACT fn_act_d
 #define FN_BUFFERED 0
+#if FN_AVX512
+#define FN_STREAM(loop) fn_stream_f64_##loop
+#endif
 #include "fn_kernels_impl.h"
 
 #define T uint16_t

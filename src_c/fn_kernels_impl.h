@@ -536,20 +536,65 @@ static void FN(affine_run_direct)(FN_AFFINE_ARGS)
 #define FN_SCALE_NONE FN(scale_run_none)
 #define FN_AFFINE_NONE FN(affine_run_none)
 #endif
-static void (*const FN(scale_runs)[FN_NUM_ACT])(FN_SCALE_ARGS) = {
+#ifdef FN_STREAM
+/* FN_ACT_STREAM: the streaming loops where they apply (contiguous runs, AVX-512) */
+static void FN(scale_run_stream)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(scale)(x, y, n, mh, a, c);
+    else
+        FN(scale_run_none)(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_stream)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(affine)(x, y, n, mh, a, c, w, lb);
+    else
+        FN(affine_run_none)(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+static void FN(weight_run_stream)(FN_WEIGHT_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(weight)(x, y, n, mh, a, c, w);
+    else
+        FN(weight_run_none)(x, y, n, sx, sy, mh, a, c, w);
+}
+static void FN(cols_run_stream)(FN_COLS_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        for (int64_t r = 0; r < nr; r++)
+            FN_STREAM(cols)(x + r * rx, y + r * ry, n, mh, a, c);
+    else
+        FN(cols_run_none)(x, y, nr, rx, ry, n, sx, sy, mh, a, c);
+}
+#define FN_SCALE_STREAM FN(scale_run_stream)
+#define FN_AFFINE_STREAM FN(affine_run_stream)
+#define FN_WEIGHT_STREAM FN(weight_run_stream)
+#define FN_COLS_STREAM FN(cols_run_stream)
+#else
+#define FN_SCALE_STREAM FN_SCALE_NONE
+#define FN_AFFINE_STREAM FN_AFFINE_NONE
+#define FN_WEIGHT_STREAM FN(weight_run_none)
+#define FN_COLS_STREAM FN(cols_run_none)
+#endif
+static void (*const FN(scale_runs)[FN_NUM_ACT + 1])(FN_SCALE_ARGS) = {
     FN_SCALE_NONE, FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
-    FN(scale_run_gelu_tanh)};
-static void (*const FN(affine_runs)[FN_NUM_ACT])(FN_AFFINE_ARGS) = {
+    FN(scale_run_gelu_tanh), FN_SCALE_STREAM};
+static void (*const FN(affine_runs)[FN_NUM_ACT + 1])(FN_AFFINE_ARGS) = {
     FN_AFFINE_NONE, FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
-    FN(affine_run_gelu_tanh)};
+    FN(affine_run_gelu_tanh), FN_AFFINE_STREAM};
 #undef FN_SCALE_NONE
 #undef FN_AFFINE_NONE
-static void (*const FN(weight_runs)[FN_NUM_ACT])(FN_WEIGHT_ARGS) = {
+static void (*const FN(weight_runs)[FN_NUM_ACT + 1])(FN_WEIGHT_ARGS) = {
     FN(weight_run_none), FN(weight_run_relu), FN(weight_run_silu), FN(weight_run_gelu),
-    FN(weight_run_gelu_tanh)};
-static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
+    FN(weight_run_gelu_tanh), FN_WEIGHT_STREAM};
+static void (*const FN(cols_runs)[FN_NUM_ACT + 1])(FN_COLS_ARGS) = {
     FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
-    FN(cols_run_gelu_tanh)};
+    FN(cols_run_gelu_tanh), FN_COLS_STREAM};
+#undef FN_SCALE_STREAM
+#undef FN_AFFINE_STREAM
+#undef FN_WEIGHT_STREAM
+#undef FN_COLS_STREAM
 #undef FN_ACT_LOOPS
 #undef FN_COLS_FIXED
 #undef FN_SCALE_ARGS
@@ -684,6 +729,22 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
 #undef FN_BY_BUFFER
 #endif
 
+/* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
+ * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
+ * (run_len elements: short runs would be mostly unaligned head and tail). */
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
+{
+#ifdef FN_STREAM
+    const int64_t sb = fn_stream_bytes();
+    if (act == FN_ACT_NONE && sb > 0 && out_bytes >= sb && run_len >= 256)
+        return FN_ACT_STREAM;
+#else
+    (void)out_bytes;
+    (void)run_len;
+#endif
+    return act;
+}
+
 /* Table entry normalize_cols: units of whole rows of about FN_NCHUNK elements. */
 static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, int n_threads)
 {
@@ -691,11 +752,12 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     T *y = (T *)yv;
     const fn_cols *s = &jb->shape;
     const int64_t P1 = s->outer, R = s->rows, C = s->cols, cp = jb->coef_outer_step;
-    const int act = jb->epilogue.activation;
-    if (act < 0 || act >= FN_NUM_ACT)
+    if (jb->epilogue.activation < 0 || jb->epilogue.activation >= FN_NUM_ACT)
         return FN_EINVAL;
     if (P1 <= 0 || R <= 0 || C <= 0)
         return FN_OK;
+    const int act = FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
+                                s->ys[2] == 1 ? C : 1);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -749,7 +811,7 @@ static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
 
 /* The fused path's work on group g: its statistics, then its normalization while in cache. */
 static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job *jb,
-                                   const fn_rowplan *pl)
+                                   const fn_rowplan *pl, int act)
 {
     const fn_rows *s = &jb->shape;
     const int64_t p1 = g / s->groups, p2 = g % s->groups, Q = s->rows, L = s->row_len;
@@ -761,8 +823,8 @@ static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job
         jb->stats.mean[g] = mean;
     if (jb->stats.var)
         jb->stats.var[g] = var;
-    FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine,
-                    jb->epilogue.activation, mean, 1.0 / sqrt(var + jb->stats.eps));
+    FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine, act,
+                    mean, 1.0 / sqrt(var + jb->stats.eps));
 }
 
 static inline int FN(bad_job)(const fn_row_job *jb)
@@ -788,7 +850,8 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_rows *s = &jb->shape;
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
-    const int act = jb->epilogue.activation;
+    const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
+                                s->ys[3] == 1 ? L : 1);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -852,11 +915,12 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
+    const int oact = FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl); });
+        FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl, oact); });
         return FN_OK;
     }
     if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK)
@@ -914,7 +978,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
             const int64_t p1 = g / P2, p2 = g % P2;
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
-                            p2, q, q + 1, l0, l1, s, af, act, mean[g], rstd[g]);
+                            p2, q, q + 1, l0, l1, s, af, oact, mean[g], rstd[g]);
         });
     }
     free(buf);
@@ -944,6 +1008,8 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     memcpy(nj.shape.xs, ts, sizeof nj.shape.xs);
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int nt = fn_eff_threads(P * Q * L, P * pl.nb, n_threads);
+    const int oact = FN(out_act)(jb->norm.epilogue.activation, P * Q * L * (int64_t)sizeof(T),
+                                 s->ys[3] == 1 ? L : 1);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         FN_PFOR(ntf, g, P, {
@@ -952,7 +1018,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                 FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                             r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
                             t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
-            FN(fused_group)(t, y, g, &nj, &pl);
+            FN(fused_group)(t, y, g, &nj, &pl, oact);
         });
         return FN_OK;
     }
@@ -997,4 +1063,5 @@ static const fn_kernel_table FN(table) = {
 #undef FN_LOADBUF
 #undef FN_STOREBUF
 #undef FN_DIRECT
+#undef FN_STREAM
 #undef FN_SUMS16

@@ -716,16 +716,18 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
         }                                                                                         \
         _mm_sfence();                                                                             \
     }                                                                                             \
-    FN_AVX512_FUNC void NAME##_cols(const T *x, T *y, int64_t n, const T *mh, const T *a,         \
-                                    const T *c)                                                   \
+    FN_AVX512_FUNC void NAME##_cols(const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,         \
+                                    int64_t n, const T *mh, const T *a, const T *c)               \
     {                                                                                             \
-        int64_t i = 0;                                                                            \
-        for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                           \
-            y[i] = (x[i] - mh[i]) * a[i] + c[i];                                                  \
-        for (; i + W <= n; i += W)                                                                \
-            STREAM(y + i, ADD(MUL(SUB(LD(x + i), LD(mh + i)), LD(a + i)), LD(c + i)));            \
-        for (; i < n; i++)                                                                        \
-            y[i] = (x[i] - mh[i]) * a[i] + c[i];                                                  \
+        for (int64_t r = 0; r < nr; r++, x += rx, y += ry) {                                      \
+            int64_t i = 0;                                                                        \
+            for (; i < n && ((uintptr_t)(y + i) & 63); i++)                                       \
+                y[i] = (x[i] - mh[i]) * a[i] + c[i];                                              \
+            for (; i + W <= n; i += W)                                                            \
+                STREAM(y + i, ADD(MUL(SUB(LD(x + i), LD(mh + i)), LD(a + i)), LD(c + i)));        \
+            for (; i < n; i++)                                                                    \
+                y[i] = (x[i] - mh[i]) * a[i] + c[i];                                              \
+        }                                                                                         \
         _mm_sfence();                                                                             \
     }
 FN_STREAM_LOOPS(float, __m512, 16, _mm512_loadu_ps, _mm512_stream_ps, _mm512_set1_ps,

@@ -562,8 +562,7 @@ static void FN(weight_run_stream)(FN_WEIGHT_ARGS)
 static void FN(cols_run_stream)(FN_COLS_ARGS)
 {
     if (sx == 1 && sy == 1)
-        for (int64_t r = 0; r < nr; r++)
-            FN_STREAM(cols)(x + r * rx, y + r * ry, n, mh, a, c);
+        FN_STREAM(cols)(x, y, nr, rx, ry, n, mh, a, c);
     else
         FN(cols_run_none)(x, y, nr, rx, ry, n, sx, sy, mh, a, c);
 }
@@ -731,7 +730,8 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
 
 /* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
  * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
- * (run_len elements: short runs would be mostly unaligned head and tail). */
+ * (run_len elements: short runs would be mostly unaligned head and tail, and channels-last rows
+ * of few channels measured slower streamed than with their coefficients in registers). */
 static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
 {
 #ifdef FN_STREAM

@@ -170,6 +170,7 @@ FN_SUMS16_AVX512(fn_sums16_bf16_avx512, fn_lf16_bf16)
 static int fn_simd_state = -1; /* 2: AVX-512F, 1: AVX2 + FMA, 0: neither */
 static int fn_bf16_state = 0;  /* AVX-512 BF16 (and BW, DQ, VL) usable, with simd level 2 */
 static int64_t fn_l3_state = -1; /* last-level cache bytes, 0 when unknown */
+static int64_t fn_stream_env = -1; /* FN_STREAM_BYTES (environment), -1 when not set */
 
 void fn_init(void)
 {
@@ -191,6 +192,10 @@ void fn_init(void)
     /* VMs may report the whole package's L3 (256 MiB seen here) rather than the slice one core
      * cluster shares; trust at most FN_MAX_L3 */
     fn_l3_state = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
+    /* FN_STREAM_BYTES overrides where streaming stores start (0: never), for the tests */
+    const char *sb = getenv("FN_STREAM_BYTES");
+    if (sb && *sb >= '0' && *sb <= '9')
+        fn_stream_env = strtoll(sb, NULL, 10);
 #if FN_AVX2
     fn_bf16_state = lvl >= 2 && __builtin_cpu_supports("avx512bf16") &&
                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
@@ -743,6 +748,8 @@ static int64_t fn_stream_bytes(void)
 {
     if (fn_simd_level() < 2)
         return 0;
+    if (fn_stream_env >= 0)
+        return fn_stream_env;
     const int64_t half = fn_l3_bytes() / 2;
     return half > 0 ? half : ((int64_t)16 << 20);
 }

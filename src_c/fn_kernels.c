@@ -489,6 +489,13 @@ FN_DIRECT_LOOPS(8, __m256, fn_lh8, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm256_
                 _mm256_set1_ps, _mm256_loadu_ps, fn_f16_avx2, FN_AVX2_FUNC)
 FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC)
+/* the same loops with streaming stores (y 32-byte aligned; the caller fences: fn_sfence) */
+FN_AVX512_INLINE void fn_sh16_nt(uint16_t *p, __m512 v)
+{
+    _mm256_stream_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16_nt, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512_nt, FN_AVX512_FUNC)
 #define FN_PICK(name, ...)                                                                        \
     do {                                                                                          \
         if (fn_simd_level() >= 2)                                                                 \
@@ -499,7 +506,16 @@ FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm5
 #else
 #define FN_PICK(name, ...)
 #endif
-/* The direct loops for this CPU, or 0 elements done. */
+/* The direct loops for this CPU, or 0 elements done; _nt: streaming stores, AVX-512 only. */
+#if FN_AVX2
+#define FN_PICK_NT(call)                                                                          \
+    do {                                                                                          \
+        if (fn_simd_level() >= 2)                                                                 \
+            return fn_f16_avx512_nt_##call;                                                       \
+    } while (0)
+#else
+#define FN_PICK_NT(call)
+#endif
 #define FN_DIRECT_PICKS(T16)                                                                      \
     static inline int64_t fn_##T16##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh,  \
                                            float a, float c)                                      \
@@ -520,6 +536,24 @@ FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm5
         return 0;                                                                                 \
     }
 FN_DIRECT_PICKS(f16)
+static inline int64_t fn_f16_scale_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
+                                      float c)
+{
+    FN_PICK_NT(scale(x, y, n, mh, a, c));
+    return 0;
+}
+static inline int64_t fn_f16_affine_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh,
+                                       float a, float c, const float *w, const float *lb)
+{
+    FN_PICK_NT(affine(x, y, n, mh, a, c, w, lb));
+    return 0;
+}
+static inline int64_t fn_f16_cols_nt(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,
+                                     const float *a, const float *c)
+{
+    FN_PICK_NT(cols(x, y, n, mh, a, c));
+    return 0;
+}
 
 /* bfloat16's activation-free contiguous loops in registers: widened by a shift; rounded back by
  * AVX-512 BF16's VCVTNEPS2BF16 (round to nearest even, NaN kept quiet, as fn_f2b), which flushes
@@ -536,7 +570,7 @@ FN_BF16_INLINE __m512 fn_lb16(const uint16_t *p)
     const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
 }
-FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v)
+FN_BF16_INLINE __m256i fn_rb16(__m512 v)
 {
     __m256i r = (__m256i)_mm512_cvtneps_pbh(v);
     const __mmask16 den = _mm512_fpclass_ps_mask(v, 0x20); /* denormal */
@@ -546,10 +580,17 @@ FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v)
         const __m512i t = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
         r = _mm256_mask_blend_epi16(den, r, _mm512_cvtepi32_epi16(_mm512_srli_epi32(t, 16)));
     }
-    _mm256_storeu_si256((__m256i *)p, r);
+    return r;
+}
+FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, fn_rb16(v)); }
+FN_BF16_INLINE void fn_sb16_nt(uint16_t *p, __m512 v)
+{
+    _mm256_stream_si256((__m256i *)p, fn_rb16(v));
 }
 FN_DIRECT_LOOPS(16, __m512, fn_lb16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC)
+FN_DIRECT_LOOPS(16, __m512, fn_lb16, fn_sb16_nt, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512_nt, FN_BF16_FUNC)
 #define FN_PICK_BF16(call)                                                                        \
     do {                                                                                          \
         if (fn_simd_level() >= 2 && fn_bf16_state)                                                \
@@ -568,6 +609,18 @@ static inline int64_t fn_bf16_affine(const uint16_t *x, uint16_t *y, int64_t n, 
                                      float a, float c, const float *w, const float *lb)
 {
     FN_PICK_BF16(affine(x, y, n, mh, a, c, w, lb));
+    return 0;
+}
+static inline int64_t fn_bf16_scale_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh,
+                                       float a, float c)
+{
+    FN_PICK_BF16(nt_scale(x, y, n, mh, a, c));
+    return 0;
+}
+static inline int64_t fn_bf16_affine_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh,
+                                        float a, float c, const float *w, const float *lb)
+{
+    FN_PICK_BF16(nt_affine(x, y, n, mh, a, c, w, lb));
     return 0;
 }
 
@@ -742,6 +795,14 @@ FN_STREAM_LOOPS(double, __m512d, 8, _mm512_loadu_pd, _mm512_stream_pd, _mm512_se
 #undef FN_STREAM_LOOPS
 #endif
 
+/* Orders streaming stores before what follows (the end of a streamed run) */
+static inline void fn_sfence(void)
+{
+#if FN_AVX2
+    _mm_sfence();
+#endif
+}
+
 /* Output bytes from which the normalize passes stream their stores (0: never): half the
  * last-level cache, where the output no longer fits beside its input. AVX-512 only. */
 static int64_t fn_stream_bytes(void)
@@ -799,6 +860,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_LOADBUF fn_load_f16
 #define FN_STOREBUF fn_store_f16
 #define FN_DIRECT(loop) fn_f16_##loop
+#define FN_DIRECT_NT(loop) fn_f16_##loop##_nt
 #define FN_SUMS16(isa) fn_sums16_f16_##isa
 #include "fn_kernels_impl.h"
 
@@ -812,6 +874,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_BUFFERED 0
 #define FN_SUMS16(isa) fn_sums16_bf16_##isa
 #define FN_DIRECT(loop) fn_bf16_##loop
+#define FN_DIRECT_NT(loop) fn_bf16_##loop##_nt
 #include "fn_kernels_impl.h"
 
 const fn_kernel_table *fn_kernels_for(int dtype)

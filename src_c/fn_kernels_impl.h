@@ -382,6 +382,14 @@ static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
  * (x == y) is allowed. The contiguous case is written apart so that it vectorizes. Each loop is
  * compiled once per activation (act is a constant in each copy: no branch in the inner loop);
  * FN(<loop>_runs)[act] is the copy for act. */
+/* Elements of a contiguous output run before y is 64-byte aligned (at most n): the head that a
+ * streamed run stores as usual. */
+static inline int64_t FN(head)(const T *y, int64_t n)
+{
+    const int64_t h = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(T));
+    return ((uintptr_t)y % sizeof(T)) || h > n ? n : h;
+}
+
 #if !FN_BUFFERED
 #define FN_INLINE static inline __attribute__((always_inline))
 
@@ -570,6 +578,40 @@ static void FN(cols_run_stream)(FN_COLS_ARGS)
 #define FN_AFFINE_STREAM FN(affine_run_stream)
 #define FN_WEIGHT_STREAM FN(weight_run_stream)
 #define FN_COLS_STREAM FN(cols_run_stream)
+#elif defined(FN_DIRECT_NT)
+/* the direct loops' streaming copies past an unstreamed head; the rest as FN_ACT_NONE */
+static void FN(scale_run_stream)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t h = FN(head)(y, n);
+        FN_SCALE_NONE(x, y, h, 1, 1, mh, a, c);
+        const int64_t d = h + FN_DIRECT_NT(scale)(x + h, y + h, n - h, mh, a, c);
+        fn_sfence();
+        x += d;
+        y += d;
+        n -= d;
+    }
+    FN_SCALE_NONE(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_stream)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t h = FN(head)(y, n);
+        FN_AFFINE_NONE(x, y, h, 1, 1, mh, a, c, w, lb);
+        const int64_t d = h + FN_DIRECT_NT(affine)(x + h, y + h, n - h, mh, a, c, w + h, lb + h);
+        fn_sfence();
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+    FN_AFFINE_NONE(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+#define FN_SCALE_STREAM FN(scale_run_stream)
+#define FN_AFFINE_STREAM FN(affine_run_stream)
+#define FN_WEIGHT_STREAM FN(weight_run_none)
+#define FN_COLS_STREAM FN(cols_run_none)
 #else
 #define FN_SCALE_STREAM FN_SCALE_NONE
 #define FN_AFFINE_STREAM FN_AFFINE_NONE
@@ -636,6 +678,20 @@ static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int
                            CT a, CT c)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM) { /* an unstreamed head, then the streaming direct loop */
+        act = FN_ACT_NONE;
+        if (sx == 1 && sy == 1) {
+            const int64_t h = FN(head)(y, n);
+            FN(scale_run_)(act, x, y, h, 1, 1, mh, a, c);
+            const int64_t d = h + FN_DIRECT_NT(scale)(x + h, y + h, n - h, mh, a, c);
+            fn_sfence();
+            x += d;
+            y += d;
+            n -= d;
+        }
+    }
+#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
@@ -654,6 +710,23 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
                             CT a, CT c, const CT *w, const CT *lb)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM) {
+        act = FN_ACT_NONE;
+        if (sx == 1 && sy == 1) {
+            const int64_t h = FN(head)(y, n);
+            FN(affine_run_)(act, x, y, h, 1, 1, mh, a, c, w, lb);
+            const int64_t d =
+                h + FN_DIRECT_NT(affine)(x + h, y + h, n - h, mh, a, c, w + h, lb + h);
+            fn_sfence();
+            x += d;
+            y += d;
+            w += d;
+            lb += d;
+            n -= d;
+        }
+    }
+#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
@@ -674,6 +747,8 @@ static void FN(weight_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
                             CT a, CT c, const CT *w)
 {
     float buf[FN_HB];
+    if (act == FN_ACT_STREAM) /* no streaming loop: stored as usual */
+        act = FN_ACT_NONE;
     FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
         weight_runs_f32[act](buf, buf, m, 1, 1, mh, a, c, w + i0);
@@ -684,6 +759,23 @@ static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
                           const CT *mh, const CT *a, const CT *c)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM) {
+        act = FN_ACT_NONE;
+        if (sx == 1 && sy == 1) {
+            const int64_t h = FN(head)(y, n);
+            FN(cols_run1)(act, x, y, h, 1, 1, mh, a, c);
+            const int64_t d = h + FN_DIRECT_NT(cols)(x + h, y + h, n - h, mh + h, a + h, c + h);
+            fn_sfence();
+            x += d;
+            y += d;
+            mh += d;
+            a += d;
+            c += d;
+            n -= d;
+        }
+    }
+#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(cols)(x, y, n, mh, a, c);
@@ -734,7 +826,7 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
  * of few channels measured slower streamed than with their coefficients in registers). */
 static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
 {
-#ifdef FN_STREAM
+#if defined(FN_STREAM) || defined(FN_DIRECT_NT)
     const int64_t sb = fn_stream_bytes();
     if (act == FN_ACT_NONE && sb > 0 && out_bytes >= sb && run_len >= 256)
         return FN_ACT_STREAM;
@@ -1063,5 +1155,6 @@ static const fn_kernel_table FN(table) = {
 #undef FN_LOADBUF
 #undef FN_STOREBUF
 #undef FN_DIRECT
+#undef FN_DIRECT_NT
 #undef FN_STREAM
 #undef FN_SUMS16

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _alloc, _runtime
+from . import _alloc, _kernels, _runtime
 
 try:
     from . import _build_config as _bc
@@ -22,6 +22,7 @@ def get_config():
         "openmp_probe": getattr(_bc, "openmp_probe", "unknown"),
         "num_threads": _runtime.get_num_threads(),
         "output_cache": _alloc.output_cache_info(),
+        "cpu": _kernels.cpu_info(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "machine": platform.machine(),
@@ -29,7 +30,8 @@ def get_config():
 
 
 def show_config():
-    """Print version, compiler, flags, OpenMP on/off, the thread count and the output cache."""
+    """Print version, compiler, flags, OpenMP on/off, the thread count, the output cache and what
+    the kernels found on this CPU (SIMD level, cache, streaming stores)."""
     cfg = get_config()
     print("fastnorm configuration")
     for key in ("version", "compiler", "cflags", "openmp", "openmp_probe", "num_threads",
@@ -43,5 +45,10 @@ def show_config():
     print(f"  {'output_cache':13s}: limit {oc['limit'] / mib:.1f} MiB, holds {oc['held'] / mib:.1f} MiB "
           f"in {oc['blocks']} blocks (outputs >= {oc['min_output'] / mib:g} MiB; "
           f"{oc['hits']} reused, {oc['misses']} fresh)")
+    cpu = cfg["cpu"]
+    stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB"
+              if cpu["stream_bytes"] else "no streaming stores")
+    print(f"  {'cpu':13s}: {cpu['simd']} loops, last-level cache {cpu['l3_bytes'] / mib:g} MiB, "
+          f"{stream}")
     if not cfg["openmp"]:
         print("  WARNING: built without OpenMP; kernels run single-threaded.")

@@ -1,6 +1,6 @@
 # Type stubs of the compiled adapter fastnorm._kernels (see _kernels.pyx). The public API is
 # fastnorm.functional; these are its building blocks.
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -8,6 +8,7 @@ from numpy.typing import ArrayLike, NDArray
 _Shape = Union[int, Sequence[int]]
 _Act = Optional[Literal["relu", "silu", "gelu", "gelu_tanh"]]
 
+def cpu_info() -> Dict[str, Any]: ...
 def batch_norm(input: ArrayLike, running_mean: Optional[ArrayLike], running_var: Optional[ArrayLike],
                weight: Optional[ArrayLike] = ..., bias: Optional[ArrayLike] = ...,
                training: bool = ..., momentum: float = ..., eps: float = ...,

@@ -40,6 +40,16 @@ cnp.import_array()
 fn_init()  # before any kernel: the CPU's SIMD level and cache size, read by parallel regions
 
 
+def cpu_info():
+    """What the kernels found at import: {"simd": "avx512" | "avx2" | "portable",
+    "l3_bytes": last-level cache bytes (0: unknown), "stream_bytes": output bytes from which the
+    normalize passes use streaming stores (0: never)}."""
+    cdef int level
+    cdef int64_t l3, sb
+    fn_cpu_info(&level, &l3, &sb)
+    return {"simd": ("portable", "avx2", "avx512")[level], "l3_bytes": l3, "stream_bytes": sb}
+
+
 # --------------------------------------------------------------------------------------------
 # the dtype table and the kernel calls
 

@@ -248,6 +248,10 @@ const fn_kernel_table *fn_kernels_for(int dtype);
 void fn_init(void);
 int fn_have_openmp(void);
 int fn_max_threads(void);
+/* What fn_init found, for show_config: the SIMD level of the hot loops (2: AVX-512, 1: AVX2 +
+ * FMA, 0: portable C), the last-level cache bytes (0: unknown), and the output bytes from which
+ * normalize passes use streaming stores (0: never). */
+void fn_cpu_info(int *simd_level, int64_t *l3_bytes, int64_t *stream_bytes);
 
 /* Merge moments of equal-count sets in index order: in[a, k, b] -> out[a, b] (k merged).
  * Every input set has n_each elements. out may be in itself (an in-place compaction): out[a, b]

@@ -877,6 +877,13 @@ static int64_t fn_stream_bytes(void)
 #define FN_DIRECT_NT(loop) fn_bf16_##loop##_nt
 #include "fn_kernels_impl.h"
 
+void fn_cpu_info(int *simd_level, int64_t *l3_bytes, int64_t *stream_bytes)
+{
+    *simd_level = fn_simd_level();
+    *l3_bytes = fn_l3_bytes();
+    *stream_bytes = fn_stream_bytes();
+}
+
 const fn_kernel_table *fn_kernels_for(int dtype)
 {
     switch (dtype) {

@@ -55,10 +55,10 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
     return i;
 }
 
-/* tile_sums for contiguous columns: rows [r0, r1) (of [0, rend)) at row stride sr, read in memory
- * order, four rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
- * rows. Each column still adds its rows one after another, from zero. Returns how many of the w
- * columns it handled (a multiple of VW). */
+/* tile_sums for contiguous columns: rows [r0, r1) (of [0, rend)) at row stride sr, read in
+ * memory order, four rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns
+ * per vector) between rows. Each column still adds its rows one after another, from zero.
+ * Returns how many of the w columns it handled (a multiple of VW). */
 VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
                             int64_t w, const double *k, double *s1, double *s2)
 {

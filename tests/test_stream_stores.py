@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import fastnorm
 import fastnorm.functional as F
 
 SCRIPT = textwrap.dedent("""
@@ -72,3 +73,25 @@ def test_streamed_outputs_have_the_regular_bits(tmp_path):
         # bit for bit (NaN-free data): the streamed loops do the same operations
         assert np.array_equal(np.ascontiguousarray(got).view(np.uint8),
                               np.ascontiguousarray(want).view(np.uint8)), i
+
+
+def test_show_config_reports_the_streaming_threshold(capsys):
+    cpu = fastnorm.get_config()["cpu"]
+    assert cpu["simd"] in ("avx512", "avx2", "portable")
+    assert cpu["stream_bytes"] >= 0 and cpu["l3_bytes"] >= 0
+    if cpu["simd"] != "avx512":  # streaming loops are AVX-512 only
+        assert cpu["stream_bytes"] == 0
+    fastnorm.show_config()
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cpu")]
+    assert line and cpu["simd"] in line[0] and "streaming" in line[0]
+
+
+def test_stream_bytes_setting_reaches_the_kernels():
+    """FN_STREAM_BYTES=0 turns streaming off; a value sets the threshold (read at import)."""
+    code = "import fastnorm; print(fastnorm.get_config()['cpu']['stream_bytes'])"
+    for value in ("0", "12345"):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(os.environ, FN_STREAM_BYTES=value), timeout=120)
+        assert r.returncode == 0, r.stderr
+        if fastnorm.get_config()["cpu"]["simd"] == "avx512":
+            assert r.stdout.split()[-1] == value

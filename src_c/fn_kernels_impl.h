@@ -822,13 +822,16 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
 
 /* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
  * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
- * (run_len elements: short runs would be mostly unaligned head and tail, and channels-last rows
- * of few channels measured slower streamed than with their coefficients in registers). */
+ * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
+ * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
+ * streamed than with their coefficients in registers). */
 static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
     const int64_t sb = fn_stream_bytes();
-    if (act == FN_ACT_NONE && sb > 0 && out_bytes >= sb && run_len >= 256)
+    const int runs_ok =
+        run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
+    if (act == FN_ACT_NONE && sb > 0 && out_bytes >= sb && runs_ok)
         return FN_ACT_STREAM;
 #else
     (void)out_bytes;

@@ -38,7 +38,7 @@ def results():
     except ImportError:  # the bf16 extra is optional
         pass
     for dtype in dtypes:
-        for L in (300, 1031):
+        for L in (128, 300, 1031):
             base = (rng.standard_normal(4 * 7 * L + 1) * 3 + 100).astype(dtype)
             x = base[1:].reshape(4, 7, L)  # one element in: unaligned runs
             w = rng.standard_normal(L).astype(dtype)

@@ -228,6 +228,20 @@ cdef class _Job:
                 rc = self.k.grad_sums_cols(xp, dp, &self.cj, nt)
         return _check_rc(rc)
 
+    cdef int eval_cols(self, const double* centre, const double* a, double* s1,
+                       double* s2) except -1:
+        """Column layout, statistics held constant: the sums (as sums) and dx = a * dy in one
+        pass."""
+        cdef int rc, nt = threads()
+        cdef const void* xp = cnp.PyArray_DATA(self.x)
+        cdef const void* dp = cnp.PyArray_DATA(self.dy)
+        cdef void* op = cnp.PyArray_DATA(self.dx)
+        self.cj.e.centre, self.cj.e.sum_dy, self.cj.e.sum_dyxc = centre, s1, s2
+        self.cj.e.a, self.cj.e.b, self.cj.e.c = a, NULL, NULL
+        with nogil:
+            rc = self.k.grad_eval_cols(xp, dp, op, &self.cj, nt)
+        return _check_rc(rc)
+
     cdef int rows_backward(self, const double* mean, const double* rstd, const double* weight,
                            bint train, double* s1, double* s2) except -1:
         """The row layout's whole backward (grad_rows): per-entry sums into s1, s2 and dx."""
@@ -304,12 +318,18 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef double* A = cc + E
     cdef double* B = A + NG
     cdef bint rows = j.mode == _ROWS
+    cdef bint dx_done = False
     if rows and (need_sums or want_dx):  # sums, combine and dx in one kernel call
         j.rows_backward(mp, rp, wp, train, s1, s2)
     else:
         for e in range(E):
             centre[e] = mp[j.group(e)]
-        if need_sums:
+        if need_sums and want_dx and not train:  # dx = r w dy needs no sums: one pass
+            for e in range(E):
+                ca[e] = rp[j.group(e)] * (1.0 if wp == NULL else wp[j.channel(e)])
+            j.eval_cols(centre, ca, s1, s2)
+            dx_done = True
+        elif need_sums:
             j.sums(centre, s1, s2)
     pg = np.zeros((2, C)) if (want_dw or want_db) else None
     dw = pg[0] if want_dw else None
@@ -327,7 +347,7 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
             dwp[ci] += rp[gi] * s2[e]
         if dbp != NULL:
             dbp[ci] += s1[e]
-    if want_dx and not rows:
+    if want_dx and not rows and not dx_done:
         for e in range(E):
             gi = j.group(e)
             r = rp[gi]

@@ -6,6 +6,112 @@
  * FN_BLOCK / L short rows, or a tile of the column layout) and merged in index order, so every
  * bit of the result is the same for any thread count. Not a public header. */
 
+/* float32 storage with AVX-512: the sums in float lanes. A lane adds a run of at most 16
+ * products in float (relative error ~1e-6 of what the run adds, far inside float32's tolerance),
+ * then the runs go into double accumulators in a fixed order, so the result still depends on the
+ * shape alone. The centre k is used as the float kf (x - kf is exact for x near kf), and the
+ * remainder (kf - k) sum(dy) is added back in double. Centres beyond float's range: double loops. */
+#if FN_AVX512 && defined(FN_F32LANES)
+#define FN_GF32 1
+FN_AVX512_INLINE __m512d fn_lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+FN_AVX512_INLINE __m512d fn_hi_pd(__m512 v)
+{
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* k is usable as a float centre */
+static inline int fn_fcentre(double k) { return isfinite(k) && fabs(k) <= FLT_MAX; }
+
+/* s1 = sum(dy), s2 = sum(dy (x - k)) over the first 32 floor(n / 32) contiguous elements, in
+ * runs of 256 (16 per lane); dx (not NULL) = a dy there, in the same pass (eval mode). Returns
+ * the elements done. */
+FN_AVX512_FUNC int64_t fn_gsums_f32_avx512(const float *x, const float *dy, float *dx, float a,
+                                           int64_t n, double k, double *t1, double *t2)
+{
+    const float kf = (float)k;
+    const __m512 kv = _mm512_set1_ps(kf), av = _mm512_set1_ps(a);
+    __m512d s1 = _mm512_setzero_pd(), s2 = s1;
+    const int64_t n32 = n & ~(int64_t)31;
+    int64_t i = 0;
+    while (i < n32) {
+        const int64_t e = i + 256 < n32 ? i + 256 : n32;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+        for (; i < e; i += 32) {
+            const __m512 d0 = _mm512_loadu_ps(dy + i), d1 = _mm512_loadu_ps(dy + i + 16);
+            a0 = _mm512_add_ps(a0, d0);
+            a1 = _mm512_add_ps(a1, d1);
+            b0 = _mm512_fmadd_ps(d0, _mm512_sub_ps(_mm512_loadu_ps(x + i), kv), b0);
+            b1 = _mm512_fmadd_ps(d1, _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), kv), b1);
+            if (dx) {
+                _mm512_storeu_ps(dx + i, _mm512_mul_ps(av, d0));
+                _mm512_storeu_ps(dx + i + 16, _mm512_mul_ps(av, d1));
+            }
+        }
+        const __m512 sa = _mm512_add_ps(a0, a1), sb = _mm512_add_ps(b0, b1);
+        s1 = _mm512_add_pd(s1, _mm512_add_pd(fn_lo_pd(sa), fn_hi_pd(sa)));
+        s2 = _mm512_add_pd(s2, _mm512_add_pd(fn_lo_pd(sb), fn_hi_pd(sb)));
+    }
+    const double r1 = fn_hsum8(s1), r2 = fn_hsum8(s2);
+    *t1 = r1;
+    *t2 = (double)kf != k ? r2 + ((double)kf - k) * r1 : r2;
+    return i;
+}
+
+/* Column sums of a tile (see grad_tile_sums) for contiguous columns: from r0, runs of 16 rows,
+ * each column's run added in float (in L1-resident float accumulators, row by row across the
+ * columns as grad_tile_sums), then into the column's double accumulators a1, a2 in run order;
+ * 16 columns at a time, the last ones masked. dx (not NULL): dx = a[j] dy in the same pass
+ * (eval mode). */
+FN_AVX512_FUNC void fn_gtile_f32_avx512(const float *x, const float *dy, float *dx, const float *a,
+                                        int64_t r0, int64_t r1, int64_t rx, int64_t ry, int64_t rd,
+                                        int64_t w, const float *kf, double *a1, double *a2)
+{
+    float f1[FN_CB] __attribute__((aligned(64))), f2[FN_CB] __attribute__((aligned(64)));
+    const __m512 z = _mm512_setzero_ps();
+    for (int64_t rr = r0; rr < r1; rr += 16) {
+        const int64_t re = rr + 16 < r1 ? rr + 16 : r1;
+        for (int64_t j = 0; j < w; j += 16) {
+            _mm512_store_ps(f1 + j, z);
+            _mm512_store_ps(f2 + j, z);
+        }
+        for (int64_t r = rr; r < re; r++) {
+            const float *xr = x + r * rx, *dr = dy + r * ry;
+            float *xd = dx ? dx + r * rd : NULL;
+            int64_t j = 0;
+            for (; j + 16 <= w; j += 16) {
+                const __m512 d = _mm512_loadu_ps(dr + j);
+                const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(xr + j), _mm512_loadu_ps(kf + j));
+                _mm512_store_ps(f1 + j, _mm512_add_ps(_mm512_load_ps(f1 + j), d));
+                _mm512_store_ps(f2 + j, _mm512_fmadd_ps(d, v, _mm512_load_ps(f2 + j)));
+                if (xd)
+                    _mm512_storeu_ps(xd + j, _mm512_mul_ps(_mm512_loadu_ps(a + j), d));
+            }
+            if (j < w) {
+                const __mmask16 m = (__mmask16)((1u << (w - j)) - 1u);
+                const __m512 d = _mm512_maskz_loadu_ps(m, dr + j);
+                const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + j),
+                                               _mm512_maskz_loadu_ps(m, kf + j));
+                _mm512_store_ps(f1 + j, _mm512_add_ps(_mm512_load_ps(f1 + j), d));
+                _mm512_store_ps(f2 + j, _mm512_fmadd_ps(d, v, _mm512_load_ps(f2 + j)));
+                if (xd)
+                    _mm512_mask_storeu_ps(xd + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + j), d));
+            }
+        }
+        for (int64_t j = 0; j < w; j += 16) {
+            const __mmask16 m = w - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - j)) - 1u);
+            const __mmask8 ml = (__mmask8)(m & 0xFF), mh = (__mmask8)(m >> 8);
+            const __m512 u1 = _mm512_load_ps(f1 + j), u2 = _mm512_load_ps(f2 + j);
+            _mm512_mask_storeu_pd(a1 + j, ml, _mm512_add_pd(_mm512_maskz_loadu_pd(ml, a1 + j), fn_lo_pd(u1)));
+            _mm512_mask_storeu_pd(a1 + j + 8, mh, _mm512_add_pd(_mm512_maskz_loadu_pd(mh, a1 + j + 8), fn_hi_pd(u1)));
+            _mm512_mask_storeu_pd(a2 + j, ml, _mm512_add_pd(_mm512_maskz_loadu_pd(ml, a2 + j), fn_lo_pd(u2)));
+            _mm512_mask_storeu_pd(a2 + j + 8, mh, _mm512_add_pd(_mm512_maskz_loadu_pd(mh, a2 + j + 8), fn_hi_pd(u2)));
+        }
+    }
+}
+#else
+#define FN_GF32 0
+#endif
+
 /* t1 += sum(dy), t2 += sum(dy * (x - k)) over n elements; the additions' order depends on n
  * (and the CPU's clone of the loop), never on threads. */
 static FN_HOT void FN(grad_run_sums)(const T *x, const T *dy, int64_t n, int64_t sx, int64_t sy,
@@ -13,8 +119,13 @@ static FN_HOT void FN(grad_run_sums)(const T *x, const T *dy, int64_t n, int64_t
 {
     double t1 = 0.0, t2 = 0.0;
     if (sx == 1 && sy == 1) {
+        int64_t i0 = 0;
+#if FN_GF32
+        if (n >= 32 && fn_fcentre(k) && fn_simd_level() >= 2)
+            i0 = fn_gsums_f32_avx512(x, dy, NULL, 0.0f, n, k, &t1, &t2);
+#endif
         FN_OMP(simd reduction(+ : t1, t2))
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t i = i0; i < n; i++) {
             const double d = (double)LD(dy[i]);
             t1 += d;
             t2 += d * ((double)LD(x[i]) - k);
@@ -110,6 +221,26 @@ static FN_HOT void FN(grad_run_apply)(const T *x, const T *dy, T *dx, int64_t n,
         for (int64_t i = 0; i < n; i++)
             dx[i * sd] = ST(a * LD(dy[i * sy]) + b * (LD(x[i * sx]) - mh) + c);
     }
+}
+
+/* Statistics held constant (eval mode): t1 = sum(dy), t2 = sum(dy (x - k)) over n elements and
+ * dx = a dy, in one pass where the float-lane loop runs (else sums, then dx from cache). */
+static void FN(grad_run_sums_scale)(const T *x, const T *dy, T *dx, int64_t n, int64_t sx,
+                                    int64_t sy, int64_t sd, double k, CT a, double *t1, double *t2)
+{
+    int64_t i0 = 0;
+    double u1 = 0.0, u2 = 0.0;
+#if FN_GF32
+    if (sx == 1 && sy == 1 && sd == 1 && n >= 32 && fn_fcentre(k) && fn_simd_level() >= 2)
+        i0 = fn_gsums_f32_avx512(x, dy, dx, a, n, k, &u1, &u2);
+#endif
+    if (i0 < n) {
+        FN(grad_run_sums)(x + i0 * sx, dy + i0 * sy, n - i0, sx, sy, k, &u1, &u2);
+        FN(grad_run_apply)(x + i0 * sx, dy + i0 * sy, dx + i0 * sd, n - i0, sx, sy, sd, (CT)0, a,
+                           (CT)0, (CT)0);
+    }
+    *t1 = u1;
+    *t2 = u2;
 }
 
 /* Entry e's coefficients in CT: the centre as CT mh plus a double remainder folded into c, so
@@ -265,16 +396,34 @@ static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
 /* Sums down rows [r0, r1) of w <= FN_CB columns (column strides sx, sy) into t1[j], t2[j]:
  * each column adds its rows in order. Row by row across the columns (vectorized across them),
  * with the accumulators in L1-resident local arrays: walking a column block down the rows
- * instead thrashes the cache when the row stride is a large power of two. */
-static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, int64_t r0, int64_t r1,
-                                      int64_t rx, int64_t ry, int64_t sx, int64_t sy, int64_t w,
-                                      const double *k, double *t1, double *t2)
+ * instead thrashes the cache when the row stride is a large power of two. dx (not NULL, eval
+ * mode): dx = a[j] dy in the same pass (row stride rd, column stride sd). */
+static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, T *dx, int64_t r0, int64_t r1,
+                                      int64_t rx, int64_t ry, int64_t rd, int64_t sx, int64_t sy,
+                                      int64_t sd, int64_t w, const double *k, const CT *a,
+                                      double *t1, double *t2)
 {
     double a1[FN_CB], a2[FN_CB], kk[FN_CB];
     for (int64_t j = 0; j < w; j++) {
         a1[j] = a2[j] = 0.0;
         kk[j] = k[j];
     }
+#if FN_GF32
+    int fl = sx == 1 && sy == 1 && (!dx || sd == 1) && fn_simd_level() >= 2;
+    for (int64_t j = 0; fl && j < w; j++)
+        fl = fn_fcentre(kk[j]);
+    if (fl) {
+        float kf[FN_CB];
+        for (int64_t j = 0; j < w; j++)
+            kf[j] = (float)kk[j];
+        fn_gtile_f32_avx512(x, dy, dx, a, r0, r1, rx, ry, rd, w, kf, a1, a2);
+        for (int64_t j = 0; j < w; j++) {
+            t1[j] = a1[j];
+            t2[j] = (double)kf[j] != kk[j] ? a2[j] + ((double)kf[j] - kk[j]) * a1[j] : a2[j];
+        }
+        return;
+    }
+#endif
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * rx, *dr = dy + r * ry;
         if (sx == 1 && sy == 1) {
@@ -291,6 +440,11 @@ static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, int64_t r0, int64
                 a2[j] += d * ((double)LD(xr[j * sx]) - kk[j]);
             }
         }
+        if (dx) {
+            T *xd = dx + r * rd;
+            for (int64_t j = 0; j < w; j++)
+                xd[j * sd] = ST(a[j] * LD(dr[j * sy]));
+        }
     }
     for (int64_t j = 0; j < w; j++) {
         t1[j] = a1[j];
@@ -298,12 +452,12 @@ static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, int64_t r0, int64
     }
 }
 
-/* Table entry grad_sums_cols: tiles of FN_CB columns by a block of rows (as col_moments),
- * partials merged down the row blocks in order. */
-static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col_job *jb,
+/* Sums of the column layout: tiles of FN_CB columns by a block of rows (as col_moments),
+ * partials merged down the row blocks in order. dx (not NULL, eval mode): dx = a[e] dy in the
+ * same pass. */
+static int FN(grad_cols_impl)(const T *x, const T *dy, T *dx, const fn_grad_col_job *jb,
                               int n_threads)
 {
-    const T *x = (const T *)xv, *dy = (const T *)dyv;
     const fn_cols *s = &jb->shape;
     const fn_grad_entries *g = &jb->e;
     const int64_t P1 = s->outer, R = s->rows, C = s->cols;
@@ -318,10 +472,19 @@ static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col
     const int64_t nrb = (R + rb - 1) / rb, ncb = (C + FN_CB - 1) / FN_CB;
     const int64_t U = P1 * nrb * ncb;
     double *p1s = g->sum_dy, *p2s = g->sum_dyxc, *buf = NULL;
+    CT *ca = NULL;
+    if (dx) { /* the scale per entry, in CT */
+        if (!(ca = (CT *)malloc((size_t)(P1 * C) * sizeof(CT))))
+            return FN_ENOMEM;
+        for (int64_t e = 0; e < P1 * C; e++)
+            ca[e] = FN(narrow)(g->a[e]);
+    }
     if (nrb > 1) { /* partials [o][row block][c] */
         buf = (double *)malloc((size_t)(2 * P1 * nrb * C) * sizeof(double));
-        if (!buf)
+        if (!buf) {
+            free(ca);
             return FN_ENOMEM;
+        }
         p1s = buf;
         p2s = buf + P1 * nrb * C;
     }
@@ -335,9 +498,11 @@ static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col
             k[j] = g->centre ? g->centre[o * C + c0 + j] : 0.0;
         const int64_t at = (o * nrb + rbi) * C + c0;
         FN(grad_tile_sums)(x + o * s->xs[0] + c0 * s->xs[2], dy + o * s->ys[0] + c0 * s->ys[2],
-                           r0, r1, s->xs[1], s->ys[1], s->xs[2], s->ys[2], w, k, p1s + at,
-                           p2s + at);
+                           dx ? dx + o * jb->dxs[0] + c0 * jb->dxs[2] : NULL, r0, r1, s->xs[1],
+                           s->ys[1], jb->dxs[1], s->xs[2], s->ys[2], jb->dxs[2], w, k,
+                           ca ? ca + o * C + c0 : NULL, p1s + at, p2s + at);
     });
+    free(ca);
     if (buf) {
         FN_PFOR(nt, i, P1 * C, {
             const int64_t o = i / C, c = i % C;
@@ -352,6 +517,21 @@ static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col
         free(buf);
     }
     return FN_OK;
+}
+
+/* Table entry grad_sums_cols. */
+static int FN(grad_sums_cols)(const void *xv, const void *dyv, const fn_grad_col_job *jb,
+                              int n_threads)
+{
+    return FN(grad_cols_impl)((const T *)xv, (const T *)dyv, NULL, jb, n_threads);
+}
+
+/* Table entry grad_eval_cols: grad_sums_cols and dx = a[e] dy (b = c = 0: statistics held
+ * constant) in one pass over the data. */
+static int FN(grad_eval_cols)(const void *xv, const void *dyv, void *dxv, const fn_grad_col_job *jb,
+                              int n_threads)
+{
+    return FN(grad_cols_impl)((const T *)xv, (const T *)dyv, (T *)dxv, jb, n_threads);
 }
 
 /* dx[j] = a[j] * dy[j] + b[j] * (x[j] - mh[j]) + c[j] across one row of columns (b NULL: 0,
@@ -450,6 +630,60 @@ static inline void FN(grad_group_apply)(const T *x, const T *dy, T *dx, const fn
     }
 }
 
+/* grad_rows with the statistics held constant (eval mode): dx = r w dy needs no sums, so each
+ * block is summed and scaled in one pass. The blocks and their merge are grad_sums_impl's. */
+static int FN(grad_rows_eval)(const T *x, const T *dy, T *dx, const fn_grad_row_job *jb,
+                              int n_threads)
+{
+    const fn_rows *s = &jb->shape;
+    const int64_t Q = s->rows, E = s->outer * s->groups * Q, L = s->row_len;
+    double *S1 = jb->e.sum_dy, *S2 = jb->e.sum_dyxc;
+    const int64_t cpl = (L + FN_BLOCK - 1) / FN_BLOCK; /* chunks per row */
+    const int64_t rpu = cpl == 1 ? FN_BLOCK / L : 1;   /* rows per unit */
+    const int64_t U = cpl == 1 ? (E + rpu - 1) / rpu : E * cpl;
+    double *part = NULL;
+    if (cpl > 1 && !(part = (double *)malloc((size_t)(2 * U) * sizeof(double))))
+        return FN_ENOMEM;
+    const int nt = fn_eff_threads(E * L, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t e0 = cpl == 1 ? u * rpu : u / cpl;
+        const int64_t e1 = cpl == 1 ? (e0 + rpu < E ? e0 + rpu : E) : e0 + 1;
+        const int64_t l0 = cpl == 1 ? 0 : (u % cpl) * FN_BLOCK;
+        const int64_t n = l0 + FN_BLOCK < L ? FN_BLOCK : L - l0;
+        for (int64_t e = e0; e < e1; e++) {
+            const int64_t g = e / Q, q = e % Q;
+            const double w =
+                jb->weight ? jb->weight[(g % s->groups) * jb->group_step + q * jb->row_step] : 1.0;
+            double t1, t2;
+            FN(grad_run_sums_scale)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
+                                    dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3],
+                                    dx + FN(grad_row_at)(s, jb->dxs, e) + l0 * jb->dxs[3], n,
+                                    s->xs[3], s->ys[3], jb->dxs[3], jb->mean[g],
+                                    FN(narrow)(jb->rstd[g] * w), &t1, &t2);
+            if (part) {
+                part[u] = t1;
+                part[U + u] = t2;
+            } else { /* as grad_row_total: the chunks added to 0 */
+                S1[e] = 0.0 + t1;
+                S2[e] = 0.0 + t2;
+            }
+        }
+    });
+    if (part) {
+        for (int64_t e = 0; e < E; e++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t k = 0; k < cpl; k++) {
+                s1 += part[e * cpl + k];
+                s2 += part[U + e * cpl + k];
+            }
+            S1[e] = s1;
+            S2[e] = s2;
+        }
+        free(part);
+    }
+    return FN_OK;
+}
+
 /* Table entry grad_rows (see fn_grad_row_job). Groups that fit in cache, enough of them to
  * share out, are done whole by one thread: sums, then dx while the group is still in cache.
  * Others: block-parallel sums, the groups' A and B, then a parallel pass for dx. The same
@@ -466,6 +700,8 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
         return FN_EINVAL;
     if (P <= 0 || Q <= 0 || L <= 0 || !dx)
         return FN(grad_sums_impl)(x, dy, s, NULL, jb->mean, S1, S2, n_threads);
+    if (!jb->train)
+        return FN(grad_rows_eval)(x, dy, dx, jb, n_threads);
     const int nt = fn_eff_threads(P * Q * L, P, n_threads);
     if (2 * Q * L * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) && (nt == 1 || P >= 4 * nt)) {
         FN_PFOR(nt, g, P, {
@@ -655,3 +891,8 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
     free(wd);
     return FN_OK;
 }
+
+#undef FN_GF32
+#ifdef FN_F32LANES
+#undef FN_F32LANES
+#endif

@@ -548,6 +548,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 #define FN_CTMAX FLT_MAX
 #define ACT fn_act_f
 #define FN_BUFFERED 0
+#define FN_F32LANES 1 /* the backward's float-lane SIMD loops (fn_backward_impl.h) */
 #include "fn_kernels_impl.h"
 
 #define T double

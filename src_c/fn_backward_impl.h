@@ -108,6 +108,88 @@ FN_AVX512_FUNC void fn_gtile_f32_avx512(const float *x, const float *dy, float *
         }
     }
 }
+
+/* LayerNorm's row sums s1 = sum(w dy), s2 = sum(w dy (x - k)) over n contiguous elements, w in
+ * float, in float lanes as fn_gsums_f32_avx512 (runs of 256, then the masked tail). */
+FN_AVX512_FUNC void fn_gsums_w_f32_avx512(const float *x, const float *dy, const float *w,
+                                          int64_t n, double k, double *t1, double *t2)
+{
+    const float kf = (float)k;
+    const __m512 kv = _mm512_set1_ps(kf), z = _mm512_setzero_ps();
+    __m512d s1 = _mm512_setzero_pd(), s2 = s1;
+    int64_t i = 0;
+    while (i < n) {
+        const int64_t e = i + 256 < n ? i + 256 : n;
+        __m512 a0 = z, a1 = z, b0 = z, b1 = z;
+        for (; i + 32 <= e; i += 32) {
+            const __m512 d0 = _mm512_mul_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(dy + i));
+            const __m512 d1 = _mm512_mul_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(dy + i + 16));
+            a0 = _mm512_add_ps(a0, d0);
+            a1 = _mm512_add_ps(a1, d1);
+            b0 = _mm512_fmadd_ps(d0, _mm512_sub_ps(_mm512_loadu_ps(x + i), kv), b0);
+            b1 = _mm512_fmadd_ps(d1, _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), kv), b1);
+        }
+        for (; i < e; i += 16) { /* the row's last elements (fewer than 32) */
+            const __mmask16 m = e - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (e - i)) - 1u);
+            const __m512 d0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, dy + i));
+            a0 = _mm512_add_ps(a0, d0);
+            b0 = _mm512_fmadd_ps(d0, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), kv), b0);
+        }
+        const __m512 sa = _mm512_add_ps(a0, a1), sb = _mm512_add_ps(b0, b1);
+        s1 = _mm512_add_pd(s1, _mm512_add_pd(fn_lo_pd(sa), fn_hi_pd(sa)));
+        s2 = _mm512_add_pd(s2, _mm512_add_pd(fn_lo_pd(sb), fn_hi_pd(sb)));
+    }
+    const double r1 = fn_hsum8(s1), r2 = fn_hsum8(s2);
+    *t1 = r1;
+    *t2 = (double)kf != k ? r2 + ((double)kf - k) * r1 : r2;
+}
+
+/* grad_layer_apply over n contiguous elements with FMAs: dx = (r w) dy + (b (x - mh) + c) (dx
+ * NULL: not written); fw += dy ((x - mh) r + xc), fb += dy (fw NULL: not wanted). */
+FN_AVX512_FUNC void fn_glayer_apply_f32_avx512(const float *x, const float *dy, float *dx,
+                                               int64_t n, const float *w, float r, float mh,
+                                               float b, float c, float xc, float *fw, float *fb,
+                                               const float *px, const float *pdy)
+{
+    /* px, pdy: the next row, fetched meanwhile (this pass reads the row from L1 and leaves the
+     * memory idle); a prefetch never faults, whatever the address */
+    const __m512 rv = _mm512_set1_ps(r), mv = _mm512_set1_ps(mh), bv = _mm512_set1_ps(b);
+    const __m512 cv = _mm512_set1_ps(c), xcv = _mm512_set1_ps(xc);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 d = _mm512_maskz_loadu_ps(m, dy + i);
+        const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv);
+        _mm_prefetch((const char *)(px + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pdy + i), _MM_HINT_T0);
+        if (dx) {
+            const __m512 rw = _mm512_mul_ps(rv, _mm512_maskz_loadu_ps(m, w + i));
+            _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(rw, d, _mm512_fmadd_ps(bv, v, cv)));
+        }
+        if (fw) {
+            const __m512 xh = _mm512_fmadd_ps(v, rv, xcv);
+            _mm512_mask_storeu_ps(fw + i, m, _mm512_fmadd_ps(d, xh, _mm512_maskz_loadu_ps(m, fw + i)));
+            _mm512_mask_storeu_ps(fb + i, m, _mm512_add_ps(d, _mm512_maskz_loadu_ps(m, fb + i)));
+        }
+    }
+}
+
+/* grad_layer_flush: cw += fw, cb += fb in double, fw = fb = 0 (n elements) */
+FN_AVX512_FUNC void fn_glayer_flush_f32_avx512(float *fw, float *fb, double *cw, double *cb,
+                                               int64_t n)
+{
+    const __m512 z = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        const __mmask8 ml = (__mmask8)(m & 0xFF), mh = (__mmask8)(m >> 8);
+        const __m512 u = _mm512_maskz_loadu_ps(m, fw + i), v = _mm512_maskz_loadu_ps(m, fb + i);
+        _mm512_mask_storeu_pd(cw + i, ml, _mm512_add_pd(_mm512_maskz_loadu_pd(ml, cw + i), fn_lo_pd(u)));
+        _mm512_mask_storeu_pd(cw + i + 8, mh, _mm512_add_pd(_mm512_maskz_loadu_pd(mh, cw + i + 8), fn_hi_pd(u)));
+        _mm512_mask_storeu_pd(cb + i, ml, _mm512_add_pd(_mm512_maskz_loadu_pd(ml, cb + i), fn_lo_pd(v)));
+        _mm512_mask_storeu_pd(cb + i + 8, mh, _mm512_add_pd(_mm512_maskz_loadu_pd(mh, cb + i + 8), fn_hi_pd(v)));
+        _mm512_mask_storeu_ps(fw + i, m, z);
+        _mm512_mask_storeu_ps(fb + i, m, z);
+    }
+}
 #else
 #define FN_GF32 0
 #endif
@@ -782,6 +864,12 @@ static FN_HOT void FN(grad_layer_apply)(const T *x, const T *dy, T *dx, int64_t 
 /* cw[l] += fw[l], cb[l] += fb[l] in double, then fw = fb = 0 */
 static inline void FN(grad_layer_flush)(CT *fw, CT *fb, double *cw, double *cb, int64_t n)
 {
+#if FN_GF32
+    if (fn_simd_level() >= 2) {
+        fn_glayer_flush_f32_avx512(fw, fb, cw, cb, n);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) {
         cw[i] += (double)fw[i];
         cb[i] += (double)fb[i];
@@ -824,8 +912,9 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
     double *part = NULL;
     CT *fpart = NULL;
     if (want_cols) {
-        part = (double *)calloc((size_t)(2 * U * L), sizeof(double));
-        fpart = (CT *)calloc((size_t)(2 * U * L), sizeof(CT));
+        /* zeroed by their units (calloc would fault in and clear fresh pages on every call) */
+        part = (double *)malloc((size_t)(2 * U * L) * sizeof(double));
+        fpart = (CT *)malloc((size_t)(2 * U * L) * sizeof(CT));
         if (!part || !fpart) {
             free(part);
             free(fpart);
@@ -845,27 +934,66 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
     FN_PFOR(nt, u, U, {
         double *cw = part ? part + u * L : NULL, *cb = part ? part + (U + u) * L : NULL;
         CT *fw = fpart ? fpart + u * L : NULL, *fb = fpart ? fpart + (U + u) * L : NULL;
+        if (part) {
+            memset(cw, 0, (size_t)L * sizeof(double));
+            memset(cb, 0, (size_t)L * sizeof(double));
+            memset(fw, 0, (size_t)L * sizeof(CT));
+            memset(fb, 0, (size_t)L * sizeof(CT));
+        }
         const int64_t g1 = (u + 1) * gpu0 < P ? (u + 1) * gpu0 : P;
         int64_t rows = 0;
+#if FN_GF32
+        /* float32, contiguous rows: the float-lane loops */
+        const int fl = s->xs[3] == 1 && s->ys[3] == 1 && (!dx || jb->dxs[3] == 1) &&
+                       fn_simd_level() >= 2;
+#else
+        const int fl = 0;
+#endif
         for (int64_t g = u * gpu0; g < g1; g++) {
             const int64_t o = g / s->groups, p2 = g % s->groups;
             const T *xg = x + o * s->xs[0] + p2 * s->xs[1];
             const T *dg = dy + o * s->ys[0] + p2 * s->ys[1];
+            /* the next group's first row (fn_glayer_apply_f32_avx512 fetches it) */
+            const int64_t on = (g + 1) / s->groups, pn = (g + 1) % s->groups;
+            const T *xn = x + on * s->xs[0] + pn * s->xs[1], *dn = dy + on * s->ys[0] + pn * s->ys[1];
+            (void)xn;
+            (void)dn;
             const double m = jb->mean ? jb->mean[g] : 0.0, r = jb->rstd[g];
             double s1 = 0.0, s2 = 0.0;
-            for (int64_t q = 0; q < Q; q++)
+            const int flg = fl && fn_fcentre(m);
+            (void)flg;
+            for (int64_t q = 0; q < Q; q++) {
+#if FN_GF32
+                if (flg) {
+                    double t1, t2;
+                    fn_gsums_w_f32_avx512(xg + q * s->xs[2], dg + q * s->ys[2], w, L, m, &t1, &t2);
+                    s1 += t1;
+                    s2 += t2;
+                    continue;
+                }
+#endif
                 FN(grad_run_sums_w)(xg + q * s->xs[2], dg + q * s->ys[2], wd, L, s->xs[3],
                                     s->ys[3], m, &s1, &s2);
+            }
             const double b = -r * r * r * s2 / M, c0 = jb->mean ? -r * s1 / M : 0.0;
             const CT mh = FN(narrow)(m);
             const CT cc = FN(narrow)(c0 + b * ((double)mh - m));
             const CT xc = FN(narrow)(((double)mh - m) * r);
             T *xd = dx ? dx + o * jb->dxs[0] + p2 * jb->dxs[1] : NULL;
             for (int64_t q = 0; (xd || fw) && q < Q; q++) {
-                FN(grad_layer_apply)(xg + q * s->xs[2], dg + q * s->ys[2],
-                                     xd ? xd + q * jb->dxs[2] : NULL, L, s->xs[3], s->ys[3],
-                                     jb->dxs[3], w, FN(narrow)(r), mh, FN(narrow)(b), cc, xc, fw,
-                                     fb);
+#if FN_GF32
+                if (flg)
+                    fn_glayer_apply_f32_avx512(xg + q * s->xs[2], dg + q * s->ys[2],
+                                               xd ? xd + q * jb->dxs[2] : NULL, L, w,
+                                               FN(narrow)(r), mh, FN(narrow)(b), cc, xc, fw, fb,
+                                               q + 1 < Q ? xg + (q + 1) * s->xs[2] : xn,
+                                               q + 1 < Q ? dg + (q + 1) * s->ys[2] : dn);
+                else
+#endif
+                    FN(grad_layer_apply)(xg + q * s->xs[2], dg + q * s->ys[2],
+                                         xd ? xd + q * jb->dxs[2] : NULL, L, s->xs[3], s->ys[3],
+                                         jb->dxs[3], w, FN(narrow)(r), mh, FN(narrow)(b), cc, xc,
+                                         fw, fb);
                 if (fw && ++rows % FN_LAYER_FLUSH == 0)
                     FN(grad_layer_flush)(fw, fb, cw, cb, L);
             }
@@ -873,17 +1001,20 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
         if (fw)
             FN(grad_layer_flush)(fw, fb, cw, cb, L);
     });
-    if (part) {
-        FN_PFOR(nt, l, L, {
-            double a1 = 0.0, a2 = 0.0;
+    if (part) { /* each column adds the units' partials to 0 in unit order, columns in blocks */
+        const int64_t NB = (L + 1023) / 1024;
+        const int ntm = fn_eff_threads(U * L, NB, n_threads);
+        FN_PFOR(ntm, bl, NB, {
+            const int64_t l0 = bl * 1024, l1 = l0 + 1024 < L ? l0 + 1024 : L;
             for (int64_t u = 0; u < U; u++) {
-                a1 += part[u * L + l];
-                a2 += part[(U + u) * L + l];
+                const double *p1 = part + u * L, *p2 = part + (U + u) * L;
+                if (jb->dweight)
+                    for (int64_t l = l0; l < l1; l++)
+                        jb->dweight[l] += p1[l];
+                if (jb->dbias)
+                    for (int64_t l = l0; l < l1; l++)
+                        jb->dbias[l] += p2[l];
             }
-            if (jb->dweight)
-                jb->dweight[l] = a1;
-            if (jb->dbias)
-                jb->dbias[l] = a2;
         });
         free(part);
         free(fpart);

@@ -82,6 +82,39 @@ cdef cnp.ndarray _grad_out(object grad_out, cnp.ndarray x, str fn):
     return g
 
 
+cdef inline bint _plain_vec(object a, int64_t n):
+    """a is a native, aligned, C-contiguous float32 / float64 ndarray of n elements."""
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    return ((t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE) and cnp.PyArray_SIZE(arr) == n
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISNOTSWAPPED(arr)
+            and cnp.PyArray_ISALIGNED(arr))
+
+
+cdef inline double _at(cnp.ndarray a, int64_t i) noexcept:
+    """Element i of a _plain_vec array as a double."""
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT:
+        return (<float*>cnp.PyArray_DATA(a))[i]
+    return (<double*>cnp.PyArray_DATA(a))[i]
+
+
+cdef cnp.ndarray _vec64(object a, int64_t n):
+    """A _plain_vec array as float64 (C-order, shape (n,)), without NumPy's call overhead: the
+    per-call path of small backward passes."""
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE and cnp.PyArray_NDIM(arr) == 1:
+        return arr
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    cdef int64_t i
+    for i in range(n):
+        o[i] = _at(arr, i)
+    return out
+
+
 cpdef cnp.ndarray stat(object a, str name, str fn, tuple shape):
     """A saved statistic as C-contiguous float64 of `shape` (any shape with as many elements:
     torch's saved statistics keep size-1 axes)."""
@@ -92,7 +125,11 @@ cpdef cnp.ndarray stat(object a, str name, str fn, tuple shape):
 
 
 cdef object _weight64(object w, str fn, int64_t C):
-    return None if w is None else param(w, "weight", fn, cnp.NPY_DOUBLE, (C,), True)
+    if w is None:
+        return None
+    if _plain_vec(w, C) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 1:
+        return _vec64(w, C)
+    return param(w, "weight", fn, cnp.NPY_DOUBLE, (C,), True)
 
 
 cdef int _ptype(cnp.ndarray x):
@@ -291,15 +328,15 @@ cdef _Job _plan(cnp.ndarray x, cnp.ndarray dy, bint want_dx, int kind, int64_t G
 
 cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
                             cnp.ndarray mean, cnp.ndarray rstd, object w, bint train,
-                            tuple mask):
+                            tuple mask, object pdt):
     """The backward of BatchNorm (K_BN), InstanceNorm (K_NC) and GroupNorm (K_GN) with per-group
     mean and rstd (float64) and per-channel weight (float64 or None). Returns dx (input dtype)
-    and dweight, dbias (float64, per channel), each None when not asked."""
+    and dweight, dbias (dtype pdt, per channel), each None when not asked."""
     cdef bint want_dx = mask[0], want_dw = mask[1], want_db = mask[2]
     cdef int64_t C = x.shape[1], NG = mean.size
     if x.size == 0:
         dx = empty_like(x) if want_dx else None
-        return (dx, np.zeros(C) if want_dw else None, np.zeros(C) if want_db else None)
+        return (dx, np.zeros(C, pdt) if want_dw else None, np.zeros(C, pdt) if want_db else None)
     cdef _Job j = _plan(x, dy, want_dx, kind, G)
     cdef int64_t e, gi, ci, E = j.E
     cdef double M = <double>(x.size // NG)
@@ -331,11 +368,9 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
             dx_done = True
         elif need_sums:
             j.sums(centre, s1, s2)
-    pg = np.zeros((2, C)) if (want_dw or want_db) else None
-    dw = pg[0] if want_dw else None
-    db = pg[1] if want_db else None
-    cdef double* dwp = NULL if dw is None else _dp(dw)
-    cdef double* dbp = NULL if db is None else _dp(db)
+    pg = np.zeros(2 * C) if (want_dw or want_db) else None
+    cdef double* dwp = _dp(pg) if want_dw else NULL
+    cdef double* dbp = _dp(pg) + C if want_db else NULL
     for e in range(E):  # in entry order: the same sums for any thread count
         gi = j.group(e)
         ci = j.channel(e)
@@ -356,14 +391,32 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
                 cb[e] = -r * r * r * B[gi] / M
                 cc[e] = -r * A[gi] / M
         j.apply(centre, ca, cb, cc)
-    return j.dx, dw, db
+    if pg is None:
+        return j.dx, None, None
+    # the parameter gradients in their dtype (float32 / float64: a loop, no astype)
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = 2, C
+    cdef int pt = pdt.num
+    cdef cnp.ndarray out
+    cdef double* g = _dp(pg)
+    cdef float* of
+    if pt == cnp.NPY_FLOAT:
+        out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT, 0)
+        of = <float*>cnp.PyArray_DATA(out)
+        for e in range(2 * C):
+            of[e] = <float>g[e]
+    elif pt == cnp.NPY_DOUBLE and pdt.isnative:
+        out = pg.reshape(2, C)
+    else:
+        out = pg.reshape(2, C).astype(pdt)
+    return j.dx, (out[0] if want_dw else None), (out[1] if want_db else None)
 
 
-cdef object _as(object g, object like):
-    """A float64 gradient of a parameter in the parameter's dtype (the input's when absent)."""
-    if g is None:
-        return None
-    return g.astype(like, copy=False)
+cdef object _dtype_of(object a):
+    """a's dtype (np.asarray's for what is not an ndarray)."""
+    if isinstance(a, cnp.ndarray):
+        return (<cnp.ndarray>a).dtype
+    return np.asarray(a).dtype
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,12 +440,20 @@ cdef tuple _stats_or_running(str fn, bint train, object save_mean, object save_i
     (per channel, broadcast to `shape`)."""
     if train:
         return (stat(save_mean, "save_mean", fn, shape), stat(save_invstd, "save_invstd", fn, shape))
-    rm = stat(running_mean, "running_mean", fn, (C,))
-    cdef cnp.ndarray rv = stat(running_var, "running_var", fn, (C,))
-    cdef cnp.ndarray rstd = np.empty(C)  # (rv may be the caller's own array)
-    cdef const double* v = _dp(rv)
+    cdef cnp.npy_intp dim = C
+    cdef cnp.ndarray rstd = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
     cdef double* p = _dp(rstd)
     cdef int64_t i
+    cdef cnp.ndarray rv
+    if _plain_vec(running_mean, C) and _plain_vec(running_var, C):  # no NumPy calls
+        rm = _vec64(running_mean, C)
+        rv = <cnp.ndarray>running_var
+        for i in range(C):
+            p[i] = 1.0 / sqrt(_at(rv, i) + eps)
+        return rm, rstd
+    rm = stat(running_mean, "running_mean", fn, (C,))
+    rv = stat(running_var, "running_var", fn, (C,))
+    cdef const double* v = _dp(rv)
     for i in range(C):  # a loop: no NumPy temporaries on this per-call path
         p[i] = 1.0 / sqrt(v[i] + eps)
     return rm, rstd
@@ -412,10 +473,9 @@ cdef tuple _bn_like_backward(str fn, object grad_out, object input, object weigh
     w = _weight64(weight, fn, C)
     mean, rstd = _stats_or_running(fn, train, save_mean, save_invstd, running_mean, running_var,
                                    float(eps), shape, C)
-    dx, dw, db = _backward_groups(x, dy, K_NC if (per_instance and train) else K_BN, 1, mean,
-                                  rstd, w, train, mask)
-    pdt = x.dtype if weight is None else np.asarray(weight).dtype
-    return dx, _as(dw, pdt), _as(db, pdt)
+    pdt = x.dtype if weight is None else _dtype_of(weight)
+    return _backward_groups(x, dy, K_NC if (per_instance and train) else K_BN, 1, mean, rstd, w,
+                            train, mask, pdt)
 
 
 def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
@@ -485,9 +545,8 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
     r = stat(rstd, "rstd", fn, (N, group))
     if weight is None:  # torch has no dweight without a weight (and no dbias without a bias)
         mask = (mask[0], False, False)
-    dx, dw, db = _backward_groups(x, dy, K_GN, group, m, r, w, True, mask)
-    pdt = x.dtype if weight is None else np.asarray(weight).dtype
-    return dx, _as(dw, pdt), _as(db, pdt)
+    pdt = x.dtype if weight is None else _dtype_of(weight)
+    return _backward_groups(x, dy, K_GN, group, m, r, w, True, mask, pdt)
 
 
 # --------------------------------------------------------------------------------------------

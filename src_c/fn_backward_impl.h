@@ -190,6 +190,39 @@ FN_AVX512_FUNC void fn_glayer_flush_f32_avx512(float *fw, float *fb, double *cw,
         _mm512_mask_storeu_ps(fb + i, m, z);
     }
 }
+
+/* dx = a dy + (b (x - mh) + c) over n contiguous elements, with FMAs (the last ones masked) */
+FN_AVX512_FUNC void fn_gapply_f32_avx512(const float *x, const float *dy, float *dx, int64_t n,
+                                         float mh, float a, float b, float c)
+{
+    const __m512 mv = _mm512_set1_ps(mh), av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b);
+    const __m512 cv = _mm512_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + i), mv);
+        _mm512_storeu_ps(dx + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(dy + i), _mm512_fmadd_ps(bv, v, cv)));
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv);
+        _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, dy + i),
+                                                         _mm512_fmadd_ps(bv, v, cv)));
+    }
+}
+
+/* dx[j] = a[j] dy[j] + (b[j] (x[j] - mh[j]) + c[j]) across n contiguous columns, with FMAs */
+FN_AVX512_FUNC void fn_gcols_f32_avx512(const float *x, const float *dy, float *dx, int64_t n,
+                                        const float *mh, const float *a, const float *b,
+                                        const float *c)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, mh + i));
+        const __m512 t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + i), v, _mm512_maskz_loadu_ps(m, c + i));
+        _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i),
+                                                         _mm512_maskz_loadu_ps(m, dy + i), t));
+    }
+}
 #else
 #define FN_GF32 0
 #endif
@@ -296,6 +329,12 @@ static FN_HOT void FN(grad_run_apply)(const T *x, const T *dy, T *dx, int64_t n,
                 dx[i * sd] = ST(a * LD(dy[i * sy]) + c);
         }
     } else if (sx == 1 && sy == 1 && sd == 1) {
+#if FN_GF32
+        if (fn_simd_level() >= 2) {
+            fn_gapply_f32_avx512(x, dy, dx, n, mh, a, b, c);
+            return;
+        }
+#endif
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
             dx[i] = ST(a * LD(dy[i]) + b * (LD(x[i]) - mh) + c);
@@ -632,6 +671,12 @@ static FN_HOT void FN(grad_cols_run)(const T *x, const T *dy, T *dx, int64_t n, 
                 dx[i * sd] = ST(a[i] * LD(dy[i * sy]) + c[i]);
         }
     } else if (sx == 1 && sy == 1 && sd == 1) {
+#if FN_GF32
+        if (fn_simd_level() >= 2) {
+            fn_gcols_f32_avx512(x, dy, dx, n, mh, a, b, c);
+            return;
+        }
+#endif
         FN_OMP(simd)
         for (int64_t i = 0; i < n; i++)
             dx[i] = ST(a[i] * LD(dy[i]) + b[i] * (LD(x[i]) - mh[i]) + c[i]);

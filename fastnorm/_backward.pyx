@@ -21,7 +21,8 @@ group, per-channel weight w, A = sum(w dy), B = sum(w dy (x - m)):
 
     dx = r w dy - r A / M - r^3 B (x - m) / M,   dweight = sum(dy r (x - m)),  dbias = sum(dy)
 
-(statistics held constant, eval-mode BatchNorm: dx = r w dy). LayerNorm / RMSNorm run one kernel
+(statistics held constant, eval-mode BatchNorm: dx = r w dy, written in the same pass as the
+sums: grad_rows' eval branch, grad_eval_cols). LayerNorm / RMSNorm run one kernel
 (grad_layer) that sums each row, then writes its dx while the row is in cache.
 """
 import numpy as np

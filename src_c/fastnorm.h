@@ -201,8 +201,7 @@ typedef struct {
 /* LayerNorm / RMSNorm backward in one kernel: groups (o, g) of the row layout with statistics
  * mean (NULL: 0, RMSNorm) and rstd, elementwise weight[l] (param type, given). Per group one
  * pass over (x, dy) for sum(w dy) and sum(w dy (x - mean)) in double (float32 on AVX-512: runs
- * of float lanes added into double), then dx (NULL: not
- * wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
+ * of float lanes added into double), then dx (NULL: not wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
  * all rows (double; NULL: not wanted): each row's share is added in the compute type for 16 rows
  * at a time, then in double into per-unit partials, merged in unit order. */
 typedef struct {

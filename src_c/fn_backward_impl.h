@@ -173,6 +173,43 @@ FN_AVX512_FUNC void fn_glayer_apply_f32_avx512(const float *x, const float *dy, 
     }
 }
 
+/* fn_glayer_apply_f32_avx512 over two rows at once (coefficients c0, c1: r, mh, b, c, xc):
+ * the weight and the float partials fw, fb are loaded and stored once for both, and row 0's
+ * share is added before row 1's, as two calls would. px[2], pdy[2]: the next two rows, fetched
+ * meanwhile (this pass runs from L1 and leaves the memory idle; a prefetch never faults). */
+FN_AVX512_FUNC void fn_glayer_apply2_f32_avx512(const float *x0, const float *dy0, float *dx0,
+                                                const float *x1, const float *dy1, float *dx1,
+                                                int64_t n, const float *w, const float *c0,
+                                                const float *c1, float *fw, float *fb,
+                                                const float *const *px, const float *const *pdy)
+{
+    const __m512 r0 = _mm512_set1_ps(c0[0]), m0 = _mm512_set1_ps(c0[1]), b0 = _mm512_set1_ps(c0[2]);
+    const __m512 k0 = _mm512_set1_ps(c0[3]), e0 = _mm512_set1_ps(c0[4]);
+    const __m512 r1 = _mm512_set1_ps(c1[0]), m1 = _mm512_set1_ps(c1[1]), b1 = _mm512_set1_ps(c1[2]);
+    const __m512 k1 = _mm512_set1_ps(c1[3]), e1 = _mm512_set1_ps(c1[4]);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 d0 = _mm512_maskz_loadu_ps(m, dy0 + i), d1 = _mm512_maskz_loadu_ps(m, dy1 + i);
+        const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), m0);
+        const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), m1);
+        _mm_prefetch((const char *)(px[0] + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pdy[0] + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(px[1] + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(pdy[1] + i), _MM_HINT_T0);
+        if (dx0) {
+            const __m512 wv = _mm512_maskz_loadu_ps(m, w + i);
+            _mm512_mask_storeu_ps(dx0 + i, m, _mm512_fmadd_ps(_mm512_mul_ps(r0, wv), d0, _mm512_fmadd_ps(b0, v0, k0)));
+            _mm512_mask_storeu_ps(dx1 + i, m, _mm512_fmadd_ps(_mm512_mul_ps(r1, wv), d1, _mm512_fmadd_ps(b1, v1, k1)));
+        }
+        if (fw) {
+            const __m512 t = _mm512_fmadd_ps(d0, _mm512_fmadd_ps(v0, r0, e0), _mm512_maskz_loadu_ps(m, fw + i));
+            _mm512_mask_storeu_ps(fw + i, m, _mm512_fmadd_ps(d1, _mm512_fmadd_ps(v1, r1, e1), t));
+            const __m512 u = _mm512_add_ps(_mm512_maskz_loadu_ps(m, fb + i), d0);
+            _mm512_mask_storeu_ps(fb + i, m, _mm512_add_ps(u, d1));
+        }
+    }
+}
+
 /* grad_layer_flush: cw += fw, cb += fb in double, fw = fb = 0 (n elements) */
 FN_AVX512_FUNC void fn_glayer_flush_f32_avx512(float *fw, float *fb, double *cw, double *cb,
                                                int64_t n)
@@ -928,6 +965,88 @@ static inline void FN(grad_layer_flush)(CT *fw, CT *fb, double *cw, double *cb, 
 #define FN_LAYER_UNITS 64
 #endif
 
+/* A row's dx / dweight coefficients from its sums s1 = sum(w dy), s2 = sum(w dy (x - m)):
+ * cf = {r, mh, b, c, xc} in CT (see grad_layer_apply). */
+static inline void FN(grad_layer_coefs)(double s1, double s2, double m, double r, double M,
+                                        int has_mean, CT cf[5])
+{
+    const double b = -r * r * r * s2 / M, c0 = has_mean ? -r * s1 / M : 0.0;
+    const CT mh = FN(narrow)(m);
+    cf[0] = FN(narrow)(r);
+    cf[1] = mh;
+    cf[2] = FN(narrow)(b);
+    cf[3] = FN(narrow)(c0 + b * ((double)mh - m));
+    cf[4] = FN(narrow)(((double)mh - m) * r);
+}
+
+#if FN_GF32
+/* Groups [g0, g1) of grad_layer for float32 groups of one contiguous row (LayerNorm, RMSNorm)
+ * on AVX-512: rows in pairs, both summed, then one dx / dweight pass over the two (the same
+ * operations in the same order as one row at a time, so the same bits). fw (NULL: no
+ * dweight/dbias) flushed into cw, cb every FN_LAYER_FLUSH rows as grad_layer does. */
+static void FN(grad_layer_pairs)(const float *x, const float *dy, float *dx,
+                                 const fn_grad_layer_job *jb, const float *w, int64_t g0,
+                                 int64_t g1, double M, float *fw, float *fb, double *cw,
+                                 double *cb)
+{
+    const fn_rows *s = &jb->shape;
+    const int64_t L = s->row_len, G = s->groups;
+#define FN_ROW(base, st, g) ((base) + ((g) / G) * (st)[0] + ((g) % G) * (st)[1])
+    int64_t rows = 0;
+    for (int64_t g = g0; g < g1;) {
+        const int k = g + 1 < g1 ? 2 : 1;
+        float cf[2][5];
+        for (int j = 0; j < k; j++) {
+            const double m = jb->mean ? jb->mean[g + j] : 0.0;
+            double t1 = 0.0, t2 = 0.0;
+            if (fn_fcentre(m))
+                fn_gsums_w_f32_avx512(FN_ROW(x, s->xs, g + j), FN_ROW(dy, s->ys, g + j), w, L, m,
+                                      &t1, &t2);
+            else { /* as grad_layer: the double loop */
+                double *wd = NULL; /* grad_run_sums_w wants the weights in double */
+                double wbuf[256];
+                t1 = t2 = 0.0;
+                for (int64_t l0 = 0; l0 < L; l0 += 256) {
+                    const int64_t n = L - l0 < 256 ? L - l0 : 256;
+                    for (int64_t l = 0; l < n; l++)
+                        wbuf[l] = (double)w[l0 + l];
+                    wd = wbuf;
+                    double u1 = 0.0, u2 = 0.0;
+                    FN(grad_run_sums_w)(FN_ROW(x, s->xs, g + j) + l0, FN_ROW(dy, s->ys, g + j) + l0,
+                                        wd, n, 1, 1, m, &u1, &u2);
+                    t1 += u1;
+                    t2 += u2;
+                }
+            }
+            FN(grad_layer_coefs)(t1, t2, m, jb->rstd[g + j], M, jb->mean != NULL, cf[j]);
+        }
+        if (!dx && !fw) {
+            g += k;
+            continue;
+        }
+        const float *x0 = FN_ROW(x, s->xs, g), *d0 = FN_ROW(dy, s->ys, g);
+        float *o0 = dx ? FN_ROW(dx, jb->dxs, g) : NULL;
+        if (k == 2) {
+            const int64_t gn = g + 2 < g1 ? g + 2 : g, gm = g + 3 < g1 ? g + 3 : g;
+            const float *px[2] = {FN_ROW(x, s->xs, gn), FN_ROW(x, s->xs, gm)};
+            const float *py[2] = {FN_ROW(dy, s->ys, gn), FN_ROW(dy, s->ys, gm)};
+            fn_glayer_apply2_f32_avx512(x0, d0, o0, FN_ROW(x, s->xs, g + 1),
+                                        FN_ROW(dy, s->ys, g + 1),
+                                        dx ? FN_ROW(dx, jb->dxs, g + 1) : NULL, L, w, cf[0],
+                                        cf[1], fw, fb, px, py);
+        } else {
+            fn_glayer_apply_f32_avx512(x0, d0, o0, L, w, cf[0][0], cf[0][1], cf[0][2], cf[0][3],
+                                       cf[0][4], fw, fb, x0, d0);
+        }
+        for (int j = 0; j < k; j++)
+            if (fw && ++rows % FN_LAYER_FLUSH == 0)
+                FN(grad_layer_flush)(fw, fb, cw, cb, L);
+        g += k;
+    }
+#undef FN_ROW
+}
+#endif
+
 /* Table entry grad_layer (see fn_grad_layer_job). With statistics m = mean, r = rstd over the
  * M elements of a group, A = sum(w dy), B = sum(w dy (x - m)):
  *   dx = r w dy - r A / M - r^3 B (x - m) / M   (RMSNorm: m = 0 and no A term). */
@@ -993,6 +1112,11 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
                        fn_simd_level() >= 2;
 #else
         const int fl = 0;
+#endif
+#if FN_GF32
+        if (fl && Q == 1)
+            FN(grad_layer_pairs)(x, dy, dx, jb, w, u * gpu0, g1, M, fw, fb, cw, cb);
+        else
 #endif
         for (int64_t g = u * gpu0; g < g1; g++) {
             const int64_t o = g / s->groups, p2 = g % s->groups;

@@ -184,6 +184,28 @@ cdef class _Job:
             return ((e // self.Q) % self.P2) * self.gstep + (e % self.Q) * self.rstep
         return e % self.C
 
+    cdef void index(self, int64_t* gi, int64_t* ci) noexcept:
+        """gi[e] = group(e), ci[e] = channel(e) for every entry, without a division per entry."""
+        cdef int64_t e = 0, a, b, k, cg, base
+        if self.mode == _ROWS:
+            for a in range(self.E // self.Q):
+                base = (a % self.P2) * self.gstep
+                for b in range(self.Q):
+                    gi[e] = a
+                    ci[e] = base + b * self.rstep
+                    e += 1
+            return
+        for a in range(self.E // self.C):
+            cg, k = a * self.ostep, 0
+            for b in range(self.C):
+                gi[e] = cg
+                ci[e] = b
+                e += 1
+                k += 1
+                if k == self.cpg:
+                    k = 0
+                    cg += 1
+
     cdef int rows(self, Ax o, Ax g, Ax q, Ax l, Ax do, Ax dg, Ax dq, Ax dl, int64_t P2,
                   int64_t gstep, int64_t rstep) except -1:
         self.mode = _ROWS
@@ -346,7 +368,12 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef const double* rp = _dp(rstd)
     cdef const double* wp = NULL if w is None else _dp(w)
     cdef bint need_sums = (train and want_dx) or want_dw or want_db
-    buf = np.zeros(6 * E + 2 * NG)
+    cdef bint want_pg = want_dw or want_db
+    buf = np.zeros(6 * E + 2 * NG + (2 * C if want_pg else 0))
+    ix = np.empty(2 * E, dtype=np.int64)
+    cdef int64_t* gix = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ix)
+    cdef int64_t* cix = gix + E
+    j.index(gix, cix)
     cdef double* centre = _dp(buf)
     cdef double* s1 = centre + E
     cdef double* s2 = s1 + E
@@ -361,20 +388,20 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
         j.rows_backward(mp, rp, wp, train, s1, s2)
     else:
         for e in range(E):
-            centre[e] = mp[j.group(e)]
+            centre[e] = mp[gix[e]]
         if need_sums and want_dx and not train:  # dx = r w dy needs no sums: one pass
             for e in range(E):
-                ca[e] = rp[j.group(e)] * (1.0 if wp == NULL else wp[j.channel(e)])
+                ca[e] = rp[gix[e]] * (1.0 if wp == NULL else wp[cix[e]])
             j.eval_cols(centre, ca, s1, s2)
             dx_done = True
         elif need_sums:
             j.sums(centre, s1, s2)
-    pg = np.zeros(2 * C) if (want_dw or want_db) else None
-    cdef double* dwp = _dp(pg) if want_dw else NULL
-    cdef double* dbp = _dp(pg) + C if want_db else NULL
+    cdef double* pgp = B + NG  # dweight, dbias (float64) at the end of buf
+    cdef double* dwp = pgp if want_dw else NULL
+    cdef double* dbp = pgp + C if want_db else NULL
     for e in range(E):  # in entry order: the same sums for any thread count
-        gi = j.group(e)
-        ci = j.channel(e)
+        gi = gix[e]
+        ci = cix[e]
         wv = 1.0 if wp == NULL else wp[ci]
         if train and not rows:
             A[gi] += wv * s1[e]
@@ -385,31 +412,35 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
             dbp[ci] += s1[e]
     if want_dx and not rows and not dx_done:
         for e in range(E):
-            gi = j.group(e)
+            gi = gix[e]
             r = rp[gi]
-            ca[e] = r * (1.0 if wp == NULL else wp[j.channel(e)])
+            ca[e] = r * (1.0 if wp == NULL else wp[cix[e]])
             if train:
                 cb[e] = -r * r * r * B[gi] / M
                 cc[e] = -r * A[gi] / M
         j.apply(centre, ca, cb, cc)
-    if pg is None:
+    if not want_pg:
         return j.dx, None, None
     # the parameter gradients in their dtype (float32 / float64: a loop, no astype)
     cdef cnp.npy_intp dims[2]
     dims[0], dims[1] = 2, C
     cdef int pt = pdt.num
     cdef cnp.ndarray out
-    cdef double* g = _dp(pg)
+    cdef double* g = pgp
     cdef float* of
-    if pt == cnp.NPY_FLOAT:
-        out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT, 0)
-        of = <float*>cnp.PyArray_DATA(out)
-        for e in range(2 * C):
-            of[e] = <float>g[e]
-    elif pt == cnp.NPY_DOUBLE and pdt.isnative:
-        out = pg.reshape(2, C)
+    cdef double* od
+    if pt == cnp.NPY_FLOAT or (pt == cnp.NPY_DOUBLE and pdt.isnative):
+        out = cnp.PyArray_EMPTY(2, dims, pt, 0)
+        if pt == cnp.NPY_FLOAT:
+            of = <float*>cnp.PyArray_DATA(out)
+            for e in range(2 * C):
+                of[e] = <float>g[e]
+        else:
+            od = <double*>cnp.PyArray_DATA(out)
+            for e in range(2 * C):
+                od[e] = g[e]
     else:
-        out = pg.reshape(2, C).astype(pdt)
+        out = buf[6 * E + 2 * NG:].reshape(2, C).astype(pdt)
     return j.dx, (out[0] if want_dw else None), (out[1] if want_db else None)
 
 

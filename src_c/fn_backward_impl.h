@@ -230,12 +230,19 @@ FN_AVX512_FUNC void fn_glayer_flush_f32_avx512(float *fw, float *fb, double *cw,
 
 /* dx = a dy + (b (x - mh) + c) over n contiguous elements, with FMAs (the last ones masked) */
 FN_AVX512_FUNC void fn_gapply_f32_avx512(const float *x, const float *dy, float *dx, int64_t n,
-                                         float mh, float a, float b, float c)
+                                         float mh, float a, float b, float c, const float *px,
+                                         const float *pdy)
 {
+    /* px, pdy (not NULL): n elements fetched meanwhile, the next group's (a prefetch never
+     * faults) */
     const __m512 mv = _mm512_set1_ps(mh), av = _mm512_set1_ps(a), bv = _mm512_set1_ps(b);
     const __m512 cv = _mm512_set1_ps(c);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        if (px) {
+            _mm_prefetch((const char *)(px + i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pdy + i), _MM_HINT_T0);
+        }
         const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + i), mv);
         _mm512_storeu_ps(dx + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(dy + i), _mm512_fmadd_ps(bv, v, cv)));
     }
@@ -368,7 +375,7 @@ static FN_HOT void FN(grad_run_apply)(const T *x, const T *dy, T *dx, int64_t n,
     } else if (sx == 1 && sy == 1 && sd == 1) {
 #if FN_GF32
         if (fn_simd_level() >= 2) {
-            fn_gapply_f32_avx512(x, dy, dx, n, mh, a, b, c);
+            fn_gapply_f32_avx512(x, dy, dx, n, mh, a, b, c, NULL, NULL);
             return;
         }
 #endif
@@ -776,7 +783,7 @@ static inline void FN(grad_group_ab)(const fn_grad_row_job *jb, int64_t g, doubl
 /* dx over rows [q0, q1), elements [l0, l1) of group g (see fn_grad_row_job). */
 static inline void FN(grad_group_apply)(const T *x, const T *dy, T *dx, const fn_grad_row_job *jb,
                                         int64_t g, double A, double B, int64_t q0, int64_t q1,
-                                        int64_t l0, int64_t l1)
+                                        int64_t l0, int64_t l1, int fetch_next)
 {
     const fn_rows *s = &jb->shape;
     const double M = (double)(s->rows * s->row_len), mu = jb->mean[g], r = jb->rstd[g];
@@ -787,6 +794,22 @@ static inline void FN(grad_group_apply)(const T *x, const T *dy, T *dx, const fn
     for (int64_t q = q0; q < q1; q++) {
         const int64_t e = g * s->rows + q;
         const double w = jb->weight ? jb->weight[p2 * jb->group_step + q * jb->row_step] : 1.0;
+#if FN_GF32
+        /* fetch_next: the next group's row q fetched meanwhile (grad_rows' in-cache path reads
+         * groups whose short rows lie apart, which the hardware prefetcher finds late) */
+        if (fetch_next && s->xs[3] == 1 && s->ys[3] == 1 && jb->dxs[3] == 1 &&
+            fn_simd_level() >= 2) {
+            const int64_t en = e + s->rows < s->outer * s->groups * s->rows ? e + s->rows : e;
+            fn_gapply_f32_avx512(x + FN(grad_row_at)(s, s->xs, e) + l0,
+                                 dy + FN(grad_row_at)(s, s->ys, e) + l0,
+                                 dx + FN(grad_row_at)(s, jb->dxs, e) + l0, l1 - l0, mh,
+                                 FN(narrow)(r * w), bt, ct, x + FN(grad_row_at)(s, s->xs, en) + l0,
+                                 dy + FN(grad_row_at)(s, s->ys, en) + l0);
+            continue;
+        }
+#else
+        (void)fetch_next;
+#endif
         FN(grad_run_apply)(x + FN(grad_row_at)(s, s->xs, e) + l0 * s->xs[3],
                            dy + FN(grad_row_at)(s, s->ys, e) + l0 * s->ys[3],
                            dx + FN(grad_row_at)(s, jb->dxs, e) + l0 * jb->dxs[3], l1 - l0,
@@ -874,7 +897,7 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
                 FN(grad_row_total)(x, dy, s, g * Q + q, jb->mean[g], &S1[g * Q + q],
                                    &S2[g * Q + q]);
             FN(grad_group_ab)(jb, g, &A, &B);
-            FN(grad_group_apply)(x, dy, dx, jb, g, A, B, 0, Q, 0, L);
+            FN(grad_group_apply)(x, dy, dx, jb, g, A, B, 0, Q, 0, L, 1);
         });
         return FN_OK;
     }
@@ -894,7 +917,7 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
         FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
         for (int64_t e = e0; e < e1; e++)
             FN(grad_group_apply)(x, dy, dx, jb, e / Q, ab[e / Q], ab[P + e / Q], e % Q,
-                                 e % Q + 1, l0, l1);
+                                 e % Q + 1, l0, l1, 0);
     });
     free(ab);
     return FN_OK;

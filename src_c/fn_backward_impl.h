@@ -175,8 +175,10 @@ FN_AVX512_FUNC void fn_glayer_apply_f32_avx512(const float *x, const float *dy, 
 
 /* fn_glayer_apply_f32_avx512 over two rows at once (coefficients c0, c1: r, mh, b, c, xc):
  * the weight and the float partials fw, fb are loaded and stored once for both, and row 0's
- * share is added before row 1's, as two calls would. px[2], pdy[2]: the next two rows, fetched
- * meanwhile (this pass runs from L1 and leaves the memory idle; a prefetch never faults). */
+ * share is added before row 1's, as two calls would. px[2], pdy[2]: two rows further on,
+ * fetched into L2 meanwhile (this pass runs from L1 and leaves the memory idle; a prefetch
+ * never faults). */
+#define FN_LAYER_AHEAD 6
 FN_AVX512_FUNC void fn_glayer_apply2_f32_avx512(const float *x0, const float *dy0, float *dx0,
                                                 const float *x1, const float *dy1, float *dx1,
                                                 int64_t n, const float *w, const float *c0,
@@ -192,10 +194,10 @@ FN_AVX512_FUNC void fn_glayer_apply2_f32_avx512(const float *x0, const float *dy
         const __m512 d0 = _mm512_maskz_loadu_ps(m, dy0 + i), d1 = _mm512_maskz_loadu_ps(m, dy1 + i);
         const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), m0);
         const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), m1);
-        _mm_prefetch((const char *)(px[0] + i), _MM_HINT_T0);
-        _mm_prefetch((const char *)(pdy[0] + i), _MM_HINT_T0);
-        _mm_prefetch((const char *)(px[1] + i), _MM_HINT_T0);
-        _mm_prefetch((const char *)(pdy[1] + i), _MM_HINT_T0);
+        _mm_prefetch((const char *)(px[0] + i), _MM_HINT_T1);
+        _mm_prefetch((const char *)(pdy[0] + i), _MM_HINT_T1);
+        _mm_prefetch((const char *)(px[1] + i), _MM_HINT_T1);
+        _mm_prefetch((const char *)(pdy[1] + i), _MM_HINT_T1);
         if (dx0) {
             const __m512 wv = _mm512_maskz_loadu_ps(m, w + i);
             _mm512_mask_storeu_ps(dx0 + i, m, _mm512_fmadd_ps(_mm512_mul_ps(r0, wv), d0, _mm512_fmadd_ps(b0, v0, k0)));
@@ -1013,7 +1015,7 @@ static void FN(grad_layer_pairs)(const float *x, const float *dy, float *dx,
                                  double *cb)
 {
     const fn_rows *s = &jb->shape;
-    const int64_t L = s->row_len, G = s->groups;
+    const int64_t L = s->row_len, G = s->groups, P_ = s->outer * s->groups;
 #define FN_ROW(base, st, g) ((base) + ((g) / G) * (st)[0] + ((g) % G) * (st)[1])
     int64_t rows = 0;
     for (int64_t g = g0; g < g1;) {
@@ -1050,7 +1052,9 @@ static void FN(grad_layer_pairs)(const float *x, const float *dy, float *dx,
         const float *x0 = FN_ROW(x, s->xs, g), *d0 = FN_ROW(dy, s->ys, g);
         float *o0 = dx ? FN_ROW(dx, jb->dxs, g) : NULL;
         if (k == 2) {
-            const int64_t gn = g + 2 < g1 ? g + 2 : g, gm = g + 3 < g1 ? g + 3 : g;
+            /* FN_LAYER_AHEAD rows on: on 768-float rows, 6 ahead measured ~12% faster than 2 */
+            const int64_t ah = FN_LAYER_AHEAD;
+            const int64_t gn = g + ah < P_ ? g + ah : g, gm = g + ah + 1 < P_ ? g + ah + 1 : g;
             const float *px[2] = {FN_ROW(x, s->xs, gn), FN_ROW(x, s->xs, gm)};
             const float *py[2] = {FN_ROW(dy, s->ys, gn), FN_ROW(dy, s->ys, gm)};
             fn_glayer_apply2_f32_avx512(x0, d0, o0, FN_ROW(x, s->xs, g + 1),

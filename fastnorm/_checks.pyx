@@ -337,7 +337,8 @@ cpdef int check_activation(object activation, str fname) except -1:
 
 cpdef double machine_eps(object dtype):
     """The machine epsilon of a float dtype, bfloat16 (2**-7) included."""
-    cdef cnp.dtype dt = dtype if type(dtype) is cnp.dtype else np.dtype(dtype)
+    # NumPy 2's dtypes are subclasses (Float32DType): isinstance, not type() is
+    cdef cnp.dtype dt = dtype if isinstance(dtype, cnp.dtype) else np.dtype(dtype)
     cdef int t = dt.type_num
     if t == cnp.NPY_FLOAT:  # the common cases without np.finfo's Python-level lookup
         return FLT_EPSILON

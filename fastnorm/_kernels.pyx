@@ -688,7 +688,7 @@ cdef dict _constants = {}  # (value, shape, dtype) -> a read-only array of it
 cdef object _constant(int value, tuple shape, object dtype):
     """A read-only array of `value` (the missing half of an elementwise affine), made once per
     shape: an RMSNorm decode call would otherwise spend a third of its time making zeros."""
-    key = (value, shape, dtype)
+    key = (value, shape, (<cnp.dtype>dtype).type_num)  # an int hashes faster than a dtype
     a = _constants.get(key)
     if a is None:
         if len(_constants) >= 64:  # bounded: a process that sees many shapes keeps few
@@ -713,10 +713,8 @@ cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias,
     c.eps = machine_eps(x.dtype) if (rms and eps is None) else check_eps(eps, c.fn)
     c.act = check_activation(activation, c.fn)
     c.affine(weight, bias, ns)
-    # the kernel's elementwise affine takes weight and bias together
-    if c.w is not None and c.b is None:
-        c.b = _constant(0, ns, c.w.dtype)
-    elif c.b is not None and c.w is None:
+    # the kernel's elementwise affine needs a weight (a bias alone gets ones); no bias is NULL
+    if c.b is not None and c.w is None:
         c.w = _constant(1, ns, c.b.dtype)
     return 0
 

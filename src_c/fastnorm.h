@@ -87,8 +87,8 @@ typedef struct {
 } fn_stats;
 
 /* weight and bias in the table's param type (NULL: 1 and 0). Per channel: the channel of row q
- * of group g is g * group_step + q * row_step. Elementwise (LayerNorm): weight[l] and bias[l],
- * both given. */
+ * of group g is g * group_step + q * row_step. Elementwise (LayerNorm): weight[l] (given) and
+ * bias[l] (NULL: 0). */
 typedef struct {
     const void *weight, *bias;
     int64_t group_step, row_step;

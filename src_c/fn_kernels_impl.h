@@ -6,9 +6,11 @@
  *   FN_CTMAX CT's largest finite value
  *   ACT(v, act) the activation act applied to a CT value
  *   FN_BUFFERED 1 for a type whose normalize loops run float32's on a float buffer filled by
- *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride);
- *            FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
- *            activation-free run first, in registers (returns how many elements)
+ *            FN_LOADBUF(x, stride, n, buf) and emptied by FN_STOREBUF(buf, n, y, stride)
+ *   FN_DIRECT(scale / affine / cols), when defined, does what it can of a contiguous
+ *            activation-free run first, in registers (returns how many elements); unbuffered
+ *            types use its scale and affine only
+ *   FN_SUMS16(isa), when defined, the float-partial statistics loop of a 16-bit type
  * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table),
  * and consumes (undefines) these parameters. Not a public header. */
 
@@ -62,11 +64,19 @@ static inline CT FN(narrow)(double v)
 
 /* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
  * additions depends only on len (and the CPU's path), never on threads. */
-static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, double *s1,
-                                double *s2)
+static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, int lowp,
+                                double *s1, double *s2)
 {
     double t1 = 0.0, t2 = 0.0, u1 = 0.0, u2 = 0.0;
     int64_t i = 0;
+#if defined(FN_SUMS16) && FN_AVX2
+    /* lowp: the 16-bit types' float-partial loops (k is one of their values: exact in float) */
+    if (lowp && s == 1 && len >= 32 && fn_simd_level() >= 2)
+        i = FN_SUMS16(avx512)(x, len, (float)k, &t1, &t2);
+    else if (lowp && s == 1 && len >= 16 && fn_simd_level() >= 1)
+        i = FN_SUMS16(avx2)(x, len, (float)k, &t1, &t2);
+    else
+#endif
 #if FN_AVX512
     if (s == 1 && len >= 32 && fn_simd_level() >= 2)
         i = FN(run_sums_avx512)(x, len, k, &t1, &t2);
@@ -92,11 +102,49 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, do
     *s2 += t2 + u2;
 }
 
+/* run_sums with k = 0 for the sum of squares alone (RMSNorm): *s2 gets the same bits. */
+static inline void FN(run_sumsq)(const T *x, int64_t len, int64_t s, double *s2)
+{
+    double t2 = 0.0, u2 = 0.0;
+    int64_t i = 0;
+#if FN_AVX512
+    if (s == 1 && len >= 32 && fn_simd_level() >= 2)
+        i = FN(run_sumsq_avx512)(x, len, &t2);
+    else
+#endif
+#if FN_AVX2
+    if (s == 1 && len >= 16 && fn_simd_level() >= 1)
+        i = FN(run_sumsq_avx2)(x, len, &t2);
+#endif
+    for (; i + 2 <= len; i += 2) {
+        const double d = (double)LD(x[i * s]), e = (double)LD(x[(i + 1) * s]);
+        t2 += d * d;
+        u2 += e * e;
+    }
+    for (; i < len; i++) {
+        const double d = (double)LD(x[i * s]);
+        t2 += d * d;
+    }
+    *s2 += t2 + u2;
+}
+
+/* Whether a block's float-partial sums (run_sums' lowp) are as good as double's: finite; a sum
+ * of squares far above float's underflow (so that terms lost below it do not count); and, with
+ * the shift, s2 - s1^2 / n at least 1/16 of s2 (the shift within about 4 standard deviations of
+ * the mean), so that cancellation does not magnify float's rounding into the variance. NaN and
+ * inf (in the data or from overflow) fail the test. */
+static inline int FN(lowp_ok)(double n, double s1, double s2, int rms)
+{
+    return isfinite(s1) && s2 >= n * 0x1p-100 && s2 <= DBL_MAX &&
+           (rms || s1 * s1 <= n * s2 * (15.0 / 16.0));
+}
+
 /* Moments of block b of a group (rows q at stride sq, elements l at stride sl). Shifted by the
  * block's first element: sums of (x - k) keep full precision for data far from zero, and
  * constant data gives mean == k and m2 == 0 exactly. With rms, mean = 0 and m2 = sum(x^2)
  * instead: a sum of squares needs no shift (nothing cancels), and an inf then gives m2 = inf
- * rather than inf - inf. Returns the block's element count. */
+ * rather than inf - inf. The 16-bit types sum in float first and in double only when lowp_ok
+ * rejects that. Returns the block's element count. */
 static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q,
                                        int64_t L, int64_t sq, int64_t sl, int rms, double *mean,
                                        double *m2)
@@ -104,10 +152,25 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
     const double k = rms ? 0.0 : fn_shift((double)LD(xg[q0 * sq + l0 * sl]));
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t q = q0; q < q1; q++)
-        FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, &s1, &s2);
     const double n = (double)((q1 - q0) * (l1 - l0));
+    double s1 = 0.0, s2 = 0.0;
+#ifdef FN_SUMS16
+    const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
+    if (lowp)
+        for (int64_t q = q0; q < q1; q++)
+            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 1, &s1, &s2);
+    if (!lowp || !FN(lowp_ok)(n, s1, s2, rms)) {
+        s1 = s2 = 0.0;
+#else
+    {
+#endif
+        for (int64_t q = q0; q < q1; q++) {
+            if (rms)
+                FN(run_sumsq)(xg + q * sq + l0 * sl, l1 - l0, sl, &s2);
+            else
+                FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 0, &s1, &s2);
+        }
+    }
     if (rms) {
         *mean = 0.0;
         *m2 = s2;
@@ -171,19 +234,19 @@ static void FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const in
 }
 
 
-/* Sums of (x - k[j]) and their squares down rows [r0, r1) for each of w <= FN_CB columns
- * (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
-static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t sc, int64_t w,
-                          const double *k, double *s1, double *s2)
+/* Sums of (x - k[j]) and their squares down rows [r0, r1) (of rows [0, rend)) for each of
+ * w <= FN_CB columns (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
+static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
+                          int64_t sc, int64_t w, const double *k, double *s1, double *s2)
 {
     int64_t j = 0;
 #if FN_AVX512
     if (sc == 1 && fn_simd_level() >= 2)
-        j = FN(tile_sums_avx512)(x, r0, r1, sr, w, k, s1, s2);
+        j = FN(tile_sums_avx512)(x, r0, r1, rend, sr, w, k, s1, s2);
 #endif
 #if FN_AVX2
     if (sc == 1 && fn_simd_level() >= 1)
-        j += FN(tile_sums_avx2)(x + j, r0, r1, sr, w - j, k + j, s1 + j, s2 + j);
+        j += FN(tile_sums_avx2)(x + j, r0, r1, rend, sr, w - j, k + j, s1 + j, s2 + j);
 #endif
     for (; j < w; j++) {
         double t1 = 0.0, t2 = 0.0;
@@ -247,7 +310,7 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         double k[FN_CB], s1[FN_CB], s2[FN_CB];
         for (int64_t j = 0; j < w; j++)
             k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
-        FN(tile_sums)(xt, r0, r1, xs[1], xs[2], w, k, s1, s2);
+        FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
         for (int64_t j = 0; j < w; j++)
             fn_finish_block((double)(r1 - r0), k[j], s1[j], s2[j], &pm[o + j], &pq[o + j]);
@@ -270,11 +333,34 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
 }
 
 /* Table entry coefs: see fn_coef_job. One sqrt and divide per group. */
+/* coefs for a run of n entries that are each their own group: a loop that vectorizes (a sqrt
+ * and a divide per entry dominate eval BatchNorm on small inputs); the same arithmetic, so the
+ * same bits, as the general loop below. */
+static FN_HOT void FN(coefs_run)(int64_t n, const double *mean, const double *var, double eps,
+                                 const CT *w, const CT *bias, CT *mh, CT *a, CT *c)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const double mu = mean[j], r = 1.0 / sqrt(var[j] + eps);
+        const CT mt = FN(narrow)(mu);
+        const double dl = mu - (double)mt;
+        const double ad = w ? r * (double)w[j] : r;
+        mh[j] = mt;
+        a[j] = FN(narrow)(ad);
+        c[j] = FN(narrow)((bias ? (double)bias[j] : 0.0) - dl * ad);
+    }
+}
+
 static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
 {
     const CT *w = (const CT *)jb->weight, *bias = (const CT *)jb->bias;
     CT *mh = (CT *)out->shift, *a = (CT *)out->scale, *c = (CT *)out->offset;
     const int64_t J = jb->channels, JD = jb->channels_per_group;
+    if (JD == 1) {
+        for (int64_t i = 0; i < jb->outer; i++)
+            FN(coefs_run)(J, jb->mean + i * jb->group_step, jb->var + i * jb->group_step, jb->eps,
+                          w, bias, mh + i * J, a + i * J, c + i * J);
+        return;
+    }
     for (int64_t i = 0; i < jb->outer; i++) {
         for (int64_t j0 = 0; j0 < J; j0 += JD) { /* group s: entries j0 .. j0 + JD - 1 */
             const int64_t s = i * jb->group_step + j0 / JD;
@@ -296,6 +382,14 @@ static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
  * (x == y) is allowed. The contiguous case is written apart so that it vectorizes. Each loop is
  * compiled once per activation (act is a constant in each copy: no branch in the inner loop);
  * FN(<loop>_runs)[act] is the copy for act. */
+/* Elements of a contiguous output run before y is 64-byte aligned (at most n): the head that a
+ * streamed run stores as usual. */
+static inline int64_t FN(head)(const T *y, int64_t n)
+{
+    const int64_t h = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(T));
+    return ((uintptr_t)y % sizeof(T)) || h > n ? n : h;
+}
+
 #if !FN_BUFFERED
 #define FN_INLINE static inline __attribute__((always_inline))
 
@@ -327,6 +421,30 @@ FN_INLINE void FN(affine_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t 
     }
 }
 
+/* y = act(((x - mh) * a + c) * w[i]) (an elementwise weight without bias); with mh == c == 0
+ * (RMSNorm) the same values as act((x * a) * w[i]) (x - 0 == x, v + 0 == v), which is what runs */
+FN_INLINE void FN(weight_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a,
+                               CT c, const CT *w, const int act)
+{
+    if (mh == 0 && c == 0) {
+        if (sx == 1 && sy == 1) {
+            FN_OMP(simd)
+            for (int64_t i = 0; i < n; i++)
+                y[i] = ST(ACT(LD(x[i]) * a * w[i], act));
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                y[i * sy] = ST(ACT(LD(x[i * sx]) * a * w[i], act));
+        }
+    } else if (sx == 1 && sy == 1) {
+        FN_OMP(simd)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = ST(ACT(((LD(x[i]) - mh) * a + c) * w[i], act));
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            y[i * sy] = ST(ACT(((LD(x[i * sx]) - mh) * a + c) * w[i], act));
+    }
+}
+
 /* y[i] = act((x[i] - mh[i]) * a[i] + c[i]) (one row across the columns) */
 FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh,
                              const CT *a, const CT *c, const int act)
@@ -341,10 +459,33 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     }
 }
 
+/* cols_run for n == NC contiguous columns: the coefficients copied to locals (which the stores
+ * cannot alias) stay in registers across the rows, and the row loop has no inner-loop overhead
+ * (NHWC with few channels) */
+#define FN_COLS_FIXED(NC, act)                                                                   \
+    if (n == NC) {                                                                               \
+        CT m_[NC], a_[NC], c_[NC];                                                               \
+        for (int64_t i = 0; i < NC; i++) {                                                       \
+            m_[i] = mh[i];                                                                       \
+            a_[i] = a[i];                                                                        \
+            c_[i] = c[i];                                                                        \
+        }                                                                                        \
+        for (int64_t r = 0; r < nr; r++) {                                                       \
+            const T *xr = x + r * rx;                                                            \
+            T *yr = y + r * ry;                                                                  \
+            FN_OMP(simd)                                                                         \
+            for (int64_t i = 0; i < NC; i++)                                                     \
+                yr[i] = ST(ACT((LD(xr[i]) - m_[i]) * a_[i] + c_[i], act));                       \
+        }                                                                                        \
+        return;                                                                                  \
+    }
 #define FN_SCALE_ARGS const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a, CT c
 #define FN_AFFINE_ARGS FN_SCALE_ARGS, const CT *w, const CT *lb
+#define FN_WEIGHT_ARGS FN_SCALE_ARGS, const CT *w
+/* rows r < nr of n columns each, rows rx / ry apart: one call per unit of rows, not per row */
 #define FN_COLS_ARGS                                                                             \
-    const T *x, T *y, int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a, const CT *c
+    const T *x, T *y, int64_t nr, int64_t rx, int64_t ry, int64_t n, int64_t sx, int64_t sy,     \
+        const CT *mh, const CT *a, const CT *c
 #define FN_ACT_LOOPS(K, act)                                                                     \
     static FN_HOT void FN(scale_run_##K)(FN_SCALE_ARGS)                                          \
     {                                                                                            \
@@ -354,34 +495,162 @@ FN_INLINE void FN(cols_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy
     {                                                                                            \
         FN(affine_body)(x, y, n, sx, sy, mh, a, c, w, lb, act);                                  \
     }                                                                                            \
+    static FN_HOT void FN(weight_run_##K)(FN_WEIGHT_ARGS)                                        \
+    {                                                                                            \
+        FN(weight_body)(x, y, n, sx, sy, mh, a, c, w, act);                                      \
+    }                                                                                            \
     static FN_HOT void FN(cols_run_##K)(FN_COLS_ARGS)                                            \
     {                                                                                            \
-        FN(cols_body)(x, y, n, sx, sy, mh, a, c, act);                                           \
+        if (sx == 1 && sy == 1) {                                                                \
+            FN_COLS_FIXED(16, act)                                                               \
+            FN_COLS_FIXED(32, act)                                                               \
+            FN_COLS_FIXED(64, act)                                                               \
+        }                                                                                        \
+        for (int64_t r = 0; r < nr; r++)                                                         \
+            FN(cols_body)(x + r * rx, y + r * ry, n, sx, sy, mh, a, c, act);                     \
     }
 FN_ACT_LOOPS(none, FN_ACT_NONE)
 FN_ACT_LOOPS(relu, FN_ACT_RELU)
 FN_ACT_LOOPS(silu, FN_ACT_SILU)
 FN_ACT_LOOPS(gelu, FN_ACT_GELU)
 FN_ACT_LOOPS(gelu_tanh, FN_ACT_GELU_TANH)
-static void (*const FN(scale_runs)[FN_NUM_ACT])(FN_SCALE_ARGS) = {
-    FN(scale_run_none), FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
-    FN(scale_run_gelu_tanh)};
-static void (*const FN(affine_runs)[FN_NUM_ACT])(FN_AFFINE_ARGS) = {
-    FN(affine_run_none), FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
-    FN(affine_run_gelu_tanh)};
-static void (*const FN(cols_runs)[FN_NUM_ACT])(FN_COLS_ARGS) = {
+#ifdef FN_DIRECT
+/* activation-free contiguous runs: what FN_DIRECT does in registers first, the rest as above */
+static void FN(scale_run_direct)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
+        x += d;
+        y += d;
+        n -= d;
+    }
+    FN(scale_run_none)(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_direct)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+    FN(affine_run_none)(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+#define FN_SCALE_NONE FN(scale_run_direct)
+#define FN_AFFINE_NONE FN(affine_run_direct)
+#else
+#define FN_SCALE_NONE FN(scale_run_none)
+#define FN_AFFINE_NONE FN(affine_run_none)
+#endif
+#ifdef FN_STREAM
+/* FN_ACT_STREAM: the streaming loops where they apply (contiguous runs, AVX-512) */
+static void FN(scale_run_stream)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(scale)(x, y, n, mh, a, c);
+    else
+        FN(scale_run_none)(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_stream)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(affine)(x, y, n, mh, a, c, w, lb);
+    else
+        FN(affine_run_none)(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+static void FN(weight_run_stream)(FN_WEIGHT_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(weight)(x, y, n, mh, a, c, w);
+    else
+        FN(weight_run_none)(x, y, n, sx, sy, mh, a, c, w);
+}
+static void FN(cols_run_stream)(FN_COLS_ARGS)
+{
+    if (sx == 1 && sy == 1)
+        FN_STREAM(cols)(x, y, nr, rx, ry, n, mh, a, c);
+    else
+        FN(cols_run_none)(x, y, nr, rx, ry, n, sx, sy, mh, a, c);
+}
+#define FN_SCALE_STREAM FN(scale_run_stream)
+#define FN_AFFINE_STREAM FN(affine_run_stream)
+#define FN_WEIGHT_STREAM FN(weight_run_stream)
+#define FN_COLS_STREAM FN(cols_run_stream)
+#elif defined(FN_DIRECT_NT)
+/* the direct loops' streaming copies past an unstreamed head; the rest as FN_ACT_NONE */
+static void FN(scale_run_stream)(FN_SCALE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t h = FN(head)(y, n);
+        FN_SCALE_NONE(x, y, h, 1, 1, mh, a, c);
+        const int64_t d = h + FN_DIRECT_NT(scale)(x + h, y + h, n - h, mh, a, c);
+        fn_sfence();
+        x += d;
+        y += d;
+        n -= d;
+    }
+    FN_SCALE_NONE(x, y, n, sx, sy, mh, a, c);
+}
+static void FN(affine_run_stream)(FN_AFFINE_ARGS)
+{
+    if (sx == 1 && sy == 1) {
+        const int64_t h = FN(head)(y, n);
+        FN_AFFINE_NONE(x, y, h, 1, 1, mh, a, c, w, lb);
+        const int64_t d = h + FN_DIRECT_NT(affine)(x + h, y + h, n - h, mh, a, c, w + h, lb + h);
+        fn_sfence();
+        x += d;
+        y += d;
+        w += d;
+        lb += d;
+        n -= d;
+    }
+    FN_AFFINE_NONE(x, y, n, sx, sy, mh, a, c, w, lb);
+}
+#define FN_SCALE_STREAM FN(scale_run_stream)
+#define FN_AFFINE_STREAM FN(affine_run_stream)
+#define FN_WEIGHT_STREAM FN(weight_run_none)
+#define FN_COLS_STREAM FN(cols_run_none)
+#else
+#define FN_SCALE_STREAM FN_SCALE_NONE
+#define FN_AFFINE_STREAM FN_AFFINE_NONE
+#define FN_WEIGHT_STREAM FN(weight_run_none)
+#define FN_COLS_STREAM FN(cols_run_none)
+#endif
+static void (*const FN(scale_runs)[FN_NUM_ACT + 1])(FN_SCALE_ARGS) = {
+    FN_SCALE_NONE, FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
+    FN(scale_run_gelu_tanh), FN_SCALE_STREAM};
+static void (*const FN(affine_runs)[FN_NUM_ACT + 1])(FN_AFFINE_ARGS) = {
+    FN_AFFINE_NONE, FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
+    FN(affine_run_gelu_tanh), FN_AFFINE_STREAM};
+#undef FN_SCALE_NONE
+#undef FN_AFFINE_NONE
+static void (*const FN(weight_runs)[FN_NUM_ACT + 1])(FN_WEIGHT_ARGS) = {
+    FN(weight_run_none), FN(weight_run_relu), FN(weight_run_silu), FN(weight_run_gelu),
+    FN(weight_run_gelu_tanh), FN_WEIGHT_STREAM};
+static void (*const FN(cols_runs)[FN_NUM_ACT + 1])(FN_COLS_ARGS) = {
     FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
-    FN(cols_run_gelu_tanh)};
+    FN(cols_run_gelu_tanh), FN_COLS_STREAM};
+#undef FN_SCALE_STREAM
+#undef FN_AFFINE_STREAM
+#undef FN_WEIGHT_STREAM
+#undef FN_COLS_STREAM
 #undef FN_ACT_LOOPS
+#undef FN_COLS_FIXED
 #undef FN_SCALE_ARGS
 #undef FN_AFFINE_ARGS
+#undef FN_WEIGHT_ARGS
 #undef FN_COLS_ARGS
 #undef FN_INLINE
 
 #define FN_SCALE_RUN(act, x, y, n, sx, sy, mh, a, c) FN(scale_runs)[act](x, y, n, sx, sy, mh, a, c)
 #define FN_AFFINE_RUN(act, x, y, n, sx, sy, mh, a, c, w, lb)                                     \
     FN(affine_runs)[act](x, y, n, sx, sy, mh, a, c, w, lb)
-#define FN_COLS_RUN(act, x, y, n, sx, sy, mh, a, c) FN(cols_runs)[act](x, y, n, sx, sy, mh, a, c)
+#define FN_WEIGHT_RUN(act, x, y, n, sx, sy, mh, a, c, w)                                         \
+    FN(weight_runs)[act](x, y, n, sx, sy, mh, a, c, w)
+#define FN_COLS_RUN(act, x, y, nr, rx, ry, n, sx, sy, mh, a, c)                                   \
+    FN(cols_runs)[act](x, y, nr, rx, ry, n, sx, sy, mh, a, c)
 
 /* s = x + r, added in CT and rounded to T (the residual add of add_normalize_rows; exact before
  * the rounding for the 16-bit types) */
@@ -409,6 +678,20 @@ static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int
                            CT a, CT c)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM) { /* an unstreamed head, then the streaming direct loop */
+        act = FN_ACT_NONE;
+        if (sx == 1 && sy == 1) {
+            const int64_t h = FN(head)(y, n);
+            FN(scale_run_)(act, x, y, h, 1, 1, mh, a, c);
+            const int64_t d = h + FN_DIRECT_NT(scale)(x + h, y + h, n - h, mh, a, c);
+            fn_sfence();
+            x += d;
+            y += d;
+            n -= d;
+        }
+    }
+#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(scale)(x, y, n, mh, a, c);
@@ -427,6 +710,23 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
                             CT a, CT c, const CT *w, const CT *lb)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM) {
+        act = FN_ACT_NONE;
+        if (sx == 1 && sy == 1) {
+            const int64_t h = FN(head)(y, n);
+            FN(affine_run_)(act, x, y, h, 1, 1, mh, a, c, w, lb);
+            const int64_t d =
+                h + FN_DIRECT_NT(affine)(x + h, y + h, n - h, mh, a, c, w + h, lb + h);
+            fn_sfence();
+            x += d;
+            y += d;
+            w += d;
+            lb += d;
+            n -= d;
+        }
+    }
+#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(affine)(x, y, n, mh, a, c, w, lb);
@@ -443,10 +743,39 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
     });
 }
-static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy,
+static void FN(weight_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh,
+                            CT a, CT c, const CT *w)
+{
+    float buf[FN_HB];
+    if (act == FN_ACT_STREAM) /* no streaming loop: stored as usual */
+        act = FN_ACT_NONE;
+    FN_BY_BUFFER(i0, m, n, {
+        FN_LOADBUF(x + i0 * sx, sx, m, buf);
+        weight_runs_f32[act](buf, buf, m, 1, 1, mh, a, c, w + i0);
+        FN_STOREBUF(buf, m, y + i0 * sy, sy);
+    });
+}
+static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int64_t sy,
                           const CT *mh, const CT *a, const CT *c)
 {
     float buf[FN_HB];
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM) {
+        act = FN_ACT_NONE;
+        if (sx == 1 && sy == 1) {
+            const int64_t h = FN(head)(y, n);
+            FN(cols_run1)(act, x, y, h, 1, 1, mh, a, c);
+            const int64_t d = h + FN_DIRECT_NT(cols)(x + h, y + h, n - h, mh + h, a + h, c + h);
+            fn_sfence();
+            x += d;
+            y += d;
+            mh += d;
+            a += d;
+            c += d;
+            n -= d;
+        }
+    }
+#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(cols)(x, y, n, mh, a, c);
@@ -460,12 +789,20 @@ static void FN(cols_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
 #endif
     FN_BY_BUFFER(i0, m, n, {
         FN_LOADBUF(x + i0 * sx, sx, m, buf);
-        cols_runs_f32[act](buf, buf, m, 1, 1, mh + i0, a + i0, c + i0);
+        cols_runs_f32[act](buf, buf, 1, 0, 0, m, 1, 1, mh + i0, a + i0, c + i0);
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
     });
 }
+static void FN(cols_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,
+                          int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
+                          const CT *c)
+{
+    for (int64_t r = 0; r < nr; r++)
+        FN(cols_run1)(act, x + r * rx, y + r * ry, n, sx, sy, mh, a, c);
+}
 #define FN_SCALE_RUN FN(scale_run_)
 #define FN_AFFINE_RUN FN(affine_run_)
+#define FN_WEIGHT_RUN FN(weight_run_)
 #define FN_COLS_RUN FN(cols_run_)
 
 /* s = x + r, added in float and rounded to T (exact before the rounding) */
@@ -483,6 +820,23 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
 #undef FN_BY_BUFFER
 #endif
 
+/* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
+ * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
+ * (run_len elements: short runs would be mostly unaligned head and tail, and channels-last rows
+ * of few channels measured slower streamed than with their coefficients in registers). */
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
+{
+#if defined(FN_STREAM) || defined(FN_DIRECT_NT)
+    const int64_t sb = fn_stream_bytes();
+    if (act == FN_ACT_NONE && sb > 0 && out_bytes >= sb && run_len >= 256)
+        return FN_ACT_STREAM;
+#else
+    (void)out_bytes;
+    (void)run_len;
+#endif
+    return act;
+}
+
 /* Table entry normalize_cols: units of whole rows of about FN_NCHUNK elements. */
 static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, int n_threads)
 {
@@ -490,11 +844,12 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     T *y = (T *)yv;
     const fn_cols *s = &jb->shape;
     const int64_t P1 = s->outer, R = s->rows, C = s->cols, cp = jb->coef_outer_step;
-    const int act = jb->epilogue.activation;
-    if (act < 0 || act >= FN_NUM_ACT)
+    if (jb->epilogue.activation < 0 || jb->epilogue.activation >= FN_NUM_ACT)
         return FN_EINVAL;
     if (P1 <= 0 || R <= 0 || C <= 0)
         return FN_OK;
+    const int act = FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
+                                s->ys[2] == 1 ? C : 1);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -503,9 +858,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     FN_PFOR(nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
-        for (int64_t r = r0; r < r1; r++)
-            FN_COLS_RUN(act, x + p1 * s->xs[0] + r * s->xs[1], y + p1 * s->ys[0] + r * s->ys[1],
-                        C, s->xs[2], s->ys[2], mh + k, a + k, c + k);
+        FN_COLS_RUN(act, x + p1 * s->xs[0] + r0 * s->xs[1], y + p1 * s->ys[0] + r0 * s->ys[1],
+                    r1 - r0, s->xs[1], s->ys[1], C, s->xs[2], s->ys[2], mh + k, a + k, c + k);
     });
     return FN_OK;
 }
@@ -524,7 +878,10 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
     for (int64_t q = q0; q < q1; q++) {
         const T *xr = xg + q * s->xs[2] + l0 * s->xs[3];
         T *yr = yg + q * s->ys[2] + l0 * s->ys[3];
-        if (af->elementwise) {
+        if (af->elementwise && !b) {
+            FN_WEIGHT_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
+                          FN(narrow)(-dl * rstd), w + l0);
+        } else if (af->elementwise) {
             FN_AFFINE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
                           FN(narrow)(-dl * rstd), w + l0, b + l0);
         } else {
@@ -546,7 +903,7 @@ static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
 
 /* The fused path's work on group g: its statistics, then its normalization while in cache. */
 static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job *jb,
-                                   const fn_rowplan *pl)
+                                   const fn_rowplan *pl, int act)
 {
     const fn_rows *s = &jb->shape;
     const int64_t p1 = g / s->groups, p2 = g % s->groups, Q = s->rows, L = s->row_len;
@@ -558,15 +915,15 @@ static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job
         jb->stats.mean[g] = mean;
     if (jb->stats.var)
         jb->stats.var[g] = var;
-    FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine,
-                    jb->epilogue.activation, mean, 1.0 / sqrt(var + jb->stats.eps));
+    FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine, act,
+                    mean, 1.0 / sqrt(var + jb->stats.eps));
 }
 
 static inline int FN(bad_job)(const fn_row_job *jb)
 {
     const fn_affine *af = &jb->affine;
     const int act = jb->epilogue.activation;
-    return (af->elementwise && (!af->weight || !af->bias)) ||
+    return (af->elementwise && !af->weight) ||
            (jb->stats.given && (!jb->stats.mean || !jb->stats.var)) || act < 0 ||
            act >= FN_NUM_ACT;
 }
@@ -585,7 +942,8 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_rows *s = &jb->shape;
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
-    const int act = jb->epilogue.activation;
+    const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
+                                s->ys[3] == 1 ? L : 1);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -599,20 +957,33 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
     FN_PFOR(nt, u, U, {
-        const int64_t t1 = (u + 1) * rpu < R ? (u + 1) * rpu : R;
-        for (int64_t t = u * rpu; t < t1; t++) {
-            int64_t g, q; /* row t: t = (p1 * Q + q) * P2 + p2 rows outer, else t = g * Q + q */
-            if (rows_outer) {
-                q = (t / P2) % Q;
-                g = t / (Q * P2) * P2 + t % P2;
-            } else {
-                g = t / Q;
-                q = t % Q;
-            }
-            const int64_t p1 = g / P2, p2 = g % P2;
+        const int64_t t0 = u * rpu, t1 = (u + 1) * rpu < R ? (u + 1) * rpu : R;
+        /* row t = (p1 * Q + q) * P2 + p2 rows outer, else t = (p1 * P2 + p2) * Q + q: the
+         * indices of the unit's first row, then counted up (no division per row) */
+        int64_t p1, p2, q;
+        if (rows_outer) {
+            p2 = t0 % P2;
+            q = (t0 / P2) % Q;
+            p1 = t0 / (Q * P2);
+        } else {
+            q = t0 % Q;
+            p2 = (t0 / Q) % P2;
+            p1 = t0 / (Q * P2);
+        }
+        for (int64_t t = t0; t < t1; t++) {
+            const int64_t g = p1 * P2 + p2;
             FN_SCALE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1] + q * s->xs[2],
                          y + p1 * s->ys[0] + p2 * s->ys[1] + q * s->ys[2], L, s->xs[3], s->ys[3],
                          cm[g], ca[g], cc[g]);
+            int64_t *inner = rows_outer ? &p2 : &q, *outer = rows_outer ? &q : &p2;
+            const int64_t ni = rows_outer ? P2 : Q, no = rows_outer ? Q : P2;
+            if (++*inner == ni) {
+                *inner = 0;
+                if (++*outer == no) {
+                    *outer = 0;
+                    p1++;
+                }
+            }
         }
     });
     free(co);
@@ -636,11 +1007,12 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
+    const int oact = FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl); });
+        FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl, oact); });
         return FN_OK;
     }
     if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK)
@@ -698,7 +1070,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
             const int64_t p1 = g / P2, p2 = g % P2;
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
-                            p2, q, q + 1, l0, l1, s, af, act, mean[g], rstd[g]);
+                            p2, q, q + 1, l0, l1, s, af, oact, mean[g], rstd[g]);
         });
     }
     free(buf);
@@ -728,6 +1100,8 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     memcpy(nj.shape.xs, ts, sizeof nj.shape.xs);
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int nt = fn_eff_threads(P * Q * L, P * pl.nb, n_threads);
+    const int oact = FN(out_act)(jb->norm.epilogue.activation, P * Q * L * (int64_t)sizeof(T),
+                                 s->ys[3] == 1 ? L : 1);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         FN_PFOR(ntf, g, P, {
@@ -736,7 +1110,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                 FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                             r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
                             t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
-            FN(fused_group)(t, y, g, &nj, &pl);
+            FN(fused_group)(t, y, g, &nj, &pl, oact);
         });
         return FN_OK;
     }
@@ -764,6 +1138,7 @@ static const fn_kernel_table FN(table) = {
 
 #undef FN_SCALE_RUN
 #undef FN_AFFINE_RUN
+#undef FN_WEIGHT_RUN
 #undef FN_COLS_RUN
 
 #undef FN
@@ -780,3 +1155,6 @@ static const fn_kernel_table FN(table) = {
 #undef FN_LOADBUF
 #undef FN_STOREBUF
 #undef FN_DIRECT
+#undef FN_DIRECT_NT
+#undef FN_STREAM
+#undef FN_SUMS16

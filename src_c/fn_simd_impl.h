@@ -37,22 +37,53 @@ VFUNC int64_t VN(run_sums)(const T *x, int64_t len, double k, double *t1, double
     return i;
 }
 
-/* tile_sums for contiguous columns: rows [r0, r1) at row stride sr, read in memory order, four
- * rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
+/* run_sums' sum(x^2) alone (RMSNorm: k = 0, no sum of x needed), the same accumulators in the
+ * same order, so the same bits as run_sums' second sum. */
+VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
+{
+    V a2 = VZERO(), b2 = a2, c2 = a2, d2 = a2;
+    int64_t i = 0;
+    for (; i + 4 * VW <= len; i += 4 * VW) {
+        const V u = VLOADT(x + i), v = VLOADT(x + i + VW);
+        const V w = VLOADT(x + i + 2 * VW), z = VLOADT(x + i + 3 * VW);
+        a2 = VFMA(u, u, a2);
+        b2 = VFMA(v, v, b2);
+        c2 = VFMA(w, w, c2);
+        d2 = VFMA(z, z, d2);
+    }
+    *t2 = VHSUM(VADD(VADD(a2, b2), VADD(c2, d2)));
+    return i;
+}
+
+/* tile_sums for contiguous columns: rows [r0, r1) (of [0, rend)) at row stride sr, read in memory
+ * order, four rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns per vector) between
  * rows. Each column still adds its rows one after another, from zero. Returns how many of the w
  * columns it handled (a multiple of VW). */
-VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t sr, int64_t w,
-                            const double *k, double *s1, double *s2)
+VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
+                            int64_t w, const double *k, double *s1, double *s2)
 {
     const int64_t wv = w - w % VW;
     for (int64_t j = 0; j < wv; j += VW) {
         VSTORED(s1 + j, VZERO());
         VSTORED(s2 + j, VZERO());
     }
+    /* Rows of a few KB read four at a time defeat the hardware prefetchers (each stream is short
+     * within its page: about 0.3x the row kernel's throughput from DRAM), so the rows about
+     * FN_TILE_PF bytes ahead are prefetched into L2, a line of each per step (into L1 it was
+     * slower: the prefetches hold L1's miss buffers). */
+    const int64_t line = 64 / (int64_t)sizeof(T), row_bytes = sr * (int64_t)sizeof(T);
+    const int64_t pf = row_bytes > 0 && FN_TILE_PF / row_bytes > 4 ? FN_TILE_PF / row_bytes : 4;
     int64_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const T *x0 = x + r * sr, *x1 = x0 + sr, *x2 = x1 + sr, *x3 = x2 + sr;
+        const T *p0 = r + pf + 4 <= rend ? x0 + pf * sr : x0; /* on into the next tile */
         for (int64_t j = 0; j < wv; j += VW) {
+            if (!(j & (line - 1))) {
+                __builtin_prefetch(p0 + j, 0, 1);
+                __builtin_prefetch(p0 + sr + j, 0, 1);
+                __builtin_prefetch(p0 + 2 * sr + j, 0, 1);
+                __builtin_prefetch(p0 + 3 * sr + j, 0, 1);
+            }
             const V kv = VLOADD(k + j);
             V a = VLOADD(s1 + j), q = VLOADD(s2 + j);
             const V d0 = VSUB(VLOADT(x0 + j), kv), d1 = VSUB(VLOADT(x1 + j), kv);

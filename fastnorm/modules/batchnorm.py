@@ -4,7 +4,7 @@ import numpy as np
 from .. import _checks
 from .. import functional as F
 from .module import (Module, check_channels, check_device, check_dtype, check_eps, check_size,
-                     ndim_of, to_numpy)
+                     ndim_of, shape_of, to_numpy)
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -78,27 +78,28 @@ class _BatchNorm(_NormBase):
         """Normalize ``input`` with batch statistics (training, or eval without running stats)
         or with the running statistics (eval)."""
         self._check_input_dim(input)
-        track = self.training and self.track_running_stats and self.num_batches_tracked is not None
-        factor = 0.0 if self.momentum is None else self.momentum
-        if track and self.momentum is None:  # cumulative moving average over the batches
+        training, momentum = self.training, self.momentum
+        w, b, rm, rv = self.weight, self.bias, self.running_mean, self.running_var
+        track = training and self.track_running_stats and self.num_batches_tracked is not None
+        factor = 0.0 if momentum is None else momentum
+        if track and momentum is None:  # cumulative moving average over the batches
             factor = 1.0 / float(self.num_batches_tracked + 1)
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        pass_running = not self.training or self.track_running_stats
-        rm = self.running_mean if pass_running else None
-        rv = self.running_var if pass_running else None
-        if any(a is not None for a in (rm, rv, self.weight, self.bias)):  # per-channel state
+        use_batch_stats = training or (rm is None and rv is None)
+        if training and not self.track_running_stats:
+            rm = rv = None
+        if ((rm is not None or rv is not None or w is not None or b is not None)
+                and shape_of(input)[1] != self.num_features):  # per-channel state
             check_channels(f"{type(self).__name__}({self.num_features})", input,
                            self.num_features)
         if self._grad_enabled:
             x = to_numpy(input)
-            y, mean, invstd = F.native_batch_norm(x, self.weight, self.bias, rm, rv,
-                                                  use_batch_stats, factor, self.eps)
+            y, mean, invstd = F.native_batch_norm(x, w, b, rm, rv, use_batch_stats, factor,
+                                                  self.eps)
             if not use_batch_stats:  # eval: the running statistics of this forward
                 mean, invstd = rm.copy(), rv.copy()
             self._keep(y, x=x, mean=mean, invstd=invstd, train=use_batch_stats)
         else:
-            y = F.batch_norm(input, rm, rv, self.weight, self.bias, use_batch_stats, factor,
-                             self.eps)
+            y = F.batch_norm(input, rm, rv, w, b, use_batch_stats, factor, self.eps)
         if track:  # counted after the call succeeded: a rejected input changes nothing
             self.num_batches_tracked += 1
         return y

@@ -79,6 +79,8 @@ def ndim_of(input):
 
 def shape_of(input):
     """shape of an array, tensor (a torch.Size) or nested sequence, as a tuple of ints."""
+    if type(input) is np.ndarray:
+        return input.shape
     shape = getattr(input, "shape", None)
     return tuple(int(d) for d in shape) if shape is not None else np.shape(input)
 
@@ -99,6 +101,39 @@ def check_size(value, name):
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return int(value)
+
+
+class _Registered:
+    """Class attribute through which normal attribute lookup finds a registered parameter or
+    buffer (``m.weight``) in the instance's ``_parameters`` / ``_buffers``. Without it the lookup
+    fails first and reaches ``Module.__getattr__`` by way of an AttributeError, which costs more
+    than a decode-size kernel. A non-data descriptor: an instance attribute of the same name
+    (assigned while not registered) still takes precedence, as before."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        d = obj.__dict__
+        p = d.get("_parameters")
+        if p is not None and self.name in p:
+            return p[self.name]
+        b = d.get("_buffers")
+        if b is not None and self.name in b:
+            return b[self.name]
+        return obj.__getattr__(self.name)  # not registered here: the usual AttributeError
+
+
+def _expose(module, name):
+    """Install the _Registered lookup of name on the module's class, unless the class (or a
+    base) already has an attribute of that name."""
+    cls = type(module)
+    if not hasattr(cls, name):
+        setattr(cls, name, _Registered(name))
 
 
 class Module:
@@ -122,12 +157,14 @@ class Module:
         self._check_value(name, value, "parameter")
         self.__dict__.pop(name, None)
         self._parameters[name] = value
+        _expose(self, name)
 
     def register_buffer(self, name, value):
         """Add a buffer (an ndarray, or None where torch keeps a None buffer)."""
         self._check_value(name, value, "buffer")
         self.__dict__.pop(name, None)
         self._buffers[name] = value
+        _expose(self, name)
 
     @staticmethod
     def _check_value(name, value, kind):

@@ -21,7 +21,8 @@ group, per-channel weight w, A = sum(w dy), B = sum(w dy (x - m)):
 
     dx = r w dy - r A / M - r^3 B (x - m) / M,   dweight = sum(dy r (x - m)),  dbias = sum(dy)
 
-(statistics held constant, eval-mode BatchNorm: dx = r w dy). LayerNorm / RMSNorm run one kernel
+(statistics held constant, eval-mode BatchNorm: dx = r w dy, written in the same pass as the
+sums: grad_rows' eval branch, grad_eval_cols). LayerNorm / RMSNorm run one kernel
 (grad_layer) that sums each row, then writes its dx while the row is in cache.
 """
 import numpy as np
@@ -82,6 +83,39 @@ cdef cnp.ndarray _grad_out(object grad_out, cnp.ndarray x, str fn):
     return g
 
 
+cdef inline bint _plain_vec(object a, int64_t n):
+    """a is a native, aligned, C-contiguous float32 / float64 ndarray of n elements."""
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    return ((t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE) and cnp.PyArray_SIZE(arr) == n
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISNOTSWAPPED(arr)
+            and cnp.PyArray_ISALIGNED(arr))
+
+
+cdef inline double _at(cnp.ndarray a, int64_t i) noexcept:
+    """Element i of a _plain_vec array as a double."""
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT:
+        return (<float*>cnp.PyArray_DATA(a))[i]
+    return (<double*>cnp.PyArray_DATA(a))[i]
+
+
+cdef cnp.ndarray _vec64(object a, int64_t n):
+    """A _plain_vec array as float64 (C-order, shape (n,)), without NumPy's call overhead: the
+    per-call path of small backward passes."""
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE and cnp.PyArray_NDIM(arr) == 1:
+        return arr
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
+    cdef double* o = <double*>cnp.PyArray_DATA(out)
+    cdef int64_t i
+    for i in range(n):
+        o[i] = _at(arr, i)
+    return out
+
+
 cpdef cnp.ndarray stat(object a, str name, str fn, tuple shape):
     """A saved statistic as C-contiguous float64 of `shape` (any shape with as many elements:
     torch's saved statistics keep size-1 axes)."""
@@ -92,7 +126,11 @@ cpdef cnp.ndarray stat(object a, str name, str fn, tuple shape):
 
 
 cdef object _weight64(object w, str fn, int64_t C):
-    return None if w is None else param(w, "weight", fn, cnp.NPY_DOUBLE, (C,), True)
+    if w is None:
+        return None
+    if _plain_vec(w, C) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 1:
+        return _vec64(w, C)
+    return param(w, "weight", fn, cnp.NPY_DOUBLE, (C,), True)
 
 
 cdef int _ptype(cnp.ndarray x):
@@ -145,6 +183,28 @@ cdef class _Job:
         if self.mode == _ROWS:
             return ((e // self.Q) % self.P2) * self.gstep + (e % self.Q) * self.rstep
         return e % self.C
+
+    cdef void index(self, int64_t* gi, int64_t* ci) noexcept:
+        """gi[e] = group(e), ci[e] = channel(e) for every entry, without a division per entry."""
+        cdef int64_t e = 0, a, b, k, cg, base
+        if self.mode == _ROWS:
+            for a in range(self.E // self.Q):
+                base = (a % self.P2) * self.gstep
+                for b in range(self.Q):
+                    gi[e] = a
+                    ci[e] = base + b * self.rstep
+                    e += 1
+            return
+        for a in range(self.E // self.C):
+            cg, k = a * self.ostep, 0
+            for b in range(self.C):
+                gi[e] = cg
+                ci[e] = b
+                e += 1
+                k += 1
+                if k == self.cpg:
+                    k = 0
+                    cg += 1
 
     cdef int rows(self, Ax o, Ax g, Ax q, Ax l, Ax do, Ax dg, Ax dq, Ax dl, int64_t P2,
                   int64_t gstep, int64_t rstep) except -1:
@@ -228,6 +288,20 @@ cdef class _Job:
                 rc = self.k.grad_sums_cols(xp, dp, &self.cj, nt)
         return _check_rc(rc)
 
+    cdef int eval_cols(self, const double* centre, const double* a, double* s1,
+                       double* s2) except -1:
+        """Column layout, statistics held constant: the sums (as sums) and dx = a * dy in one
+        pass."""
+        cdef int rc, nt = threads()
+        cdef const void* xp = cnp.PyArray_DATA(self.x)
+        cdef const void* dp = cnp.PyArray_DATA(self.dy)
+        cdef void* op = cnp.PyArray_DATA(self.dx)
+        self.cj.e.centre, self.cj.e.sum_dy, self.cj.e.sum_dyxc = centre, s1, s2
+        self.cj.e.a, self.cj.e.b, self.cj.e.c = a, NULL, NULL
+        with nogil:
+            rc = self.k.grad_eval_cols(xp, dp, op, &self.cj, nt)
+        return _check_rc(rc)
+
     cdef int rows_backward(self, const double* mean, const double* rstd, const double* weight,
                            bint train, double* s1, double* s2) except -1:
         """The row layout's whole backward (grad_rows): per-entry sums into s1, s2 and dx."""
@@ -277,15 +351,15 @@ cdef _Job _plan(cnp.ndarray x, cnp.ndarray dy, bint want_dx, int kind, int64_t G
 
 cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
                             cnp.ndarray mean, cnp.ndarray rstd, object w, bint train,
-                            tuple mask):
+                            tuple mask, object pdt):
     """The backward of BatchNorm (K_BN), InstanceNorm (K_NC) and GroupNorm (K_GN) with per-group
     mean and rstd (float64) and per-channel weight (float64 or None). Returns dx (input dtype)
-    and dweight, dbias (float64, per channel), each None when not asked."""
+    and dweight, dbias (dtype pdt, per channel), each None when not asked."""
     cdef bint want_dx = mask[0], want_dw = mask[1], want_db = mask[2]
     cdef int64_t C = x.shape[1], NG = mean.size
     if x.size == 0:
         dx = empty_like(x) if want_dx else None
-        return (dx, np.zeros(C) if want_dw else None, np.zeros(C) if want_db else None)
+        return (dx, np.zeros(C, pdt) if want_dw else None, np.zeros(C, pdt) if want_db else None)
     cdef _Job j = _plan(x, dy, want_dx, kind, G)
     cdef int64_t e, gi, ci, E = j.E
     cdef double M = <double>(x.size // NG)
@@ -294,7 +368,12 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef const double* rp = _dp(rstd)
     cdef const double* wp = NULL if w is None else _dp(w)
     cdef bint need_sums = (train and want_dx) or want_dw or want_db
-    buf = np.zeros(6 * E + 2 * NG)
+    cdef bint want_pg = want_dw or want_db
+    buf = np.zeros(6 * E + 2 * NG + (2 * C if want_pg else 0))
+    ix = np.empty(2 * E, dtype=np.int64)
+    cdef int64_t* gix = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ix)
+    cdef int64_t* cix = gix + E
+    j.index(gix, cix)
     cdef double* centre = _dp(buf)
     cdef double* s1 = centre + E
     cdef double* s2 = s1 + E
@@ -304,21 +383,25 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef double* A = cc + E
     cdef double* B = A + NG
     cdef bint rows = j.mode == _ROWS
+    cdef bint dx_done = False
     if rows and (need_sums or want_dx):  # sums, combine and dx in one kernel call
         j.rows_backward(mp, rp, wp, train, s1, s2)
     else:
         for e in range(E):
-            centre[e] = mp[j.group(e)]
-        if need_sums:
+            centre[e] = mp[gix[e]]
+        if need_sums and want_dx and not train:  # dx = r w dy needs no sums: one pass
+            for e in range(E):
+                ca[e] = rp[gix[e]] * (1.0 if wp == NULL else wp[cix[e]])
+            j.eval_cols(centre, ca, s1, s2)
+            dx_done = True
+        elif need_sums:
             j.sums(centre, s1, s2)
-    pg = np.zeros((2, C)) if (want_dw or want_db) else None
-    dw = pg[0] if want_dw else None
-    db = pg[1] if want_db else None
-    cdef double* dwp = NULL if dw is None else _dp(dw)
-    cdef double* dbp = NULL if db is None else _dp(db)
+    cdef double* pgp = B + NG  # dweight, dbias (float64) at the end of buf
+    cdef double* dwp = pgp if want_dw else NULL
+    cdef double* dbp = pgp + C if want_db else NULL
     for e in range(E):  # in entry order: the same sums for any thread count
-        gi = j.group(e)
-        ci = j.channel(e)
+        gi = gix[e]
+        ci = cix[e]
         wv = 1.0 if wp == NULL else wp[ci]
         if train and not rows:
             A[gi] += wv * s1[e]
@@ -327,23 +410,45 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
             dwp[ci] += rp[gi] * s2[e]
         if dbp != NULL:
             dbp[ci] += s1[e]
-    if want_dx and not rows:
+    if want_dx and not rows and not dx_done:
         for e in range(E):
-            gi = j.group(e)
+            gi = gix[e]
             r = rp[gi]
-            ca[e] = r * (1.0 if wp == NULL else wp[j.channel(e)])
+            ca[e] = r * (1.0 if wp == NULL else wp[cix[e]])
             if train:
                 cb[e] = -r * r * r * B[gi] / M
                 cc[e] = -r * A[gi] / M
         j.apply(centre, ca, cb, cc)
-    return j.dx, dw, db
+    if not want_pg:
+        return j.dx, None, None
+    # the parameter gradients in their dtype (float32 / float64: a loop, no astype)
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = 2, C
+    cdef int pt = pdt.num
+    cdef cnp.ndarray out
+    cdef double* g = pgp
+    cdef float* of
+    cdef double* od
+    if pt == cnp.NPY_FLOAT or (pt == cnp.NPY_DOUBLE and pdt.isnative):
+        out = cnp.PyArray_EMPTY(2, dims, pt, 0)
+        if pt == cnp.NPY_FLOAT:
+            of = <float*>cnp.PyArray_DATA(out)
+            for e in range(2 * C):
+                of[e] = <float>g[e]
+        else:
+            od = <double*>cnp.PyArray_DATA(out)
+            for e in range(2 * C):
+                od[e] = g[e]
+    else:
+        out = buf[6 * E + 2 * NG:].reshape(2, C).astype(pdt)
+    return j.dx, (out[0] if want_dw else None), (out[1] if want_db else None)
 
 
-cdef object _as(object g, object like):
-    """A float64 gradient of a parameter in the parameter's dtype (the input's when absent)."""
-    if g is None:
-        return None
-    return g.astype(like, copy=False)
+cdef object _dtype_of(object a):
+    """a's dtype (np.asarray's for what is not an ndarray)."""
+    if isinstance(a, cnp.ndarray):
+        return (<cnp.ndarray>a).dtype
+    return np.asarray(a).dtype
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,12 +472,20 @@ cdef tuple _stats_or_running(str fn, bint train, object save_mean, object save_i
     (per channel, broadcast to `shape`)."""
     if train:
         return (stat(save_mean, "save_mean", fn, shape), stat(save_invstd, "save_invstd", fn, shape))
-    rm = stat(running_mean, "running_mean", fn, (C,))
-    cdef cnp.ndarray rv = stat(running_var, "running_var", fn, (C,))
-    cdef cnp.ndarray rstd = np.empty(C)  # (rv may be the caller's own array)
-    cdef const double* v = _dp(rv)
+    cdef cnp.npy_intp dim = C
+    cdef cnp.ndarray rstd = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
     cdef double* p = _dp(rstd)
     cdef int64_t i
+    cdef cnp.ndarray rv
+    if _plain_vec(running_mean, C) and _plain_vec(running_var, C):  # no NumPy calls
+        rm = _vec64(running_mean, C)
+        rv = <cnp.ndarray>running_var
+        for i in range(C):
+            p[i] = 1.0 / sqrt(_at(rv, i) + eps)
+        return rm, rstd
+    rm = stat(running_mean, "running_mean", fn, (C,))
+    rv = stat(running_var, "running_var", fn, (C,))
+    cdef const double* v = _dp(rv)
     for i in range(C):  # a loop: no NumPy temporaries on this per-call path
         p[i] = 1.0 / sqrt(v[i] + eps)
     return rm, rstd
@@ -392,10 +505,9 @@ cdef tuple _bn_like_backward(str fn, object grad_out, object input, object weigh
     w = _weight64(weight, fn, C)
     mean, rstd = _stats_or_running(fn, train, save_mean, save_invstd, running_mean, running_var,
                                    float(eps), shape, C)
-    dx, dw, db = _backward_groups(x, dy, K_NC if (per_instance and train) else K_BN, 1, mean,
-                                  rstd, w, train, mask)
-    pdt = x.dtype if weight is None else np.asarray(weight).dtype
-    return dx, _as(dw, pdt), _as(db, pdt)
+    pdt = x.dtype if weight is None else _dtype_of(weight)
+    return _backward_groups(x, dy, K_NC if (per_instance and train) else K_BN, 1, mean, rstd, w,
+                            train, mask, pdt)
 
 
 def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
@@ -465,9 +577,8 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
     r = stat(rstd, "rstd", fn, (N, group))
     if weight is None:  # torch has no dweight without a weight (and no dbias without a bias)
         mask = (mask[0], False, False)
-    dx, dw, db = _backward_groups(x, dy, K_GN, group, m, r, w, True, mask)
-    pdt = x.dtype if weight is None else np.asarray(weight).dtype
-    return dx, _as(dw, pdt), _as(db, pdt)
+    pdt = x.dtype if weight is None else _dtype_of(weight)
+    return _backward_groups(x, dy, K_GN, group, m, r, w, True, mask, pdt)
 
 
 # --------------------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ cdef extern from "fastnorm.h" nogil:
         int (*grad_apply_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job, int nt) noexcept nogil
         int (*grad_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil
         int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job, int nt) noexcept nogil
+        int (*grad_eval_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job, int nt) noexcept nogil
 
     const fn_kernel_table *fn_kernels_for(int dtype)
     void fn_init()

@@ -37,6 +37,7 @@
  * Backward passes (fastnorm/_backward.pyx plans them in the forward's layout):
  *   native_batch/instance/group_   rows                       grad_rows
  *   norm_backward                  columns                    grad_sums_cols, grad_apply_cols
+ *                                  columns, eval mode         grad_eval_cols
  *   native_layer/rms_norm_backward any                        grad_layer
  *   native_switch_norm_backward    rows / cols as             grad_sums_rows / _cols, then
  *                                  instance_norm              grad_apply_rows / _cols
@@ -199,8 +200,8 @@ typedef struct {
 
 /* LayerNorm / RMSNorm backward in one kernel: groups (o, g) of the row layout with statistics
  * mean (NULL: 0, RMSNorm) and rstd, elementwise weight[l] (param type, given). Per group one
- * pass over (x, dy) for sum(w dy) and sum(w dy (x - mean)) in double, then dx (NULL: not
- * wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
+ * pass over (x, dy) for sum(w dy) and sum(w dy (x - mean)) in double (float32 on AVX-512: runs
+ * of float lanes added into double), then dx (NULL: not wanted) while the group is in cache. dweight[l] = sum(dy * xhat), dbias[l] = sum(dy) over
  * all rows (double; NULL: not wanted): each row's share is added in the compute type for 16 rows
  * at a time, then in double into per-unit partials, merged in unit order. */
 typedef struct {
@@ -239,6 +240,10 @@ typedef struct {
     /* LayerNorm / RMSNorm backward (fn_grad_layer_job); dx may be NULL */
     int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job,
                       int n_threads);
+    /* eval mode of the column layout (e.b, e.c taken as 0): grad_sums_cols and dx = e.a dy in one
+     * pass */
+    int (*grad_eval_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job,
+                          int n_threads);
 } fn_kernel_table;
 
 /* The table of a dtype, NULL for one that has none. */

@@ -831,6 +831,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_CTMAX FLT_MAX
 #define ACT fn_act_f
 #define FN_BUFFERED 0
+#define FN_F32LANES 1 /* the backward's float-lane SIMD loops (fn_backward_impl.h) */
 #if FN_AVX512
 #define FN_STREAM(loop) fn_stream_f32_##loop
 #endif

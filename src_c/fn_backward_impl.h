@@ -269,6 +269,33 @@ FN_AVX512_FUNC void fn_gcols_f32_avx512(const float *x, const float *dy, float *
                                                          _mm512_maskz_loadu_ps(m, dy + i), t));
     }
 }
+/* fn_gcols on rows r < nr (rows rx, ry, rd elements apart), two rows at a time: each column's
+ * coefficients are loaded once for both (the loads, not the arithmetic, bound this loop); the
+ * same operations per element, so the same bits. */
+FN_AVX512_FUNC void fn_gcols_rows_f32_avx512(const float *x, const float *dy, float *dx,
+                                             int64_t nr, int64_t rx, int64_t ry, int64_t rd,
+                                             int64_t n, const float *mh, const float *a,
+                                             const float *b, const float *c)
+{
+    int64_t r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        const float *x0 = x + r * rx, *x1 = x0 + rx, *y0 = dy + r * ry, *y1 = y0 + ry;
+        float *d0 = dx + r * rd, *d1 = d0 + rd;
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+            const __m512 mv = _mm512_maskz_loadu_ps(m, mh + i), av = _mm512_maskz_loadu_ps(m, a + i);
+            const __m512 bv = _mm512_maskz_loadu_ps(m, b + i), cv = _mm512_maskz_loadu_ps(m, c + i);
+            const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), mv);
+            const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), mv);
+            _mm512_mask_storeu_ps(d0 + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y0 + i),
+                                                             _mm512_fmadd_ps(bv, v0, cv)));
+            _mm512_mask_storeu_ps(d1 + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y1 + i),
+                                                             _mm512_fmadd_ps(bv, v1, cv)));
+        }
+    }
+    if (r < nr)
+        fn_gcols_f32_avx512(x + r * rx, dy + r * ry, dx + r * rd, n, mh, a, b, c);
+}
 #else
 #define FN_GF32 0
 #endif
@@ -759,7 +786,17 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
     FN_PFOR(nt, u, U, {
         const int64_t o = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = o * C;
-        for (int64_t r = r0; r < r1; r++)
+        int64_t r = r0;
+#if FN_GF32
+        if (bb && s->xs[2] == 1 && s->ys[2] == 1 && jb->dxs[2] == 1 && fn_simd_level() >= 2) {
+            fn_gcols_rows_f32_avx512(x + o * s->xs[0] + r0 * s->xs[1],
+                                     dy + o * s->ys[0] + r0 * s->ys[1],
+                                     dx + o * jb->dxs[0] + r0 * jb->dxs[1], r1 - r0, s->xs[1],
+                                     s->ys[1], jb->dxs[1], C, mh + k, a + k, bb + k, c + k);
+            r = r1;
+        }
+#endif
+        for (; r < r1; r++)
             FN(grad_cols_run)(x + o * s->xs[0] + r * s->xs[1], dy + o * s->ys[0] + r * s->ys[1],
                               dx + o * jb->dxs[0] + r * jb->dxs[1], C, s->xs[2], s->ys[2],
                               jb->dxs[2], mh + k, a + k, bb ? bb + k : NULL, c + k);

@@ -585,24 +585,28 @@ FN_DIRECT_NT_LOOPS(fn_lh16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
         return 0;                                                                                 \
     }
 FN_DIRECT_PICKS(f16)
-static inline int64_t fn_f16_scale_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,
-                                      float c)
-{
-    FN_PICK_NT(scale(x, y, n, mh, a, c));
-    return 0;
-}
-static inline int64_t fn_f16_affine_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh,
-                                       float a, float c, const float *w, const float *lb)
-{
-    FN_PICK_NT(affine(x, y, n, mh, a, c, w, lb));
-    return 0;
-}
-static inline int64_t fn_f16_cols_nt(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,
-                                     const float *a, const float *c)
-{
-    FN_PICK_NT(cols(x, y, n, mh, a, c));
-    return 0;
-}
+/* The streaming direct loops for this CPU (PICK: how a type finds them), or 0 elements done */
+#define FN_NT_PICKS(T16, PICK)                                                                    \
+    static inline int64_t fn_##T16##_scale_nt(const uint16_t *x, uint16_t *y, int64_t n,        \
+                                              float mh, float a, float c)                         \
+    {                                                                                             \
+        PICK(scale(x, y, n, mh, a, c));                                                           \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_affine_nt(const uint16_t *x, uint16_t *y, int64_t n,       \
+                                               float mh, float a, float c, const float *w,        \
+                                               const float *lb)                                   \
+    {                                                                                             \
+        PICK(affine(x, y, n, mh, a, c, w, lb));                                                   \
+        return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_cols_nt(const uint16_t *x, uint16_t *y, int64_t n,         \
+                                             const float *mh, const float *a, const float *c)     \
+    {                                                                                             \
+        PICK(cols(x, y, n, mh, a, c));                                                            \
+        return 0;                                                                                 \
+    }
+FN_NT_PICKS(f16, FN_PICK_NT)
 
 /* bfloat16's activation-free contiguous loops in registers: widened by a shift; rounded back by
  * AVX-512 BF16's VCVTNEPS2BF16 (round to nearest even, NaN kept quiet, as fn_f2b), which flushes
@@ -655,18 +659,8 @@ static inline int64_t fn_bf16_affine(const uint16_t *x, uint16_t *y, int64_t n, 
     FN_PICK_BF16(affine(x, y, n, mh, a, c, w, lb));
     return 0;
 }
-static inline int64_t fn_bf16_scale_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh,
-                                       float a, float c)
-{
-    FN_PICK_BF16(nt_scale(x, y, n, mh, a, c));
-    return 0;
-}
-static inline int64_t fn_bf16_affine_nt(const uint16_t *x, uint16_t *y, int64_t n, float mh,
-                                        float a, float c, const float *w, const float *lb)
-{
-    FN_PICK_BF16(nt_affine(x, y, n, mh, a, c, w, lb));
-    return 0;
-}
+#define FN_PICK_BF16_NT(call) FN_PICK_BF16(nt_##call)
+FN_NT_PICKS(bf16, FN_PICK_BF16_NT)
 
 /* n elements at stride s into o[0..n), and back */
 static FN_HOT void fn_load_f16(const uint16_t *x, int64_t s, int64_t n, float *o)

@@ -114,6 +114,7 @@ cdef class _Call:
     cdef cnp.ndarray r                 # add_*: the residual (None for the other ops)
     cdef cnp.ndarray s                 # add_*: where the kernels write the sum, or None
     cdef object s_final                # add_*: sum_out (s, or sum_out when s is a temporary)
+    cdef object lower                  # filter_response_norm: tau (C,) in the param type, or None
 
     cdef double* stat(self, int row):
         """Row 0 (mean) or 1 (variance) of stats, NULL without it."""
@@ -277,6 +278,7 @@ cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t c
     j.coefs.offset = s.p + 2 * n * c.k.param_itemsize
     j.coef_outer_step = coef_outer_step
     j.epilogue.activation = c.act
+    j.epilogue.lower = NULL
     c.k.coefs(&cj, &j.coefs)
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -325,6 +327,7 @@ cdef fn_row_job _row_job(_Call c, fn_rows shape, bint given, double* mean, doubl
     j.affine.row_step = row_step
     j.affine.elementwise = elementwise
     j.epilogue.activation = c.act
+    j.epilogue.lower = _ptr(c.lower)
     return j
 
 
@@ -605,6 +608,31 @@ def normalize_nc(input, mean, var, weight=None, bias=None, eps=1e-5, out=None):
     c.var = param(var, "var", c.fn, cnp.NPY_DOUBLE, nc)
     c.affine(weight, bias, (c.x.shape[1],))
     return _run(c, out, _nc_given)
+
+
+cdef bint _frn(_Call c) except -1:
+    """Filter Response Norm: per (n, c) plane, x / sqrt(mean(x^2) + eps), the per-channel affine
+    and the TLU, one fused pass (rows layout; anything else plans again on a C-order copy)."""
+    cdef fn_rows rows
+    cdef fn_cols cols
+    if _plan_nc(c.x, c.y, &rows, &cols) != _ROWS:
+        return False
+    cdef fn_row_job j = _row_job(c, rows, False, NULL, NULL, 1, 0, False)
+    _normalize_rows(c, &j)
+    return True
+
+
+def filter_response_norm(input, weight, bias, tau, eps, out=None):
+    """y = max(x / sqrt(mean(x^2 over the spatial axes) + eps) * weight[c] + bias[c], tau[c])
+    for input (N, C, *) (weight, bias, tau: (C,) or None; tau None: no max), one pass over the
+    data per (n, c) plane."""
+    cdef _Call c = _start("filter_response_norm", input, True)
+    cdef tuple ch = (c.x.shape[1],)
+    c.eps = check_eps(eps, c.fn)
+    c.affine(weight, bias, ch)
+    c.lower = None if tau is None else param(tau, "tau", c.fn, c.ptype, ch)
+    c.rms = True
+    return _run(c, out, _frn)
 
 
 # --------------------------------------------------------------------------------------------

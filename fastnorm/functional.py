@@ -522,13 +522,8 @@ def filter_response_norm(input, weight=None, bias=None, tau=None, eps=1e-5, *, o
     C = x.shape[1]
     w, b, t = (None if p is None else _per_channel(p, name, C, fn=fn).reshape(C)
                for p, name in ((weight, "weight"), (bias, "bias"), (tau, "tau")))
-    ms = _mean_squares(x)  # checks the input: (N, C, *), float32/float64
-    if t is not None:
-        t = t.astype(x.dtype.newbyteorder("="))
-    y = _kernels.normalize_nc(x, np.zeros_like(ms), ms, w, b, eps, out)
-    if t is not None:  # the TLU: a second pass (the normalize kernel has no lower bound)
-        np.maximum(y, t.reshape((1, C) + (1,) * (y.ndim - 2)), out=y)
-    return y
+    # one pass per (n, c) plane: the mean of squares, then the affine and the TLU in cache
+    return _kernels.filter_response_norm(x, w, b, t, eps, out)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -109,6 +109,10 @@ typedef enum {
 } fn_activation;
 typedef struct {
     int activation; /* fn_activation */
+    /* normalize_rows with a per-channel affine: NULL, or the TLU (Filter Response Norm's
+     * thresholded linear unit) y = max(y, lower[channel]) (param type; NaN propagates), applied
+     * to each run right after it is written, while it is in cache */
+    const void *lower;
 } fn_epilogue;
 
 /* Normalize groups of the row layout, computing their statistics unless stats.given:

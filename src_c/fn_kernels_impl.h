@@ -870,11 +870,26 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     return FN_OK;
 }
 
+/* y = max(y, lo) over a run just written (in cache): the TLU. NaN in y or lo propagates, as
+ * torch.maximum. */
+static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
+{
+    if (lo != lo) {
+        for (int64_t i = 0; i < n; i++)
+            y[i * sy] = ST(lo);
+        return;
+    }
+    const T tl = ST(lo);
+    for (int64_t i = 0; i < n; i++)
+        if (LD(y[i * sy]) < lo)
+            y[i * sy] = tl;
+}
+
 /* Normalizes rows [q0, q1) x [l0, l1) of group g (group index p2 within its outer index) with
  * its mean and rstd. */
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
                                    int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
-                                   int act, double mean, double rstd)
+                                   int act, const CT *lower, double mean, double rstd)
 {
     /* the mean as CT hi plus a double remainder folded into the offset: float data is centred
      * on a float mean without rounding the true mean to float first */
@@ -896,6 +911,8 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
             const double c = (b ? (double)b[j] : 0.0) - dl * a;
             FN_SCALE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(a),
                          FN(narrow)(c));
+            if (lower)
+                FN(tlu_run)(yr, l1 - l0, s->ys[3], lower[j]);
         }
     }
 }
@@ -922,14 +939,14 @@ static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job
     if (jb->stats.var)
         jb->stats.var[g] = var;
     FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine, act,
-                    mean, 1.0 / sqrt(var + jb->stats.eps));
+                    (const CT *)jb->epilogue.lower, mean, 1.0 / sqrt(var + jb->stats.eps));
 }
 
 static inline int FN(bad_job)(const fn_row_job *jb)
 {
     const fn_affine *af = &jb->affine;
     const int act = jb->epilogue.activation;
-    return (af->elementwise && !af->weight) ||
+    return (af->elementwise && !af->weight) || (af->elementwise && jb->epilogue.lower) ||
            (jb->stats.given && (!jb->stats.mean || !jb->stats.var)) || act < 0 ||
            act >= FN_NUM_ACT;
 }
@@ -1013,7 +1030,10 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
-    const int oact = FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1);
+    /* the TLU re-reads each run: no streaming stores then */
+    const int oact = jb->epilogue.lower
+                         ? act
+                         : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
@@ -1021,7 +1041,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl, oact); });
         return FN_OK;
     }
-    if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK)
+    if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK &&
+        !jb->epilogue.lower)
         return FN(given_short_rows)(x, y, jb, n_threads);
     /* Statistics given, or few or large groups: block-parallel statistics, then a parallel
      * normalize pass over row chunks. With statistics to compute, groups go in batches that fit
@@ -1076,7 +1097,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
             const int64_t p1 = g / P2, p2 = g % P2;
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
-                            p2, q, q + 1, l0, l1, s, af, oact, mean[g], rstd[g]);
+                            p2, q, q + 1, l0, l1, s, af, oact, (const CT *)jb->epilogue.lower,
+                            mean[g], rstd[g]);
         });
     }
     free(buf);

@@ -177,3 +177,21 @@ def test_errors_leave_everything_unchanged():
     with pytest.raises(ValueError):
         fastnorm.FilterResponseNorm2d(3, eps=float("nan"))
 
+
+
+def test_tlu_thresholds_nan_and_inf_and_layouts_like_the_reference():
+    """The fused kernel's TLU: a NaN tau gives NaN, -inf leaves the values, NaN/inf in the data
+    propagate as in np.maximum; channels-last input (planned on a C-order copy) the same."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    x[0, 1, 2, 2], x[1, 2, 0, 0] = np.nan, np.inf
+    w, b = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    tau = np.array([0.1, np.nan, -np.inf], np.float32)
+    with np.errstate(invalid="ignore"):
+        want = R.filter_response_norm(x, w, b, tau, 1e-5)
+    for a in (x, np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)):
+        got = F.filter_response_norm(a, w, b, tau, 1e-5)
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-5)
+        assert np.isnan(got[:, 1]).all()  # tau NaN: the whole channel

@@ -3,8 +3,9 @@ Krishnan 2019, "Filter Response Normalization Layer", arXiv:1911.09737), with th
 parameters (``weight``, ``bias``, ``tau`` of shape (C,)) and math of timm's
 ``FilterResponseNormTlu2d`` (``timm/layers/filter_response_norm.py``), so that its checkpoints load.
 
-Cost: one statistics pass (per-(n, c) mean of squares), one normalize pass, and with the TLU one
-``np.maximum`` pass in place (``fastnorm.functional.filter_response_norm``).
+Cost: one pass over memory (``fastnorm.functional.filter_response_norm``): each (n, c) plane's
+mean of squares, then its normalization, affine and TLU while the plane is in cache
+(channels-last input is first copied to C order).
 """
 import numpy as np
 

@@ -171,9 +171,11 @@ class _ConditionalBatchNorm2d(Module):
         e = table[labels]  # (N, 2C)
         scale, shift = e[:, :C], e[:, C:]
         if w is not None:  # Sandwich BN: the shared affine inside the per-class one
-            if b is not None:  # in float64 (the float64 operand promotes)
-                shift = scale * b.astype(np.float64) + shift
-            scale = scale * w.astype(np.float64)
+            # in the embedding's dtype (one rounding per coefficient, as torch's chained affine
+            # has per step); no float64 round trip to the kernel's parameter type
+            if b is not None:
+                shift = scale * b + shift
+            scale = scale * w
         if x.shape[2] * x.shape[3] > 1:  # one kernel: statistics, then the per-sample affine
             keep = track or not use_batch
             y = _kernels.batch_norm_sample_affine(x, rm if keep else None, rv if keep else None,

@@ -1107,8 +1107,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
 
 
 /* Table entry add_normalize_rows (see fn_add_job). Fused like normalize_rows: a thread adds a
- * group into the sum, then takes its statistics and normalizes it from there while it is in
- * cache, so x and residual are read once. Otherwise the whole sum first, then normalize_rows
+ * group into the sum (or, with no sum wanted, into its own scratch), then takes its statistics
+ * and normalizes it from there while it is in cache, so x and residual are read once. Otherwise the whole sum first, then normalize_rows
  * on it. Both normalize the stored (rounded) sum with normalize_rows' blocks: the result is
  * normalize_rows of x + residual, bit for bit. */
 static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb, int n_threads)
@@ -1128,18 +1128,48 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     memcpy(nj.shape.xs, ts, sizeof nj.shape.xs);
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int nt = fn_eff_threads(P * Q * L, P * pl.nb, n_threads);
-    const int oact = FN(out_act)(jb->norm.epilogue.activation, P * Q * L * (int64_t)sizeof(T),
+    /* out_act's threshold is for a pass over x and y; this one also reads the residual (and
+     * writes the sum): its output stops fitting beside the rest at 2/3 (1/2) of that size */
+    const int64_t streams = jb->sum ? 4 : 3;
+    const int oact = FN(out_act)(jb->norm.epilogue.activation,
+                                 P * Q * L * (int64_t)sizeof(T) * streams / 2,
                                  s->ys[3] == 1 ? L : 1);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        FN_PFOR(ntf, g, P, {
-            const int64_t p1 = g / P2, p2 = g % P2;
-            for (int64_t q = 0; q < Q; q++)
-                FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
-                            r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
-                            t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
-            FN(fused_group)(t, y, g, &nj, &pl, oact);
+        if (jb->sum) {
+            FN_PFOR(ntf, g, P, {
+                const int64_t p1 = g / P2, p2 = g % P2;
+                for (int64_t q = 0; q < Q; q++)
+                    FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
+                                r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
+                                t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
+                FN(fused_group)(t, y, g, &nj, &pl, oact);
+            });
+            return FN_OK;
+        }
+        /* No sum wanted: each thread adds a group into its own cache-resident scratch, not into
+         * y, so y is written once (a second, streaming write over lines just stored costs more
+         * than the whole add). The scratch has the group's rows back to back (xs = {0, 0, L, 1}),
+         * the same blocks and bits as from y. */
+        const int64_t gl = Q * L;
+        T *scr = (T *)malloc((size_t)(ntf * gl) * sizeof(T));
+        if (!scr)
+            return FN_ENOMEM;
+        nj.shape.xs[0] = nj.shape.xs[1] = 0;
+        nj.shape.xs[2] = L;
+        nj.shape.xs[3] = 1;
+        FN_PFOR(ntf, k, ntf, {
+            T *sk = scr + k * gl;
+            for (int64_t g = P * k / ntf; g < P * (k + 1) / ntf; g++) {
+                const int64_t p1 = g / P2, p2 = g % P2;
+                for (int64_t q = 0; q < Q; q++)
+                    FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
+                                r + p1 * rs[0] + p2 * rs[1] + q * rs[2], sk + q * L, L, xs[3],
+                                rs[3], 1);
+                FN(fused_group)(sk, y, g, &nj, &pl, oact);
+            }
         });
+        free(scr);
         return FN_OK;
     }
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;

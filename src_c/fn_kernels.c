@@ -15,6 +15,7 @@
  * tile's per-column sums (3 doubles a column) stay in L1 while its rows stream through. */
 #define FN_CB 1024
 #define FN_COL_BLOCK 32768
+#define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
 #ifndef FN_TILE_PF
 #define FN_TILE_PF 8192 /* bytes ahead that tile_sums prefetches (at least 4 rows) */
 #endif
@@ -273,6 +274,28 @@ static inline void fn_chan(double *n, double *mean, double *m2, double nb, doubl
     *n = nn;
 }
 
+/* fn_chan for n columns that share their counts: the running (cnt, mean[j], m2[j]) merged with
+ * the block (nb, mb[j], m2b[j]). Column by column the arithmetic of fn_chan (so the same bits),
+ * with the counts' division done once, and branch-free, so that it vectorizes across the
+ * columns (a chain of divisions per column cost a quarter of channels-last statistics). */
+static FN_HOT void fn_chan_run(int64_t n, double cnt, double nb, double *mean, double *m2,
+                            const double *mb, const double *m2b)
+{
+    if (cnt == 0.0) {
+        memcpy(mean, mb, (size_t)n * sizeof(double));
+        memcpy(m2, m2b, (size_t)n * sizeof(double));
+        return;
+    }
+    const double f = nb / (cnt + nb);
+    for (int64_t j = 0; j < n; j++) {
+        const double d = mb[j] - mean[j];
+        const int ok = fabs(d) <= DBL_MAX; /* finite: else propagate as fn_chan does */
+        const double q = m2[j] + (m2b[j] + d * d * cnt * f);
+        mean[j] += ok ? d * f : mb[j];
+        m2[j] = ok ? q : NAN;
+    }
+}
+
 /* The shift of a block's sums: a value of the block, for precision; 0 when that value is inf or
  * NaN, which would otherwise turn every x - k into NaN and hide an inf mean. */
 static inline double fn_shift(double v) { return isfinite(v) ? v : 0.0; }
@@ -286,18 +309,22 @@ static inline void fn_finish_block(double n, double k, double s1, double s2, dou
     *m2 = q < 0.0 ? 0.0 : q; /* rounding can go below 0; NaN passes through */
 }
 
+/* fn_finish_block for w columns of n elements each, vectorized across them (the column kernels'
+ * tiles): the same arithmetic, so the same bits. */
+static FN_HOT void fn_finish_run(int64_t w, double n, const double *k, const double *s1,
+                                 const double *s2, double *mean, double *m2)
+{
+    for (int64_t j = 0; j < w; j++)
+        fn_finish_block(n, k[j], s1[j], s2[j], &mean[j], &m2[j]);
+}
+
 void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                       const double *m2_in, double *mean_out, double *m2_out)
 {
-    for (int64_t a = 0; a < A; a++) {
-        for (int64_t b = 0; b < B; b++) {
-            double n = 0.0, mu = 0.0, q = 0.0;
-            for (int64_t k = 0; k < K; k++)
-                fn_chan(&n, &mu, &q, n_each, mean_in[(a * K + k) * B + b], m2_in[(a * K + k) * B + b]);
-            mean_out[a * B + b] = mu;
-            m2_out[a * B + b] = q;
-        }
-    }
+    for (int64_t a = 0; a < A; a++)
+        for (int64_t k = 0; k < K; k++)
+            fn_chan_run(B, (double)k * n_each, n_each, mean_out + a * B, m2_out + a * B,
+                        mean_in + (a * K + k) * B, m2_in + (a * K + k) * B);
 }
 
 /* How a group of Q rows of L elements is cut into blocks: long rows into chunks of FN_BLOCK,

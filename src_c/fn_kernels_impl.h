@@ -312,20 +312,18 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
             k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
         FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
-        for (int64_t j = 0; j < w; j++)
-            fn_finish_block((double)(r1 - r0), k[j], s1[j], s2[j], &pm[o + j], &pq[o + j]);
+        fn_finish_run(w, (double)(r1 - r0), k, s1, s2, pm + o, pq + o);
     });
-    if (buf) {
-        FN_PFOR(nt, i, P1 * C, {
-            const int64_t p1 = i / C, c = i % C;
-            double n = 0.0, mu = 0.0, q = 0.0;
+    if (buf) { /* runs of columns merged down the row blocks, vectorized across the columns */
+        const int64_t cpr = (C + FN_MERGE_COLS - 1) / FN_MERGE_COLS;
+        FN_PFOR(nt, i, P1 * cpr, {
+            const int64_t p1 = i / cpr, c0 = (i % cpr) * FN_MERGE_COLS;
+            const int64_t n = c0 + FN_MERGE_COLS < C ? FN_MERGE_COLS : C - c0;
             for (int64_t b = 0; b < nrb; b++) {
-                const int64_t o = (p1 * nrb + b) * C + c;
-                const int64_t cnt = (b + 1) * rb <= R ? rb : R - b * rb;
-                fn_chan(&n, &mu, &q, (double)cnt, pm[o], pq[o]);
+                const int64_t o = (p1 * nrb + b) * C + c0;
+                fn_chan_run(n, (double)(b * rb), (double)((b + 1) * rb <= R ? rb : R - b * rb),
+                            mean + p1 * C + c0, m2 + p1 * C + c0, pm + o, pq + o);
             }
-            mean[i] = mu;
-            m2[i] = q;
         });
         free(buf);
     }

@@ -282,8 +282,8 @@ static FN_HOT void fn_chan_run(int64_t n, double cnt, double nb, double *mean, d
                             const double *mb, const double *m2b)
 {
     if (cnt == 0.0) {
-        memcpy(mean, mb, (size_t)n * sizeof(double));
-        memcpy(m2, m2b, (size_t)n * sizeof(double));
+        memmove(mean, mb, (size_t)n * sizeof(double)); /* may be in place */
+        memmove(m2, m2b, (size_t)n * sizeof(double));
         return;
     }
     const double f = nb / (cnt + nb);
@@ -321,6 +321,19 @@ static FN_HOT void fn_finish_run(int64_t w, double n, const double *k, const dou
 void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                       const double *m2_in, double *mean_out, double *m2_out)
 {
+    if (B < 8) { /* a few columns (GroupNorm's channels of a group: B = 1): fn_chan inline */
+        for (int64_t a = 0; a < A; a++) {
+            for (int64_t b = 0; b < B; b++) {
+                double n = 0.0, mu = 0.0, q = 0.0;
+                for (int64_t k = 0; k < K; k++)
+                    fn_chan(&n, &mu, &q, n_each, mean_in[(a * K + k) * B + b],
+                            m2_in[(a * K + k) * B + b]);
+                mean_out[a * B + b] = mu;
+                m2_out[a * B + b] = q;
+            }
+        }
+        return;
+    }
     for (int64_t a = 0; a < A; a++)
         for (int64_t k = 0; k < K; k++)
             fn_chan_run(B, (double)k * n_each, n_each, mean_out + a * B, m2_out + a * B,

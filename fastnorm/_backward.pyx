@@ -302,6 +302,20 @@ cdef class _Job:
             rc = self.k.grad_eval_cols(xp, dp, op, &self.cj, nt)
         return _check_rc(rc)
 
+    cdef int cols_backward(self, const double* mean, const double* rstd, const double* weight,
+                           double* s1, double* s2) except -1:
+        """The train-mode backward of a column layout whose entries are each their own group
+        (grad_cols): per-entry sums into s1, s2 and dx."""
+        cdef int rc, nt = threads()
+        cdef const void* xp = cnp.PyArray_DATA(self.x)
+        cdef const void* dp = cnp.PyArray_DATA(self.dy)
+        cdef void* op = cnp.PyArray_DATA(self.dx)
+        self.cj.e.sum_dy, self.cj.e.sum_dyxc = s1, s2
+        self.cj.mean, self.cj.rstd, self.cj.weight = mean, rstd, weight
+        with nogil:
+            rc = self.k.grad_cols(xp, dp, op, &self.cj, nt)
+        return _check_rc(rc)
+
     cdef int rows_backward(self, const double* mean, const double* rstd, const double* weight,
                            bint train, double* s1, double* s2) except -1:
         """The row layout's whole backward (grad_rows): per-entry sums into s1, s2 and dx."""
@@ -384,8 +398,15 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef double* B = A + NG
     cdef bint rows = j.mode == _ROWS
     cdef bint dx_done = False
+    # the column layout with one entry per group (BatchNorm over contiguous channels,
+    # channels-last InstanceNorm): sums, coefficients and dx in one kernel call
+    cdef bint own = (not rows and train and want_dx and j.cpg == 1
+                     and (j.ostep == j.C or j.E == j.C))
     if rows and (need_sums or want_dx):  # sums, combine and dx in one kernel call
         j.rows_backward(mp, rp, wp, train, s1, s2)
+    elif own:
+        j.cols_backward(mp, rp, wp, s1, s2)
+        dx_done = True
     else:
         for e in range(E):
             centre[e] = mp[gix[e]]
@@ -403,7 +424,7 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
         gi = gix[e]
         ci = cix[e]
         wv = 1.0 if wp == NULL else wp[ci]
-        if train and not rows:
+        if train and not rows and not own:
             A[gi] += wv * s1[e]
             B[gi] += wv * s2[e]
         if dwp != NULL:

@@ -805,6 +805,144 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
     return FN_OK;
 }
 
+/* Entry e's dx coefficients (in CT) from its sums, as _backward.pyx forms them for the unfused
+ * path (A = 0 + w s1, B = 0 + w s2; grad_coefs' narrowing): the same bits. */
+static inline void FN(gcols_coefs)(const fn_grad_col_job *jb, int64_t e, double s1, double s2,
+                                   double M, CT *mh, CT *a, CT *b, CT *c)
+{
+    const double wv = jb->weight ? jb->weight[e % jb->shape.cols] : 1.0, r = jb->rstd[e];
+    const double A = 0.0 + wv * s1, B = 0.0 + wv * s2, k = jb->mean[e];
+    const double cb = -r * r * r * B / M, cc = -r * A / M;
+    const CT m = FN(narrow)(k);
+    *mh = m;
+    *a = FN(narrow)(r * wv);
+    *b = FN(narrow)(cb);
+    *c = FN(narrow)(cc + (cb != 0.0 ? cb * ((double)m - k) : 0.0));
+}
+
+/* dx over rows [r0, r1) of w columns, (x, dy, dx) at the columns' origin */
+static inline void FN(gcols_apply_rows)(const T *x, const T *dy, T *dx, const fn_grad_col_job *jb,
+                                        int64_t r0, int64_t r1, int64_t w, const CT *mh,
+                                        const CT *a, const CT *b, const CT *c)
+{
+    const fn_cols *s = &jb->shape;
+#if FN_GF32
+    if (s->xs[2] == 1 && s->ys[2] == 1 && jb->dxs[2] == 1 && fn_simd_level() >= 2) {
+        fn_gcols_rows_f32_avx512(x + r0 * s->xs[1], dy + r0 * s->ys[1], dx + r0 * jb->dxs[1],
+                                 r1 - r0, s->xs[1], s->ys[1], jb->dxs[1], w, mh, a, b, c);
+        return;
+    }
+#endif
+    for (int64_t r = r0; r < r1; r++)
+        FN(grad_cols_run)(x + r * s->xs[1], dy + r * s->ys[1], dx + r * jb->dxs[1], w, s->xs[2],
+                          s->ys[2], jb->dxs[2], mh, a, b, c);
+}
+
+/* Table entry grad_cols (see fn_grad_col_job). The sums are grad_cols_impl's (its row blocks,
+ * merged in the same order) and the coefficients those _backward.pyx forms for grad_apply_cols,
+ * so the bits are those of grad_sums_cols + grad_apply_cols, except where every b is 0
+ * (grad_apply_cols then skips x and rounds a dy + c twice). Slabs (one outer index, every row
+ * and at most FN_CB columns, so whole rows when they are contiguous) that fit in cache, enough
+ * of them to share out, are done whole by one thread: sums, then dx while the slab is cached
+ * (IN channels-last (32, 64, 56, 56), 1 thread: 3.2 ms vs 4.0 ms in two passes). Otherwise two
+ * passes: the sums per row block, then dx per row block, the same blocks going to the same
+ * threads. A column window of rows a page apart gets only its share of the L2's sets, so
+ * narrower slabs of long rows do not stay cached (BatchNorm (256, 1024): 1024 / 512 / 128
+ * columns all slower than two passes). */
+static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_grad_col_job *jb,
+                         int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_cols *s = &jb->shape;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols, E = P1 * C;
+    double *S1 = jb->e.sum_dy, *S2 = jb->e.sum_dyxc;
+    if (!jb->mean || !jb->rstd || !S1 || !S2 || !dx)
+        return FN_EINVAL;
+    if (P1 <= 0 || C <= 0)
+        return FN_OK;
+    if (R <= 0) {
+        for (int64_t i = 0; i < E; i++)
+            S1[i] = S2[i] = 0.0;
+        return FN_OK;
+    }
+    const int64_t rb = fn_col_rows_per_block(R, C), nrb = (R + rb - 1) / rb;
+    const double M = (double)R;
+    const int ntf = fn_eff_threads(E * R, P1, n_threads);
+    if (C <= FN_CB && P1 >= 2 * ntf && 2 * R * C * (int64_t)sizeof(T) <= fn_fuse_bytes(ntf)) {
+        FN_PFOR(ntf, o, P1, {
+            double s1[FN_CB], s2[FN_CB], t1[FN_CB], t2[FN_CB];
+            CT mh[FN_CB], a[FN_CB], b[FN_CB], c[FN_CB];
+            const T *xo = x + o * s->xs[0], *dyo = dy + o * s->ys[0];
+            const double *k = jb->mean + o * C;
+            for (int64_t bi = 0; bi < nrb; bi++) {
+                const int64_t r0 = bi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+                FN(grad_tile_sums)(xo, dyo, NULL, r0, r1, s->xs[1], s->ys[1], 0, s->xs[2],
+                                   s->ys[2], 0, C, k, NULL, t1, t2);
+                for (int64_t j = 0; j < C; j++) { /* as grad_cols_impl: one block as it is,
+                                                   * else the blocks added to 0 in order */
+                    s1[j] = nrb == 1 ? t1[j] : (bi == 0 ? 0.0 : s1[j]) + t1[j];
+                    s2[j] = nrb == 1 ? t2[j] : (bi == 0 ? 0.0 : s2[j]) + t2[j];
+                }
+            }
+            for (int64_t j = 0; j < C; j++) {
+                S1[o * C + j] = s1[j];
+                S2[o * C + j] = s2[j];
+                FN(gcols_coefs)(jb, o * C + j, s1[j], s2[j], M, &mh[j], &a[j], &b[j], &c[j]);
+            }
+            FN(gcols_apply_rows)(xo, dyo, dx + o * jb->dxs[0], jb, 0, R, C, mh, a, b, c);
+        });
+        return FN_OK;
+    }
+    const int64_t ncb = (C + FN_CB - 1) / FN_CB, U = P1 * nrb * ncb;
+    double *buf = (double *)malloc((size_t)(2 * E * nrb) * sizeof(double));
+    CT *cf = (CT *)malloc((size_t)(4 * E) * sizeof(CT));
+    if (!buf || !cf) {
+        free(buf);
+        free(cf);
+        return FN_ENOMEM;
+    }
+    double *p1s = buf, *p2s = buf + E * nrb; /* partials [o][row block][c] */
+    const int nt = fn_eff_threads(E * R, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t o = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
+        const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
+        const int64_t at = (o * nrb + rbi) * C + c0;
+        FN(grad_tile_sums)(x + o * s->xs[0] + c0 * s->xs[2], dy + o * s->ys[0] + c0 * s->ys[2],
+                           NULL, r0, r1, s->xs[1], s->ys[1], 0, s->xs[2], s->ys[2], 0, w,
+                           jb->mean + o * C + c0, NULL, p1s + at, p2s + at);
+    });
+    CT *mh = cf, *a = cf + E, *b = cf + 2 * E, *c = cf + 3 * E;
+    for (int64_t o = 0; o < P1; o++) {
+        for (int64_t j = 0; j < C; j++) {
+            const int64_t e = o * C + j;
+            double s1 = p1s[o * nrb * C + j], s2 = p2s[o * nrb * C + j];
+            if (nrb > 1) { /* as grad_cols_impl */
+                s1 = s2 = 0.0;
+                for (int64_t bi = 0; bi < nrb; bi++) {
+                    s1 += p1s[(o * nrb + bi) * C + j];
+                    s2 += p2s[(o * nrb + bi) * C + j];
+                }
+            }
+            S1[e] = s1;
+            S2[e] = s2;
+            FN(gcols_coefs)(jb, e, s1, s2, M, &mh[e], &a[e], &b[e], &c[e]);
+        }
+    }
+    const int64_t Ua = P1 * nrb; /* the row blocks again: with ncb == 1, each to the thread that
+                                  * summed it (a static schedule over as many units) */
+    const int nta = fn_eff_threads(E * R, Ua, n_threads);
+    FN_PFOR(nta, u, Ua, {
+        const int64_t o = u / nrb, r0 = (u % nrb) * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        FN(gcols_apply_rows)(x + o * s->xs[0], dy + o * s->ys[0], dx + o * jb->dxs[0], jb, r0, r1,
+                             C, mh + o * C, a + o * C, b + o * C, c + o * C);
+    });
+    free(buf);
+    free(cf);
+    return FN_OK;
+}
+
 /* A = sum(w dy), B = sum(w dy (x - mean)) of group g from its entries' sums, in entry order. */
 static inline void FN(grad_group_ab)(const fn_grad_row_job *jb, int64_t g, double *A, double *B)
 {

@@ -29,6 +29,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport sqrt
+from libc.string cimport memset
 from libc.stdint cimport int64_t
 
 from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod
@@ -383,7 +384,8 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef const double* wp = NULL if w is None else _dp(w)
     cdef bint need_sums = (train and want_dx) or want_dw or want_db
     cdef bint want_pg = want_dw or want_db
-    buf = np.zeros(6 * E + 2 * NG + (2 * C if want_pg else 0))
+    cdef int64_t nbuf = 6 * E + 2 * NG + (2 * C if want_pg else 0)
+    buf = np.empty(nbuf)  # zeroed below where it accumulates or is read unwritten
     ix = np.empty(2 * E, dtype=np.int64)
     cdef int64_t* gix = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ix)
     cdef int64_t* cix = gix + E
@@ -402,6 +404,8 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     # channels-last InstanceNorm): sums, coefficients and dx in one kernel call
     cdef bint own = (not rows and train and want_dx and j.cpg == 1
                      and (j.ostep == j.C or j.E == j.C))
+    cdef double* zero_from = (B + NG) if own else (A if train else cb)  # A, B, dweight, dbias
+    memset(zero_from, 0, (centre + nbuf - zero_from) * sizeof(double))  # (eval: cb, cc too)
     if rows and (need_sums or want_dx):  # sums, combine and dx in one kernel call
         j.rows_backward(mp, rp, wp, train, s1, s2)
     elif own:

@@ -29,6 +29,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport sqrt
+from libc.string cimport memset
 from libc.stdint cimport int64_t
 
 from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod
@@ -302,6 +303,20 @@ cdef class _Job:
             rc = self.k.grad_eval_cols(xp, dp, op, &self.cj, nt)
         return _check_rc(rc)
 
+    cdef int cols_backward(self, const double* mean, const double* rstd, const double* weight,
+                           double* s1, double* s2) except -1:
+        """The train-mode backward of a column layout whose entries are each their own group
+        (grad_cols): per-entry sums into s1, s2 and dx."""
+        cdef int rc, nt = threads()
+        cdef const void* xp = cnp.PyArray_DATA(self.x)
+        cdef const void* dp = cnp.PyArray_DATA(self.dy)
+        cdef void* op = cnp.PyArray_DATA(self.dx)
+        self.cj.e.sum_dy, self.cj.e.sum_dyxc = s1, s2
+        self.cj.mean, self.cj.rstd, self.cj.weight = mean, rstd, weight
+        with nogil:
+            rc = self.k.grad_cols(xp, dp, op, &self.cj, nt)
+        return _check_rc(rc)
+
     cdef int rows_backward(self, const double* mean, const double* rstd, const double* weight,
                            bint train, double* s1, double* s2) except -1:
         """The row layout's whole backward (grad_rows): per-entry sums into s1, s2 and dx."""
@@ -369,7 +384,8 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef const double* wp = NULL if w is None else _dp(w)
     cdef bint need_sums = (train and want_dx) or want_dw or want_db
     cdef bint want_pg = want_dw or want_db
-    buf = np.zeros(6 * E + 2 * NG + (2 * C if want_pg else 0))
+    cdef int64_t nbuf = 6 * E + 2 * NG + (2 * C if want_pg else 0)
+    buf = np.empty(nbuf)  # zeroed below where it accumulates or is read unwritten
     ix = np.empty(2 * E, dtype=np.int64)
     cdef int64_t* gix = <int64_t*>cnp.PyArray_DATA(<cnp.ndarray>ix)
     cdef int64_t* cix = gix + E
@@ -384,8 +400,17 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
     cdef double* B = A + NG
     cdef bint rows = j.mode == _ROWS
     cdef bint dx_done = False
+    # the column layout with one entry per group (BatchNorm over contiguous channels,
+    # channels-last InstanceNorm): sums, coefficients and dx in one kernel call
+    cdef bint own = (not rows and train and want_dx and j.cpg == 1
+                     and (j.ostep == j.C or j.E == j.C))
+    cdef double* zero_from = (B + NG) if own else (A if train else cb)  # A, B, dweight, dbias
+    memset(zero_from, 0, (centre + nbuf - zero_from) * sizeof(double))  # (eval: cb, cc too)
     if rows and (need_sums or want_dx):  # sums, combine and dx in one kernel call
         j.rows_backward(mp, rp, wp, train, s1, s2)
+    elif own:
+        j.cols_backward(mp, rp, wp, s1, s2)
+        dx_done = True
     else:
         for e in range(E):
             centre[e] = mp[gix[e]]
@@ -403,7 +428,7 @@ cdef tuple _backward_groups(cnp.ndarray x, cnp.ndarray dy, int kind, int64_t G,
         gi = gix[e]
         ci = cix[e]
         wv = 1.0 if wp == NULL else wp[ci]
-        if train and not rows:
+        if train and not rows and not own:
             A[gi] += wv * s1[e]
             B[gi] += wv * s2[e]
         if dwp != NULL:

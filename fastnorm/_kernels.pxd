@@ -91,6 +91,9 @@ cdef extern from "fastnorm.h" nogil:
         fn_cols shape
         int64_t dxs[3]
         fn_grad_entries e
+        const double *mean
+        const double *rstd
+        const double *weight
 
     ctypedef struct fn_grad_layer_job:
         fn_rows shape
@@ -117,6 +120,7 @@ cdef extern from "fastnorm.h" nogil:
         int (*grad_rows)(const void *x, const void *dy, void *dx, const fn_grad_row_job *job, int nt) noexcept nogil
         int (*grad_layer)(const void *x, const void *dy, void *dx, const fn_grad_layer_job *job, int nt) noexcept nogil
         int (*grad_eval_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job, int nt) noexcept nogil
+        int (*grad_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job, int nt) noexcept nogil
 
     const fn_kernel_table *fn_kernels_for(int dtype)
     void fn_init()

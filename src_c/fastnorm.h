@@ -200,6 +200,12 @@ typedef struct {
     fn_cols shape;
     int64_t dxs[3];
     fn_grad_entries e;
+    /* grad_cols only: the train-mode BatchNorm / InstanceNorm backward of a column layout
+     * whose entries are each their own group of M = rows elements: statistics mean[e], rstd[e],
+     * weight[e % cols] (double; NULL: 1). With A = w sum(dy), B = w sum(dy (x - mean)):
+     *   dx = r w dy - r A / M - r^3 B (x - mean) / M.
+     * e.sum_dy, e.sum_dyxc are written per entry (centred on the mean; e.centre is not read). */
+    const double *mean, *rstd, *weight;
 } fn_grad_col_job;
 
 /* LayerNorm / RMSNorm backward in one kernel: groups (o, g) of the row layout with statistics
@@ -248,6 +254,9 @@ typedef struct {
      * pass */
     int (*grad_eval_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job,
                           int n_threads);
+    /* train mode of the column layout, one entry per group (fn_grad_col_job) */
+    int (*grad_cols)(const void *x, const void *dy, void *dx, const fn_grad_col_job *job,
+                     int n_threads);
 } fn_kernel_table;
 
 /* The table of a dtype, NULL for one that has none. */

@@ -805,6 +805,164 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
     return FN_OK;
 }
 
+/* The dx coefficients (in CT) of entries o * cols + [0, n) from their sums, as
+ * _backward.pyx forms them for grad_apply_cols (A = 0 + w s1, B = 0 + w s2; grad_coefs'
+ * narrowing): the same bits. The double terms first, in a loop the compiler vectorizes (its
+ * divisions are most of the cost; cloned per ISA: BatchNorm (4, 1024) 14.4 -> 11.4 us a call),
+ * then the narrowing. */
+static FN_HOT void FN(gcols_coefs)(const fn_grad_col_job *jb, int64_t o, int64_t n,
+                                   const double *s1, const double *s2, double M, CT *mh, CT *a,
+                                   CT *b, CT *c)
+{
+    const double *r = jb->rstd + o * jb->shape.cols, *k = jb->mean + o * jb->shape.cols;
+    const double *w = jb->weight;
+    double tb[256], tc[256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        const int64_t m = n - i0 < 256 ? n - i0 : 256;
+        if (w) {
+            for (int64_t i = 0; i < m; i++) {
+                const double ri = r[i0 + i];
+                tb[i] = -ri * ri * ri * (0.0 + w[i0 + i] * s2[i0 + i]) / M;
+                tc[i] = -ri * (0.0 + w[i0 + i] * s1[i0 + i]) / M;
+            }
+        } else {
+            for (int64_t i = 0; i < m; i++) {
+                const double ri = r[i0 + i];
+                tb[i] = -ri * ri * ri * (0.0 + s2[i0 + i]) / M;
+                tc[i] = -ri * (0.0 + s1[i0 + i]) / M;
+            }
+        }
+        for (int64_t i = 0; i < m; i++) {
+            const int64_t q = i0 + i;
+            const CT mq = FN(narrow)(k[q]);
+            mh[q] = mq;
+            a[q] = FN(narrow)(w ? r[q] * w[q] : r[q]);
+            b[q] = FN(narrow)(tb[i]);
+            c[q] = FN(narrow)(tc[i] + (tb[i] != 0.0 ? tb[i] * ((double)mq - k[q]) : 0.0));
+        }
+    }
+}
+
+/* dx over rows [r0, r1) of w columns, (x, dy, dx) at the columns' origin */
+static inline void FN(gcols_apply_rows)(const T *x, const T *dy, T *dx, const fn_grad_col_job *jb,
+                                        int64_t r0, int64_t r1, int64_t w, const CT *mh,
+                                        const CT *a, const CT *b, const CT *c)
+{
+    const fn_cols *s = &jb->shape;
+#if FN_GF32
+    if (s->xs[2] == 1 && s->ys[2] == 1 && jb->dxs[2] == 1 && fn_simd_level() >= 2) {
+        fn_gcols_rows_f32_avx512(x + r0 * s->xs[1], dy + r0 * s->ys[1], dx + r0 * jb->dxs[1],
+                                 r1 - r0, s->xs[1], s->ys[1], jb->dxs[1], w, mh, a, b, c);
+        return;
+    }
+#endif
+    for (int64_t r = r0; r < r1; r++)
+        FN(grad_cols_run)(x + r * s->xs[1], dy + r * s->ys[1], dx + r * jb->dxs[1], w, s->xs[2],
+                          s->ys[2], jb->dxs[2], mh, a, b, c);
+}
+
+/* Table entry grad_cols (see fn_grad_col_job). The sums are grad_cols_impl's (its row blocks,
+ * merged in the same order) and the coefficients those _backward.pyx forms for grad_apply_cols,
+ * so the bits are those of grad_sums_cols + grad_apply_cols, except where every b is 0
+ * (grad_apply_cols then skips x and rounds a dy + c twice). Slabs (one outer index, every row
+ * and at most FN_CB columns, so whole rows when they are contiguous) that fit in cache, enough
+ * of them to share out, are done whole by one thread: sums, then dx while the slab is cached
+ * (IN channels-last (32, 64, 56, 56), 1 thread: 3.2 ms vs 4.0 ms in two passes). Otherwise two
+ * passes: the sums per row block, then dx per row block, the same blocks going to the same
+ * threads. A column window of rows a page apart gets only its share of the L2's sets, so
+ * narrower slabs of long rows do not stay cached (BatchNorm (256, 1024): 1024 / 512 / 128
+ * columns all slower than two passes). */
+static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_grad_col_job *jb,
+                         int n_threads)
+{
+    const T *x = (const T *)xv, *dy = (const T *)dyv;
+    T *dx = (T *)dxv;
+    const fn_cols *s = &jb->shape;
+    const int64_t P1 = s->outer, R = s->rows, C = s->cols, E = P1 * C;
+    double *S1 = jb->e.sum_dy, *S2 = jb->e.sum_dyxc;
+    if (!jb->mean || !jb->rstd || !S1 || !S2 || !dx)
+        return FN_EINVAL;
+    if (P1 <= 0 || C <= 0)
+        return FN_OK;
+    if (R <= 0) {
+        for (int64_t i = 0; i < E; i++)
+            S1[i] = S2[i] = 0.0;
+        return FN_OK;
+    }
+    const int64_t rb = fn_col_rows_per_block(R, C), nrb = (R + rb - 1) / rb;
+    const double M = (double)R;
+    const int ntf = fn_eff_threads(E * R, P1, n_threads);
+    if (C <= FN_CB && P1 >= 2 * ntf && 2 * R * C * (int64_t)sizeof(T) <= fn_fuse_bytes(ntf)) {
+        FN_PFOR(ntf, o, P1, {
+            double s1[FN_CB], s2[FN_CB], t1[FN_CB], t2[FN_CB];
+            CT mh[FN_CB], a[FN_CB], b[FN_CB], c[FN_CB];
+            const T *xo = x + o * s->xs[0], *dyo = dy + o * s->ys[0];
+            const double *k = jb->mean + o * C;
+            for (int64_t bi = 0; bi < nrb; bi++) {
+                const int64_t r0 = bi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+                FN(grad_tile_sums)(xo, dyo, NULL, r0, r1, s->xs[1], s->ys[1], 0, s->xs[2],
+                                   s->ys[2], 0, C, k, NULL, t1, t2);
+                for (int64_t j = 0; j < C; j++) { /* as grad_cols_impl: one block as it is,
+                                                   * else the blocks added to 0 in order */
+                    s1[j] = nrb == 1 ? t1[j] : (bi == 0 ? 0.0 : s1[j]) + t1[j];
+                    s2[j] = nrb == 1 ? t2[j] : (bi == 0 ? 0.0 : s2[j]) + t2[j];
+                }
+            }
+            for (int64_t j = 0; j < C; j++) {
+                S1[o * C + j] = s1[j];
+                S2[o * C + j] = s2[j];
+            }
+            FN(gcols_coefs)(jb, o, C, s1, s2, M, mh, a, b, c);
+            FN(gcols_apply_rows)(xo, dyo, dx + o * jb->dxs[0], jb, 0, R, C, mh, a, b, c);
+        });
+        return FN_OK;
+    }
+    const int64_t ncb = (C + FN_CB - 1) / FN_CB, U = P1 * nrb * ncb;
+    double *buf = (double *)malloc((size_t)(2 * E * nrb) * sizeof(double));
+    CT *cf = (CT *)malloc((size_t)(4 * E) * sizeof(CT));
+    if (!buf || !cf) {
+        free(buf);
+        free(cf);
+        return FN_ENOMEM;
+    }
+    double *p1s = buf, *p2s = buf + E * nrb; /* partials [o][row block][c] */
+    const int nt = fn_eff_threads(E * R, U, n_threads);
+    FN_PFOR(nt, u, U, {
+        const int64_t o = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
+        const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
+        const int64_t at = (o * nrb + rbi) * C + c0;
+        FN(grad_tile_sums)(x + o * s->xs[0] + c0 * s->xs[2], dy + o * s->ys[0] + c0 * s->ys[2],
+                           NULL, r0, r1, s->xs[1], s->ys[1], 0, s->xs[2], s->ys[2], 0, w,
+                           jb->mean + o * C + c0, NULL, p1s + at, p2s + at);
+    });
+    CT *mh = cf, *a = cf + E, *b = cf + 2 * E, *c = cf + 3 * E;
+    /* as grad_cols_impl: one block as it is (-0.0 + v is v), else the blocks added to 0 */
+    const double z = nrb > 1 ? 0.0 : -0.0;
+    for (int64_t o = 0; o < P1; o++) {
+        double *t1 = S1 + o * C, *t2 = S2 + o * C;
+        for (int64_t bi = 0; bi < nrb; bi++) {
+            const double *q1 = p1s + (o * nrb + bi) * C, *q2 = p2s + (o * nrb + bi) * C;
+            for (int64_t j = 0; j < C; j++) {
+                t1[j] = (bi == 0 ? z : t1[j]) + q1[j];
+                t2[j] = (bi == 0 ? z : t2[j]) + q2[j];
+            }
+        }
+        FN(gcols_coefs)(jb, o, C, t1, t2, M, mh + o * C, a + o * C, b + o * C, c + o * C);
+    }
+    const int64_t Ua = P1 * nrb; /* the row blocks again: with ncb == 1, each to the thread that
+                                  * summed it (a static schedule over as many units) */
+    const int nta = fn_eff_threads(E * R, Ua, n_threads);
+    FN_PFOR(nta, u, Ua, {
+        const int64_t o = u / nrb, r0 = (u % nrb) * rb, r1 = r0 + rb < R ? r0 + rb : R;
+        FN(gcols_apply_rows)(x + o * s->xs[0], dy + o * s->ys[0], dx + o * jb->dxs[0], jb, r0, r1,
+                             C, mh + o * C, a + o * C, b + o * C, c + o * C);
+    });
+    free(buf);
+    free(cf);
+    return FN_OK;
+}
+
 /* A = sum(w dy), B = sum(w dy (x - mean)) of group g from its entries' sums, in entry order. */
 static inline void FN(grad_group_ab)(const fn_grad_row_job *jb, int64_t g, double *A, double *B)
 {

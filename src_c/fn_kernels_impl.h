@@ -1189,7 +1189,7 @@ static const fn_kernel_table FN(table) = {
     FN_STR(S), (int)sizeof(T), (int)sizeof(CT), FN(row_moments), FN(col_moments), FN(coefs),
     FN(normalize_cols), FN(normalize_rows), FN(add_normalize_rows),
     FN(grad_sums_rows), FN(grad_sums_cols), FN(grad_apply_rows), FN(grad_apply_cols), FN(grad_rows),
-    FN(grad_layer), FN(grad_eval_cols),
+    FN(grad_layer), FN(grad_eval_cols), FN(grad_cols),
 };
 
 #undef FN_SCALE_RUN

@@ -279,6 +279,8 @@ def test_large_offset_float32_gradient_keeps_float64_accuracy(torch):
 THREAD_CASES = [
     ("bn", (4, 8, 128, 128), "C"), ("bn", (2, 4, 8192 * 3), "C"), ("bn", (8, 16, 64, 64), "NHWC"),
     ("in", (4, 8, 64, 64), "C"), ("gn", (4, 16, 32, 32), "NHWC"), ("ln", (512, 384), "C"),
+    # grad_cols: slabs fused per thread; two passes over row blocks (2-D), over column tiles
+    ("in", (8, 64, 32, 32), "NHWC"), ("bn", (256, 1024), "C"), ("in", (2, 1100, 8, 8), "NHWC"),
 ]
 
 
@@ -311,6 +313,34 @@ def test_bitwise_identical_for_any_thread_count(op, shape, layout):
     two = run()
     for a, b in zip(one, two):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("op,shape", [("bn", (256, 1024)), ("bn", (300, 70)),
+                                      ("in", (8, 64, 32, 32)), ("in", (2, 1100, 3, 5))])
+def test_column_layout_train_backward_matches_torch(torch, op, shape):
+    """grad_cols (one entry per group: BatchNorm over contiguous channels, channels-last
+    InstanceNorm), in its fused and two-pass forms, against float64 torch.autograd."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) * 3 + 1
+    dy = rng.standard_normal(shape)
+    if len(shape) == 4:  # channels last
+        x, dy = (np.ascontiguousarray(np.moveaxis(a, 1, -1)).transpose(0, 3, 1, 2) for a in (x, dy))
+    w = rng.standard_normal(shape[1])
+    fn = torch.nn.functional.batch_norm if op == "bn" else torch.nn.functional.instance_norm
+    want = _torch_grads(torch, lambda tx, tw: fn(tx, None, None, tw, None, True, 0.1, 1e-5),
+                        x, dy, [w])
+    for dt in DTYPES:
+        xs, ds, ws = x.astype(dt), dy.astype(dt), w.astype(dt)
+        if op == "bn":
+            _, m, r = F.native_batch_norm(xs, ws, None, None, None, True, 0.1, 1e-5)
+            got = F.native_batch_norm_backward(ds, xs, ws, None, None, m, r, True, 1e-5, [1, 1, 1])
+        else:
+            _, m, r = F.native_instance_norm(xs, ws, None, None, None, True, 0.1, 1e-5)
+            got = F.native_instance_norm_backward(ds, xs, ws, None, None, m, r, True, 1e-5,
+                                                  [1, 1, 1])
+        _close(got[0], want[0], dt, "grad_input")
+        _close(got[1], want[1], dt, "grad_weight")
+        _close(got[2], dy.sum(axis=tuple(i for i in range(dy.ndim) if i != 1)), dt, "grad_bias")
 
 
 def test_backward_never_modifies_its_arguments():

@@ -154,6 +154,13 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
     const double k = rms ? 0.0 : fn_shift((double)LD(xg[q0 * sq + l0 * sl]));
     const double n = (double)((q1 - q0) * (l1 - l0));
     double s1 = 0.0, s2 = 0.0;
+    /* whole short rows back to back (NCHW GroupNorm / InstanceNorm planes): one run, not a
+     * loop of short ones (each with its own reduction; half the statistics' time) */
+    if (sl == 1 && sq == L && l0 == 0 && l1 == L && q1 - q0 > 1) {
+        L = (q1 - q0) * L;
+        l1 = L;
+        q1 = q0 + 1;
+    }
 #ifdef FN_SUMS16
     const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
     if (lowp)
@@ -885,6 +892,21 @@ static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
 
 /* Normalizes rows [q0, q1) x [l0, l1) of group g (group index p2 within its outer index) with
  * its mean and rstd. */
+/* group_apply's coefficients of m rows (weight / bias at stride st, NULL: 1 / 0): the
+ * arithmetic of its row loop, so the same bits */
+#ifndef FN_QB
+#define FN_QB 64
+#endif
+static FN_HOT void FN(row_coefs)(int64_t m, double rstd, double dl, const CT *w, const CT *b,
+                                 int64_t st, CT *a, CT *c)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const double ad = w ? rstd * (double)w[i * st] : rstd;
+        a[i] = FN(narrow)(ad);
+        c[i] = FN(narrow)((b ? (double)b[i * st] : 0.0) - dl * ad);
+    }
+}
+
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
                                    int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
                                    int act, const CT *lower, double mean, double rstd)
@@ -894,6 +916,25 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
     const CT mh = FN(narrow)(mean);
     const double dl = mean - (double)mh;
     const CT *w = (const CT *)af->weight, *b = (const CT *)af->bias;
+    if (!af->elementwise && q1 - q0 > 1) {
+        /* per-row coefficients, FN_QB rows at a time in a loop that vectorizes (the scalar
+         * narrowing per short row cost as much as the row's normalization) */
+        CT ab[FN_QB], cb[FN_QB];
+        for (int64_t qq = q0; qq < q1; qq += FN_QB) {
+            const int64_t m = q1 - qq < FN_QB ? q1 - qq : FN_QB;
+            const int64_t j0 = p2 * af->group_step + qq * af->row_step;
+            FN(row_coefs)(m, rstd, dl, w ? w + j0 : NULL, b ? b + j0 : NULL, af->row_step, ab, cb);
+            for (int64_t i = 0; i < m; i++) {
+                const int64_t q = qq + i;
+                T *yr = yg + q * s->ys[2] + l0 * s->ys[3];
+                FN_SCALE_RUN(act, xg + q * s->xs[2] + l0 * s->xs[3], yr, l1 - l0, s->xs[3],
+                             s->ys[3], mh, ab[i], cb[i]);
+                if (lower)
+                    FN(tlu_run)(yr, l1 - l0, s->ys[3], lower[j0 + i * af->row_step]);
+            }
+        }
+        return;
+    }
     for (int64_t q = q0; q < q1; q++) {
         const T *xr = xg + q * s->xs[2] + l0 * s->xs[3];
         T *yr = yg + q * s->ys[2] + l0 * s->ys[3];

@@ -275,23 +275,25 @@ static inline void fn_chan(double *n, double *mean, double *m2, double nb, doubl
 }
 
 /* fn_chan for n columns that share their counts: the running (cnt, mean[j], m2[j]) merged with
- * the block (nb, mb[j], m2b[j]). Column by column the arithmetic of fn_chan (so the same bits),
+ * the block (nb, mb[j * st], m2b[j * st]). Column by column the arithmetic of fn_chan (so the same bits),
  * with the counts' division done once, and branch-free, so that it vectorizes across the
  * columns (a chain of divisions per column cost a quarter of channels-last statistics). */
 static FN_HOT void fn_chan_run(int64_t n, double cnt, double nb, double *mean, double *m2,
-                            const double *mb, const double *m2b)
+                            const double *mb, const double *m2b, int64_t st)
 {
     if (cnt == 0.0) {
-        memmove(mean, mb, (size_t)n * sizeof(double)); /* may be in place */
-        memmove(m2, m2b, (size_t)n * sizeof(double));
+        for (int64_t j = 0; j < n; j++) {
+            mean[j] = mb[j * st];
+            m2[j] = m2b[j * st];
+        }
         return;
     }
     const double f = nb / (cnt + nb);
     for (int64_t j = 0; j < n; j++) {
-        const double d = mb[j] - mean[j];
+        const double d = mb[j * st] - mean[j];
         const int ok = fabs(d) <= DBL_MAX; /* finite: else propagate as fn_chan does */
-        const double q = m2[j] + (m2b[j] + d * d * cnt * f);
-        mean[j] += ok ? d * f : mb[j];
+        const double q = m2[j] + (m2b[j * st] + d * d * cnt * f);
+        mean[j] += ok ? d * f : mb[j * st];
         m2[j] = ok ? q : NAN;
     }
 }
@@ -321,7 +323,18 @@ static FN_HOT void fn_finish_run(int64_t w, double n, const double *k, const dou
 void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,
                       const double *m2_in, double *mean_out, double *m2_out)
 {
-    if (B < 8) { /* a few columns (GroupNorm's channels of a group: B = 1): fn_chan inline */
+    if (B == 1 && A >= 8) { /* GroupNorm's channels of each group: vectorized across groups */
+        double *t = (double *)malloc((size_t)(2 * A) * sizeof(double)); /* out may be in in */
+        if (t) {
+            for (int64_t k = 0; k < K; k++)
+                fn_chan_run(A, (double)k * n_each, n_each, t, t + A, mean_in + k, m2_in + k, K);
+            memcpy(mean_out, t, (size_t)A * sizeof(double));
+            memcpy(m2_out, t + A, (size_t)A * sizeof(double));
+            free(t);
+            return;
+        }
+    }
+    if (B < 8) { /* a few columns: fn_chan inline */
         for (int64_t a = 0; a < A; a++) {
             for (int64_t b = 0; b < B; b++) {
                 double n = 0.0, mu = 0.0, q = 0.0;
@@ -337,7 +350,7 @@ void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const doub
     for (int64_t a = 0; a < A; a++)
         for (int64_t k = 0; k < K; k++)
             fn_chan_run(B, (double)k * n_each, n_each, mean_out + a * B, m2_out + a * B,
-                        mean_in + (a * K + k) * B, m2_in + (a * K + k) * B);
+                        mean_in + (a * K + k) * B, m2_in + (a * K + k) * B, 1);
 }
 
 /* How a group of Q rows of L elements is cut into blocks: long rows into chunks of FN_BLOCK,

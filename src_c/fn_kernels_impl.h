@@ -329,12 +329,27 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
             for (int64_t b = 0; b < nrb; b++) {
                 const int64_t o = (p1 * nrb + b) * C + c0;
                 fn_chan_run(n, (double)(b * rb), (double)((b + 1) * rb <= R ? rb : R - b * rb),
-                            mean + p1 * C + c0, m2 + p1 * C + c0, pm + o, pq + o);
+                            mean + p1 * C + c0, m2 + p1 * C + c0, pm + o, pq + o, 1);
             }
         });
         free(buf);
     }
     return FN_OK;
+}
+
+/* The coefficients of m rows or channels of one group (coefs, group_apply) (weight / bias at stride st, NULL: 1 / 0): the
+ * arithmetic of its row loop, so the same bits */
+#ifndef FN_QB
+#define FN_QB 64
+#endif
+static FN_HOT void FN(row_coefs)(int64_t m, double rstd, double dl, const CT *w, const CT *b,
+                                 int64_t st, CT *a, CT *c)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const double ad = w ? rstd * (double)w[i * st] : rstd;
+        a[i] = FN(narrow)(ad);
+        c[i] = FN(narrow)((b ? (double)b[i * st] : 0.0) - dl * ad);
+    }
 }
 
 /* Table entry coefs: see fn_coef_job. One sqrt and divide per group. */
@@ -368,17 +383,13 @@ static void FN(coefs)(const fn_coef_job *jb, const fn_coefs *out)
     }
     for (int64_t i = 0; i < jb->outer; i++) {
         for (int64_t j0 = 0; j0 < J; j0 += JD) { /* group s: entries j0 .. j0 + JD - 1 */
-            const int64_t s = i * jb->group_step + j0 / JD;
+            const int64_t s = i * jb->group_step + j0 / JD, e0 = i * J + j0;
             const double mu = jb->mean[s], r = 1.0 / sqrt(jb->var[s] + jb->eps);
             const CT mt = FN(narrow)(mu);
-            const double dl = mu - (double)mt;
-            for (int64_t j = j0; j < j0 + JD; j++) {
-                const int64_t e = i * J + j;
-                const double ad = w ? r * (double)w[j] : r;
+            FN(row_coefs)(JD, r, mu - (double)mt, w ? w + j0 : NULL, bias ? bias + j0 : NULL, 1,
+                          a + e0, c + e0);
+            for (int64_t e = e0; e < e0 + JD; e++)
                 mh[e] = mt;
-                a[e] = FN(narrow)(ad);
-                c[e] = FN(narrow)((bias ? (double)bias[j] : 0.0) - dl * ad);
-            }
         }
     }
 }
@@ -892,21 +903,6 @@ static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
 
 /* Normalizes rows [q0, q1) x [l0, l1) of group g (group index p2 within its outer index) with
  * its mean and rstd. */
-/* group_apply's coefficients of m rows (weight / bias at stride st, NULL: 1 / 0): the
- * arithmetic of its row loop, so the same bits */
-#ifndef FN_QB
-#define FN_QB 64
-#endif
-static FN_HOT void FN(row_coefs)(int64_t m, double rstd, double dl, const CT *w, const CT *b,
-                                 int64_t st, CT *a, CT *c)
-{
-    for (int64_t i = 0; i < m; i++) {
-        const double ad = w ? rstd * (double)w[i * st] : rstd;
-        a[i] = FN(narrow)(ad);
-        c[i] = FN(narrow)((b ? (double)b[i * st] : 0.0) - dl * ad);
-    }
-}
-
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
                                    int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
                                    int act, const CT *lower, double mean, double rstd)

@@ -16,6 +16,7 @@
 #define FN_CB 1024
 #define FN_COL_BLOCK 32768
 #define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
+#define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
 #ifndef FN_TILE_PF
 #define FN_TILE_PF 8192 /* bytes ahead that tile_sums prefetches (at least 4 rows) */
 #endif
@@ -275,11 +276,12 @@ static inline void fn_chan(double *n, double *mean, double *m2, double nb, doubl
 }
 
 /* fn_chan for n columns that share their counts: the running (cnt, mean[j], m2[j]) merged with
- * the block (nb, mb[j * st], m2b[j * st]). Column by column the arithmetic of fn_chan (so the same bits),
- * with the counts' division done once, and branch-free, so that it vectorizes across the
- * columns (a chain of divisions per column cost a quarter of channels-last statistics). */
+ * the block (nb, mb[j * st], m2b[j * st]). Column by column the arithmetic of fn_chan (so the
+ * same bits), with the counts' division done once, and branch-free, so that it vectorizes
+ * across the columns (a chain of divisions per column cost a quarter of channels-last
+ * statistics). */
 static FN_HOT void fn_chan_run(int64_t n, double cnt, double nb, double *mean, double *m2,
-                            const double *mb, const double *m2b, int64_t st)
+                               const double *mb, const double *m2b, int64_t st)
 {
     if (cnt == 0.0) {
         for (int64_t j = 0; j < n; j++) {

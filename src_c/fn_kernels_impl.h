@@ -337,11 +337,9 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
     return FN_OK;
 }
 
-/* The coefficients of m rows or channels of one group (coefs, group_apply) (weight / bias at stride st, NULL: 1 / 0): the
- * arithmetic of its row loop, so the same bits */
-#ifndef FN_QB
-#define FN_QB 64
-#endif
+/* The coefficients a, c of m channels of one group (statistics rstd and the mean's remainder
+ * dl; weight / bias at stride st, NULL: 1 / 0), in a loop that vectorizes: coefs' multi-channel
+ * groups and group_apply's rows. Their arithmetic, so the same bits. */
 static FN_HOT void FN(row_coefs)(int64_t m, double rstd, double dl, const CT *w, const CT *b,
                                  int64_t st, CT *a, CT *c)
 {
@@ -913,8 +911,8 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
     const double dl = mean - (double)mh;
     const CT *w = (const CT *)af->weight, *b = (const CT *)af->bias;
     if (!af->elementwise && q1 - q0 > 1) {
-        /* per-row coefficients, FN_QB rows at a time in a loop that vectorizes (the scalar
-         * narrowing per short row cost as much as the row's normalization) */
+        /* per-row coefficients, FN_QB rows at a time through row_coefs (narrowing them one
+         * short row at a time cost as much as the row's normalization) */
         CT ab[FN_QB], cb[FN_QB];
         for (int64_t qq = q0; qq < q1; qq += FN_QB) {
             const int64_t m = q1 - qq < FN_QB ? q1 - qq : FN_QB;
@@ -1143,8 +1141,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
 
 /* Table entry add_normalize_rows (see fn_add_job). Fused like normalize_rows: a thread adds a
  * group into the sum (or, with no sum wanted, into its own scratch), then takes its statistics
- * and normalizes it from there while it is in cache, so x and residual are read once. Otherwise the whole sum first, then normalize_rows
- * on it. Both normalize the stored (rounded) sum with normalize_rows' blocks: the result is
+ * and normalizes it from there while it is in cache, so x and residual are read once.
+ * Otherwise the whole sum first, then normalize_rows on it. Both normalize the stored (rounded) sum with normalize_rows' blocks: the result is
  * normalize_rows of x + residual, bit for bit. */
 static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb, int n_threads)
 {

@@ -17,6 +17,8 @@
 #define FN_COL_BLOCK 32768
 #define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
 #define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
+#define FN_GB 16          /* small fused groups taken at a time (fused_small) */
+#define FN_GB_BYTES 16384 /* ... when FN_GB of them fit in this much: in L1 for the normalize */
 #ifndef FN_TILE_PF
 #define FN_TILE_PF 8192 /* bytes ahead that tile_sums prefetches (at least 4 rows) */
 #endif

@@ -275,9 +275,40 @@ FN_AVX512_FUNC void fn_gcols_f32_avx512(const float *x, const float *dy, float *
 FN_AVX512_FUNC void fn_gcols_rows_f32_avx512(const float *x, const float *dy, float *dx,
                                              int64_t nr, int64_t rx, int64_t ry, int64_t rd,
                                              int64_t n, const float *mh, const float *a,
-                                             const float *b, const float *c)
+                                             const float *b, const float *c, int nts)
 {
     int64_t r = 0;
+    if (nts) { /* streaming stores (rows' starts alike modulo 64 bytes): a masked head up to
+                * the first whole line, whole lines streamed, a masked tail; then a fence */
+        const int64_t h0 = (int64_t)(((64 - ((uintptr_t)dx & 63)) & 63) / sizeof(float));
+        const int64_t h = h0 < n ? h0 : n, e = h + (n - h) / 16 * 16;
+        for (; r + 2 <= nr; r += 2) {
+            const float *x0 = x + r * rx, *x1 = x0 + rx, *y0 = dy + r * ry, *y1 = y0 + ry;
+            float *d0 = dx + r * rd, *d1 = d0 + rd;
+            for (int64_t i = 0; i < n;) {
+                const int st = i >= h && i < e;
+                const int64_t w = st ? 16 : (i < h ? (h - i < 16 ? h - i : 16) : (n - i < 16 ? n - i : 16));
+                const __mmask16 m = (__mmask16)(w == 16 ? 0xFFFFu : (1u << w) - 1u);
+                const __m512 mv = _mm512_maskz_loadu_ps(m, mh + i), av = _mm512_maskz_loadu_ps(m, a + i);
+                const __m512 bv = _mm512_maskz_loadu_ps(m, b + i), cv = _mm512_maskz_loadu_ps(m, c + i);
+                const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), mv);
+                const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), mv);
+                const __m512 o0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y0 + i),
+                                                  _mm512_fmadd_ps(bv, v0, cv));
+                const __m512 o1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y1 + i),
+                                                  _mm512_fmadd_ps(bv, v1, cv));
+                if (st) {
+                    _mm512_stream_ps(d0 + i, o0);
+                    _mm512_stream_ps(d1 + i, o1);
+                } else {
+                    _mm512_mask_storeu_ps(d0 + i, m, o0);
+                    _mm512_mask_storeu_ps(d1 + i, m, o1);
+                }
+                i += w;
+            }
+        }
+        _mm_sfence();
+    }
     for (; r + 2 <= nr; r += 2) {
         const float *x0 = x + r * rx, *x1 = x0 + rx, *y0 = dy + r * ry, *y1 = y0 + ry;
         float *d0 = dx + r * rd, *d1 = d0 + rd;
@@ -780,6 +811,14 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
         any_b |= b[e] != (CT)0;
     }
     const CT *bb = any_b ? b : NULL;
+#if FN_GF32
+    /* a dx past fn_stream_bytes whose rows all start alike modulo 64 bytes: streaming stores
+     * (the lines are not read before being overwritten; the same arithmetic, so the same bits) */
+    const int64_t sb = fn_stream_bytes();
+    const int nts = sb > 0 && E * R * (int64_t)sizeof(T) >= sb && C >= 64 &&
+                    !((uintptr_t)dx % sizeof(T)) && (jb->dxs[0] * (int64_t)sizeof(T)) % 64 == 0 &&
+                    (jb->dxs[1] * (int64_t)sizeof(T)) % 64 == 0;
+#endif
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
     const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
@@ -792,7 +831,7 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
             fn_gcols_rows_f32_avx512(x + o * s->xs[0] + r0 * s->xs[1],
                                      dy + o * s->ys[0] + r0 * s->ys[1],
                                      dx + o * jb->dxs[0] + r0 * jb->dxs[1], r1 - r0, s->xs[1],
-                                     s->ys[1], jb->dxs[1], C, mh + k, a + k, bb + k, c + k);
+                                     s->ys[1], jb->dxs[1], C, mh + k, a + k, bb + k, c + k, nts);
             r = r1;
         }
 #endif
@@ -852,7 +891,7 @@ static inline void FN(gcols_apply_rows)(const T *x, const T *dy, T *dx, const fn
 #if FN_GF32
     if (s->xs[2] == 1 && s->ys[2] == 1 && jb->dxs[2] == 1 && fn_simd_level() >= 2) {
         fn_gcols_rows_f32_avx512(x + r0 * s->xs[1], dy + r0 * s->ys[1], dx + r0 * jb->dxs[1],
-                                 r1 - r0, s->xs[1], s->ys[1], jb->dxs[1], w, mh, a, b, c);
+                                 r1 - r0, s->xs[1], s->ys[1], jb->dxs[1], w, mh, a, b, c, 0);
         return;
     }
 #endif

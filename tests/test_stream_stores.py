@@ -26,8 +26,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def results():
-    """Every streamed kind of loop (scale, affine, weight with and without centring, columns),
-    float32 and float64, on rows long enough to stream (>= 256 elements), offset by one element
+    """Every streamed kind of loop (scale, affine, weight with and without centring, columns,
+    the column layout's backward dx), float32 and float64, on rows long enough to stream (>= 256 elements), offset by one element
     so that the runs start unaligned, and with odd lengths."""
     rng = np.random.default_rng(5)
     out = []
@@ -53,6 +53,12 @@ def results():
             mem = (rng.standard_normal((3, 5, L)) + 7).astype(dtype)
             xl = np.moveaxis(mem, 2, 1)
             out += [F.batch_norm(xl, None, None, training=True), F.instance_norm(xl)]
+            if dtype == np.float32 and L % 16 == 0:  # the backward's streamed dx (AVX-512)
+                dy = np.moveaxis(rng.standard_normal((3, 5, L)).astype(dtype), 2, 1)
+                _, m, r = F.native_group_norm(xl, c[:1].repeat(L), None, 3, L, 5, L // 16,
+                                              1e-5)
+                out += [g for g in F.native_group_norm_backward(
+                    dy, xl, m, r, c[:1].repeat(L), 3, L, 5, L // 16, [True, True, True])]
     return out
 
 

@@ -550,15 +550,7 @@ static int FN(grad_sums_impl)(const T *x, const T *dy, const fn_rows *s, const d
         part[U + u] = t2;
     });
 #undef FN_GRAD_CENTRE
-    for (int64_t e = 0; e < E; e++) {
-        double s1 = 0.0, s2 = 0.0;
-        for (int64_t k = 0; k < cpl; k++) {
-            s1 += part[e * cpl + k];
-            s2 += part[U + e * cpl + k];
-        }
-        sum_dy[e] = s1;
-        sum_dyxc[e] = s2;
-    }
+    fn_merge_chunks(part, E, cpl, U, sum_dy, sum_dyxc);
     free(part);
     return FN_OK;
 }
@@ -1093,15 +1085,7 @@ static int FN(grad_rows_eval)(const T *x, const T *dy, T *dx, const fn_grad_row_
         }
     });
     if (part) {
-        for (int64_t e = 0; e < E; e++) {
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t k = 0; k < cpl; k++) {
-                s1 += part[e * cpl + k];
-                s2 += part[U + e * cpl + k];
-            }
-            S1[e] = s1;
-            S2[e] = s2;
-        }
+        fn_merge_chunks(part, E, cpl, U, S1, S2);
         free(part);
     }
     return FN_OK;

@@ -17,7 +17,7 @@
 #define FN_COL_BLOCK 32768
 #define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
 #define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
-#define FN_GB 16          /* small fused groups taken at a time (fused_small) */
+#define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
 #define FN_GB_BYTES 16384 /* ... when FN_GB of them fit in this much: in L1 for the normalize */
 #ifndef FN_TILE_PF
 #define FN_TILE_PF 8192 /* bytes ahead that tile_sums prefetches (at least 4 rows) */
@@ -299,6 +299,22 @@ static FN_HOT void fn_chan_run(int64_t n, double cnt, double nb, double *mean, d
         const double q = m2[j] + (m2b[j * st] + d * d * cnt * f);
         mean[j] += ok ? d * f : mb[j * st];
         m2[j] = ok ? q : NAN;
+    }
+}
+
+/* The backward's per-entry sums from their per-chunk partials (part[e * cpl + k] and, U
+ * further on, the second sum), each entry's chunks added to 0 in chunk order. */
+static inline void fn_merge_chunks(const double *part, int64_t E, int64_t cpl, int64_t U,
+                                   double *s1, double *s2)
+{
+    for (int64_t e = 0; e < E; e++) {
+        double t1 = 0.0, t2 = 0.0;
+        for (int64_t k = 0; k < cpl; k++) {
+            t1 += part[e * cpl + k];
+            t2 += part[U + e * cpl + k];
+        }
+        s1[e] = t1;
+        s2[e] = t2;
     }
 }
 

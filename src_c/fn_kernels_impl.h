@@ -957,40 +957,21 @@ static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
     return gbytes <= fn_fuse_bytes(nt) && (nt == 1 || P % nt == 0 || P >= 8 * nt);
 }
 
-/* The fused path's work on group g: its statistics, then its normalization while in cache. */
-static inline void FN(fused_group)(const T *x, T *y, int64_t g, const fn_row_job *jb,
-                                   const fn_rowplan *pl, int act)
-{
-    const fn_rows *s = &jb->shape;
-    const int64_t p1 = g / s->groups, p2 = g % s->groups, Q = s->rows, L = s->row_len;
-    const T *xg = x + p1 * s->xs[0] + p2 * s->xs[1];
-    double mean, m2, var;
-    FN(group_moments)(xg, pl, Q, L, s->xs[2], s->xs[3], jb->stats.rms, &mean, &m2);
-    var = m2 / (double)(Q * L);
-    if (jb->stats.mean)
-        jb->stats.mean[g] = mean;
-    if (jb->stats.var)
-        jb->stats.var[g] = var;
-    FN(group_apply)(xg, y + p1 * s->ys[0] + p2 * s->ys[1], p2, 0, Q, 0, L, s, &jb->affine, act,
-                    (const CT *)jb->epilogue.lower, mean, 1.0 / sqrt(var + jb->stats.eps));
-}
-
-/* fused_group on the small one-block groups g0 <= g < g0 + m (m <= FN_GB): each group's block
- * moments, then the divisions and square roots of all m at once (a loop that vectorizes; one
+/* The fused path's work on groups g0 <= g < g0 + m (m <= FN_GB): their statistics, then their
+ * normalization while in cache. normalize_rows takes small one-block groups FN_GB at a time:
+ * the divisions and square roots of all m then run in one loop that vectorizes, where one
  * group after another they form a chain of dependent divisions that dominated groups of a few
- * dozen elements: InstanceNorm on 4x4 to 8x8 maps), then each group normalized. With one
- * block, group_moments is block_moments: the same bits as fused_group. */
-static __attribute__((noinline)) void FN(fused_small)(const T *x, T *y, int64_t g0, int64_t m,
-                                                     const fn_row_job *jb,
-                                                     const fn_rowplan *pl, int act)
+ * dozen elements (InstanceNorm on 4x4 to 8x8 maps). */
+static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, const fn_row_job *jb,
+                                    const fn_rowplan *pl, int act)
 {
     const fn_rows *s = &jb->shape;
     const int64_t Q = s->rows, L = s->row_len;
     double mean[FN_GB], m2[FN_GB], rstd[FN_GB];
     for (int64_t i = 0; i < m; i++) {
         const int64_t g = g0 + i;
-        FN(block_moments)(x + (g / s->groups) * s->xs[0] + (g % s->groups) * s->xs[1], pl, 0, Q,
-                          L, s->xs[2], s->xs[3], jb->stats.rms, &mean[i], &m2[i]);
+        FN(group_moments)(x + (g / s->groups) * s->xs[0] + (g % s->groups) * s->xs[1], pl, Q, L,
+                          s->xs[2], s->xs[3], jb->stats.rms, &mean[i], &m2[i]);
     }
     const double n = (double)(Q * L), eps = jb->stats.eps;
     for (int64_t i = 0; i < m; i++) {
@@ -1109,11 +1090,11 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         if (pl.nb == 1 && FN_GB * gsize * (int64_t)sizeof(T) <= FN_GB_BYTES) {
             FN_PFOR(ntf, u, (P + FN_GB - 1) / FN_GB, {
                 const int64_t g0 = u * FN_GB;
-                FN(fused_small)(x, y, g0, P - g0 < FN_GB ? P - g0 : FN_GB, jb, &pl, oact);
+                FN(fused_groups)(x, y, g0, P - g0 < FN_GB ? P - g0 : FN_GB, jb, &pl, oact);
             });
             return FN_OK;
         }
-        FN_PFOR(ntf, g, P, { FN(fused_group)(x, y, g, jb, &pl, oact); });
+        FN_PFOR(ntf, g, P, { FN(fused_groups)(x, y, g, 1, jb, &pl, oact); });
         return FN_OK;
     }
     if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK &&
@@ -1218,7 +1199,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                                 r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
                                 t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
-                FN(fused_group)(t, y, g, &nj, &pl, oact);
+                FN(fused_groups)(t, y, g, 1, &nj, &pl, oact);
             });
             return FN_OK;
         }
@@ -1241,7 +1222,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                                 r + p1 * rs[0] + p2 * rs[1] + q * rs[2], sk + q * L, L, xs[3],
                                 rs[3], 1);
-                FN(fused_group)(sk, y, g, &nj, &pl, oact);
+                FN(fused_groups)(sk, y, g, 1, &nj, &pl, oact);
             }
         });
         free(scr);

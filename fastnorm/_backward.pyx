@@ -33,13 +33,12 @@ from libc.string cimport memset
 from libc.stdint cimport int64_t
 
 from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod
-from fastnorm._kernels cimport (_check_rc, _rows, _table, fn_cols, fn_grad_col_job,
-                                fn_grad_layer_job, fn_grad_row_job, fn_kernel_table,
-                                fn_rows)
+from fastnorm._kernels cimport (_check_rc, _rows, _table, bn_call, fn_cols, fn_grad_col_job,
+                                fn_grad_layer_job, fn_grad_row_job, fn_kernel_table, fn_rows,
+                                gn_call, in_call, ln_call)
 from fastnorm._layout cimport Ax, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport threads
 
-from fastnorm import _kernels as _k
 
 cnp.import_array()
 
@@ -483,10 +482,12 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
     x = input if isinstance(input, np.ndarray) else np.asarray(input)
     C = x.shape[1] if x.ndim >= 2 else 0
     if not training:
-        y = _k.batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+        y = bn_call(x, running_mean, running_var, weight, bias, False, momentum, eps, None, None,
+                      None)
         return y, np.empty(0), np.empty(0)
     stats = np.full((2, C), np.nan)
-    y = _k.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps, None, stats)
+    y = bn_call(x, running_mean, running_var, weight, bias, True, momentum, eps, None, stats,
+                  None)
     return y, stats[0], 1.0 / np.sqrt(stats[1] + eps)
 
 
@@ -549,12 +550,11 @@ def native_instance_norm(input, weight, bias, running_mean, running_var, use_inp
                          momentum, eps):
     x = input if isinstance(input, np.ndarray) else np.asarray(input)
     if not use_input_stats:
-        y = _k.instance_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+        y = in_call(x, running_mean, running_var, weight, bias, False, momentum, eps, None, None)
         return y, np.empty(0), np.empty(0)
     NC = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (0, 0)
     stats = np.full((2, NC[0] * NC[1]), np.nan)
-    y = _k.instance_norm(x, running_mean, running_var, weight, bias, True, momentum, eps, None,
-                         stats)
+    y = in_call(x, running_mean, running_var, weight, bias, True, momentum, eps, None, stats)
     return y, stats[0].reshape(NC), (1.0 / np.sqrt(stats[1] + eps)).reshape(NC)
 
 
@@ -586,7 +586,7 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     cdef cnp.ndarray x = as_nc_input(input, fn)
     _check_gn(x, N, C, HxW, group, fn)
     stats = np.full((2, N * group), np.nan)
-    y = _k.group_norm(x, group, weight, bias, eps, None, stats)
+    y = gn_call(x, group, weight, bias, eps, None, stats, None)
     return y, stats[0].reshape(N, group), (1.0 / np.sqrt(stats[1] + eps)).reshape(N, group)
 
 
@@ -627,7 +627,7 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     cdef cnp.ndarray x = as_input(input, fn)
     ns, lead, sshape = _ln_shapes(x, normalized_shape, fn)
     stats = np.full((2, prod(lead, 0)), np.nan)
-    y = _k.layer_norm(x, ns, weight, bias, eps, None, stats)
+    y = ln_call("layer_norm", x, ns, weight, bias, eps, None, False, None, stats)
     return y, stats[0].reshape(sshape), (1.0 / np.sqrt(stats[1] + eps)).reshape(sshape)
 
 
@@ -636,7 +636,7 @@ def native_rms_norm(input, normalized_shape, weight, eps):
     cdef cnp.ndarray x = as_input(input, fn)
     ns, lead, sshape = _ln_shapes(x, normalized_shape, fn)
     stats = np.full((2, prod(lead, 0)), np.nan)
-    y = _k.rms_norm(x, ns, weight, eps, None, stats)
+    y = ln_call("rms_norm", x, ns, weight, None, eps, None, True, None, stats)
     e = np.finfo(x.dtype).eps if eps is None else eps
     return y, (1.0 / np.sqrt(stats[1] + e)).reshape(sshape)
 

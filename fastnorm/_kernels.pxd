@@ -136,3 +136,14 @@ from fastnorm._layout cimport Ax
 cdef const fn_kernel_table* _table(cnp.ndarray x) except NULL
 cdef int _check_rc(int rc) except -1
 cdef fn_rows _rows(Ax o, Ax g, Ax q, Ax l) noexcept
+# The ops with `stats` (the batch statistics written out): what the backward's forwards call.
+cdef object bn_call(object input, object running_mean, object running_var, object weight,
+                    object bias, object training, object momentum, object eps, object out,
+                    object stats, object activation)
+cdef object in_call(object input, object running_mean, object running_var, object weight,
+                    object bias, object use_input_stats, object momentum, object eps, object out,
+                    object stats)
+cdef object gn_call(object input, object num_groups, object weight, object bias, object eps,
+                    object out, object stats, object activation)
+cdef object ln_call(str fn, object input, object normalized_shape, object weight, object bias,
+                    object eps, object out, bint rms, object activation, object stats)

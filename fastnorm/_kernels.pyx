@@ -5,9 +5,11 @@ Every op runs one skeleton, ``_run``: the op checks its arguments (``fastnorm._c
 anything is written; ``_run`` prepares the output, then the op's planner describes the input as a
 job of the C interface (``fastnorm.h``: fn_rows / fn_cols, fn_stats, fn_affine, fn_epilogue)
 over at most a few strided axes (``fastnorm._layout``) and runs the kernels of the input's dtype,
-found in that dtype's table, without the GIL. With ``stats=`` (a float64 (2, groups) array) an op
-also writes the mean and biased variance of each group it normalized (training statistics only),
-for the backward passes of ``fastnorm._backward``. A layout that cannot be described without a copy
+found in that dtype's table, without the GIL. The public defs have fastnorm.functional's exact
+signatures (functional uses them directly); their cdef forms (bn_call, in_call, gn_call, ln_call)
+also take ``stats`` (a float64 (2, groups) array), where the op writes the mean and biased
+variance of each group it normalized (training statistics only), for the backward passes of
+``fastnorm._backward``. A layout that cannot be described without a copy
 (rare: e.g. two unmergeable spatial axes that also interleave with the channel axis) is copied to
 C order and planned again; C order, Fortran order, transposes, negative strides, slices and
 channels-last (NHWC seen as NCHW) run in place. Last, the result is copied to ``out`` when it
@@ -311,8 +313,8 @@ cdef fn_cols _cols(Ax o, Ax r, Ax col) noexcept:
     return s
 
 
-cdef fn_row_job _row_job(_Call c, fn_rows shape, bint given, double* mean, double* var,
-                         int64_t group_step, int64_t row_step, bint elementwise) noexcept:
+cdef inline fn_row_job _row_job(_Call c, fn_rows shape, bint given, double* mean, double* var,
+                                int64_t group_step, int64_t row_step, bint elementwise) noexcept:
     """A normalize_rows job with c's eps, weight and bias."""
     cdef fn_row_job j
     j.shape = shape
@@ -428,7 +430,16 @@ cdef bint _bn(_Call c) except -1:
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, out=None, stats=None, activation=None):
+               momentum=0.1, eps=1e-5, *, out=None, activation=None):
+    return bn_call(input, running_mean, running_var, weight, bias, training, momentum, eps, out,
+                   None, activation)
+
+
+cdef object bn_call(object input, object running_mean, object running_var, object weight,
+                    object bias, object training, object momentum, object eps, object out,
+                    object stats, object activation):
+    """batch_norm, with stats (None, or a float64 (2, C) array: the batch statistics written
+    out, for the backward)."""
     cdef _Call c = _start("batch_norm", input, True)
     c.stats = stats
     c.act = check_activation(activation, c.fn)
@@ -542,7 +553,15 @@ cdef bint _in(_Call c) except -1:
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5, out=None, stats=None):
+                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+    return in_call(input, running_mean, running_var, weight, bias, use_input_stats, momentum,
+                   eps, out, None)
+
+
+cdef object in_call(object input, object running_mean, object running_var, object weight,
+                    object bias, object use_input_stats, object momentum, object eps, object out,
+                    object stats):
+    """instance_norm, with stats (None, or float64 (2, N * C))."""
     cdef _Call c = _start("instance_norm", input, True)
     c.stats = stats
     cdef Py_ssize_t C = c.x.shape[1]
@@ -678,8 +697,14 @@ cdef bint _gn(_Call c) except -1:
     return True
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, out=None, stats=None,
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
                activation=None):
+    return gn_call(input, num_groups, weight, bias, eps, out, None, activation)
+
+
+cdef object gn_call(object input, object num_groups, object weight, object bias, object eps,
+                    object out, object stats, object activation):
+    """group_norm, with stats (None, or float64 (2, N * num_groups))."""
     cdef _Call c = _start("group_norm", input, True)
     c.stats = stats
     c.act = check_activation(activation, c.fn)
@@ -748,7 +773,7 @@ cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias,
                          f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     c.num = nk
     c.rms = rms
-    c.eps = machine_eps(x.dtype) if (rms and eps is None) else check_eps(eps, c.fn)
+    c.eps = machine_eps(<object>cnp.PyArray_DESCR(x)) if (rms and eps is None) else check_eps(eps, c.fn)
     c.act = check_activation(activation, c.fn)
     c.affine(weight, bias, ns)
     # the kernel's elementwise affine needs a weight (a bias alone gets ones); no bias is NULL
@@ -757,24 +782,24 @@ cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias,
     return 0
 
 
-cdef object _ln_call(str fn, object input, object normalized_shape, object weight, object bias,
-                     object eps, object out, bint rms, object activation, object stats):
+cdef object ln_call(str fn, object input, object normalized_shape, object weight, object bias,
+                    object eps, object out, bint rms, object activation, object stats):
+    """layer_norm (rms_norm: rms), with stats (None, or float64 (2, rows))."""
     cdef _Call c = _start(fn, input, False)
     c.stats = stats
     _ln_setup(c, normalized_shape, weight, bias, eps, rms, activation)
     return _run(c, out, _ln)
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, out=None,
-               stats=None, activation=None):
-    return _ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False,
-                    activation, stats)
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
+               activation=None):
+    return ln_call("layer_norm", input, normalized_shape, weight, bias, eps, out, False,
+                   activation, None)
 
 
-def rms_norm(input, normalized_shape, weight=None, eps=None, out=None, stats=None,
-             activation=None):
-    return _ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True, activation,
-                    stats)
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None, activation=None):
+    return ln_call("rms_norm", input, normalized_shape, weight, None, eps, out, True, activation,
+                   None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -884,13 +909,13 @@ cdef object _add_call(str fn, object input, object residual, object normalized_s
     return _run(c, out, _add, sum_out)
 
 
-def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, out=None,
-                   sum_out=None, activation=None):
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                   out=None, sum_out=None, activation=None):
     return _add_call("add_layer_norm", input, residual, normalized_shape, weight, bias, eps, out,
                      sum_out, False, activation)
 
 
-def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, out=None, sum_out=None,
-                 activation=None):
+def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, out=None,
+                 sum_out=None, activation=None):
     return _add_call("add_rms_norm", input, residual, normalized_shape, weight, None, eps, out,
                      sum_out, True, activation)

@@ -29,9 +29,26 @@ shapes and semantics are torch's; one difference: the saved statistics (``save_m
 because they are computed in double and a float32-rounded mean of data far from zero would spoil
 the gradient. Gradients have the input's dtype (parameter gradients: the parameter's).
 """
+import inspect
+
 import numpy as np
 
 from . import _backward, _checks, _kernels, _switch
+
+def _compiled(impl):
+    """Decorator: the op is ``impl``, the Cython function of the same signature, which takes the
+    decorated function's name and documentation. A call then runs no Python frame of ours: on a
+    decode-size call (RMSNorm (1, 4096): about 1.2 us) a wrapper's frame cost 0.1 us. The
+    decorated function only declares the signature (checked here) and carries the docstring."""
+    def use(declared):
+        if inspect.signature(impl) != inspect.signature(declared):
+            raise AssertionError(f"{declared.__name__}: the compiled signature "
+                                 f"{inspect.signature(impl)} differs from the declared one")
+        for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+            setattr(impl, attr, getattr(declared, attr))
+        return impl
+    return use
+
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "switch_norm",
            "filter_response_norm", "add_layer_norm", "add_rms_norm",
@@ -41,6 +58,7 @@ __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"
            "native_rms_norm_backward", "native_switch_norm", "native_switch_norm_backward"]
 
 
+@_compiled(_kernels.batch_norm)
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, out=None, activation=None):
     r"""Batch normalization over every axis but the channel axis 1.
@@ -82,10 +100,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     >>> bool(abs(y.mean()) < 1e-5), y.dtype
     (True, dtype('float32'))
     """
-    return _kernels.batch_norm(input, running_mean, running_var, weight, bias, training,
-                               momentum, eps, out, activation=activation)
 
 
+@_compiled(_kernels.instance_norm)
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
     r"""Instance normalization: each (sample, channel) plane over its spatial axes.
@@ -119,10 +136,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     >>> np.allclose(y.mean(axis=2), 0), np.allclose(y.var(axis=2), 1, atol=1e-4)
     (True, True)
     """
-    return _kernels.instance_norm(input, running_mean, running_var, weight, bias,
-                                  use_input_stats, momentum, eps, out)
 
 
+@_compiled(_kernels.layer_norm)
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None,
                activation=None):
     r"""Layer normalization over the trailing ``normalized_shape`` axes.
@@ -154,10 +170,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, out
     >>> y.shape, bool(np.allclose(y.std(axis=1), 1, atol=1e-3))
     ((4, 768), True)
     """
-    return _kernels.layer_norm(input, normalized_shape, weight, bias, eps, out,
-                               activation=activation)
 
 
+@_compiled(_kernels.group_norm)
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
                activation=None):
     r"""Group normalization: channels split into ``num_groups`` groups, each normalized per
@@ -191,9 +206,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, out=None,
     >>> bool(np.allclose(g.mean(axis=2), 0, atol=1e-5))
     True
     """
-    return _kernels.group_norm(input, num_groups, weight, bias, eps, out, activation=activation)
 
 
+@_compiled(_kernels.rms_norm)
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None, activation=None):
     r"""Root-mean-square normalization over the trailing ``normalized_shape`` axes.
 
@@ -222,9 +237,9 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None, activa
     >>> np.round(F.rms_norm(x, 2), 6)
     array([[0.848528, 1.131371]])
     """
-    return _kernels.rms_norm(input, normalized_shape, weight, eps, out, activation=activation)
 
 
+@_compiled(_kernels.add_layer_norm)
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
                    out=None, sum_out=None, activation=None):
     r"""Layer normalization of ``input + residual``, in one pass over memory (fastnorm only).
@@ -268,10 +283,9 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
     >>> h2 is h, bool(np.array_equal(h, x)), bool(np.array_equal(y, F.layer_norm(x, 768)))
     (True, True, True)
     """
-    return _kernels.add_layer_norm(input, residual, normalized_shape, weight, bias, eps, out,
-                                   sum_out, activation)
 
 
+@_compiled(_kernels.add_rms_norm)
 def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, out=None,
                  sum_out=None, activation=None):
     r"""RMS normalization of ``input + residual``, in one pass over memory (fastnorm only).
@@ -306,8 +320,6 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, ou
     >>> np.round(F.add_rms_norm(x, r, 2), 6)
     array([[0.848528, 1.131371]])
     """
-    return _kernels.add_rms_norm(input, residual, normalized_shape, weight, eps, out, sum_out,
-                                 activation)
 
 
 

@@ -151,9 +151,11 @@ def extension(name, c_sources=()):
 # _runtime: thread state; _checks: argument checks; _layout: stride merging; _kernels: the
 # adapter, linked with the C kernels (the only module that calls them)
 # _alloc: the output cache (a NumPy memory handler, fastnorm/fn_alloc.h); _backward: the backward
-# passes (fastnorm.functional's native_*), which reach the kernels through _kernels' tables
+# passes (fastnorm.functional's native_*), which reach the kernels through _kernels' tables;
+# _registered: the layers' parameter/buffer attribute
 extensions = [extension("_runtime"), extension("_alloc"), extension("_checks"),
-              extension("_layout"), extension("_kernels", src_c), extension("_backward")]
+              extension("_layout"), extension("_kernels", src_c), extension("_backward"),
+              extension("_registered")]
 
 setup(
     ext_modules=cythonize(

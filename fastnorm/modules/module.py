@@ -13,6 +13,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import _checks
+from .._registered import Registered
 from .._checks import to_numpy  # noqa: F401 - the layers' np.asarray (torch tensors too)
 
 __all__ = ["Module"]
@@ -103,37 +104,12 @@ def check_size(value, name):
     return int(value)
 
 
-class _Registered:
-    """Class attribute through which normal attribute lookup finds a registered parameter or
-    buffer (``m.weight``) in the instance's ``_parameters`` / ``_buffers``. Without it the lookup
-    fails first and reaches ``Module.__getattr__`` by way of an AttributeError, which costs more
-    than a decode-size kernel. A non-data descriptor: an instance attribute of the same name
-    (assigned while not registered) still takes precedence, as before."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            return self
-        d = obj.__dict__
-        p = d.get("_parameters")
-        if p is not None and self.name in p:
-            return p[self.name]
-        b = d.get("_buffers")
-        if b is not None and self.name in b:
-            return b[self.name]
-        return obj.__getattr__(self.name)  # not registered here: the usual AttributeError
-
-
 def _expose(module, name):
-    """Install the _Registered lookup of name on the module's class, unless the class (or a
+    """Install the Registered lookup of name on the module's class, unless the class (or a
     base) already has an attribute of that name."""
     cls = type(module)
     if not hasattr(cls, name):
-        setattr(cls, name, _Registered(name))
+        setattr(cls, name, Registered(name))
 
 
 class Module:

@@ -78,9 +78,8 @@ class LayerNorm(_Affine):
 
     def forward(self, input):
         if not self._grad_enabled:
-            p = self._parameters  # directly: the descriptor behind self.weight costs 0.15 us
             try:
-                return F.layer_norm(input, self.normalized_shape, p["weight"], p["bias"],
+                return F.layer_norm(input, self.normalized_shape, self.weight, self.bias,
                                     self.eps)
             except ValueError:
                 self._check_trailing(input)  # the layer-named message, when the shape is why
@@ -235,8 +234,7 @@ class RMSNorm(_Affine):
     def forward(self, input):
         if not self._grad_enabled:  # as LayerNorm.forward
             try:
-                return F.rms_norm(input, self.normalized_shape, self._parameters["weight"],
-                                  self.eps)
+                return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
             except ValueError:
                 self._check_trailing(input)
                 raise

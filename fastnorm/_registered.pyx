@@ -1,0 +1,37 @@
+# cython: language_level=3
+"""The attribute through which a layer's registered parameters and buffers are read
+(``m.weight``), compiled: a layer's forward reads several of them per call, and the same
+descriptor written in Python cost 0.16 us a read, a decode-size kernel's share."""
+from cpython.object cimport PyObject
+from cpython.dict cimport PyDict_Check, PyDict_GetItem
+
+
+cdef extern from "Python.h":
+    object PyObject_GenericGetDict(object o, void* context)
+
+
+cdef class Registered:
+    """Class attribute through which normal attribute lookup finds a registered parameter or
+    buffer (``m.weight``) in the instance's ``_parameters`` / ``_buffers``. Without it the lookup
+    fails first and reaches ``Module.__getattr__`` by way of an AttributeError, which costs more
+    than a decode-size kernel. A non-data descriptor: an instance attribute of the same name
+    (assigned while not registered) still takes precedence."""
+
+    cdef readonly str name
+
+    def __init__(self, str name):
+        self.name = name
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        cdef object d = PyObject_GenericGetDict(obj, NULL)
+        cdef PyObject* store
+        cdef PyObject* v
+        for key in ("_parameters", "_buffers"):  # OrderedDicts: dicts to the C API
+            store = PyDict_GetItem(d, key)
+            if store is not NULL and PyDict_Check(<object>store):
+                v = PyDict_GetItem(<object>store, self.name)
+                if v is not NULL:
+                    return <object>v
+        return obj.__getattr__(self.name)  # not registered here: the usual AttributeError

@@ -271,6 +271,11 @@ int fn_max_threads(void);
  * normalize passes use streaming stores (0: never). */
 void fn_cpu_info(int *simd_level, int64_t *l3_bytes, int64_t *stream_bytes);
 
+/* n contiguous float16 (bf16: bfloat16) values as float32, exactly: the 16-bit types' weights
+ * and biases for their tables' float32 parameters (NumPy casts float16 one element at a time,
+ * 1.5 ns each: more than a decode-size kernel). */
+void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o);
+
 /* Merge moments of equal-count sets in index order: in[a, k, b] -> out[a, b] (k merged).
  * Every input set has n_each elements. out may be in itself (an in-place compaction): out[a, b]
  * is written only after every in[a', k, b'] at or before it has been read. */

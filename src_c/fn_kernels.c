@@ -989,6 +989,16 @@ static int64_t fn_stream_bytes(void)
 #define FN_DIRECT_NT(loop) fn_bf16_##loop##_nt
 #include "fn_kernels_impl.h"
 
+void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o)
+{
+    if (bf16) {
+        for (int64_t i = 0; i < n; i++)
+            o[i] = fn_b2f(x[i]);
+    } else {
+        fn_load_f16(x, 1, n, o);
+    }
+}
+
 void fn_cpu_info(int *simd_level, int64_t *l3_bytes, int64_t *stream_bytes)
 {
     *simd_level = fn_simd_level();

@@ -221,6 +221,24 @@ def test_threads_do_not_change_bits():
             assert np.array_equal(a.view(np.uint16), c().view(np.uint16))
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_half_parameters_equal_their_float32_values(dtype):
+    """16-bit weights and biases are widened to float32 by fastnorm's own conversion: every
+    value, subnormals, signed zeros, inf and NaN included, as NumPy converts it, and in any
+    layout (strided, byte-swapped: NumPy's cast)."""
+    bits = np.arange(0, 65536, 7, dtype=np.uint16)  # every exponent, both signs, NaN payloads
+    special = np.array([0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x7C00, 0xFC00, 0x7E00],
+                       np.uint16) if dtype == np.float16 else \
+        np.array([0x0000, 0x8000, 0x0001, 0x807F, 0x7F80, 0xFF80, 0x7FC0], np.uint16)
+    w = np.concatenate([bits, special]).view(dtype)
+    n = w.size
+    x = np.random.default_rng(0).standard_normal((3, n)).astype(dtype)
+    for wv in (w, w[::-1], w.astype(w.dtype.newbyteorder(">"))):
+        want = F.layer_norm(x, n, wv.astype(np.float32), wv[::-1].astype(np.float32))
+        got = F.layer_norm(x, n, wv, wv[::-1])
+        assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
 def test_unsupported_dtypes_name_the_accepted_ones():
     for dt in (np.int32, np.longdouble, np.complex64):
         with pytest.raises(TypeError, match=r"float16, bfloat16 \(ml_dtypes\), float32 or float64"):

@@ -342,7 +342,7 @@ cpdef int check_activation(object activation, str fname) except -1:
     """The fn_activation code of activation: None, "relu", "silu", "gelu" or "gelu_tanh"."""
     if activation is None:
         return 0
-    if activation is not None and not isinstance(activation, str):
+    if not isinstance(activation, str):
         raise TypeError(f"{fname}: activation must be None or a str, got "
                         f"{type(activation).__name__}")
     if activation not in _ACTIVATIONS:

@@ -793,7 +793,8 @@ cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias,
                          f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     c.num = nk
     c.rms = rms
-    c.eps = machine_eps(<object>cnp.PyArray_DESCR(x)) if (rms and eps is None) else check_eps(eps, c.fn)
+    c.eps = (machine_eps(<object>cnp.PyArray_DESCR(x)) if (rms and eps is None)
+             else check_eps(eps, c.fn))
     c.act = check_activation(activation, c.fn)
     c.affine(weight, bias, ns)
     # the kernel's elementwise affine needs a weight (a bias alone gets ones); no bias is NULL

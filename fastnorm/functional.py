@@ -35,6 +35,7 @@ import numpy as np
 
 from . import _backward, _checks, _kernels, _switch
 
+
 def _compiled(impl):
     """Decorator: the op is ``impl``, the Cython function of the same signature, which takes the
     decorated function's name and documentation. A call then runs no Python frame of ours: on a

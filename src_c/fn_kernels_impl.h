@@ -982,7 +982,8 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     const int64_t gn = g0 + m, nbytes = Q * L * (int64_t)sizeof(T);
     if (sizeof(T) == 2 && nbytes <= FN_PF_GROUP && gn < s->outer * s->groups && s->xs[3] == 1 &&
         (Q == 1 || s->xs[2] == L) && s->outer * s->groups * nbytes >= fn_batch_bytes()) {
-        const char *p = (const char *)(x + (gn / s->groups) * s->xs[0] + (gn % s->groups) * s->xs[1]);
+        const char *p =
+            (const char *)(x + (gn / s->groups) * s->xs[0] + (gn % s->groups) * s->xs[1]);
         for (int64_t o = 0; o < nbytes; o += 64)
             __builtin_prefetch(p + o, 0, 2);
     }

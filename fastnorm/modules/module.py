@@ -13,8 +13,8 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from .. import _checks
-from .._registered import Registered
 from .._checks import to_numpy  # noqa: F401 - the layers' np.asarray (torch tensors too)
+from .._registered import Registered
 
 __all__ = ["Module"]
 

@@ -809,3 +809,12 @@ def test_modules_accept_torch_tensors(torch, cls):
     if cls in IN:  # unbatched tensor input
         y = m(torch.from_numpy(x[0].copy()))
         np.testing.assert_array_equal(y, make(cls)(x[0]))
+
+
+def test_layers_are_callables_with_signatures():
+    """A layer is called like torch's (any arguments go to forward), and tools that inspect
+    callables can read its signature."""
+    import inspect
+    m = fastnorm.LayerNorm(8)
+    assert str(inspect.signature(m)) == "(*args, **kwargs)"
+    assert m(np.ones((2, 8))).shape == (2, 8)

@@ -507,3 +507,16 @@ def test_mixed_dtype_parameters_accepted_unlike_torch(torch):
     want = n_of(TF.layer_norm(torch.from_numpy(x), (5,), torch.from_numpy(w.astype(np.float64))))
     assert y.dtype == np.float64
     assert_close(y, want, np.float64)
+
+
+@pytest.mark.parametrize("name", ["batch_norm", "instance_norm", "layer_norm", "group_norm",
+                                  "rms_norm"])
+def test_functional_signatures_are_torchs(torch, name):
+    """The compiled ops keep torch's positional parameters (names, order, defaults) and add
+    only keyword-only ones (out=, activation=)."""
+    import inspect
+    ours = inspect.signature(getattr(F, name)).parameters
+    theirs = inspect.signature(getattr(torch.nn.functional, name)).parameters
+    positional = [(p.name, p.default) for p in ours.values() if p.kind != p.KEYWORD_ONLY]
+    assert positional == [(p.name, p.default) for p in theirs.values()]
+    assert all(p.kind == p.KEYWORD_ONLY for p in ours.values() if p.name in ("out", "activation"))

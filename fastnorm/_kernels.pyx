@@ -203,12 +203,17 @@ cdef object _run(_Call c, object out, _Planner plan, object sum_out=None):
 cdef object _run_counted(_Call c, object out, _Planner plan, object sum_out):
     if c.r is not None:
         _prepare_sum(c, out, sum_out)
-    c.y, c.final = prepare_out(out, c.x, c.fn)
+    if out is None:  # the common case, without prepare_out's tuple
+        c.y = empty_like(c.x)
+        c.final = c.y
+    else:
+        c.y, c.final = prepare_out(out, c.x, c.fn)
     if c.r is not None and c.y is c.final and may_overlap(c.y, c.r) and not same_view(c.y, c.r):
         c.y = empty_like(c.x)  # the residual is read as the output is written: out may be it
     if c.training and c.rm is not None:
         check_updated(c.rm, c.rv, out, c.fn)
-    c.w, c.b = unalias(unalias(c.w, out), sum_out), unalias(unalias(c.b, out), sum_out)
+    if out is not None or sum_out is not None:
+        c.w, c.b = unalias(unalias(c.w, out), sum_out), unalias(unalias(c.b, out), sum_out)
     if c.x.size != 0 and not plan(c):
         c.x = np.ascontiguousarray(c.x)
         c.y = empty_like(c.x)

@@ -7,7 +7,7 @@ preempted). This is an absolute time, so it holds only for machines like the pro
 RMSNorm (1, 4096) is marked as an expected failure: its 48 KB (input, weight, output) overflow
 L1, so the kernel alone takes about 0.55 us (the sum of squares in double about 0.24 us, bound
 by the float-to-double conversions, and the L2-bound normalize about 0.3 us), and the call's
-fixed cost is about 0.42 us (measured on (1, 16)); 1.07-1.12 us in all.
+fixed cost is about 0.37 us (measured on (1, 16)); 1.03-1.16 us in all.
 ``python benchmarks/kernel_checks.py`` prints the same calls, out= and layer calls included.
 Under --benchmark-disable each call runs once and the test skips."""
 import time

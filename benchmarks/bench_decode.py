@@ -10,26 +10,14 @@ by the float-to-double conversions, and the L2-bound normalize about 0.3 us), an
 fixed cost is about 0.37 us (measured on (1, 16)); 1.03-1.16 us in all.
 ``python benchmarks/kernel_checks.py`` prints the same calls, out= and layer calls included.
 Under --benchmark-disable each call runs once and the test skips."""
-import time
-
 import numpy as np
 import pytest
 
 import fastnorm.functional as F
 
+from kernel_checks import per_call
+
 TARGET_US = 1.0
-
-
-def _per_call(fn, loops=25, calls=2000):
-    """The fastest mean seconds per call over `loops` loops of `calls` calls."""
-    fn()
-    best = float("inf")
-    for _ in range(loops):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t) / calls)
-    return best
 
 
 def _case(op, L):
@@ -52,5 +40,5 @@ def test_decode_call_time(op, L, request):
     assert y.shape == (1, L) and y.dtype == np.float32
     if request.config.getoption("benchmark_disable", False):
         pytest.skip("benchmarking disabled: per-call time not measured or asserted")
-    us = min(_per_call(fn) for _ in range(3)) * 1e6
+    us = min(per_call(fn, 2000, loops=25) for _ in range(3)) * 1e6
     assert us <= TARGET_US, f"{op} (1, {L}): {us:.2f} us a call, above {TARGET_US} us"

@@ -35,12 +35,12 @@ def _interleaved(fa, fb, rounds=30):
     return min(ta), min(tb)
 
 
-def _per_call(fn, n=20000):
-    """Best mean seconds per call over 5 loops of n calls."""
+def per_call(fn, n=20000, loops=5):
+    """Best mean seconds per call over `loops` loops of n calls (also bench_decode.py's)."""
     for _ in range(1000):
         fn()
     best = float("inf")
-    for _ in range(5):
+    for _ in range(loops):
         t = time.perf_counter()
         for _ in range(n):
             fn()
@@ -84,7 +84,7 @@ def decode_calls():
                      "(1, 16) allocating": lambda: F.rms_norm(tiny, (16,), wt)}
             layer = fastnorm.RMSNorm(L)
         calls["layer"] = lambda: layer(x)
-        times = "  ".join(f"{k} {_per_call(f) * 1e6:.2f}" for k, f in calls.items())
+        times = "  ".join(f"{k} {per_call(f) * 1e6:.2f}" for k, f in calls.items())
         print(f"  {op:10s} (1, {L}): {times}")
 
 

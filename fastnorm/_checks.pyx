@@ -249,13 +249,11 @@ cdef bint same_view(cnp.ndarray a, cnp.ndarray b):
 
 
 cdef tuple prepare_out(object out, cnp.ndarray x, str fname, str name="out"):
-    """(y, final): y is where the kernels write, final what the call returns (y unless `out`
+    """(y, final) for a given `out` (not None: without one, callers write into a fresh
+    empty_like(x)): y is where the kernels write, final what the call returns (y unless `out`
     overlaps the input in a way other than being it, when y is a temporary copied back).
     name: the argument's name in messages."""
     cdef cnp.ndarray o
-    if out is None:
-        y = empty_like(x)
-        return y, y
     if not isinstance(out, cnp.ndarray):
         raise TypeError(f"{fname}: {name} must be a numpy.ndarray, got {type(out).__name__}")
     o = <cnp.ndarray>out

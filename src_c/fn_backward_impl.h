@@ -922,6 +922,9 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
     }
     const int64_t rb = fn_col_rows_per_block(R, C), nrb = (R + rb - 1) / rb;
     const double M = (double)R;
+    /* the row blocks' sums as grad_cols_impl adds them: one block as it is (-0.0 + v is v),
+     * else the blocks added to 0 in order */
+    const double z = nrb > 1 ? 0.0 : -0.0;
     const int ntf = fn_eff_threads(E * R, P1, n_threads);
     if (C <= FN_CB && P1 >= 2 * ntf && 2 * R * C * (int64_t)sizeof(T) <= fn_fuse_bytes(ntf)) {
         FN_PFOR(ntf, o, P1, {
@@ -933,11 +936,7 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
                 const int64_t r0 = bi * rb, r1 = r0 + rb < R ? r0 + rb : R;
                 FN(grad_tile_sums)(xo, dyo, NULL, r0, r1, s->xs[1], s->ys[1], 0, s->xs[2],
                                    s->ys[2], 0, C, k, NULL, t1, t2);
-                for (int64_t j = 0; j < C; j++) { /* as grad_cols_impl: one block as it is,
-                                                   * else the blocks added to 0 in order */
-                    s1[j] = nrb == 1 ? t1[j] : (bi == 0 ? 0.0 : s1[j]) + t1[j];
-                    s2[j] = nrb == 1 ? t2[j] : (bi == 0 ? 0.0 : s2[j]) + t2[j];
-                }
+                fn_add_block(C, bi == 0, z, t1, t2, s1, s2);
             }
             for (int64_t j = 0; j < C; j++) {
                 S1[o * C + j] = s1[j];
@@ -968,17 +967,11 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
                            jb->mean + o * C + c0, NULL, p1s + at, p2s + at);
     });
     CT *mh = cf, *a = cf + E, *b = cf + 2 * E, *c = cf + 3 * E;
-    /* as grad_cols_impl: one block as it is (-0.0 + v is v), else the blocks added to 0 */
-    const double z = nrb > 1 ? 0.0 : -0.0;
     for (int64_t o = 0; o < P1; o++) {
         double *t1 = S1 + o * C, *t2 = S2 + o * C;
-        for (int64_t bi = 0; bi < nrb; bi++) {
-            const double *q1 = p1s + (o * nrb + bi) * C, *q2 = p2s + (o * nrb + bi) * C;
-            for (int64_t j = 0; j < C; j++) {
-                t1[j] = (bi == 0 ? z : t1[j]) + q1[j];
-                t2[j] = (bi == 0 ? z : t2[j]) + q2[j];
-            }
-        }
+        for (int64_t bi = 0; bi < nrb; bi++)
+            fn_add_block(C, bi == 0, z, p1s + (o * nrb + bi) * C, p2s + (o * nrb + bi) * C, t1,
+                         t2);
         FN(gcols_coefs)(jb, o, C, t1, t2, M, mh + o * C, a + o * C, b + o * C, c + o * C);
     }
     const int64_t Ua = P1 * nrb; /* the row blocks again: with ncb == 1, each to the thread that

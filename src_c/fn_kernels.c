@@ -319,6 +319,17 @@ static inline void fn_merge_chunks(const double *part, int64_t E, int64_t cpl, i
     }
 }
 
+/* t = (first ? z : t) + q over n columns, for both sums: a row block's sums added into the
+ * running ones (the backward's grad_cols) */
+static inline void fn_add_block(int64_t n, int first, double z, const double *q1,
+                                const double *q2, double *t1, double *t2)
+{
+    for (int64_t j = 0; j < n; j++) {
+        t1[j] = (first ? z : t1[j]) + q1[j];
+        t2[j] = (first ? z : t2[j]) + q2[j];
+    }
+}
+
 /* The shift of a block's sums: a value of the block, for precision; 0 when that value is inf or
  * NaN, which would otherwise turn every x - k into NaN and hide an inf mean. */
 static inline double fn_shift(double v) { return isfinite(v) ? v : 0.0; }

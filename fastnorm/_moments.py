@@ -260,9 +260,10 @@ def moments(x, axis=None, *, ddof=0, keepdims=False):
               \mathrm{Var}[x] = \frac{1}{n - \mathrm{ddof}} \sum_i (x_i - \bar x)^2
 
     The same as ``(np.mean(x, axis), np.var(x, axis, ddof=ddof))``, computed in double
-    precision from one read of ``x`` (shifted sums over fixed-size blocks merged with Chan's
-    formula, so results do not depend on the thread count). float32 results are rounded once
-    from double, so they are more accurate than NumPy's on data far from zero.
+    precision from one read of ``x`` (sums over fixed-size blocks, shifted where the data sits
+    far from zero, merged with Chan's formula, so results do not depend on the thread count).
+    float32 results are rounded once from double, so they are more accurate than NumPy's on
+    data far from zero.
 
     Empty reductions follow NumPy: the mean of no values is NaN and the variance with
     ``n - ddof <= 0`` is NaN (inf when the values differ), each with a ``RuntimeWarning``.

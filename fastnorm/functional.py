@@ -10,8 +10,9 @@ transposed, negative strides, byte-swapped, channels-last); outputs have the inp
 dtype. Running statistics passed in are updated in place, as torch does. Arguments are
 validated before anything is written.
 
-Statistics are computed in one pass in double precision (shifted sums over fixed-size blocks,
-merged with Chan's formula in index order), so results do not depend on the thread count. The
+Statistics are computed in one pass in double precision (sums over fixed-size blocks, shifted
+where the data sits far from zero, merged with Chan's formula in index order), so results do not
+depend on the thread count. The
 16-bit types are normalized in float and rounded once, to nearest even, when stored.
 
 Inference extras (not in torch.nn.functional): a keyword-only ``activation=`` (None, "relu",

@@ -343,6 +343,18 @@ static inline void fn_finish_block(double n, double k, double s1, double s2, dou
     *m2 = q < 0.0 ? 0.0 : q; /* rounding can go below 0; NaN passes through */
 }
 
+/* Whether moments from sums of x itself, unshifted (float32's first try: a subtraction less per
+ * element, and the statistics loops are bound by their arithmetic), lost nothing that matters:
+ * mean and m2 finite, and mean^2 at most 2^8 times the variance. Then cancellation in
+ * sum(x^2) - n mean^2 costs at most 8 of the double sums' 53 bits (an accumulator adds at most
+ * 2^12 terms of a block in order: at least 53 - 8 - 12 bits remain, where float32 data needs
+ * 24); typical activations have |mean| / std below 2. Otherwise the block is summed again,
+ * shifted (test_accuracy.py: test_float32_statistics_keep_double_accuracy). */
+static inline int fn_unshifted_ok(double n, double mean, double m2)
+{
+    return isfinite(mean) && isfinite(m2) && mean * mean * n <= 0x1p8 * m2;
+}
+
 /* fn_finish_block for w columns of n elements each, vectorized across them (the column kernels'
  * tiles): the same arithmetic, so the same bits. */
 static FN_HOT void fn_finish_run(int64_t w, double n, const double *k, const double *s1,
@@ -949,6 +961,7 @@ static int64_t fn_stream_bytes(void)
 #define T float
 #define CT float
 #define S f32
+#define FN_UNSHIFTED 1
 #define LD(v) (v)
 #define ST(v) (v)
 #define FN_CTMAX FLT_MAX

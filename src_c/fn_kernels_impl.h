@@ -14,6 +14,10 @@
  * and includes this file once per dtype; the file ends with the dtype's kernel table, FN(table),
  * and consumes (undefines) these parameters. Not a public header. */
 
+#ifndef FN_UNSHIFTED
+#define FN_UNSHIFTED 0 /* the statistics sum x unshifted first (fn_unshifted_ok) */
+#endif
+
 #define FN_CAT_(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
 #define FN(name) FN_CAT(name, S)
@@ -63,7 +67,8 @@ static inline CT FN(narrow)(double v)
 #endif
 
 /* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
- * additions depends only on len (and the CPU's path), never on threads. */
+ * additions depends only on len (and the CPU's path), never on threads. k == 0 skips the
+ * subtractions (the same bits). */
 static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, int lowp,
                                 double *s1, double *s2)
 {
@@ -79,12 +84,14 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
 #endif
 #if FN_AVX512
     if (s == 1 && len >= 32 && fn_simd_level() >= 2)
-        i = FN(run_sums_avx512)(x, len, k, &t1, &t2);
+        i = k == 0.0 ? FN(run_sums0_avx512)(x, len, k, &t1, &t2)
+                     : FN(run_sums_avx512)(x, len, k, &t1, &t2);
     else
 #endif
 #if FN_AVX2
     if (s == 1 && len >= 16 && fn_simd_level() >= 1)
-        i = FN(run_sums_avx2)(x, len, k, &t1, &t2);
+        i = k == 0.0 ? FN(run_sums0_avx2)(x, len, k, &t1, &t2)
+                     : FN(run_sums_avx2)(x, len, k, &t1, &t2);
 #endif
     for (; i + 2 <= len; i += 2) { /* two chains for the portable path */
         const double d = (double)LD(x[i * s]) - k, e = (double)LD(x[(i + 1) * s]) - k;
@@ -151,7 +158,7 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
 {
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);
-    const double k = rms ? 0.0 : fn_shift((double)LD(xg[q0 * sq + l0 * sl]));
+    double k = rms ? 0.0 : fn_shift((double)LD(xg[q0 * sq + l0 * sl]));
     const double n = (double)((q1 - q0) * (l1 - l0));
     double s1 = 0.0, s2 = 0.0;
     /* whole short rows back to back (NCHW GroupNorm / InstanceNorm planes): one run, not a
@@ -161,16 +168,24 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
         l1 = L;
         q1 = q0 + 1;
     }
+    int done = 0;
 #ifdef FN_SUMS16
     const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
-    if (lowp)
+    if (lowp) {
         for (int64_t q = q0; q < q1; q++)
             FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 1, &s1, &s2);
-    if (!lowp || !FN(lowp_ok)(n, s1, s2, rms)) {
-        s1 = s2 = 0.0;
-#else
-    {
+        done = FN(lowp_ok)(n, s1, s2, rms);
+    }
 #endif
+    if (FN_UNSHIFTED && !rms && k != 0.0) { /* float32: sums of x itself, kept if good enough */
+        for (int64_t q = q0; q < q1; q++)
+            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, 0.0, 0, &s1, &s2);
+        const double mu = s1 / n;
+        if ((done = fn_unshifted_ok(n, mu, s2 - s1 * mu)))
+            k = 0.0;
+    }
+    if (!done) {
+        s1 = s2 = 0.0;
         for (int64_t q = q0; q < q1; q++) {
             if (rms)
                 FN(run_sumsq)(xg + q * sq + l0 * sl, l1 - l0, sl, &s2);
@@ -242,23 +257,26 @@ static void FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const in
 
 
 /* Sums of (x - k[j]) and their squares down rows [r0, r1) (of rows [0, rend)) for each of
- * w <= FN_CB columns (column stride sc) into s1[j], s2[j]; each column adds its rows in order. */
+ * w <= FN_CB columns (column stride sc) into s1[j], s2[j]; each column adds its rows in order.
+ * k NULL: sums of x itself (the same bits as k all 0, without the subtractions). */
 static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
                           int64_t sc, int64_t w, const double *k, double *s1, double *s2)
 {
     int64_t j = 0;
 #if FN_AVX512
     if (sc == 1 && fn_simd_level() >= 2)
-        j = FN(tile_sums_avx512)(x, r0, r1, rend, sr, w, k, s1, s2);
+        j = k ? FN(tile_sums_avx512)(x, r0, r1, rend, sr, w, k, s1, s2)
+              : FN(tile_sums0_avx512)(x, r0, r1, rend, sr, w, k, s1, s2);
 #endif
 #if FN_AVX2
     if (sc == 1 && fn_simd_level() >= 1)
-        j += FN(tile_sums_avx2)(x + j, r0, r1, rend, sr, w - j, k + j, s1 + j, s2 + j);
+        j += k ? FN(tile_sums_avx2)(x + j, r0, r1, rend, sr, w - j, k + j, s1 + j, s2 + j)
+               : FN(tile_sums0_avx2)(x + j, r0, r1, rend, sr, w - j, k, s1 + j, s2 + j);
 #endif
     for (; j < w; j++) {
         double t1 = 0.0, t2 = 0.0;
         for (int64_t r = r0; r < r1; r++) {
-            const double d = (double)LD(x[r * sr + j * sc]) - k[j];
+            const double d = (double)LD(x[r * sr + j * sc]) - (k ? k[j] : 0.0);
             t1 += d;
             t2 += d * d;
         }
@@ -280,6 +298,23 @@ static int FN(row_moments)(const void *xv, const fn_rows *s, double *mean, doubl
                   n_threads);
     free(part);
     return FN_OK;
+}
+
+/* col_moments' tile from sums of x itself (float32: FN_UNSHIFTED), false where a column fails
+ * fn_unshifted_ok (the tile is then summed again, shifted). */
+static inline int FN(unshifted_tile)(const T *xt, int64_t r0, int64_t r1, int64_t R,
+                                     const int64_t *xs, int64_t w, double *k, double *s1,
+                                     double *s2, double *mean, double *m2)
+{
+    const double n = (double)(r1 - r0);
+    FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, NULL, s1, s2);
+    for (int64_t j = 0; j < w; j++)
+        k[j] = 0.0;
+    fn_finish_run(w, n, k, s1, s2, mean, m2);
+    for (int64_t j = 0; j < w; j++)
+        if (!fn_unshifted_ok(n, mean[j], m2[j]))
+            return 0;
+    return 1;
 }
 
 /* Moments of the column layout (table entry col_moments): tiles of FN_CB columns by a block of
@@ -314,12 +349,16 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
         const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
         const T *xt = x + p1 * xs[0] + c0 * xs[2];
-        double k[FN_CB], s1[FN_CB], s2[FN_CB];
-        for (int64_t j = 0; j < w; j++)
-            k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
-        FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
         const int64_t o = (p1 * nrb + rbi) * C + c0;
-        fn_finish_run(w, (double)(r1 - r0), k, s1, s2, pm + o, pq + o);
+        double k[FN_CB], s1[FN_CB], s2[FN_CB];
+        /* float32 sums x itself first (a subtraction less per element: the loop is bound by
+         * its arithmetic, 1.2x faster) and keeps that where it lost nothing that matters */
+        if (!FN_UNSHIFTED || !FN(unshifted_tile)(xt, r0, r1, R, xs, w, k, s1, s2, pm + o, pq + o)) {
+            for (int64_t j = 0; j < w; j++)
+                k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
+            FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
+            fn_finish_run(w, (double)(r1 - r0), k, s1, s2, pm + o, pq + o);
+        }
     });
     if (buf) { /* runs of columns merged down the row blocks, vectorized across the columns */
         const int64_t cpr = (C + FN_MERGE_COLS - 1) / FN_MERGE_COLS;
@@ -1284,5 +1323,6 @@ static const fn_kernel_table FN(table) = {
 #undef FN_STOREBUF
 #undef FN_DIRECT
 #undef FN_DIRECT_NT
+#undef FN_UNSHIFTED
 #undef FN_STREAM
 #undef FN_SUMS16

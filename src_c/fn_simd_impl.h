@@ -14,28 +14,38 @@
 #define VN(name) FN(FN_CAT(name, VISA))
 
 /* sum(x - k), sum((x - k)^2) over the first 4 * VW * floor(len / (4 * VW)) elements of a
- * contiguous run. Returns how many elements it consumed. */
-VFUNC int64_t VN(run_sums)(const T *x, int64_t len, double k, double *t1, double *t2)
-{
-    const V kv = VSET1(k);
-    V a1 = VZERO(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;
-    int64_t i = 0;
-    for (; i + 4 * VW <= len; i += 4 * VW) {
-        const V u = VSUB(VLOADT(x + i), kv), v = VSUB(VLOADT(x + i + VW), kv);
-        const V w = VSUB(VLOADT(x + i + 2 * VW), kv), z = VSUB(VLOADT(x + i + 3 * VW), kv);
-        a1 = VADD(a1, u);
-        a2 = VFMA(u, u, a2);
-        b1 = VADD(b1, v);
-        b2 = VFMA(v, v, b2);
-        c1 = VADD(c1, w);
-        c2 = VFMA(w, w, c2);
-        d1 = VADD(d1, z);
-        d2 = VFMA(z, z, d2);
+ * contiguous run (run_sums0: of x itself, no k: the same bits as k = 0). Returns how many
+ * elements it consumed. SHIFT(v): an element vector as summed. */
+#define VRUN(NAME, SHIFT)                                                                          \
+    VFUNC int64_t VN(NAME)(const T *x, int64_t len, double k, double *t1, double *t2)              \
+    {                                                                                              \
+        const V kv = VSET1(k);                                                                     \
+        V a1 = VZERO(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;             \
+        int64_t i = 0;                                                                             \
+        for (; i + 4 * VW <= len; i += 4 * VW) {                                                   \
+            const V u = SHIFT(VLOADT(x + i)), v = SHIFT(VLOADT(x + i + VW));                       \
+            const V w = SHIFT(VLOADT(x + i + 2 * VW)), z = SHIFT(VLOADT(x + i + 3 * VW));          \
+            a1 = VADD(a1, u);                                                                      \
+            a2 = VFMA(u, u, a2);                                                                   \
+            b1 = VADD(b1, v);                                                                      \
+            b2 = VFMA(v, v, b2);                                                                   \
+            c1 = VADD(c1, w);                                                                      \
+            c2 = VFMA(w, w, c2);                                                                   \
+            d1 = VADD(d1, z);                                                                      \
+            d2 = VFMA(z, z, d2);                                                                   \
+        }                                                                                          \
+        (void)kv;                                                                                  \
+        *t1 = VHSUM(VADD(VADD(a1, b1), VADD(c1, d1)));                                             \
+        *t2 = VHSUM(VADD(VADD(a2, b2), VADD(c2, d2)));                                             \
+        return i;                                                                                  \
     }
-    *t1 = VHSUM(VADD(VADD(a1, b1), VADD(c1, d1)));
-    *t2 = VHSUM(VADD(VADD(a2, b2), VADD(c2, d2)));
-    return i;
-}
+#define VSHIFT_K(v) VSUB(v, kv)
+#define VSHIFT_NONE(v) (v)
+VRUN(run_sums, VSHIFT_K)
+VRUN(run_sums0, VSHIFT_NONE)
+#undef VSHIFT_K
+#undef VSHIFT_NONE
+#undef VRUN
 
 /* run_sums' sum(x^2) alone (RMSNorm: k = 0, no sum of x needed), the same accumulators in the
  * same order, so the same bits as run_sums' second sum. */
@@ -58,58 +68,66 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
 /* tile_sums for contiguous columns: rows [r0, r1) (of [0, rend)) at row stride sr, read in
  * memory order, four rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns
  * per vector) between rows. Each column still adds its rows one after another, from zero.
- * Returns how many of the w columns it handled (a multiple of VW). */
-VFUNC int64_t VN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
-                            int64_t w, const double *k, double *s1, double *s2)
-{
-    const int64_t wv = w - w % VW;
-    for (int64_t j = 0; j < wv; j += VW) {
-        VSTORED(s1 + j, VZERO());
-        VSTORED(s2 + j, VZERO());
+ * Returns how many of the w columns it handled (a multiple of VW). SHIFT(v, j): an element
+ * vector of columns j.. as summed (minus the shifts k[j..], or as it is: tile_sums0). */
+#define VTILE(NAME, SHIFT)                                                                         \
+    VFUNC int64_t VN(NAME)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,           \
+                           int64_t w, const double *k, double *s1, double *s2)                     \
+    {                                                                                              \
+        const int64_t wv = w - w % VW;                                                             \
+        for (int64_t j = 0; j < wv; j += VW) {                                                     \
+            VSTORED(s1 + j, VZERO());                                                              \
+            VSTORED(s2 + j, VZERO());                                                              \
+        }                                                                                          \
+        /* Rows of a few KB read four at a time defeat the hardware prefetchers (each stream is  \
+         * short within its page: about 0.3x the row kernel's throughput from DRAM), so the rows \
+         * about FN_TILE_PF bytes ahead are prefetched into L2, a line of each per step (into L1 \
+         * it was slower: the prefetches hold L1's miss buffers). */                              \
+        const int64_t line = 64 / (int64_t)sizeof(T), row_bytes = sr * (int64_t)sizeof(T);        \
+        const int64_t pf = row_bytes > 0 && FN_TILE_PF / row_bytes > 4 ? FN_TILE_PF / row_bytes : 4; \
+        int64_t r = r0;                                                                            \
+        for (; r + 4 <= r1; r += 4) {                                                              \
+            const T *x0 = x + r * sr, *x1 = x0 + sr, *x2 = x1 + sr, *x3 = x2 + sr;                 \
+            const T *p0 = r + pf + 4 <= rend ? x0 + pf * sr : x0; /* on into the next tile */     \
+            for (int64_t j = 0; j < wv; j += VW) {                                                 \
+                if (!(j & (line - 1))) {                                                           \
+                    __builtin_prefetch(p0 + j, 0, 1);                                              \
+                    __builtin_prefetch(p0 + sr + j, 0, 1);                                         \
+                    __builtin_prefetch(p0 + 2 * sr + j, 0, 1);                                     \
+                    __builtin_prefetch(p0 + 3 * sr + j, 0, 1);                                     \
+                }                                                                                  \
+                V a = VLOADD(s1 + j), q = VLOADD(s2 + j);                                          \
+                const V d0 = SHIFT(VLOADT(x0 + j), j), d1 = SHIFT(VLOADT(x1 + j), j);              \
+                const V d2 = SHIFT(VLOADT(x2 + j), j), d3 = SHIFT(VLOADT(x3 + j), j);              \
+                a = VADD(a, d0);                                                                   \
+                q = VFMA(d0, d0, q);                                                               \
+                a = VADD(a, d1);                                                                   \
+                q = VFMA(d1, d1, q);                                                               \
+                a = VADD(a, d2);                                                                   \
+                q = VFMA(d2, d2, q);                                                               \
+                a = VADD(a, d3);                                                                   \
+                q = VFMA(d3, d3, q);                                                               \
+                VSTORED(s1 + j, a);                                                                \
+                VSTORED(s2 + j, q);                                                                \
+            }                                                                                      \
+        }                                                                                          \
+        for (; r < r1; r++) {                                                                      \
+            const T *xr = x + r * sr;                                                              \
+            for (int64_t j = 0; j < wv; j += VW) {                                                 \
+                const V d = SHIFT(VLOADT(xr + j), j);                                              \
+                VSTORED(s1 + j, VADD(VLOADD(s1 + j), d));                                          \
+                VSTORED(s2 + j, VFMA(d, d, VLOADD(s2 + j)));                                       \
+            }                                                                                      \
+        }                                                                                          \
+        return wv;                                                                                 \
     }
-    /* Rows of a few KB read four at a time defeat the hardware prefetchers (each stream is short
-     * within its page: about 0.3x the row kernel's throughput from DRAM), so the rows about
-     * FN_TILE_PF bytes ahead are prefetched into L2, a line of each per step (into L1 it was
-     * slower: the prefetches hold L1's miss buffers). */
-    const int64_t line = 64 / (int64_t)sizeof(T), row_bytes = sr * (int64_t)sizeof(T);
-    const int64_t pf = row_bytes > 0 && FN_TILE_PF / row_bytes > 4 ? FN_TILE_PF / row_bytes : 4;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const T *x0 = x + r * sr, *x1 = x0 + sr, *x2 = x1 + sr, *x3 = x2 + sr;
-        const T *p0 = r + pf + 4 <= rend ? x0 + pf * sr : x0; /* on into the next tile */
-        for (int64_t j = 0; j < wv; j += VW) {
-            if (!(j & (line - 1))) {
-                __builtin_prefetch(p0 + j, 0, 1);
-                __builtin_prefetch(p0 + sr + j, 0, 1);
-                __builtin_prefetch(p0 + 2 * sr + j, 0, 1);
-                __builtin_prefetch(p0 + 3 * sr + j, 0, 1);
-            }
-            const V kv = VLOADD(k + j);
-            V a = VLOADD(s1 + j), q = VLOADD(s2 + j);
-            const V d0 = VSUB(VLOADT(x0 + j), kv), d1 = VSUB(VLOADT(x1 + j), kv);
-            const V d2 = VSUB(VLOADT(x2 + j), kv), d3 = VSUB(VLOADT(x3 + j), kv);
-            a = VADD(a, d0);
-            q = VFMA(d0, d0, q);
-            a = VADD(a, d1);
-            q = VFMA(d1, d1, q);
-            a = VADD(a, d2);
-            q = VFMA(d2, d2, q);
-            a = VADD(a, d3);
-            q = VFMA(d3, d3, q);
-            VSTORED(s1 + j, a);
-            VSTORED(s2 + j, q);
-        }
-    }
-    for (; r < r1; r++) {
-        const T *xr = x + r * sr;
-        for (int64_t j = 0; j < wv; j += VW) {
-            const V d = VSUB(VLOADT(xr + j), VLOADD(k + j));
-            VSTORED(s1 + j, VADD(VLOADD(s1 + j), d));
-            VSTORED(s2 + j, VFMA(d, d, VLOADD(s2 + j)));
-        }
-    }
-    return wv;
-}
+#define VSHIFT_K(v, j) VSUB(v, VLOADD(k + (j)))
+#define VSHIFT_NONE(v, j) (v)
+VTILE(tile_sums, VSHIFT_K)
+VTILE(tile_sums0, VSHIFT_NONE)
+#undef VSHIFT_K
+#undef VSHIFT_NONE
+#undef VTILE
 
 #undef VN
 #undef VISA

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastnorm.functional as F
+from fastnorm import _kernels
 from fastnorm import reference as R
 from fastnorm._cases import TOL
 
@@ -294,3 +295,24 @@ def test_float64_running_stats_beyond_float32_range():
     assert y.dtype == np.float32
     np.testing.assert_allclose(y[:, 0], -1.0, rtol=1e-5)
     np.testing.assert_allclose(y[:, 1], 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["C", "channels_last"])
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 15.0, 17.0, 1e3, 1e5, "mixed"])
+def test_float32_statistics_keep_double_accuracy(layout, ratio):
+    """float32 statistics are first summed without a shift (a subtraction less per element) and
+    kept when |mean| <= 16 std, else summed again with one: on either side of that cut (15, 17),
+    far from it, and with both kinds of channel in one tile ("mixed"), the float64 mean and
+    variance stay within 1e-10 (relative) of the exact ones, far inside float32's 6e-8."""
+    shape = (2, 64, 48, 48)  # 2304 elements per (n, c): rows of the kernels' blocks
+    if ratio == "mixed":
+        x = _data(shape, np.float32, 0.0, 1.0, layout)
+        x[:, ::2] += np.float32(1e5)  # every other channel far from zero
+    else:
+        x = _data(shape, np.float32, ratio, 1.0, layout)
+    mean, var = _kernels.instance_moments(x)
+    xe = x.astype(EXACT)
+    tm = xe.mean(axis=(2, 3))
+    tv = ((xe - tm[..., None, None]) ** 2).mean(axis=(2, 3))
+    assert np.max(np.abs(var - tv) / tv) <= 1e-10
+    assert np.max(np.abs(mean - tm) / np.sqrt(tv)) <= 1e-10

@@ -149,18 +149,24 @@ FN_AVX512_INLINE double fn_hsum8(__m512d v)
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
-#define FN_SUMS16_AVX2(NAME, LOADF)                                                                \
+/* SUBF: the shift's subtraction, or fn_keep (the _0 loops: x itself, the same bits as k = 0) */
+#define fn_keep(v, k) ((void)(k), (v))
+#define FN_SUMS16_AVX2(NAME, LOADF, SUBF)                                                          \
     FN_SUMS16_LOOP(NAME, FN_AVX2_FUNC, 8, __m256, __m256d, LOADF, _mm256_set1_ps,                  \
-                   _mm256_setzero_ps, _mm256_sub_ps, _mm256_add_ps, _mm256_fmadd_ps,                \
-                   _mm256_setzero_pd, _mm256_add_pd, fn_wlo4, fn_whi4, fn_hsum4)
-#define FN_SUMS16_AVX512(NAME, LOADF)                                                              \
+                   _mm256_setzero_ps, SUBF, _mm256_add_ps, _mm256_fmadd_ps, _mm256_setzero_pd,      \
+                   _mm256_add_pd, fn_wlo4, fn_whi4, fn_hsum4)
+#define FN_SUMS16_AVX512(NAME, LOADF, SUBF)                                                        \
     FN_SUMS16_LOOP(NAME, FN_AVX512_FUNC, 16, __m512, __m512d, LOADF, _mm512_set1_ps,               \
-                   _mm512_setzero_ps, _mm512_sub_ps, _mm512_add_ps, _mm512_fmadd_ps,                \
-                   _mm512_setzero_pd, _mm512_add_pd, fn_wlo8, fn_whi8, fn_hsum8)
-FN_SUMS16_AVX2(fn_sums16_f16_avx2, fn_lf8_f16)
-FN_SUMS16_AVX2(fn_sums16_bf16_avx2, fn_lf8_bf16)
-FN_SUMS16_AVX512(fn_sums16_f16_avx512, fn_lf16_f16)
-FN_SUMS16_AVX512(fn_sums16_bf16_avx512, fn_lf16_bf16)
+                   _mm512_setzero_ps, SUBF, _mm512_add_ps, _mm512_fmadd_ps, _mm512_setzero_pd,      \
+                   _mm512_add_pd, fn_wlo8, fn_whi8, fn_hsum8)
+FN_SUMS16_AVX2(fn_sums16_f16_avx2, fn_lf8_f16, _mm256_sub_ps)
+FN_SUMS16_AVX2(fn_sums16_bf16_avx2, fn_lf8_bf16, _mm256_sub_ps)
+FN_SUMS16_AVX512(fn_sums16_f16_avx512, fn_lf16_f16, _mm512_sub_ps)
+FN_SUMS16_AVX512(fn_sums16_bf16_avx512, fn_lf16_bf16, _mm512_sub_ps)
+FN_SUMS16_AVX2(fn_sums16_0_f16_avx2, fn_lf8_f16, fn_keep)
+FN_SUMS16_AVX2(fn_sums16_0_bf16_avx2, fn_lf8_bf16, fn_keep)
+FN_SUMS16_AVX512(fn_sums16_0_f16_avx512, fn_lf16_f16, fn_keep)
+FN_SUMS16_AVX512(fn_sums16_0_bf16_avx512, fn_lf16_bf16, fn_keep)
 #else
 #define FN_AVX2 0
 #define FN_AVX512 0
@@ -999,6 +1005,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_DIRECT(loop) fn_f16_##loop
 #define FN_DIRECT_NT(loop) fn_f16_##loop##_nt
 #define FN_SUMS16(isa) fn_sums16_f16_##isa
+#define FN_SUMS16_0(isa) fn_sums16_0_f16_##isa
 #include "fn_kernels_impl.h"
 
 #define T uint16_t
@@ -1010,6 +1017,7 @@ static int64_t fn_stream_bytes(void)
 #define ACT fn_act_f
 #define FN_BUFFERED 0
 #define FN_SUMS16(isa) fn_sums16_bf16_##isa
+#define FN_SUMS16_0(isa) fn_sums16_0_bf16_##isa
 #define FN_DIRECT(loop) fn_bf16_##loop
 #define FN_DIRECT_NT(loop) fn_bf16_##loop##_nt
 #include "fn_kernels_impl.h"

@@ -77,9 +77,11 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
 #if defined(FN_SUMS16) && FN_AVX2
     /* lowp: the 16-bit types' float-partial loops (k is one of their values: exact in float) */
     if (lowp && s == 1 && len >= 32 && fn_simd_level() >= 2)
-        i = FN_SUMS16(avx512)(x, len, (float)k, &t1, &t2);
+        i = k == 0.0 ? FN_SUMS16_0(avx512)(x, len, 0.0f, &t1, &t2)
+                     : FN_SUMS16(avx512)(x, len, (float)k, &t1, &t2);
     else if (lowp && s == 1 && len >= 16 && fn_simd_level() >= 1)
-        i = FN_SUMS16(avx2)(x, len, (float)k, &t1, &t2);
+        i = k == 0.0 ? FN_SUMS16_0(avx2)(x, len, 0.0f, &t1, &t2)
+                     : FN_SUMS16(avx2)(x, len, (float)k, &t1, &t2);
     else
 #endif
 #if FN_AVX512
@@ -171,10 +173,14 @@ static inline double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_
     int done = 0;
 #ifdef FN_SUMS16
     const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
-    if (lowp) {
+    /* x itself first (a subtraction less per element; its squares are exact in float), then
+     * shifted, each kept when lowp_ok */
+    for (int shifted = rms || k == 0.0; lowp && !done && shifted < 2; shifted++) {
+        s1 = s2 = 0.0;
         for (int64_t q = q0; q < q1; q++)
-            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 1, &s1, &s2);
-        done = FN(lowp_ok)(n, s1, s2, rms);
+            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, shifted ? k : 0.0, 1, &s1, &s2);
+        if ((done = FN(lowp_ok)(n, s1, s2, rms)) && !shifted)
+            k = 0.0;
     }
 #endif
     if (FN_UNSHIFTED && !rms && k != 0.0) { /* float32: sums of x itself, kept if good enough */
@@ -1326,3 +1332,4 @@ static const fn_kernel_table FN(table) = {
 #undef FN_UNSHIFTED
 #undef FN_STREAM
 #undef FN_SUMS16
+#undef FN_SUMS16_0

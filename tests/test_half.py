@@ -268,3 +268,18 @@ def test_float16_without_ml_dtypes():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 3.8, 3.95, 10.0, 300.0])
+def test_statistics_either_side_of_the_unshifted_cut(dtype, ratio):
+    """The 16-bit statistics sum x itself in float first and keep that only while |mean| is
+    within about 3.9 std (lowp_ok); else they sum again, shifted (then in double if need be).
+    Rows long enough for the float loops, |mean| / std on both sides of that cut and far from
+    it: LayerNorm, InstanceNorm and GroupNorm still within 1 ulp of float64."""
+    rng = np.random.default_rng(7)
+    x = (ratio + rng.standard_normal((4, 8, 512))).astype(dtype)
+    x64 = np.asarray(x, np.float64)
+    assert_ulp(F.layer_norm(x, 512), R.layer_norm(x64, 512), dtype, 1, "ln")
+    assert_ulp(F.instance_norm(x), R.instance_norm(x64), dtype, 1, "in")
+    assert_ulp(F.group_norm(x, 2), R.group_norm(x64, 2), dtype, 1, "gn")

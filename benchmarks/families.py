@@ -3,19 +3,21 @@
 LayerNorm and RMSNorm, diffusion GroupNorm, style-transfer InstanceNorm; both layouts where the
 family has them; --f64 for the float64 set).
 
-    python benchmarks/families.py [--family NAME ...] [--f64] [--quick] [--json FILE]
+    python benchmarks/families.py [--family NAME ...] [--f64] [--quick] [--rounds N] [--json FILE]
 
 Every peer allocates its result, and so does the "fastnorm" column (as users call it); the
 "out=" column reuses one output. Ratios are peer time / fastnorm time from this one run (> 1:
 fastnorm is faster), with geometric means per family and overall. Peers run one after the other
-in this process, each after a short pause so that the worker threads of the one before (torch's
-OpenMP pool, ONNX Runtime's) have stopped spinning; ONNX Runtime runs a one-node model with as
+in this process, in N interleaved rounds (the median over rounds is kept), each after a short
+pause so that the worker threads of the one before (torch's OpenMP pool, ONNX Runtime's) have
+stopped spinning; ONNX Runtime runs a one-node model with as
 many intra-op threads as torch and no spinning, on a C-order copy of the input (it takes no
 other layout).
 """
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 
@@ -95,9 +97,21 @@ def case_calls(name, shape, layout, dtype, torch, threads):
     return x, calls
 
 
-def timed(fn):
+def timed(fn, budget=0.2):
     time.sleep(0.03)  # let the previous peer's worker threads stop spinning
-    return _cases.median_time(fn, rounds=7, budget=0.2)
+    return _cases.median_time(fn, rounds=7, budget=budget)
+
+
+def timed_rounds(calls, rounds):
+    """{peer: ms}: each peer timed once per round, the order rotated from round to round, and
+    the median over the rounds kept, so that a drift of the machine (these shared VMs change
+    speed from minute to minute) does not land on one peer alone."""
+    names = list(calls)
+    got = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            got[k].append(timed(calls[k], budget=0.2 / rounds) * 1e3)
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def geomean(v):
@@ -112,6 +126,8 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true",
                     help="call every peer of every case once, no timing (CI's check that the "
                          "script runs)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved timing rounds per case (median kept; default 3)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     try:
@@ -142,7 +158,7 @@ def main(argv=None):
                     fn()
                 print(f"{family:9s} {name:8s} {layout:13s} {shape}: {', '.join(calls)} ran")
                 continue
-            ms = {k: timed(fn) * 1e3 for k, fn in calls.items()}
+            ms = timed_rounds(calls, args.rounds)
             r = {k: ms[k] / ms["fastnorm"] for k in ("torch", "ort") if k in ms}
             for k, v in r.items():
                 fam[k].append(v)

@@ -152,11 +152,12 @@ static inline int FN(lowp_ok)(double n, double s1, double s2, int rms)
  * its first 4 values (in the cache line that the shift reads anyway, when contiguous; a look
  * further in cost a cache miss per block, 10% of LayerNorm (512, 768), and 8 values cost 5%),
  * the largest |x| is within 4 times their range (about |mean| < 7 std for independent normal
- * values, inside fn_unshifted_ok's 16). Data far from zero then goes straight to the shifted sums instead of
- * paying for a second pass (LayerNorm (512, 768) at |mean| = 100 std: 0.085 -> 0.128 ms
- * without this look). Correlated neighbours (image planes) can make a centred run look
- * offset, which only costs the faster first try. The look sees the block's data only, so the
- * choice, and the bits, do not depend on the threads. */
+ * values, inside fn_unshifted_ok's 16). Data far from zero then goes straight to the shifted
+ * sums instead of paying for a second pass (LayerNorm (512, 768) at |mean| = 100 std, one
+ * thread: 0.085 ms before unshifted sums, 0.123 with them and no look, 0.093-0.096 with it).
+ * Correlated neighbours (image planes) can make a centred run look offset, which only costs
+ * the faster first try. The look sees the block's data only, so the choice, and the bits, do
+ * not depend on the threads. */
 static inline int FN(looks_centred)(const T *x, int64_t n, int64_t s)
 {
     if (n < 4)
@@ -190,11 +191,12 @@ static inline int FN(tile_looks_centred)(const T *xt, int64_t r0, int64_t r1, in
  * block's first element: sums of (x - k) keep full precision for data far from zero, and
  * constant data gives mean == k and m2 == 0 exactly. With rms, mean = 0 and m2 = sum(x^2)
  * instead: a sum of squares needs no shift (nothing cancels), and an inf then gives m2 = inf
- * rather than inf - inf. The 16-bit types sum in float first and in double only when lowp_ok
- * rejects that. Returns the block's element count. */
-static inline __attribute__((always_inline)) double FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q,
-                                       int64_t L, int64_t sq, int64_t sl, int rms, double *mean,
-                                       double *m2)
+ * rather than inf - inf. A block that looks centred sums x itself first (float32: kept when
+ * fn_unshifted_ok); the 16-bit types sum in float first (unshifted, then shifted) and in
+ * double only when lowp_ok rejects that. Returns the block's element count. */
+static inline __attribute__((always_inline)) double
+FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64_t L, int64_t sq,
+                  int64_t sl, int rms, double *mean, double *m2)
 {
     int64_t q0, q1, l0, l1;
     fn_block_range(pl, b, Q, L, &q0, &q1, &l0, &l1);

@@ -68,9 +68,9 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
 /* tile_sums for contiguous columns: rows [r0, r1) (of [0, rend)) at row stride sr, read in
  * memory order, four rows at a time; the per-column sums live in s1/s2 (L1-resident, VW columns
  * per vector) between rows. Each column still adds its rows one after another, from zero.
- * Returns how many of the w columns it handled (a multiple of VW). SHIFT(v, j): an element
- * vector of columns j.. as summed (minus the shifts k[j..], or as it is: tile_sums0). */
-#define VTILE(NAME, SHIFT)                                                                         \
+ * Returns how many of the w columns it handled (a multiple of VW). SHIFT(v, kv): an element
+ * vector as summed (minus the shifts kv = KLOAD(j) of its columns, or as it is: tile_sums0). */
+#define VTILE(NAME, KLOAD, SHIFT)                                                                  \
     VFUNC int64_t VN(NAME)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,           \
                            int64_t w, const double *k, double *s1, double *s2)                     \
     {                                                                                              \
@@ -96,9 +96,10 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
                     __builtin_prefetch(p0 + 2 * sr + j, 0, 1);                                     \
                     __builtin_prefetch(p0 + 3 * sr + j, 0, 1);                                     \
                 }                                                                                  \
+                const V kv = KLOAD(j);                                                             \
                 V a = VLOADD(s1 + j), q = VLOADD(s2 + j);                                          \
-                const V d0 = SHIFT(VLOADT(x0 + j), j), d1 = SHIFT(VLOADT(x1 + j), j);              \
-                const V d2 = SHIFT(VLOADT(x2 + j), j), d3 = SHIFT(VLOADT(x3 + j), j);              \
+                const V d0 = SHIFT(VLOADT(x0 + j), kv), d1 = SHIFT(VLOADT(x1 + j), kv);            \
+                const V d2 = SHIFT(VLOADT(x2 + j), kv), d3 = SHIFT(VLOADT(x3 + j), kv);            \
                 a = VADD(a, d0);                                                                   \
                 q = VFMA(d0, d0, q);                                                               \
                 a = VADD(a, d1);                                                                   \
@@ -114,17 +115,22 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
         for (; r < r1; r++) {                                                                      \
             const T *xr = x + r * sr;                                                              \
             for (int64_t j = 0; j < wv; j += VW) {                                                 \
-                const V d = SHIFT(VLOADT(xr + j), j);                                              \
+                const V kv = KLOAD(j);                                                             \
+                const V d = SHIFT(VLOADT(xr + j), kv);                                             \
                 VSTORED(s1 + j, VADD(VLOADD(s1 + j), d));                                          \
                 VSTORED(s2 + j, VFMA(d, d, VLOADD(s2 + j)));                                       \
             }                                                                                      \
         }                                                                                          \
         return wv;                                                                                 \
     }
-#define VSHIFT_K(v, j) VSUB(v, VLOADD(k + (j)))
-#define VSHIFT_NONE(v, j) (v)
-VTILE(tile_sums, VSHIFT_K)
-VTILE(tile_sums0, VSHIFT_NONE)
+#define VKLOAD_K(j) VLOADD(k + (j))
+#define VKLOAD_NONE(j) VZERO()
+#define VSHIFT_K(v, kv) VSUB(v, kv)
+#define VSHIFT_NONE(v, kv) ((void)(kv), (v))
+VTILE(tile_sums, VKLOAD_K, VSHIFT_K)
+VTILE(tile_sums0, VKLOAD_NONE, VSHIFT_NONE)
+#undef VKLOAD_K
+#undef VKLOAD_NONE
 #undef VSHIFT_K
 #undef VSHIFT_NONE
 #undef VTILE

@@ -483,11 +483,11 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
     C = x.shape[1] if x.ndim >= 2 else 0
     if not training:
         y = bn_call(x, running_mean, running_var, weight, bias, False, momentum, eps, None, None,
-                      None)
+                    None)
         return y, np.empty(0), np.empty(0)
     stats = np.full((2, C), np.nan)
     y = bn_call(x, running_mean, running_var, weight, bias, True, momentum, eps, None, stats,
-                  None)
+                None)
     return y, stats[0], 1.0 / np.sqrt(stats[1] + eps)
 
 

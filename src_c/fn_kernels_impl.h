@@ -17,6 +17,13 @@
 #ifndef FN_UNSHIFTED
 #define FN_UNSHIFTED 0 /* the statistics sum x unshifted first (fn_unshifted_ok) */
 #endif
+/* whether block_moments looks for centred blocks: float32 (FN_UNSHIFTED) and the 16-bit types'
+ * float loops (FN_SUMS16) sum those unshifted first */
+#ifdef FN_SUMS16
+#define FN_LOOK 1
+#else
+#define FN_LOOK FN_UNSHIFTED
+#endif
 
 #define FN_CAT_(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT_(a, b)
@@ -211,12 +218,13 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
         q1 = q0 + 1;
     }
     int done = 0;
+    /* x itself first where the block looks centred (a subtraction less per element) */
+    const int centred =
+        FN_LOOK && !rms && k != 0.0 && FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl);
 #ifdef FN_SUMS16
     const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
-    /* x itself first where it looks centred (a subtraction less per element; its squares are
-     * exact in float), then shifted, each kept when lowp_ok */
-    const int centred = !rms && k != 0.0 &&
-                        FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl);
+    /* the 16-bit types' float loops: unshifted where centred (their squares are exact in
+     * float), then shifted, each kept when lowp_ok */
     for (int shifted = !centred; lowp && !done && shifted < 2; shifted++) {
         s1 = s2 = 0.0;
         for (int64_t q = q0; q < q1; q++)
@@ -225,9 +233,7 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
             k = 0.0;
     }
 #endif
-    if (FN_UNSHIFTED && !rms && k != 0.0 &&
-        FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl)) {
-        /* float32: sums of x itself, kept if good enough */
+    if (FN_UNSHIFTED && centred) { /* float32: sums of x itself, kept if good enough */
         for (int64_t q = q0; q < q1; q++)
             FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, 0.0, 0, &s1, &s2);
         const double mu = s1 / n;
@@ -1381,6 +1387,7 @@ static const fn_kernel_table FN(table) = {
 #undef FN_DIRECT
 #undef FN_DIRECT_NT
 #undef FN_UNSHIFTED
+#undef FN_LOOK
 #undef FN_STREAM
 #undef FN_SUMS16
 #undef FN_SUMS16_0

@@ -120,6 +120,84 @@ def test_affine_outputs_accurate(dtype):
 
 
 # --------------------------------------------------------------------------------------------
+# centred and far-from-zero channels side by side: a channel within 4 std of zero is normalized
+# as x * a + c (no shift), one far from zero as (x - m) * a + c; channels-last calls whose
+# shifts are all 0 take the loop that reads two coefficients per element, the others three
+
+
+def _offsets(C, pattern):
+    """Per-channel means, in stds: 1e4 for the channels `pattern` names, else 0."""
+    far = np.zeros(C, bool)
+    if pattern == "alternate_blocks":
+        far[(np.arange(C) // 128) % 2 == 1] = True
+    elif pattern == "first":
+        far[0] = True
+    elif pattern == "middle":
+        far[C // 2] = True
+    elif pattern == "last":
+        far[-1] = True
+    elif pattern == "all_but_one":
+        far[:] = True
+        far[C // 3] = False
+    return np.where(far, 1e4, 0.0)
+
+
+PATTERNS = ["alternate_blocks", "first", "middle", "last", "all_but_one"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("C", [300, 512])
+def test_centred_and_far_channels_together(C, dtype, pattern):
+    rng = np.random.default_rng(C)
+    shape = (2, C, 7, 9)
+    x64 = _offsets(C, pattern).reshape(1, C, 1, 1) + rng.standard_normal(shape)
+    w, b = rng.uniform(0.5, 2, C).astype(dtype), rng.uniform(-1, 1, C).astype(dtype)
+    xc = x64.astype(dtype)
+    xl = np.ascontiguousarray(xc.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    tm, tv = _true_channel_stats(xc)
+    rm, rv = tm.astype(np.float64), tv.astype(np.float64)
+    tol = TOL[np.dtype(dtype)]
+    for label, x in (("nchw", xc), ("channels_last", xl)):
+        pairs = {
+            "bn_train": (F.batch_norm(x, None, None, w, b, True),
+                         R.batch_norm(x, None, None, w, b, True, dtype=EXACT)),
+            "bn_eval": (F.batch_norm(x, rm, rv, w, b), R.batch_norm(x, rm, rv, w, b, dtype=EXACT)),
+            "bn_eval_relu": (F.batch_norm(x, rm, rv, w, b, activation="relu"),
+                             np.maximum(R.batch_norm(x, rm, rv, w, b, dtype=EXACT), 0)),
+            "in": (F.instance_norm(x), R.instance_norm(x, dtype=EXACT)),
+            "gn": (F.group_norm(x, C // 4, w, b), R.group_norm(x, C // 4, w, b, dtype=EXACT)),
+        }
+        errs = {k: _err(got, want) for k, (got, want) in pairs.items()}
+        bad = {k: v for k, v in errs.items() if not v <= 2 * tol}
+        assert not bad, f"{label}: max abs error above {2 * tol:g}: {bad}"
+    # eval BatchNorm has the same coefficients in both layouts: the same bits
+    for act in (None, "relu"):
+        a = F.batch_norm(xc, rm, rv, w, b, activation=act)
+        c = F.batch_norm(xl, rm, rv, w, b, activation=act)
+        assert np.array_equal(a, c), f"eval BatchNorm ({act}): the layouts' bits differ"
+
+
+@pytest.mark.parametrize("layout", ["C", "channels_last"])
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 3.9, 4.1, 30.0])
+def test_unshifted_normalization_costs_little(ratio, layout):
+    """Within 4 std of zero a channel is normalized as x * a + c, without the shift: about 8
+    units in the last place of the output's scale more at most, so float32 outputs of O(1)
+    stay within 2e-6 of exact at |mean| / std up to 4 (and beyond, shifted)."""
+    x = _data((4, 64, 24, 24), np.float32, ratio, 1.0, layout, seed=11)
+    tm, tv = _true_channel_stats(x)
+    rm, rv = tm.astype(np.float64), tv.astype(np.float64)
+    pairs = {"bn_train": (F.batch_norm(x, None, None, training=True),
+                          R.batch_norm(x, None, None, training=True, dtype=EXACT)),
+             "bn_eval": (F.batch_norm(x, rm, rv), R.batch_norm(x, rm, rv, dtype=EXACT)),
+             "in": (F.instance_norm(x), R.instance_norm(x, dtype=EXACT)),
+             "gn": (F.group_norm(x, 8), R.group_norm(x, 8, dtype=EXACT)),
+             "ln": (F.layer_norm(x, (64, 24, 24)), R.layer_norm(x, (64, 24, 24), dtype=EXACT))}
+    errs = {k: _err(got, want) for k, (got, want) in pairs.items()}
+    assert max(errs.values()) <= 2e-6, errs
+
+
+# --------------------------------------------------------------------------------------------
 # constant input
 
 

@@ -373,20 +373,14 @@ static int FN(row_moments)(const void *xv, const fn_rows *s, double *mean, doubl
 /* col_moments' tile from sums of x itself (float32: FN_UNSHIFTED), false where a column does
  * not look centred or fails fn_unshifted_ok (the tile is then summed shifted). */
 static inline int FN(unshifted_tile)(const T *xt, int64_t r0, int64_t r1, int64_t R,
-                                     const int64_t *xs, int64_t w, double *k, double *s1,
-                                     double *s2, double *mean, double *m2)
+                                     const int64_t *xs, int64_t w, double *s1, double *s2,
+                                     double *mean, double *m2)
 {
     const double n = (double)(r1 - r0);
     if (!FN(tile_looks_centred)(xt, r0, r1, xs[1], xs[2], w))
         return 0;
     FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, NULL, s1, s2);
-    for (int64_t j = 0; j < w; j++)
-        k[j] = 0.0;
-    fn_finish_run(w, n, k, s1, s2, mean, m2);
-    for (int64_t j = 0; j < w; j++)
-        if (!fn_unshifted_ok(n, mean[j], m2[j]))
-            return 0;
-    return 1;
+    return fn_finish_run0(w, n, s1, s2, mean, m2);
 }
 
 /* Moments of the column layout (table entry col_moments): tiles of FN_CB columns by a block of
@@ -430,7 +424,7 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         /* float32 in cache sums x itself first (a subtraction less per element: the loop is
          * bound by its arithmetic, 1.2x faster) and keeps that where it lost nothing that
          * matters */
-        if (!unshifted || !FN(unshifted_tile)(xt, r0, r1, R, xs, w, k, s1, s2, pm + o, pq + o)) {
+        if (!unshifted || !FN(unshifted_tile)(xt, r0, r1, R, xs, w, s1, s2, pm + o, pq + o)) {
             for (int64_t j = 0; j < w; j++)
                 k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
             FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);

@@ -68,6 +68,8 @@ cdef extern from "fastnorm.h" nogil:
         fn_coefs coefs
         int64_t coef_outer_step
         fn_epilogue epilogue
+        const void *row_weight
+        const void *row_bias
 
     ctypedef struct fn_grad_entries:
         const double *centre

@@ -156,12 +156,15 @@ typedef struct {
 } fn_coef_job;
 
 /* Normalize the column layout with per-entry coefficients: column (o, c) uses entry
- * o * coef_outer_step + c. */
+ * o * coef_outer_step + c. row_weight / row_bias (param type, NULL: none; bias only with a
+ * weight): a per-row affine after them, y = act(t * row_weight[r] + row_bias[r]) on each row r
+ * just written (LayerNorm over an axis that lies outside a contiguous one: its rows here). */
 typedef struct {
     fn_cols shape;
     fn_coefs coefs;
     int64_t coef_outer_step;
     fn_epilogue epilogue;
+    const void *row_weight, *row_bias;
 } fn_col_job;
 
 /* Backward passes (fn_backward_impl.h). The arrays of a backward pass keep the forward's row or

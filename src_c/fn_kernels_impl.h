@@ -1002,8 +1002,12 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         return FN_EINVAL;
     if (P1 <= 0 || R <= 0 || C <= 0)
         return FN_OK;
-    const int act = FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
-                                s->ys[2] == 1 ? C : 1);
+    const CT *rw = (const CT *)jb->row_weight, *rb = (const CT *)jb->row_bias;
+    /* with a per-row affine the columns' pass writes t, which the rows' pass reads back (in
+     * cache: no streaming) and finishes with the activation */
+    const int act = rw ? FN_ACT_NONE
+                       : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
+                                     s->ys[2] == 1 ? C : 1);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -1035,6 +1039,11 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         else
             FN_COLS_RUN(act, xu, yu, r1 - r0, s->xs[1], s->ys[1], C, s->xs[2], s->ys[2], mh + k,
                         a + k, c + k);
+        for (int64_t r = r0; rw && r < r1; r++) { /* t * w[r] + b[r]: (t - 0) * w + b */
+            T *yr = y + p1 * s->ys[0] + r * s->ys[1];
+            FN_SCALE_RUN(jb->epilogue.activation, yr, yr, C, s->ys[2], s->ys[2], (CT)0, rw[r],
+                         rb ? rb[r] : (CT)0);
+        }
     });
     free(zero);
     return FN_OK;

@@ -1,0 +1,86 @@
+"""LayerNorm over an axis that lies outside a contiguous batch axis (x.transpose(0, 2, 1)
+normalized over its last axis, Fortran order): the column kernels take it, statistics per batch
+element down the normalized axis, then the weight and bias per row. Checked against
+fastnorm.reference, across thread counts, with out= in either layout, and beside the paths that
+stay on strided rows (RMSNorm, float16, statistics kept for backward)."""
+import numpy as np
+import pytest
+
+import fastnorm
+import fastnorm.functional as F
+from fastnorm import reference as R
+
+from awkward import assert_matches, data_variants
+
+DTYPES = [np.float32, np.float64]
+
+
+def _transposed(x):
+    """x's values with its last two axes swapped in memory (a view whose last axis is strided)."""
+    return np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)
+
+
+def _params(L, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 2, L).astype(dtype), rng.uniform(-1, 1, L).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(3, 40, 70), (2, 3, 17, 300), (16, 5)], ids=str)
+def test_transposed_layer_norm_matches_reference(shape, dtype):
+    L = shape[-1]
+    w, b = _params(L, dtype)
+    for label, data in data_variants(shape, dtype):
+        x = _transposed(data)
+        for name, got, want in (
+                ("plain", F.layer_norm(x, L), R.layer_norm(x, L)),
+                ("affine", F.layer_norm(x, L, w, b), R.layer_norm(x, L, w, b)),
+                ("weight", F.layer_norm(x, L, w), R.layer_norm(x, L, w)),
+                ("bias", F.layer_norm(x, L, None, b), R.layer_norm(x, L, None, b)),
+                ("relu", F.layer_norm(x, L, w, b, activation="relu"),
+                 np.maximum(R.layer_norm(x, L, w, b), 0)),
+                ("rms", F.rms_norm(x, L, w), R.rms_norm(x, L, w))):
+            assert_matches(got, want, dtype, f"{label} {name}", scale=2.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_transposed_layer_norm_out_and_threads(dtype):
+    rng = np.random.default_rng(5)
+    x = _transposed((rng.standard_normal((4, 96, 130)) * 3 + 7).astype(dtype))
+    w, b = _params(130, dtype)
+    want = R.layer_norm(x, 130, w, b)
+    threads = fastnorm.get_num_threads()
+    try:
+        fastnorm.set_num_threads(1)
+        one = F.layer_norm(x, 130, w, b)
+        for n in (2, 3, 8):
+            fastnorm.set_num_threads(n)
+            assert np.array_equal(F.layer_norm(x, 130, w, b), one), f"{n} threads differ"
+    finally:
+        fastnorm.set_num_threads(threads)
+    assert_matches(one, want, dtype, "allocating")
+    for label, out in (("same layout", np.empty_like(x)), ("C order", np.empty(x.shape, dtype))):
+        y = F.layer_norm(x, 130, w, b, out=out)
+        assert y is out
+        assert_matches(y, want, dtype, label)
+    before = x.copy()
+    F.layer_norm(x, 130, w, b)
+    assert np.array_equal(x, before), "input modified"
+
+
+def test_transposed_float16_and_backward_statistics():
+    rng = np.random.default_rng(6)
+    x64 = rng.standard_normal((2, 64, 48))
+    x = _transposed(x64.astype(np.float16))
+    w, b = _params(48, np.float32)
+    want = R.layer_norm(x, 48, w, b).astype(np.float16)
+    got = F.layer_norm(x, 48, w, b)
+    assert got.dtype == np.float16
+    # within one float16 ulp of the float64 result
+    ulp = np.spacing(np.abs(want).astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(got.astype(np.float64) - R.layer_norm(x, 48, w, b)) <= ulp)
+    # the native form keeps statistics for a backward pass: same output, stats of each row
+    x32 = _transposed(x64.astype(np.float32))
+    y, mean, rstd = F.native_layer_norm(x32, (48,), w, b, 1e-5)
+    assert_matches(y, R.layer_norm(x32, 48, w, b), np.float32, "native")
+    assert np.allclose(np.squeeze(mean), x32.astype(np.float64).mean(-1), rtol=0, atol=1e-6)

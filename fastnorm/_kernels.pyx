@@ -21,6 +21,7 @@ cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint16_t
 from libc.stdlib cimport free, malloc
+from libc.math cimport isfinite
 from libc.string cimport memcpy
 
 from fastnorm._checks cimport (NPY_HALF_, NPY_USERDEF_, as_input, as_nc_input,
@@ -782,10 +783,11 @@ cdef bint _ln_by_columns(_Call c, Ax* am, Ax* ak) except -1:
     1) normalized over its last axis) by the column kernels: statistics per column (batch
     element) down the normalized axis, then the weight and bias per row. As strided rows it
     took 1.8x torch's time ((64, 128, 768) transposed: 11.7 ms); by columns it reads memory in
-    order. False (not done) elsewhere, and for RMSNorm (whose inf semantics the column
-    statistics do not give), 16-bit types (their output would be rounded twice) and calls that
-    keep statistics for a backward pass."""
-    if (c.rms or c.stats is not None or c.k.param_itemsize != cnp.PyArray_ITEMSIZE(c.x)
+    order. RMSNorm takes the mean of squares as var + mean^2, where both are finite (a column
+    with inf or NaN goes back to strided rows, which give RMSNorm's own inf semantics). False
+    (not done) elsewhere, and for 16-bit types (their output would be rounded twice) and calls
+    that keep statistics for a backward pass."""
+    if (c.stats is not None or c.k.param_itemsize != cnp.PyArray_ITEMSIZE(c.x)
             or am[1].n < 16 or am[1].sx != 1 or am[1].sy != 1 or ak[0].n < 2
             or iabs(ak[0].sx) < am[1].n or iabs(ak[0].sy) < am[1].n):
         return False
@@ -797,6 +799,11 @@ cdef bint _ln_by_columns(_Call c, Ax* am, Ax* ak) except -1:
     _col_moments(c, &sc, mean, var)
     for i in range(P):
         var[i] /= ak[0].n
+        if c.rms:
+            if not (isfinite(mean[i]) and isfinite(var[i])):
+                return False
+            var[i] += mean[i] * mean[i]
+            mean[i] = 0.0
     _normalize_cols(c, &sc, am[0].n, am[1].n, am[1].n, 1, mean, var, am[1].n, True)
     return True
 

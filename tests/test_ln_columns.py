@@ -1,8 +1,9 @@
-"""LayerNorm over an axis that lies outside a contiguous batch axis (x.transpose(0, 2, 1)
-normalized over its last axis, Fortran order): the column kernels take it, statistics per batch
-element down the normalized axis, then the weight and bias per row. Checked against
-fastnorm.reference, across thread counts, with out= in either layout, and beside the paths that
-stay on strided rows (RMSNorm, float16, statistics kept for backward)."""
+"""LayerNorm and RMSNorm over an axis that lies outside a contiguous batch axis
+(x.transpose(0, 2, 1) normalized over its last axis, Fortran order): the column kernels take
+them, statistics per batch element down the normalized axis, then the weight and bias per row.
+Checked against fastnorm.reference (with the awkward data: offsets, constants, NaN, inf, where
+RMSNorm goes back to strided rows), across thread counts, with out= in either layout, and beside
+the paths that stay on strided rows (float16, statistics kept for backward)."""
 import numpy as np
 import pytest
 

@@ -1,9 +1,11 @@
 """fastnorm against torch CPU and ONNX Runtime CPU on the shape families of real models
 (fastnorm/_cases.py FAMILIES: ResNet-50 eval/train BatchNorm, transformer decode/prefill
 LayerNorm and RMSNorm, diffusion GroupNorm, style-transfer InstanceNorm; both layouts where the
-family has them; --f64 for the float64 set).
+family has them; --f64 for the float64 set; --extra for further real-model shapes outside the
+families, _cases.EXTRA).
 
-    python benchmarks/families.py [--family NAME ...] [--f64] [--quick] [--rounds N] [--json FILE]
+    python benchmarks/families.py [--family NAME ...] [--f64 | --extra] [--quick] [--rounds N]
+                                  [--json FILE]
 
 Every peer allocates its result, and so does the "fastnorm" column (as users call it); the
 "out=" column reuses one output. Ratios are peer time / fastnorm time from this one run (> 1:
@@ -122,6 +124,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", action="append", choices=sorted(_cases.FAMILIES))
     ap.add_argument("--f64", action="store_true", help="the float64 set instead")
+    ap.add_argument("--extra", action="store_true",
+                    help="further real-model shapes outside the families instead (float32)")
     ap.add_argument("--quick", action="store_true", help="every third case")
     ap.add_argument("--smoke", action="store_true",
                     help="call every peer of every case once, no timing (CI's check that the "
@@ -140,6 +144,9 @@ def main(argv=None):
     if args.f64:
         plan = {"float64": _cases.FAMILIES_F64}
         dtype = "float64"
+    elif args.extra:
+        plan = {"extra": _cases.EXTRA}
+        dtype = "float32"
     else:
         plan = {k: v for k, v in _cases.FAMILIES.items() if not args.family or k in args.family}
         dtype = "float32"

@@ -81,6 +81,35 @@ FAMILIES = {
               for shape in ((1, 32, 256, 256), (1, 64, 128, 128), (1, 128, 64, 64),
                             (4, 64, 128, 128), (1, 3, 512, 512))],
 }
+# Further real-model shapes outside the families (`benchmarks/families.py --extra`), each a
+# call a user would type: MobileNet/EfficientNet BatchNorm (C 16-1280), BatchNorm1d and 3-D
+# inputs, CIFAR-size training, ViT/BERT/CLIP/GPT-2/LLaMA LayerNorm and RMSNorm rows, SD-VAE and
+# UNet GroupNorm, InstanceNorm planes; both layouts where the op has them.
+EXTRA = [
+    ("bn_eval", (1, 96, 56, 56), "contiguous"), ("bn_eval", (4, 24, 112, 112), "contiguous"),
+    ("bn_eval", (4, 24, 112, 112), "channels_last"), ("bn_eval", (16, 32, 150, 150), "contiguous"),
+    ("bn_eval", (1, 1280, 7, 7), "contiguous"), ("bn_eval", (1, 1280, 7, 7), "channels_last"),
+    ("bn_eval", (2, 64, 16, 56, 56), "contiguous"), ("bn_eval", (32, 512), "contiguous"),
+    ("bn_eval", (32, 128, 100), "contiguous"), ("bn_eval", (1, 144, 28, 28), "channels_last"),
+    ("bn_train", (128, 64, 32, 32), "contiguous"), ("bn_train", (128, 64, 32, 32), "channels_last"),
+    ("bn_train", (256, 512), "contiguous"), ("bn_train", (8, 32, 224, 224), "contiguous"),
+    ("bn_train", (16, 128, 64), "contiguous"),
+    ("ln", (1, 197, 768), "contiguous"), ("ln", (8, 197, 384), "contiguous"),
+    ("ln", (8, 128, 768), "contiguous"), ("ln", (32, 50, 512), "contiguous"),
+    ("ln", (1, 1024, 1600), "contiguous"), ("ln", (1, 5120), "contiguous"),
+    ("ln", (3, 77, 768), "contiguous"), ("ln", (64, 100), "contiguous"),
+    ("ln", (2, 64, 64, 320), "contiguous"), ("ln", (1, 4, 14336), "contiguous"),
+    ("rms", (1, 5120), "contiguous"), ("rms", (4, 3072), "contiguous"),
+    ("rms", (512, 4096), "contiguous"), ("rms", (1, 14336), "contiguous"),
+    ("rms", (7, 4096), "contiguous"), ("rms", (300, 5120), "contiguous"),
+    ("gn32", (1, 512, 128, 128), "contiguous"), ("gn32", (1, 512, 128, 128), "channels_last"),
+    ("gn32", (4, 320, 96, 96), "contiguous"), ("gn32", (4, 320, 96, 96), "channels_last"),
+    ("gn32", (1, 960, 32, 32), "contiguous"), ("gn32", (1, 960, 32, 32), "channels_last"),
+    ("gn32", (2, 1920, 16, 16), "channels_last"), ("gn32", (1, 64, 64, 64), "channels_last"),
+    ("gn32", (2, 128, 32, 32), "channels_last"),
+    ("in", (1, 3, 256, 256), "contiguous"), ("in", (16, 64, 64, 64), "contiguous"),
+    ("in", (1, 256, 32, 32), "contiguous"), ("in", (1, 128, 128, 128), "contiguous"),
+]
 # float64 versions: a few of each family
 FAMILIES_F64 = [("bn_eval", (8, 256, 56, 56), "contiguous"), ("bn_eval", (1, 512, 28, 28),
                  "channels_last"), ("bn_train", (32, 64, 56, 56), "contiguous"),

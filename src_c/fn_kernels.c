@@ -372,19 +372,19 @@ static FN_HOT void fn_finish_run(int64_t w, double n, const double *k, const dou
         fn_finish_block(n, k[j], s1[j], s2[j], &mean[j], &m2[j]);
 }
 
-/* fn_finish_run of unshifted sums (k = 0: the same bits, 0.0 + mu is not folded), and whether
- * every column passes fn_unshifted_ok: one loop that vectorizes (checked one column after
- * another, with a branch each, it cost a sixth of channels-last statistics in cache; without
- * restrict GCC stored the clamped m2 masked and loaded it back, a stall per vector). */
+/* fn_finish_run of unshifted sums (k = 0), and whether every column passes fn_unshifted_ok:
+ * one loop that vectorizes (checked one column after another, with a branch each, it cost a
+ * sixth of channels-last statistics in cache). The block's moments go to locals first and
+ * the pointers are restrict: otherwise GCC stored the clamped m2 masked and loaded it back, a
+ * stall per vector. */
 static FN_HOT int fn_finish_run0(int64_t w, double n, const double *restrict s1,
                                  const double *restrict s2, double *restrict mean,
                                  double *restrict m2)
 {
     int64_t bad = 0;
-    for (int64_t j = 0; j < w; j++) { /* fn_finish_block written out: through it, GCC 12
-                                        * did not vectorize the loop */
-        const double mu = s1[j] / n, q = s2[j] - s1[j] * mu, mj = 0.0 + mu;
-        const double vj = q < 0.0 ? 0.0 : q;
+    for (int64_t j = 0; j < w; j++) {
+        double mj, vj;
+        fn_finish_block(n, 0.0, s1[j], s2[j], &mj, &vj);
         mean[j] = mj;
         m2[j] = vj;
         bad += fn_unshifted_ok(n, mj, vj) ? 0 : 1;

@@ -12,9 +12,8 @@ Every peer allocates its result, and so does the "fastnorm" column (as users cal
 fastnorm is faster), with geometric means per family and overall. Peers run one after the other
 in this process, in N interleaved rounds (the median over rounds is kept), each after a short
 pause so that the worker threads of the one before (torch's OpenMP pool, ONNX Runtime's) have
-stopped spinning; ONNX Runtime runs a one-node model with as
-many intra-op threads as torch and no spinning, on a C-order copy of the input (it takes no
-other layout).
+stopped spinning; ONNX Runtime runs a one-node model with as many intra-op threads as torch and
+no spinning, on a C-order copy of the input (it takes no other layout).
 """
 import argparse
 import json

@@ -12,8 +12,8 @@ validated before anything is written.
 
 Statistics are computed in one pass in double precision (sums over fixed-size blocks, shifted
 where the data sits far from zero, merged with Chan's formula in index order), so results do not
-depend on the thread count. The
-16-bit types are normalized in float and rounded once, to nearest even, when stored.
+depend on the thread count. The 16-bit types are normalized in float and rounded once, to
+nearest even, when stored.
 
 Inference extras (not in torch.nn.functional): a keyword-only ``activation=`` (None, "relu",
 "silu", "gelu" or "gelu_tanh") on batch_norm, group_norm, layer_norm, rms_norm and the add_*

@@ -1040,7 +1040,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             FN_COLS_RUN(act, xu, yu, r1 - r0, s->xs[1], s->ys[1], C, s->xs[2], s->ys[2], mh + k,
                         a + k, c + k);
         for (int64_t r = r0; rw && r < r1; r++) { /* t * w[r] + b[r]: (t - 0) * w + b */
-            T *yr = y + p1 * s->ys[0] + r * s->ys[1];
+            T *yr = yu + (r - r0) * s->ys[1];
             FN_SCALE_RUN(jb->epilogue.activation, yr, yr, C, s->ys[2], s->ys[2], (CT)0, rw[r],
                          rb ? rb[r] : (CT)0);
         }

@@ -19,6 +19,9 @@
 #define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
 #define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
 #define FN_GB_BYTES 16384 /* ... when FN_GB of them fit in this much: in L1 for the normalize */
+#define FN_AFFINE_COLS 1024 /* columns of long affine rows normalized at a time (fused_groups) */
+#define FN_AFFINE_ROWS 4     /* long affine rows fused_groups takes at a time ... */
+#define FN_AFFINE_BYTES (256 * 1024) /* ... when they take at most this much */
 #define FN_PF_GROUP 16384 /* largest 16-bit group whose successor fused_groups prefetches */
 #ifndef FN_TILE_PF
 #define FN_TILE_PF 8192 /* bytes ahead that tile_sums prefetches (at least 4 rows) */

@@ -257,6 +257,9 @@ CASES = [
     # last unit fewer
     ("mid_rows", (203, 520), None, [_ln(1), _ln(1, False), _rms(1)]),
     ("mid_rows_1000", (101, 1000), None, [_ln(1), _rms(1)]),
+    # long rows with a per-element affine in cache: the fused kernel takes up to 4 at a time,
+    # 1024 columns of each in turn (a short last chunk; 37 rows: a short last unit)
+    ("long_affine_rows", (37, 2500), None, [_ln(1), _ln(1, False), _rms(1)]),
     # Fortran order: transposed strides (or the copy fallback)
     ("fortran", (9, 10, 11, 12), "fortran", [_bn_train, _in_train, _gn(5), _ln(1), _ln(2),
                                              _rms(1)]),
@@ -287,6 +290,26 @@ def test_bitwise_identical_for_any_thread_count(case, dtype):
                     f"{name} {op.__name__} result {i}: {n} threads differ from 1 thread "
                     f"({np.count_nonzero(_bits(g) != w)} of {w.size} values)")
     assert np.array_equal(_bits(x), _bits(x0)), "input modified"
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_rows_taken_together_match_rows_alone(dtype, activation):
+    """The fused kernel normalizes several long affine rows column chunk by column chunk; each
+    row's bits are those of the row normalized on its own."""
+    x = _data((23, 2 * 1024 + 77), dtype, seed=11)
+    L = x.shape[1]
+    w, b = _vec(L, dtype, 5), _vec(L, dtype, 6, -1, 1)
+    calls = {"ln": lambda a: F.layer_norm(a, L, w, b, activation=activation),
+             "rms": lambda a: F.rms_norm(a, L, w, activation=activation)}
+    for n in (1, 2, 3):
+        fastnorm.set_num_threads(n)
+        for name, f in calls.items():
+            together = f(x)
+            alone = np.concatenate([f(x[i:i + 1]) for i in range(len(x))])
+            assert np.array_equal(_bits(together), _bits(alone)), (
+                f"{name} {activation} {n} threads: "
+                f"{np.count_nonzero(_bits(together) != _bits(alone))} values differ")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

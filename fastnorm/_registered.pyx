@@ -13,7 +13,7 @@ cdef extern from "Python.h":
 cdef class Registered:
     """Class attribute through which normal attribute lookup finds a registered parameter or
     buffer (``m.weight``) in the instance's ``_parameters`` / ``_buffers``. Without it the lookup
-    fails first and reaches ``Module.__getattr__`` by way of an AttributeError, which costs more
+    fails first and reaches an AttributeError, which costs more
     than a decode-size kernel. A non-data descriptor: an instance attribute of the same name
     (assigned while not registered) still takes precedence."""
 
@@ -34,4 +34,5 @@ cdef class Registered:
                 v = PyDict_GetItem(<object>store, self.name)
                 if v is not NULL:
                     return <object>v
-        return obj.__getattr__(self.name)  # not registered here: the usual AttributeError
+        # not registered here: the usual error (a class's __getattr__, if any, is tried next)
+        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r}")

@@ -69,7 +69,7 @@ class _ConditionalBatchNorm2d(Module):
         children = self.__dict__.get("_children")
         if children is not None and name in children:
             return children[name]
-        return super().__getattr__(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- container: children's state under "<child>.", mode set on every child ----------------
 

@@ -979,9 +979,10 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
     const int64_t sb = fn_stream_bytes();
     const int runs_ok =
         run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
-    /* the 16-bit types from twice that on: at 16 MB their GroupNorm/InstanceNorm (groups
-     * normalized in cache) measured faster with plain stores, at 32 MB LayerNorm slower */
-    const int64_t from = sizeof(T) == 2 ? 2 * sb : sb;
+    /* the 16-bit types from a third more (the whole last-level cache): at 16 MB their
+     * GroupNorm/InstanceNorm (groups normalized in cache) measured faster with plain stores,
+     * at 32 MB LayerNorm slower */
+    const int64_t from = sizeof(T) == 2 ? sb / 3 * 4 : sb;
     if (act == FN_ACT_NONE && sb > 0 && out_bytes >= from && runs_ok)
         return FN_ACT_STREAM;
 #else

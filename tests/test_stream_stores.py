@@ -1,4 +1,4 @@
-"""Outputs past half the last-level cache are written with streaming (non-temporal) stores
+"""Outputs of three quarters of the last-level cache and more are written with streaming (non-temporal) stores
 (float32, float64, and the 16-bit types' direct loops). Those loops must give the same bits as
 the regular ones: FN_STREAM_BYTES=1 streams every eligible
 output, in a subprocess, and its results are compared bit for bit with this process's (which

@@ -12,9 +12,9 @@ cdef extern from "Python.h":
 
 cdef class Registered:
     """Class attribute through which normal attribute lookup finds a registered parameter or
-    buffer (``m.weight``) in the instance's ``_parameters`` / ``_buffers``. Without it the lookup
-    fails first and reaches an AttributeError, which costs more
-    than a decode-size kernel. A non-data descriptor: an instance attribute of the same name
+    buffer (``m.weight``) in the instance's ``_parameters`` / ``_buffers``: Module has no
+    ``__getattr__`` to find them (a class with one reads every attribute more slowly, 26 ns
+    against 7 for a plain one). A non-data descriptor: an instance attribute of the same name
     (assigned while not registered) still takes precedence."""
 
     cdef readonly str name

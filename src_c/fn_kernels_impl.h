@@ -968,6 +968,45 @@ static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int
 #undef FN_BY_BUFFER
 #endif
 
+/* The 16-bit types' normalize_cols with a per-row affine: the column coefficients, then row r's
+ * t * w[r] + b[r] and the activation, in a float buffer, so that the output is rounded once
+ * (float32's two passes, operation for operation, rounded at the end; two passes through the
+ * 16-bit output would round t first). */
+#ifdef FN_SUMS16
+#define FN_ROW_FUSED 1
+static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,
+                             int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
+                             const CT *c, const CT *rw, const CT *rb)
+{
+    float buf[FN_HB];
+    for (int64_t r = 0; r < nr; r++) {
+        for (int64_t i0 = 0; i0 < n; i0 += FN_HB) {
+            const int64_t m = n - i0 < FN_HB ? n - i0 : FN_HB;
+            const T *xr = x + r * rx + i0 * sx;
+            T *yr = y + r * ry + i0 * sy;
+#if FN_BUFFERED
+            FN_LOADBUF(xr, sx, m, buf);
+#else
+            for (int64_t i = 0; i < m; i++)
+                buf[i] = LD(xr[i * sx]);
+#endif
+            cols_runs_f32[FN_ACT_NONE](buf, buf, 1, 0, 0, m, 1, 1, mh + i0, a + i0, c + i0);
+            scale_runs_f32[act](buf, buf, m, 1, 1, 0.0f, rw[r], rb ? rb[r] : 0.0f);
+#if FN_BUFFERED
+            FN_STOREBUF(buf, m, yr, sy);
+#else
+            for (int64_t i = 0; i < m; i++)
+                yr[i * sy] = ST(buf[i]);
+#endif
+        }
+    }
+}
+#define FN_COLS_ROW_RUN FN(cols_row_run)
+#else
+#define FN_ROW_FUSED 0
+#define FN_COLS_ROW_RUN(...) ((void)0)
+#endif
+
 /* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
  * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
  * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
@@ -1034,13 +1073,17 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         const int64_t k = p1 * cp;
         const T *xu = x + p1 * s->xs[0] + r0 * s->xs[1];
         T *yu = y + p1 * s->ys[0] + r0 * s->ys[1];
-        if (zero[cp ? p1 : 0])
+        if (FN_ROW_FUSED && rw) /* the 16-bit types: both in one pass, rounded once */
+            FN_COLS_ROW_RUN(jb->epilogue.activation, xu, yu, r1 - r0, s->xs[1], s->ys[1], C,
+                            s->xs[2], s->ys[2], mh + k, a + k, c + k, rw + r0,
+                            rb ? rb + r0 : NULL);
+        else if (zero[cp ? p1 : 0])
             FN_COLS0_RUN(act, xu, yu, r1 - r0, s->xs[1], s->ys[1], C, s->xs[2], s->ys[2], mh + k,
                          a + k, c + k);
         else
             FN_COLS_RUN(act, xu, yu, r1 - r0, s->xs[1], s->ys[1], C, s->xs[2], s->ys[2], mh + k,
                         a + k, c + k);
-        for (int64_t r = r0; rw && r < r1; r++) { /* t * w[r] + b[r]: (t - 0) * w + b */
+        for (int64_t r = r0; !FN_ROW_FUSED && rw && r < r1; r++) { /* (t - 0) * w[r] + b[r] */
             T *yr = yu + (r - r0) * s->ys[1];
             FN_SCALE_RUN(jb->epilogue.activation, yr, yr, C, s->ys[2], s->ys[2], (CT)0, rw[r],
                          rb ? rb[r] : (CT)0);
@@ -1468,6 +1511,8 @@ static const fn_kernel_table FN(table) = {
 #undef FN_WEIGHT_RUN
 #undef FN_COLS_RUN
 #undef FN_COLS0_RUN
+#undef FN_COLS_ROW_RUN
+#undef FN_ROW_FUSED
 
 #undef FN
 #undef FN_CAT

@@ -3,7 +3,8 @@
 them, statistics per batch element down the normalized axis, then the weight and bias per row.
 Checked against fastnorm.reference (with the awkward data: offsets, constants, NaN, inf, where
 RMSNorm goes back to strided rows), across thread counts, with out= in either layout, and beside
-the paths that stay on strided rows (float16, statistics kept for backward)."""
+the path that stays on strided rows (statistics kept for backward); float16 and bfloat16 apply
+the row's weight and bias before rounding, within one ulp of the float64 result."""
 import numpy as np
 import pytest
 
@@ -69,6 +70,56 @@ def test_transposed_layer_norm_out_and_threads(dtype):
     before = x.copy()
     F.layer_norm(x, 130, w, b)
     assert np.array_equal(x, before), "input modified"
+
+
+def _half(name):
+    if name == "bfloat16":
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return np.dtype(name)
+
+
+def _within_one_ulp(got, want, dtype, label):
+    """got (dtype) against the float64 want: NaN and inf where want has them, else within one
+    ulp of the output dtype at want's magnitude."""
+    g = got.astype(np.float64)
+    assert got.dtype == dtype, label
+    assert np.array_equal(np.isnan(g), np.isnan(want)), f"{label}: NaN positions differ"
+    fin = np.isfinite(want)
+    assert np.array_equal(g[~fin & ~np.isnan(want)], want[~fin & ~np.isnan(want)]), label
+    ulp = np.spacing(np.abs(want[fin]).astype(dtype)).astype(np.float64)
+    err = np.abs(g[fin] - want[fin]) / ulp
+    assert err.size == 0 or err.max() <= 1.0, f"{label}: {err.max():.2f} ulp"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_transposed_half_precision_rounded_once(dtype):
+    """The 16-bit types by columns: t * w[r] + b[r] in float, rounded once (two passes through
+    the 16-bit output were off by thousands of ulps where the bias cancels t)."""
+    dt = _half(dtype)
+    L = 48
+    w, b = _params(L, np.float32)
+    for label, data in data_variants((3, 40, L), np.float64):
+        x = _transposed(data.astype(dt))
+        for name, got, want in (
+                ("plain", F.layer_norm(x, L), R.layer_norm(x, L)),
+                ("affine", F.layer_norm(x, L, w, b), R.layer_norm(x, L, w, b)),
+                ("weight", F.layer_norm(x, L, w), R.layer_norm(x, L, w)),
+                ("bias", F.layer_norm(x, L, None, b), R.layer_norm(x, L, None, b)),
+                ("relu", F.layer_norm(x, L, w, b, activation="relu"),
+                 np.maximum(R.layer_norm(x, L, w, b), 0)),
+                ("rms", F.rms_norm(x, L, w), R.rms_norm(x, L, w))):
+            _within_one_ulp(got, want, dt, f"{dtype} {label} {name}")
+    x = _transposed((np.random.default_rng(7).standard_normal((4, 96, 130)) * 3 + 7).astype(dt))
+    w, b = _params(130, np.float32)
+    threads = fastnorm.get_num_threads()
+    try:
+        fastnorm.set_num_threads(1)
+        one = F.layer_norm(x, 130, w, b).view(np.uint16)
+        for n in (2, 3, 8):
+            fastnorm.set_num_threads(n)
+            assert np.array_equal(F.layer_norm(x, 130, w, b).view(np.uint16), one), n
+    finally:
+        fastnorm.set_num_threads(threads)
 
 
 def test_transposed_float16_and_backward_statistics():

@@ -158,7 +158,8 @@ typedef struct {
 /* Normalize the column layout with per-entry coefficients: column (o, c) uses entry
  * o * coef_outer_step + c. row_weight / row_bias (param type, NULL: none; bias only with a
  * weight): a per-row affine after them, y = act(t * row_weight[r] + row_bias[r]) on each row r
- * just written (LayerNorm over an axis that lies outside a contiguous one: its rows here). */
+ * (LayerNorm over an axis that lies outside a contiguous one: its rows here), with t rounded to
+ * float32/float64 first, as their own output; the 16-bit types round y once. */
 typedef struct {
     fn_cols shape;
     fn_coefs coefs;

@@ -1044,7 +1044,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         return FN_OK;
     const CT *rw = (const CT *)jb->row_weight, *rb = (const CT *)jb->row_bias;
     /* with a per-row affine the columns' pass writes t, which the rows' pass reads back (in
-     * cache: no streaming) and finishes with the activation */
+     * cache: no streaming) and finishes with the activation; the 16-bit types do both in one
+     * pass (cols_row_run), so that their output is rounded once */
     const int act = rw ? FN_ACT_NONE
                        : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
                                      s->ys[2] == 1 ? C : 1);
@@ -1165,12 +1166,12 @@ static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
 }
 
 /* The fused path's work on groups g0 <= g < g0 + m (m <= FN_GB): their statistics, then their
- * normalization while in cache. normalize_rows takes small one-block groups FN_GB at a time:
- * the divisions and square roots of all m then run in one loop that vectorizes, where one
- * group after another they form a chain of dependent divisions that dominated groups of a few
- * dozen elements (InstanceNorm on 4x4 to 8x8 maps). */
+ * normalization while in cache, cols columns of each group at a time. normalize_rows takes
+ * small one-block groups FN_GB at a time: the divisions and square roots of all m then run in
+ * one loop that vectorizes, where one group after another they form a chain of dependent
+ * divisions that dominated groups of a few dozen elements (InstanceNorm on 4x4 to 8x8 maps). */
 static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, const fn_row_job *jb,
-                                    const fn_rowplan *pl, int act)
+                                    const fn_rowplan *pl, int act, int64_t cols)
 {
     const fn_rows *s = &jb->shape;
     const int64_t Q = s->rows, L = s->row_len;
@@ -1206,13 +1207,10 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
         if (jb->stats.var)
             jb->stats.var[g0 + i] = m2[i];
     }
-    /* Several rows with a per-element affine: FN_AFFINE_COLS columns of every row in turn,
-     * so that weight and bias come from L1 once for all of them (a row's own weight and bias
-     * otherwise stream from L2 beside it) */
-    const int64_t lc = m > 1 && Q == 1 && jb->affine.elementwise &&
-                               2 * L * (int64_t)sizeof(CT) > FN_GB_BYTES
-                           ? FN_AFFINE_COLS
-                           : L;
+    /* cols columns of every group in turn (normalize_rows' long affine rows: the weight and
+     * bias then come from L1 once for all m, where a row's own otherwise stream from L2 beside
+     * it); cols >= L: each group whole */
+    const int64_t lc = cols < L ? cols : L;
     for (int64_t l0 = 0; l0 < L; l0 += lc) {
         const int64_t l1 = L - l0 < lc ? L : l0 + lc;
         for (int64_t i = 0; i < m; i++) {
@@ -1330,11 +1328,13 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         mb = mb > FN_GB ? FN_GB : mb;
         if (mb < FN_GB && (mb < 4 || 4 * P * gsize * (int64_t)sizeof(T) >= fn_l3_bytes()))
             mb = 1;
-        /* long float32/float64 rows with a per-element affine, FN_AFFINE_ROWS at a time (see
-         * fused_groups), where input and output take at most half the last-level cache:
-         * LayerNorm rows of 2560-8192 1.04-1.25x faster ((8-512, 4096), (256, 8192)), from memory
-         * ((2048, 4096)) 1.09x slower; the 16-bit types, bound by their conversions, gained
-         * nothing */
+        /* float32/float64 rows whose weight and bias take over 16 KB (rows over 2048 float32,
+         * over 1024 float64) FN_AFFINE_ROWS at a time, FN_AFFINE_COLS columns of each in turn
+         * (see fused_groups), where input and output take at most half the last-level cache:
+         * LayerNorm 1.04-1.25x faster ((8-512, 4096), (256, 8192), (512, 2560), float64 (256,
+         * 1600), (512, 2048)), float64 (256, 1280) 0.97x at one thread and 1.05x at two; from
+         * memory ((2048, 4096)) 1.09x slower. The 16-bit types, bound by their conversions,
+         * gained nothing. */
         const int long_affine = sizeof(T) >= 4 && Q == 1 && af->elementwise &&
                                 2 * L * (int64_t)sizeof(CT) > FN_GB_BYTES &&
                                 FN_AFFINE_ROWS * gsize * (int64_t)sizeof(T) <= FN_AFFINE_BYTES &&
@@ -1346,11 +1346,12 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         if ((pl.nb == 1 || long_affine) && mb >= 2) {
             FN_PFOR(ntf, u, (P + mb - 1) / mb, {
                 const int64_t g0 = u * mb;
-                FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact);
+                FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact,
+                                 long_affine ? FN_AFFINE_COLS : L);
             });
             return FN_OK;
         }
-        FN_PFOR(ntf, g, P, { FN(fused_groups)(x, y, g, 1, jb, &pl, oact); });
+        FN_PFOR(ntf, g, P, { FN(fused_groups)(x, y, g, 1, jb, &pl, oact, L); });
         return FN_OK;
     }
     if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK &&
@@ -1455,7 +1456,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                                 r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
                                 t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
-                FN(fused_groups)(t, y, g, 1, &nj, &pl, oact);
+                FN(fused_groups)(t, y, g, 1, &nj, &pl, oact, L);
             });
             return FN_OK;
         }
@@ -1478,7 +1479,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                                 r + p1 * rs[0] + p2 * rs[1] + q * rs[2], sk + q * L, L, xs[3],
                                 rs[3], 1);
-                FN(fused_groups)(sk, y, g, 1, &nj, &pl, oact);
+                FN(fused_groups)(sk, y, g, 1, &nj, &pl, oact, L);
             }
         });
         free(scr);

@@ -825,3 +825,44 @@ def test_layers_are_callables_with_signatures():
             return 2 * super().forward(input)
     x = np.arange(16.0).reshape(2, 8)
     np.testing.assert_array_equal(Doubled(8)(x), 2 * m(x))
+
+    class Logged(fastnorm.LayerNorm):  # a user's __call__ in between runs too
+        calls = 0
+
+        def __call__(self, *args, **kwargs):
+            Logged.calls += 1
+            return super().__call__(*args, **kwargs)
+
+    class Tripled(Logged):
+        def forward(self, input):
+            return 3 * super().forward(input)
+    np.testing.assert_array_equal(Tripled(8)(x), 3 * m(x))
+    assert Logged.calls == 1
+    # forward is looked up at each call: an instance's own, or the class's patched one
+    m.forward = lambda input: "instance"
+    assert m(x) == "instance"
+    del m.forward
+    from unittest import mock
+    with mock.patch.object(fastnorm.LayerNorm, "forward", lambda self, input: "patched"):
+        assert m(x) == "patched" and Doubled(8)(x) == 2 * "patched"
+    assert m(x).shape == (2, 8)
+
+
+def test_layers_unpickle_in_a_fresh_process():
+    """A layer unpickled where no layer of its class was built yet still finds its parameters
+    and buffers (the class gets their lookups on unpickling)."""
+    import pickle
+    import subprocess
+    import sys
+    layers = [fastnorm.LayerNorm(8), fastnorm.BatchNorm2d(3), fastnorm.GroupNorm(2, 4)]
+    code = ("import pickle, sys, numpy as np\n"
+            "for m in pickle.loads(sys.stdin.buffer.read()):\n"
+            "    C = m.weight.size\n"
+            "    x = np.ones((2, 8) if hasattr(m, 'normalized_shape') else (2, C, 5, 5))\n"
+            "    print(type(m).__name__, m.weight.shape, m.bias.shape, m(x).shape)\n")
+    got = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(layers),
+                         capture_output=True, timeout=120)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout.decode().split("\n")[:3] == [
+        "LayerNorm (8,) (8,) (2, 8)", "BatchNorm2d (3,) (3,) (2, 3, 5, 5)",
+        "GroupNorm (4,) (4,) (2, 4, 5, 5)"]

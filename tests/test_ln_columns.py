@@ -29,6 +29,17 @@ def _params(L, dtype, seed=3):
     return rng.uniform(0.5, 2, L).astype(dtype), rng.uniform(-1, 1, L).astype(dtype)
 
 
+def _calls(x, L, w, b):
+    """(name, fastnorm's result, the reference's) of LayerNorm/RMSNorm forms on x over L."""
+    return (("plain", F.layer_norm(x, L), R.layer_norm(x, L)),
+            ("affine", F.layer_norm(x, L, w, b), R.layer_norm(x, L, w, b)),
+            ("weight", F.layer_norm(x, L, w), R.layer_norm(x, L, w)),
+            ("bias", F.layer_norm(x, L, None, b), R.layer_norm(x, L, None, b)),
+            ("relu", F.layer_norm(x, L, w, b, activation="relu"),
+             np.maximum(R.layer_norm(x, L, w, b), 0)),
+            ("rms", F.rms_norm(x, L, w), R.rms_norm(x, L, w)))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(3, 40, 70), (2, 3, 17, 300), (16, 5)], ids=str)
 def test_transposed_layer_norm_matches_reference(shape, dtype):
@@ -36,14 +47,7 @@ def test_transposed_layer_norm_matches_reference(shape, dtype):
     w, b = _params(L, dtype)
     for label, data in data_variants(shape, dtype):
         x = _transposed(data)
-        for name, got, want in (
-                ("plain", F.layer_norm(x, L), R.layer_norm(x, L)),
-                ("affine", F.layer_norm(x, L, w, b), R.layer_norm(x, L, w, b)),
-                ("weight", F.layer_norm(x, L, w), R.layer_norm(x, L, w)),
-                ("bias", F.layer_norm(x, L, None, b), R.layer_norm(x, L, None, b)),
-                ("relu", F.layer_norm(x, L, w, b, activation="relu"),
-                 np.maximum(R.layer_norm(x, L, w, b), 0)),
-                ("rms", F.rms_norm(x, L, w), R.rms_norm(x, L, w))):
+        for name, got, want in _calls(x, L, w, b):
             assert_matches(got, want, dtype, f"{label} {name}", scale=2.0)
 
 
@@ -100,14 +104,7 @@ def test_transposed_half_precision_rounded_once(dtype):
     w, b = _params(L, np.float32)
     for label, data in data_variants((3, 40, L), np.float64):
         x = _transposed(data.astype(dt))
-        for name, got, want in (
-                ("plain", F.layer_norm(x, L), R.layer_norm(x, L)),
-                ("affine", F.layer_norm(x, L, w, b), R.layer_norm(x, L, w, b)),
-                ("weight", F.layer_norm(x, L, w), R.layer_norm(x, L, w)),
-                ("bias", F.layer_norm(x, L, None, b), R.layer_norm(x, L, None, b)),
-                ("relu", F.layer_norm(x, L, w, b, activation="relu"),
-                 np.maximum(R.layer_norm(x, L, w, b), 0)),
-                ("rms", F.rms_norm(x, L, w), R.rms_norm(x, L, w))):
+        for name, got, want in _calls(x, L, w, b):
             _within_one_ulp(got, want, dt, f"{dtype} {label} {name}")
     x = _transposed((np.random.default_rng(7).standard_normal((4, 96, 130)) * 3 + 7).astype(dt))
     w, b = _params(130, np.float32)

@@ -1222,6 +1222,22 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     }
 }
 
+/* Whether normalize_rows' fused path takes its P groups FN_AFFINE_ROWS at a time,
+ * FN_AFFINE_COLS columns of each in turn (see fused_groups): float32/float64 rows whose weight
+ * and bias take over 16 KB (rows over 2048 float32, over 1024 float64), where input and output
+ * take at most half the last-level cache. LayerNorm 1.04-1.25x faster ((8-512, 4096), (256,
+ * 8192), (512, 2560), float64 (256, 1600), (512, 2048)), float64 (256, 1280) 0.97x at one thread
+ * and 1.05x at two; from memory ((2048, 4096)) 1.09x slower. The 16-bit types, bound by their
+ * conversions, gained nothing; the fused residual add with sum_out, 0.93-1.1x (add_rms_norm,
+ * (16-256, 4096), (32, 8192)), keeps one row at a time. */
+static inline int FN(long_affine)(const fn_row_job *jb, int64_t P)
+{
+    const int64_t L = jb->shape.row_len, gbytes = jb->shape.rows * L * (int64_t)sizeof(T);
+    return sizeof(T) >= 4 && jb->shape.rows == 1 && jb->affine.elementwise &&
+           2 * L * (int64_t)sizeof(CT) > FN_GB_BYTES &&
+           FN_AFFINE_ROWS * gbytes <= FN_AFFINE_BYTES && 4 * P * gbytes <= fn_l3_bytes();
+}
+
 static inline int FN(bad_job)(const fn_row_job *jb)
 {
     const fn_affine *af = &jb->affine;
@@ -1328,17 +1344,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         mb = mb > FN_GB ? FN_GB : mb;
         if (mb < FN_GB && (mb < 4 || 4 * P * gsize * (int64_t)sizeof(T) >= fn_l3_bytes()))
             mb = 1;
-        /* float32/float64 rows whose weight and bias take over 16 KB (rows over 2048 float32,
-         * over 1024 float64) FN_AFFINE_ROWS at a time, FN_AFFINE_COLS columns of each in turn
-         * (see fused_groups), where input and output take at most half the last-level cache:
-         * LayerNorm 1.04-1.25x faster ((8-512, 4096), (256, 8192), (512, 2560), float64 (256,
-         * 1600), (512, 2048)), float64 (256, 1280) 0.97x at one thread and 1.05x at two; from
-         * memory ((2048, 4096)) 1.09x slower. The 16-bit types, bound by their conversions,
-         * gained nothing. */
-        const int long_affine = sizeof(T) >= 4 && Q == 1 && af->elementwise &&
-                                2 * L * (int64_t)sizeof(CT) > FN_GB_BYTES &&
-                                FN_AFFINE_ROWS * gsize * (int64_t)sizeof(T) <= FN_AFFINE_BYTES &&
-                                4 * P * gsize * (int64_t)sizeof(T) <= fn_l3_bytes();
+        const int long_affine = FN(long_affine)(jb, P);
         if (long_affine)
             mb = FN_AFFINE_ROWS;
         if (mb > P / ntf) /* a unit for every thread (a group's bits do not depend on it) */

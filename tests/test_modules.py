@@ -817,6 +817,7 @@ def test_layers_are_callables_with_signatures():
     import inspect
     m = fastnorm.LayerNorm(8)
     assert str(inspect.signature(m)) == "(input)"
+    assert "normalized_shape" in inspect.signature(fastnorm.LayerNorm).parameters  # the class
     assert m(np.ones((2, 8))).shape == (2, 8)
     np.testing.assert_array_equal(m(input=np.ones((2, 8))), m.forward(np.ones((2, 8))))
 

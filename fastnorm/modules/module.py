@@ -114,6 +114,14 @@ def _expose(module, name):
         setattr(cls, name, Registered(name))
 
 
+class _ForwardSignature:
+    """A layer's __signature__: its forward's, for tools that inspect the layer as a callable
+    (its __call__ is a property); None on the class, whose signature stays its constructor's."""
+
+    def __get__(self, obj, objtype=None):
+        return None if obj is None else inspect.signature(obj.forward)
+
+
 class Module:
     """Base class of fastnorm's layers: named parameters and buffers, train/eval mode,
     ``state_dict``/``load_state_dict`` with torch's keys, and torch's ``repr``."""
@@ -220,11 +228,7 @@ class Module:
     # property that hands out the bound forward, read by a C getter, costs 0.04 us a call; a
     # forwarding __call__(self, *args, **kwargs) cost 0.12, a fifth of a decode-size LayerNorm.
     __call__ = property(operator.attrgetter("forward"))
-
-    @property
-    def __signature__(self):
-        """forward's signature, for tools that inspect the layer as a callable."""
-        return inspect.signature(self.forward)
+    __signature__ = _ForwardSignature()
 
     # -- gradients ----------------------------------------------------------------------------
 

@@ -117,6 +117,12 @@ def test_transposed_half_precision_rounded_once(dtype):
             assert np.array_equal(F.layer_norm(x, 130, w, b).view(np.uint16), one), n
     finally:
         fastnorm.set_num_threads(threads)
+    # out= in either layout, and in place (the statistics are taken before any write)
+    for label, out in (("same layout", np.empty_like(x)), ("C order", np.empty(x.shape, dt)),
+                       ("in place", x.copy(order="K"))):
+        src = out if label == "in place" else x
+        y = F.layer_norm(src, 130, w, b, out=out)
+        assert y is out and np.array_equal(y.view(np.uint16), one), label
 
 
 def test_transposed_float16_and_backward_statistics():

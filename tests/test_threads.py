@@ -298,6 +298,7 @@ def test_rows_taken_together_match_rows_alone(dtype, activation):
     """The fused kernel normalizes several long affine rows column chunk by column chunk; each
     row's bits are those of the row normalized on its own."""
     x = _data((23, 2 * 1024 + 77), dtype, seed=11)
+    x[3, 100], x[4, 2000], x[5, :] = np.nan, np.inf, 7.0  # NaN, inf and a constant row
     L = x.shape[1]
     w, b = _vec(L, dtype, 5), _vec(L, dtype, 6, -1, 1)
     calls = {"ln": lambda a: F.layer_norm(a, L, w, b, activation=activation),
@@ -307,6 +308,7 @@ def test_rows_taken_together_match_rows_alone(dtype, activation):
         for name, f in calls.items():
             together = f(x)
             alone = np.concatenate([f(x[i:i + 1]) for i in range(len(x))])
+            assert np.isnan(together[3]).all() and np.isfinite(together[6:]).all()
             assert np.array_equal(_bits(together), _bits(alone)), (
                 f"{name} {activation} {n} threads: "
                 f"{np.count_nonzero(_bits(together) != _bits(alone))} values differ")

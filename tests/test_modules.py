@@ -839,6 +839,9 @@ def test_layers_are_callables_with_signatures():
             return 3 * super().forward(input)
     np.testing.assert_array_equal(Tripled(8)(x), 3 * m(x))
     assert Logged.calls == 1
+    # read from the class, __call__ is a function of the layer, as torch's Module.__call__
+    np.testing.assert_array_equal(fastnorm.LayerNorm.__call__(m, x), m(x))
+    np.testing.assert_array_equal(fastnorm.modules.module.Module.__call__(m, input=x), m(x))
     # forward is looked up at each call: an instance's own, or the class's patched one
     m.forward = lambda input: "instance"
     assert m(x) == "instance"

@@ -9,14 +9,13 @@ the input's gradient and accumulates the parameters' into the dict ``m.grad`` (k
 name), and ``m.zero_grad()`` empties it. Without ``requires_grad_()`` a forward keeps nothing.
 """
 import inspect
-import operator
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from .. import _checks
 from .._checks import to_numpy  # noqa: F401 - the layers' np.asarray (torch tensors too)
-from .._registered import Registered
+from .._registered import ForwardCall, Registered
 
 __all__ = ["Module"]
 
@@ -223,11 +222,7 @@ class Module:
     def forward(self, input):  # pragma: no cover - every layer overrides it
         raise NotImplementedError
 
-    # Calling a layer calls its forward, looked up at each call (an instance's or a patched
-    # class's forward included, as in torch; fastnorm has no hooks to run around it). A
-    # property that hands out the bound forward, read by a C getter, costs 0.04 us a call; a
-    # forwarding __call__(self, *args, **kwargs) cost 0.12, a fifth of a decode-size LayerNorm.
-    __call__ = property(operator.attrgetter("forward"))
+    __call__ = ForwardCall()  # forward, looked up at each call (see _registered)
     __signature__ = _ForwardSignature()
 
     # -- gradients ----------------------------------------------------------------------------

@@ -1349,15 +1349,13 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             mb = FN_AFFINE_ROWS;
         if (mb > P / ntf) /* a unit for every thread (a group's bits do not depend on it) */
             mb = P / ntf;
-        if ((pl.nb == 1 || long_affine) && mb >= 2) {
-            FN_PFOR(ntf, u, (P + mb - 1) / mb, {
-                const int64_t g0 = u * mb;
-                FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact,
-                                 long_affine ? FN_AFFINE_COLS : L);
-            });
-            return FN_OK;
-        }
-        FN_PFOR(ntf, g, P, { FN(fused_groups)(x, y, g, 1, jb, &pl, oact, L); });
+        if (pl.nb > 1 && !long_affine)
+            mb = 1;
+        const int64_t cols = long_affine && mb > 1 ? FN_AFFINE_COLS : L;
+        FN_PFOR(ntf, u, (P + mb - 1) / mb, {
+            const int64_t g0 = u * mb;
+            FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact, cols);
+        });
         return FN_OK;
     }
     if (given && !af->elementwise && af->group_step == 1 && af->row_step == 0 && L < FN_NCHUNK &&

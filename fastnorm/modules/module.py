@@ -115,7 +115,8 @@ def _expose(module, name):
 
 class _ForwardSignature:
     """A layer's __signature__: its forward's, for tools that inspect the layer as a callable
-    (its __call__ is a property); None on the class, whose signature stays its constructor's."""
+    (its __call__ is a descriptor, ForwardCall, that inspect cannot read through); None on the
+    class, whose signature stays its constructor's."""
 
     def __get__(self, obj, objtype=None):
         return None if obj is None else inspect.signature(obj.forward)

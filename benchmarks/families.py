@@ -1,11 +1,12 @@
 """fastnorm against torch CPU and ONNX Runtime CPU on the shape families of real models
 (fastnorm/_cases.py FAMILIES: ResNet-50 eval/train BatchNorm, transformer decode/prefill
 LayerNorm and RMSNorm, diffusion GroupNorm, style-transfer InstanceNorm; both layouts where the
-family has them; --f64 for the float64 set; --extra for further real-model shapes outside the
-families, _cases.EXTRA).
+family has them; --extra for further real-model shapes outside the families, _cases.EXTRA;
+--random N for N shapes drawn from real-model ranges, _cases.random_cases; --f64 for float64:
+the float64 set, or the --extra / --random shapes in float64).
 
-    python benchmarks/families.py [--family NAME ...] [--f64 | --extra] [--quick] [--rounds N]
-                                  [--json FILE]
+    python benchmarks/families.py [--family NAME ...] [--f64] [--extra | --random N [--seed S]]
+                                  [--quick] [--rounds N] [--json FILE]
 
 Every peer allocates its result, and so does the "fastnorm" column (as users call it); the
 "out=" column reuses one output. Ratios are peer time / fastnorm time from this one run (> 1:
@@ -122,9 +123,14 @@ def geomean(v):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", action="append", choices=sorted(_cases.FAMILIES))
-    ap.add_argument("--f64", action="store_true", help="the float64 set instead")
+    ap.add_argument("--f64", action="store_true",
+                    help="float64: the float64 set, or the --extra / --random shapes")
     ap.add_argument("--extra", action="store_true",
                     help="further real-model shapes outside the families instead (float32)")
+    ap.add_argument("--random", type=int, metavar="N",
+                    help="N cases drawn at random from real-model ranges instead "
+                         "(_cases.random_cases; float64 with --f64)")
+    ap.add_argument("--seed", type=int, default=0, help="the --random draw (default 0)")
     ap.add_argument("--quick", action="store_true", help="every third case")
     ap.add_argument("--smoke", action="store_true",
                     help="call every peer of every case once, no timing (CI's check that the "
@@ -140,15 +146,15 @@ def main(argv=None):
     threads = fastnorm.get_num_threads()
     if torch is not None:
         torch.set_num_threads(threads)
-    if args.f64:
+    dtype = "float64" if args.f64 else "float32"
+    if args.random:
+        plan = {"random": _cases.random_cases(args.random, args.seed)}
+    elif args.f64:
         plan = {"float64": _cases.FAMILIES_F64}
-        dtype = "float64"
     elif args.extra:
         plan = {"extra": _cases.EXTRA}
-        dtype = "float32"
     else:
         plan = {k: v for k, v in _cases.FAMILIES.items() if not args.family or k in args.family}
-        dtype = "float32"
     print(f"fastnorm {fastnorm.__version__}, {threads} threads; torch "
           f"{getattr(torch, '__version__', 'absent')}; {dtype}; ratios = peer / fastnorm "
           f"(allocating calls), > 1: fastnorm faster", flush=True)

@@ -60,3 +60,30 @@ def test_median_time_measures():
     calls = []
     t = _cases.median_time(lambda: calls.append(1), rounds=3, budget=0.003)
     assert 0 < t < 0.01 and len(calls) >= 2 + 3
+
+
+def test_random_cases_are_repeatable_real_model_calls():
+    """families.py --random: the same seed draws the same cases, another seed others; every
+    case is an op of OPS on a shape it takes, under the 128 MB cap, in a layout make_input
+    knows, and the fastnorm call of each matches the reference."""
+    a, b = _cases.random_cases(40, seed=3), _cases.random_cases(40, seed=3)
+    assert a == b and a != _cases.random_cases(40, seed=4) and len(a) == 40
+    assert {name for name, _, _ in a} == set(_cases.OPS)  # 40 draws reach all six ops
+    for name, shape, layout in a:
+        assert 4 * int(np.prod(shape)) <= 128 * 2**20
+        assert layout == "contiguous" or (name not in ("ln", "rms", "in") and len(shape) == 4)
+        if name in ("ln", "rms"):
+            assert len(shape) in (2, 3)
+        else:
+            assert len(shape) == 4 and (name != "gn32" or shape[1] % 32 == 0)
+    for name, shape, layout in a[:8]:
+        small = shape[:1] + tuple(min(v, 9) for v in shape[1:]) if name not in ("ln", "rms") \
+            else shape[:-1] + (min(shape[-1], 384),)
+        if name == "gn32":
+            small = small[:1] + (64,) + small[2:]
+        x = _cases.make_input(small, "float32", layout)
+        op, mode = _cases.OPS[name]
+        kw = _cases.op_kwargs(op, mode, x)
+        got = getattr(fastnorm.functional, op)(x, **kw)
+        want = getattr(fastnorm.reference, op)(x, **kw)
+        assert got.shape == x.shape and np.abs(got - want).max() <= _cases.TOL[x.dtype]

@@ -15,7 +15,10 @@ from awkward import assert_matches, awkward_inputs
 DTYPES = [np.float32, np.float64]
 # (N, C, *spatial): C divisible by 3 for GroupNorm(3)
 SHAPES = [(4, 6, 5, 7), (3, 6, 9), (5, 6), (2, 6, 3, 4, 5), (2, 6, 1, 1), (4, 6, 1, 8),
-          (2, 3, 4100), (1, 3, 4097), (2, 96, 40, 40), (3, 6, 20000), (1, 3, 2)]
+          (2, 3, 4100), (1, 3, 4097), (2, 96, 40, 40), (3, 6, 20000), (1, 3, 2),
+          # channels-last rows whose coefficients normalize_cols takes in column chunks, and
+          # several column tiles of statistics
+          (2, 2601, 3, 5)]
 
 
 def _params(C, dtype, seed=1):

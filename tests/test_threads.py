@@ -247,6 +247,9 @@ CASES = [
     ("channels_last", (6, 37, 29, 33), "channels_last", [_bn_train, _bn_eval, _in_train,
                                                          _in_plain, _gn(37), _gn(1), _ln(1)]),
     ("channels_last_3d", (3, 300, 5, 7, 9), "channels_last", [_bn_train, _gn(30), _in_train]),
+    # wide rows: several statistics tiles, coefficients applied in column chunks
+    ("channels_last_wide", (3, 2601, 4, 5), "channels_last", [_bn_train, _bn_eval, _in_train,
+                                                              _gn(3), _gn(1)]),
     # (N, C): channels innermost, many row blocks per column
     ("nc_tall", (70001, 12), None, [_bn_train, _bn_eval, _gn(4), _ln(1), _rms(1)]),
     # long rows (> 4096: several statistics blocks and normalize chunks per row)

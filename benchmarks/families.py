@@ -5,7 +5,7 @@ family has them; --extra for further real-model shapes outside the families, _ca
 --random N for N shapes drawn from real-model ranges, _cases.random_cases; --f64 for float64:
 the float64 set, or the --extra / --random shapes in float64).
 
-    python benchmarks/families.py [--family NAME ...] [--f64] [--extra | --random N [--seed S]]
+    python benchmarks/families.py [--family NAME ... | --extra | --random N [--seed S]] [--f64]
                                   [--quick] [--rounds N] [--json FILE]
 
 Every peer allocates its result, and so does the "fastnorm" column (as users call it); the
@@ -122,12 +122,13 @@ def geomean(v):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", action="append", choices=sorted(_cases.FAMILIES))
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--family", action="append", choices=sorted(_cases.FAMILIES))
     ap.add_argument("--f64", action="store_true",
                     help="float64: the float64 set, or the --extra / --random shapes")
-    ap.add_argument("--extra", action="store_true",
+    which.add_argument("--extra", action="store_true",
                     help="further real-model shapes outside the families instead (float32)")
-    ap.add_argument("--random", type=int, metavar="N",
+    which.add_argument("--random", type=int, metavar="N",
                     help="N cases drawn at random from real-model ranges instead "
                          "(_cases.random_cases; float64 with --f64)")
     ap.add_argument("--seed", type=int, default=0, help="the --random draw (default 0)")
@@ -147,8 +148,9 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(threads)
     dtype = "float64" if args.f64 else "float32"
-    if args.random:
-        plan = {"random": _cases.random_cases(args.random, args.seed)}
+    if args.random is not None:
+        plan = {"random": _cases.random_cases(args.random, args.seed,
+                                              np.dtype(dtype).itemsize)}
     elif args.f64:
         plan = {"float64": _cases.FAMILIES_F64}
     elif args.extra:

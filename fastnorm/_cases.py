@@ -119,11 +119,12 @@ FAMILIES_F64 = [("bn_eval", (8, 256, 56, 56), "contiguous"), ("bn_eval", (1, 512
                                                               "contiguous")]
 
 
-def random_cases(n, seed=0):
+def random_cases(n, seed=0, itemsize=4):
     """``n`` (name, shape, layout) cases drawn at random from the ranges real models use, as
-    ``benchmarks/families.py --random`` times them: shapes none of the lists above name (odd
-    channel counts and spatial sizes, transformer widths from 256 to 16384, batch 1-64). The
-    same seed gives the same cases."""
+    ``benchmarks/families.py --random`` times them: shapes drawn without regard to the lists
+    above (odd channel counts and spatial sizes, transformer widths from 256 to 16384, batch
+    1-64), each under 128 MB at ``itemsize`` bytes an element. The same seed gives the same
+    cases."""
     rng = np.random.default_rng(seed)
     pick = lambda v: v[int(rng.integers(len(v)))]  # noqa: E731
     chans = [16, 24, 32, 40, 48, 64, 72, 80, 96, 112, 120, 144, 160, 192, 240, 256, 320, 384,
@@ -133,27 +134,25 @@ def random_cases(n, seed=0):
     cases = []
     while len(cases) < n:
         name = pick(["bn_eval", "bn_train", "ln", "rms", "gn32", "in"])
-        lay = pick(["contiguous", "channels_last"])
+        layout = "contiguous"
         if name in ("ln", "rms"):
-            rows = pick([1, 1, 2, 4, 7, 16, 32, 77, 128, 197, 256, 512, 1024, 2048])
-            d = pick(widths)
-            shape, lay = ((rows, d) if rng.random() < 0.5 else (2, max(1, rows // 2), d)), \
-                "contiguous"
-        elif name == "gn32":
-            c = 32 * int(rng.integers(2, 61))
-            s = pick([8, 12, 16, 24, 32, 48, 64, 96, 128, 256])
-            shape = (pick([1, 2, 4]), c, s, s)
+            rows, d = pick([1, 1, 2, 4, 7, 16, 32, 77, 128, 197, 256, 512, 1024, 2048]), \
+                pick(widths)
+            shape = (rows, d) if rng.random() < 0.5 else (2, max(1, rows // 2), d)
         elif name == "in":
             s = pick([16, 32, 56, 64, 100, 128, 256, 512])
             shape = (pick([1, 2, 4, 8]), pick([3, 16, 32, 64, 128, 256]), s, s)
-            lay = "contiguous"
         else:
-            s = pick([7, 10, 14, 17, 19, 28, 35, 56, 64, 75, 112, 150])
-            nb = pick([1, 2, 4, 8]) if name == "bn_eval" else pick([8, 16, 32, 64])
-            shape = (nb, pick(chans), s, s)
-        if 4 * int(np.prod(shape)) > 128 * 2**20:  # keep each case under 128 MB
-            continue
-        cases.append((name, shape, lay))
+            layout = pick(["contiguous", "channels_last"])
+            if name == "gn32":
+                s = pick([8, 12, 16, 24, 32, 48, 64, 96, 128, 256])
+                shape = (pick([1, 2, 4]), 32 * int(rng.integers(2, 61)), s, s)
+            else:
+                s = pick([7, 10, 14, 17, 19, 28, 35, 56, 64, 75, 112, 150])
+                nb = pick([1, 2, 4, 8]) if name == "bn_eval" else pick([8, 16, 32, 64])
+                shape = (nb, pick(chans), s, s)
+        if itemsize * int(np.prod(shape)) <= 128 * 2**20:
+            cases.append((name, shape, layout))
     return cases
 
 

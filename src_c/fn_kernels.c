@@ -28,7 +28,8 @@
 #endif
 /* Elements per unit of work in the normalize kernels. */
 #define FN_NCHUNK 16384
-/* most bytes of a row's coefficients that normalize_cols takes in one run (then column chunks) */
+/* about the most bytes of a row's coefficients that normalize_cols takes in one run (more: column
+ * chunks) */
 #define FN_COLS_COEF_BYTES 16384
 /* Largest group (bytes) that the fused kernel normalizes right after its statistics: at least
  * this (well inside a 1 MiB L2 together with the output it writes), more where the last-level
@@ -486,11 +487,12 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
 }
 
 /* Rows per block in the column kernels (R rows of C columns). Each block costs one Chan merge (a
- * division) per column, so blocks are tall: about FN_COL_BLOCK elements per tile and at least 64
- * rows, taller up to 1/16 of the rows (so that 16 blocks of a column still share out over
- * threads), at most FN_BLOCK rows; then as many blocks of equal height (a short last block left
- * one thread most of the work: 144 rows as 64 + 64 + 16 in three column tiles, 1.35x on two
- * threads). Fixed by the shape alone, as the row kernel's blocks. */
+ * division) per column, so blocks are tall: a first height of FN_COL_BLOCK / min(C, FN_CB) rows
+ * and at least 64, taller up to 1/16 of the rows (so that 16 blocks of a column still share out
+ * over threads), at most FN_BLOCK rows; then as many blocks of equal height as that height needs
+ * (65 rows: 33 + 32), because a short last block left one thread most of the work (144 rows as
+ * 64 + 64 + 16 in three column tiles: 1.35x on two threads). Fixed by the shape alone, as the
+ * row kernel's blocks. */
 static inline int64_t fn_col_rows_per_block(int64_t R, int64_t C)
 {
     const int64_t w = C < FN_CB ? C : FN_CB;
@@ -519,7 +521,9 @@ static inline int64_t fn_even_width(int64_t C, int64_t most, int64_t line)
 /* Columns per tile of the column statistics: at most FN_CB, or FN_CB / 2 for float64, whose four
  * rows a step and per-column sums then stay in L1 (channels-last float64 statistics 1.1-1.2x
  * faster: (1, 1280, 19, 19), (8, 1024, 14, 14), (2, 640, 32, 32); float32, bound by its
- * conversions, measured the same either way). The arithmetic of a column does not depend on it. */
+ * conversions, measured the same either way). Never over FN_CB (col_moments' tile arrays): both
+ * limits are whole cache lines for every itemsize. It depends on the shape alone; float32 in
+ * cache decides per tile whether to keep its unshifted sums (unshifted_tile). */
 static inline int64_t fn_col_tile(int64_t C, int64_t itemsize)
 {
     return fn_even_width(C, itemsize >= 8 ? FN_CB / 2 : FN_CB, 64 / itemsize);

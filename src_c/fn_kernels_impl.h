@@ -1080,13 +1080,15 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
                             s->xs[2], s->ys[2], mh + k, a + k, c + k, rw + r0,
                             rb ? rb + r0 : NULL);
         else {
-            /* rows whose coefficients take over FN_COLS_COEF_BYTES go in column chunks of
-             * equal width (whole cache lines), each down all the unit's rows: row by row, the
-             * row's input and output evicted the coefficients from L1 before the next row
-             * (eval BatchNorm, channels-last, 1 thread: float64 (1, 1280, 19, 19) and float32
-             * (8, 2560, 7, 7) 1.4x faster, (8, 2048, 7, 7) 1.3x; from memory, level) */
+            /* units of several rows whose coefficients take over FN_COLS_COEF_BYTES go in
+             * column chunks of equal width (whole cache lines), each down all the unit's rows:
+             * row by row, a row's input and output pushed the coefficients out of L1 before
+             * the next row (eval BatchNorm, channels-last, 1 thread: float64 (1, 1280, 19, 19)
+             * and float32 (8, 2560, 7, 7) 1.4x faster; from memory, level). Rows over
+             * FN_NCHUNK / 2 are units of one row: nothing to reuse. */
             const int z = zero[cp ? p1 : 0];
-            const int64_t cb = (int64_t)(z ? 2 : 3) * (int64_t)sizeof(CT); /* per column */
+            /* coefficient bytes per column: the buffered types' loops read all three */
+            const int64_t cb = (int64_t)(z && !FN_BUFFERED ? 2 : 3) * (int64_t)sizeof(CT);
             const int64_t cw = r1 - r0 > 1 ? fn_even_width(C, FN_COLS_COEF_BYTES / cb,
                                                            64 / (int64_t)sizeof(T))
                                            : C;

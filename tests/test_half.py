@@ -87,7 +87,8 @@ def _ops(shape, dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
-@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 4, 1, 33), (1, 2, 7)],
+# (2, 2602, 3, 5): channels-last rows whose coefficients go in column chunks
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 4, 1, 33), (1, 2, 7), (2, 2602, 3, 5)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_awkward_inputs_within_one_ulp_of_float64(dtype, shape):
     n = 0

@@ -277,53 +277,48 @@ FN_AVX512_FUNC void fn_gcols_rows_f32_avx512(const float *x, const float *dy, fl
                                              int64_t n, const float *mh, const float *a,
                                              const float *b, const float *c, int nts)
 {
+    /* the columns [i, i + 16) under mask m of rows r and r + 1 into o0, o1 */
+#define FN_GCOLS_PAIR(m)                                                                           \
+    const __m512 mv = _mm512_maskz_loadu_ps(m, mh + i), av = _mm512_maskz_loadu_ps(m, a + i);     \
+    const __m512 bv = _mm512_maskz_loadu_ps(m, b + i), cv = _mm512_maskz_loadu_ps(m, c + i);     \
+    const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), mv);                       \
+    const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), mv);                       \
+    const __m512 o0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y0 + i),                      \
+                                      _mm512_fmadd_ps(bv, v0, cv));                              \
+    const __m512 o1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y1 + i),                      \
+                                      _mm512_fmadd_ps(bv, v1, cv))
     int64_t r = 0;
-    if (nts) { /* streaming stores (rows' starts alike modulo 64 bytes): a masked head up to
-                * the first whole line, whole lines streamed, a masked tail; then a fence */
-        const int64_t h0 = (int64_t)(((64 - ((uintptr_t)dx & 63)) & 63) / sizeof(float));
-        const int64_t h = h0 < n ? h0 : n, e = h + (n - h) / 16 * 16;
-        for (; r + 2 <= nr; r += 2) {
-            const float *x0 = x + r * rx, *x1 = x0 + rx, *y0 = dy + r * ry, *y1 = y0 + ry;
-            float *d0 = dx + r * rd, *d1 = d0 + rd;
-            for (int64_t i = 0; i < n;) {
-                const int st = i >= h && i < e;
-                const int64_t w = st ? 16 : (i < h ? (h - i < 16 ? h - i : 16) : (n - i < 16 ? n - i : 16));
-                const __mmask16 m = (__mmask16)(w == 16 ? 0xFFFFu : (1u << w) - 1u);
-                const __m512 mv = _mm512_maskz_loadu_ps(m, mh + i), av = _mm512_maskz_loadu_ps(m, a + i);
-                const __m512 bv = _mm512_maskz_loadu_ps(m, b + i), cv = _mm512_maskz_loadu_ps(m, c + i);
-                const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), mv);
-                const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), mv);
-                const __m512 o0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y0 + i),
-                                                  _mm512_fmadd_ps(bv, v0, cv));
-                const __m512 o1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y1 + i),
-                                                  _mm512_fmadd_ps(bv, v1, cv));
-                if (st) {
-                    _mm512_stream_ps(d0 + i, o0);
-                    _mm512_stream_ps(d1 + i, o1);
-                } else {
-                    _mm512_mask_storeu_ps(d0 + i, m, o0);
-                    _mm512_mask_storeu_ps(d1 + i, m, o1);
-                }
-                i += w;
-            }
-        }
-        _mm_sfence();
-    }
+    /* streaming stores (rows' starts alike modulo 64 bytes): a masked head up to the first
+     * whole line, whole lines streamed, a masked tail; then a fence */
+    const int64_t h0 = (int64_t)(((64 - ((uintptr_t)dx & 63)) & 63) / sizeof(float));
+    const int64_t h = h0 < n ? h0 : n, e = h + (n - h) / 16 * 16;
     for (; r + 2 <= nr; r += 2) {
         const float *x0 = x + r * rx, *x1 = x0 + rx, *y0 = dy + r * ry, *y1 = y0 + ry;
         float *d0 = dx + r * rd, *d1 = d0 + rd;
-        for (int64_t i = 0; i < n; i += 16) {
+        int64_t i = 0;
+        if (nts) {
+            if (h) {
+                const __mmask16 m = (__mmask16)((1u << h) - 1u);
+                FN_GCOLS_PAIR(m);
+                _mm512_mask_storeu_ps(d0 + i, m, o0);
+                _mm512_mask_storeu_ps(d1 + i, m, o1);
+            }
+            for (i = h; i < e; i += 16) {
+                FN_GCOLS_PAIR((__mmask16)0xFFFF);
+                _mm512_stream_ps(d0 + i, o0);
+                _mm512_stream_ps(d1 + i, o1);
+            }
+        }
+        for (; i < n; i += 16) {
             const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
-            const __m512 mv = _mm512_maskz_loadu_ps(m, mh + i), av = _mm512_maskz_loadu_ps(m, a + i);
-            const __m512 bv = _mm512_maskz_loadu_ps(m, b + i), cv = _mm512_maskz_loadu_ps(m, c + i);
-            const __m512 v0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x0 + i), mv);
-            const __m512 v1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x1 + i), mv);
-            _mm512_mask_storeu_ps(d0 + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y0 + i),
-                                                             _mm512_fmadd_ps(bv, v0, cv)));
-            _mm512_mask_storeu_ps(d1 + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, y1 + i),
-                                                             _mm512_fmadd_ps(bv, v1, cv)));
+            FN_GCOLS_PAIR(m);
+            _mm512_mask_storeu_ps(d0 + i, m, o0);
+            _mm512_mask_storeu_ps(d1 + i, m, o1);
         }
     }
+    if (nts)
+        _mm_sfence();
+#undef FN_GCOLS_PAIR
     if (r < nr)
         fn_gcols_f32_avx512(x + r * rx, dy + r * ry, dx + r * rd, n, mh, a, b, c);
 }
@@ -877,13 +872,13 @@ static FN_HOT void FN(gcols_coefs)(const fn_grad_col_job *jb, int64_t o, int64_t
 /* dx over rows [r0, r1) of w columns, (x, dy, dx) at the columns' origin */
 static inline void FN(gcols_apply_rows)(const T *x, const T *dy, T *dx, const fn_grad_col_job *jb,
                                         int64_t r0, int64_t r1, int64_t w, const CT *mh,
-                                        const CT *a, const CT *b, const CT *c)
+                                        const CT *a, const CT *b, const CT *c, int nts)
 {
     const fn_cols *s = &jb->shape;
 #if FN_GF32
     if (s->xs[2] == 1 && s->ys[2] == 1 && jb->dxs[2] == 1 && fn_simd_level() >= 2) {
         fn_gcols_rows_f32_avx512(x + r0 * s->xs[1], dy + r0 * s->ys[1], dx + r0 * jb->dxs[1],
-                                 r1 - r0, s->xs[1], s->ys[1], jb->dxs[1], w, mh, a, b, c, 0);
+                                 r1 - r0, s->xs[1], s->ys[1], jb->dxs[1], w, mh, a, b, c, nts);
         return;
     }
 #endif
@@ -943,7 +938,7 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
                 S2[o * C + j] = s2[j];
             }
             FN(gcols_coefs)(jb, o, C, s1, s2, M, mh, a, b, c);
-            FN(gcols_apply_rows)(xo, dyo, dx + o * jb->dxs[0], jb, 0, R, C, mh, a, b, c);
+            FN(gcols_apply_rows)(xo, dyo, dx + o * jb->dxs[0], jb, 0, R, C, mh, a, b, c, 0);
         });
         return FN_OK;
     }
@@ -974,13 +969,23 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
                          t2);
         FN(gcols_coefs)(jb, o, C, t1, t2, M, mh + o * C, a + o * C, b + o * C, c + o * C);
     }
+    /* dx with streaming stores where x, dy and dx together overflow the last-level cache (4/3
+     * of fn_stream_bytes): dx's lines are not read first, and they do not push out the x and
+     * dy this pass reads (BatchNorm training, channels-last, 1 thread: (32, 256, 28, 28)
+     * 1.24x, (8, 512, 28, 28) 1.2x, (16, 1024, 14, 14) 1.1x faster; rows of at least 256
+     * channels: (64, 128, 28, 28) level, (32, 64, 56, 56) 1.5x slower streamed; from 3/4 of
+     * the cache, GroupNorm's dx pass (4, 512, 32, 32) was 1.2x slower). The same bits. */
+    const int64_t sb = fn_stream_bytes();
+    const int nts = FN_GF32 && sb > 0 && C >= 256 && 3 * E * R * (int64_t)sizeof(T) > sb / 3 * 4 &&
+                    !((uintptr_t)dx % sizeof(T)) && (jb->dxs[0] * (int64_t)sizeof(T)) % 64 == 0 &&
+                    (jb->dxs[1] * (int64_t)sizeof(T)) % 64 == 0;
     const int64_t Ua = P1 * nrb; /* the row blocks again: with ncb == 1, each to the thread that
                                   * summed it (a static schedule over as many units) */
     const int nta = fn_eff_threads(E * R, Ua, n_threads);
     FN_PFOR(nta, u, Ua, {
         const int64_t o = u / nrb, r0 = (u % nrb) * rb, r1 = r0 + rb < R ? r0 + rb : R;
         FN(gcols_apply_rows)(x + o * s->xs[0], dy + o * s->ys[0], dx + o * jb->dxs[0], jb, r0, r1,
-                             C, mh + o * C, a + o * C, b + o * C, c + o * C);
+                             C, mh + o * C, a + o * C, b + o * C, c + o * C, nts);
     });
     free(buf);
     free(cf);

@@ -27,7 +27,8 @@ SCRIPT = textwrap.dedent("""
 
 def results():
     """Every streamed kind of loop (scale, affine, weight with and without centring, columns,
-    the column layout's backward dx), float32 and float64, on rows long enough to stream (>= 256 elements), offset by one element
+    the column layout's backward dx: GroupNorm's and training BatchNorm's), float32 and float64,
+    on rows long enough to stream (>= 256 elements), offset by one element
     so that the runs start unaligned, and with odd lengths."""
     rng = np.random.default_rng(5)
     out = []
@@ -59,6 +60,11 @@ def results():
                                               1e-5)
                 out += [g for g in F.native_group_norm_backward(
                     dy, xl, m, r, c[:1].repeat(L), 3, L, 5, L // 16, [True, True, True])]
+                # training BatchNorm's column backward (sums, then dx: 15 rows, an odd one)
+                wl = c[:1].repeat(L) + 1
+                _, m, r = F.native_batch_norm(xl, wl, None, None, None, True, 0.1, 1e-5)
+                out += [g for g in F.native_batch_norm_backward(
+                    dy, xl, wl, None, None, m, r, True, 1e-5, [True, True, True])]
     return out
 
 

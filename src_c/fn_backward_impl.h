@@ -976,8 +976,9 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
      * channels: (64, 128, 28, 28) level, (32, 64, 56, 56) 1.5x slower streamed; from 3/4 of
      * the cache, GroupNorm's dx pass (4, 512, 32, 32) was 1.2x slower). The same bits. */
     const int64_t sb = fn_stream_bytes();
-    const int nts = FN_GF32 && sb > 0 && C >= 256 && 3 * E * R * (int64_t)sizeof(T) > sb / 3 * 4 &&
-                    !((uintptr_t)dx % sizeof(T)) && (jb->dxs[0] * (int64_t)sizeof(T)) % 64 == 0 &&
+    const int nts = FN_GF32 && sb > 0 && C >= 256 &&
+                    3 * E * R * (int64_t)sizeof(T) > sb / 3 * 4 && !((uintptr_t)dx % sizeof(T)) &&
+                    (jb->dxs[0] * (int64_t)sizeof(T)) % 64 == 0 &&
                     (jb->dxs[1] * (int64_t)sizeof(T)) % 64 == 0;
     const int64_t Ua = P1 * nrb; /* the row blocks again: with ncb == 1, each to the thread that
                                   * summed it (a static schedule over as many units) */

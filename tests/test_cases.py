@@ -69,6 +69,8 @@ def test_random_cases_are_repeatable_real_model_calls():
     a, b = _cases.random_cases(40, seed=3), _cases.random_cases(40, seed=3)
     assert a == b and a != _cases.random_cases(40, seed=4) and len(a) == 40
     assert {name for name, _, _ in a} == set(_cases.OPS)  # 40 draws reach all six ops
+    assert all(8 * int(np.prod(shape)) <= 128 * 2**20  # --f64's draws: under 128 MB too
+               for _, shape, _ in _cases.random_cases(60, seed=3, itemsize=8))
     for name, shape, layout in a:
         assert 4 * int(np.prod(shape)) <= 128 * 2**20
         assert layout == "contiguous" or (name not in ("ln", "rms", "in") and len(shape) == 4)

@@ -846,6 +846,11 @@ static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int
         x += d;
         y += d;
         n -= d;
+        if (n < FN_SHORT_TAIL) { /* float32's operations element by element, no buffer */
+            for (int64_t i = 0; i < n; i++)
+                y[i] = ST((LD(x[i]) - mh) * a + c);
+            return;
+        }
     }
 #endif
     FN_BY_BUFFER(i0, m, n, {
@@ -883,6 +888,11 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
         w += d;
         lb += d;
         n -= d;
+        if (n < FN_SHORT_TAIL) {
+            for (int64_t i = 0; i < n; i++)
+                y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i] + lb[i]);
+            return;
+        }
     }
 #endif
     FN_BY_BUFFER(i0, m, n, {
@@ -933,6 +943,11 @@ static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
         a += d;
         c += d;
         n -= d;
+        if (n < FN_SHORT_TAIL) {
+            for (int64_t i = 0; i < n; i++)
+                y[i] = ST((LD(x[i]) - mh[i]) * a[i] + c[i]);
+            return;
+        }
     }
 #endif
     FN_BY_BUFFER(i0, m, n, {

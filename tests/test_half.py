@@ -284,3 +284,25 @@ def test_statistics_either_side_of_the_unshifted_cut(dtype, ratio):
     assert_ulp(F.layer_norm(x, 512), R.layer_norm(x64, 512), dtype, 1, "ln")
     assert_ulp(F.instance_norm(x), R.instance_norm(x64), dtype, 1, "in")
     assert_ulp(F.group_norm(x, 2), R.group_norm(x64, 2), dtype, 1, "gn")
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_contiguous_runs_match_strided_bit_for_bit(dtype):
+    """Contiguous runs take the converting-in-registers loops and, for a short remainder,
+    element-by-element arithmetic; strided runs take the float buffer. Row lengths 1-40 (every
+    remainder), eval BatchNorm (scale), LayerNorm (affine) and channels-last BatchNorm (per
+    column): the same bits either way."""
+    rng = np.random.default_rng(3)
+    for L in range(1, 41):
+        x = (rng.standard_normal((3, 5, L)) * 2 + 0.5).astype(dtype)
+        xs = np.zeros((3, 5, 2 * L), dtype)[:, :, ::2]  # the same values at stride 2
+        xs[...] = x
+        C = 5
+        rm, rv = rng.standard_normal(C).astype(np.float32), rng.uniform(0.5, 2, C).astype(np.float32)
+        w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+        lw, lb = rng.standard_normal(L).astype(np.float32), rng.standard_normal(L).astype(np.float32)
+        for f in (lambda a: F.batch_norm(a, rm, rv, w, b),
+                  lambda a: F.layer_norm(a, L, lw, lb),
+                  lambda a: F.batch_norm(np.moveaxis(a, 2, 1), None, None, training=True)):
+            got, want = f(x), f(xs)
+            assert np.array_equal(got.view(np.uint16), np.ascontiguousarray(want).view(np.uint16)), L

@@ -192,6 +192,7 @@ FN_SUMS16_AVX512(fn_sums16_0_bf16_avx512, fn_lf16_bf16, fn_keep)
  * any parallel region reads these) or, failing that, at first use. */
 static int fn_simd_state = -1; /* 2: AVX-512F, 1: AVX2 + FMA, 0: neither */
 static int fn_bf16_state = 0;  /* AVX-512 BF16 (and BW, DQ, VL) usable, with simd level 2 */
+static int fn_bw_state = 0;    /* AVX-512 BW and VL usable, with simd level 2 */
 static int64_t fn_l3_state = -1; /* last-level cache bytes, 0 when unknown */
 static int64_t fn_stream_env = -1; /* FN_STREAM_BYTES (environment), -1 when not set */
 
@@ -223,6 +224,8 @@ void fn_init(void)
     fn_bf16_state = lvl >= 2 && __builtin_cpu_supports("avx512bf16") &&
                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                     __builtin_cpu_supports("avx512vl");
+    fn_bw_state = lvl >= 2 && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl");
 #endif
     fn_simd_state = lvl;
 }
@@ -604,13 +607,14 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
  * for operation (no FMA: -ffp-contract=off keeps float32's a*b+c unfused too), and the same
  * rounding on store, so both give the same bits. Each returns how many of the n elements it did
  * (a multiple of the vector width; the rest goes through the buffer). */
-#define FN_DIRECT_LOOPS(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, NAME, ATTR)               \
+#define FN_DIRECT_LOOPS(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, NAME, ATTR, TAIL)         \
     ATTR int64_t NAME##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a, float c) \
     {                                                                                               \
         const VF m = SET1(mh), av = SET1(a), cv = SET1(c);                                          \
         int64_t i = 0;                                                                              \
         for (; i + W <= n; i += W)                                                                  \
             STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), m), av), cv));                                  \
+        TAIL(i, n, STOREH_M(y + i, k_, ADD(MUL(SUB(LOADH_M(k_, x + i), m), av), cv)));              \
         return i;                                                                                   \
     }                                                                                               \
     ATTR int64_t NAME##_affine(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a,        \
@@ -621,6 +625,10 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
         for (; i + W <= n; i += W)                                                                  \
             STOREH(y + i,                                                                           \
                    ADD(MUL(ADD(MUL(SUB(LOADH(x + i), m), av), cv), LOADF(w + i)), LOADF(lb + i)));  \
+        TAIL(i, n,                                                                                  \
+             STOREH_M(y + i, k_,                                                                    \
+                      ADD(MUL(ADD(MUL(SUB(LOADH_M(k_, x + i), m), av), cv), LOADF_M(k_, w + i)),    \
+                          LOADF_M(k_, lb + i))));                                                   \
         return i;                                                                                   \
     }                                                                                               \
     ATTR int64_t NAME##_cols(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,            \
@@ -629,8 +637,22 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
         int64_t i = 0;                                                                              \
         for (; i + W <= n; i += W)                                                                  \
             STOREH(y + i, ADD(MUL(SUB(LOADH(x + i), LOADF(mh + i)), LOADF(a + i)), LOADF(c + i)));  \
+        TAIL(i, n,                                                                                  \
+             STOREH_M(y + i, k_,                                                                    \
+                      ADD(MUL(SUB(LOADH_M(k_, x + i), LOADF_M(k_, mh + i)), LOADF_M(k_, a + i)),    \
+                          LOADF_M(k_, c + i))));                                                    \
         return i;                                                                                   \
     }
+/* A direct loop's last n - i (< 16) elements as one masked vector (AVX-512 BW): the same
+ * operations on the same values, so the same bits as the element-by-element remainder it
+ * spares; STEP uses k_ and the _M loads and store. FN_NO_TAIL: none (the caller finishes). */
+#define FN_MASKED_TAIL(i, n, STEP)                                                                  \
+    if (i < n) {                                                                                    \
+        const __mmask16 k_ = (__mmask16)((1u << (n - i)) - 1u);                                     \
+        STEP;                                                                                       \
+        i = n;                                                                                      \
+    }
+#define FN_NO_TAIL(i, n, STEP)
 #if FN_AVX2
 FN_AVX2_INLINE __m256 fn_lh8(const uint16_t *p)
 {
@@ -649,9 +671,29 @@ FN_AVX512_INLINE void fn_sh16(uint16_t *p, __m512 v)
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
 FN_DIRECT_LOOPS(8, __m256, fn_lh8, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
-                _mm256_set1_ps, _mm256_loadu_ps, fn_f16_avx2, FN_AVX2_FUNC)
+                _mm256_set1_ps, _mm256_loadu_ps, fn_f16_avx2, FN_AVX2_FUNC, FN_NO_TAIL)
 FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
-                _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC)
+                _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC, FN_NO_TAIL)
+/* with AVX-512 BW: the same loops, a masked vector for the remainder */
+#define FN_AVX512BW_FUNC static __attribute__((noinline, target("avx512f,avx512bw,avx512vl,f16c")))
+#define FN_AVX512BW_INLINE                                                                        \
+    static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,f16c")))
+FN_AVX512BW_INLINE __m512 fn_lh16m(__mmask16 k, const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+}
+FN_AVX512BW_INLINE void fn_sh16m(uint16_t *p, __mmask16 k, __m512 v)
+{
+    _mm256_mask_storeu_epi16(p, k, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+#define LOADH_M fn_lh16m
+#define STOREH_M fn_sh16m
+#define LOADF_M _mm512_maskz_loadu_ps
+FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512bw, FN_AVX512BW_FUNC,
+                FN_MASKED_TAIL)
+#undef LOADH_M
+#undef STOREH_M
 /* The AVX-512 direct loops with streaming stores: 32 elements a step, stored as one whole
  * 64-byte line (y 64-byte aligned; the caller fences: fn_sfence). Half-line streaming stores
  * measured slower than plain ones. ROUND: 16 floats to 16 half patterns. */
@@ -710,6 +752,8 @@ FN_AVX512_INLINE __m256i fn_rh16(__m512 v) { return _mm512_cvtps_ph(v, _MM_FROUN
 FN_DIRECT_NT_LOOPS(fn_lh16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
 #define FN_PICK(name, ...)                                                                        \
     do {                                                                                          \
+        if (fn_simd_level() >= 2 && fn_bw_state)                                                  \
+            return name##_avx512bw_##__VA_ARGS__;                                                 \
         if (fn_simd_level() >= 2)                                                                 \
             return name##_avx512_##__VA_ARGS__;                                                   \
         if (fn_simd_level() >= 1)                                                                 \
@@ -799,8 +843,22 @@ FN_BF16_INLINE __m256i fn_rb16(__m512 v)
     return r;
 }
 FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, fn_rb16(v)); }
+FN_BF16_INLINE __m512 fn_lb16m(__mmask16 k, const uint16_t *p)
+{
+    const __m512i u = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)
+{
+    _mm256_mask_storeu_epi16(p, k, fn_rb16(v));
+}
+#define LOADH_M fn_lb16m
+#define STOREH_M fn_sb16m
 FN_DIRECT_LOOPS(16, __m512, fn_lb16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
-                _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC)
+                _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC, FN_MASKED_TAIL)
+#undef LOADH_M
+#undef STOREH_M
+#undef LOADF_M
 FN_DIRECT_NT_LOOPS(fn_lb16, fn_rb16, fn_bf16_avx512_nt, FN_BF16_FUNC)
 #define FN_PICK_BF16(call)                                                                        \
     do {                                                                                          \

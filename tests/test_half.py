@@ -286,15 +286,27 @@ def test_statistics_either_side_of_the_unshifted_cut(dtype, ratio):
     assert_ulp(F.group_norm(x, 2), R.group_norm(x64, 2), dtype, 1, "gn")
 
 
+def test_contiguous_runs_match_strided_with_avx2_loops():
+    """The same check with the AVX2 direct loops (FN_SIMD_LEVEL=1: 8 wide, remainders element
+    by element), in a subprocess."""
+    code = ("import sys; sys.path.insert(0, %r); import numpy as np, test_half as t; "
+            "[t.test_contiguous_runs_match_strided_bit_for_bit(d) for d in t.HALF]; print('ok')"
+            % os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FN_SIMD_LEVEL="1"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
 def test_contiguous_runs_match_strided_bit_for_bit(dtype):
-    """Contiguous runs take the converting-in-registers loops and, for a short remainder,
-    element-by-element arithmetic; strided runs take the float buffer. Row lengths 1-40 (every
+    """Contiguous runs take the converting-in-registers loops and, for a short remainder, a
+    masked vector (AVX-512 BW) or element-by-element arithmetic; strided runs take the float
+    buffer. Row lengths 1-40 (every
     remainder), eval BatchNorm (scale), LayerNorm (affine) and channels-last BatchNorm (per
     column): the same bits either way."""
     rng = np.random.default_rng(3)
-    for L in range(1, 41):
-        x = (rng.standard_normal((3, 5, L)) * 2 + 0.5).astype(dtype)
+    for L, offset in [(L, o) for L in range(1, 41) for o in (0.5, 60.0)]:  # 60: shifted loops
+        x = (rng.standard_normal((3, 5, L)) * 2 + offset).astype(dtype)
         xs = np.zeros((3, 5, 2 * L), dtype)[:, :, ::2]  # the same values at stride 2
         xs[...] = x
         C = 5

@@ -28,9 +28,10 @@
 #endif
 /* Elements per unit of work in the normalize kernels. */
 #define FN_NCHUNK 16384
-/* A contiguous activation-free run's remainder after the 16-bit types' direct loops that goes
- * element by element rather than through the float buffer (three calls per run): float16
- * BatchNorm on 7x7 to 10x10 planes spent more time in those calls than in its rows. */
+/* A contiguous activation-free run's remainder after the 16-bit types' direct loops (without
+ * AVX-512 BW, which takes it as a masked vector) that goes element by element rather than
+ * through the float buffer (three calls per run): float16 BatchNorm on 7x7 to 10x10 planes
+ * spent more time in those calls than in its rows. */
 #define FN_SHORT_TAIL 16
 /* about the most bytes of a row's coefficients that normalize_cols takes in one run (more: column
  * chunks) */

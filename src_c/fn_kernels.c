@@ -139,10 +139,16 @@ FN_AVX512_INLINE __m512 fn_lf16_f16(const uint16_t *p)
 {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
-FN_AVX512_INLINE __m512 fn_lf16_bf16(const uint16_t *p)
+/* 16 bfloat16 bit patterns widened to floats (the top halves); AVX-512F alone, so that the
+ * bfloat16 loops (compiled for AVX-512 BF16, without F16C) take them inline too */
+#define FN_AVX512F_INLINE static inline __attribute__((always_inline, target("avx512f")))
+FN_AVX512F_INLINE __m512 fn_wb16(__m256i h)
 {
-    const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+FN_AVX512F_INLINE __m512 fn_lf16_bf16(const uint16_t *p)
+{
+    return fn_wb16(_mm256_loadu_si256((const __m256i *)p));
 }
 FN_AVX512_INLINE __m512d fn_wlo8(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
 FN_AVX512_INLINE __m512d fn_whi8(__m512 v)
@@ -606,8 +612,9 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
 /* float16's activation-free contiguous loops, converting in registers (F16C) rather than through
  * the buffer: the float32 loops' arithmetic, operation
  * for operation (no FMA: -ffp-contract=off keeps float32's a*b+c unfused too), and the same
- * rounding on store, so both give the same bits. Each returns how many of the n elements it did
- * (a multiple of the vector width; the rest goes through the buffer). */
+ * rounding on store, so both give the same bits. Each returns how many of the n elements it did:
+ * all with TAIL = FN_MASKED_TAIL (AVX-512 BW), else a multiple of the vector width (the caller
+ * does the rest). */
 #define FN_DIRECT_LOOPS(W, VF, LOADH, STOREH, SUB, MUL, ADD, SET1, LOADF, NAME, ATTR, TAIL)         \
     ATTR int64_t NAME##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a, float c) \
     {                                                                                               \
@@ -655,25 +662,15 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
     }
 #define FN_NO_TAIL(i, n, STEP)
 #if FN_AVX2
-FN_AVX2_INLINE __m256 fn_lh8(const uint16_t *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
 FN_AVX2_INLINE void fn_sh8(uint16_t *p, __m256 v)
 {
     _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
-FN_AVX512_INLINE __m512 fn_lh16(const uint16_t *p)
-{
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-}
-FN_AVX512_INLINE void fn_sh16(uint16_t *p, __m512 v)
-{
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-}
-FN_DIRECT_LOOPS(8, __m256, fn_lh8, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
+FN_AVX512_INLINE __m256i fn_rh16(__m512 v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT); }
+FN_AVX512_INLINE void fn_sh16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, fn_rh16(v)); }
+FN_DIRECT_LOOPS(8, __m256, fn_lf8_f16, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
                 _mm256_set1_ps, _mm256_loadu_ps, fn_f16_avx2, FN_AVX2_FUNC, FN_NO_TAIL)
-FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+FN_DIRECT_LOOPS(16, __m512, fn_lf16_f16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC, FN_NO_TAIL)
 /* with AVX-512 BW: the same loops, a masked vector for the remainder */
 #define FN_AVX512BW_FUNC static __attribute__((noinline, target("avx512f,avx512bw,avx512vl,f16c")))
@@ -685,12 +682,12 @@ FN_AVX512BW_INLINE __m512 fn_lh16m(__mmask16 k, const uint16_t *p)
 }
 FN_AVX512BW_INLINE void fn_sh16m(uint16_t *p, __mmask16 k, __m512 v)
 {
-    _mm256_mask_storeu_epi16(p, k, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    _mm256_mask_storeu_epi16(p, k, fn_rh16(v));
 }
 #define LOADH_M fn_lh16m
 #define STOREH_M fn_sh16m
 #define LOADF_M _mm512_maskz_loadu_ps
-FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+FN_DIRECT_LOOPS(16, __m512, fn_lf16_f16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512bw, FN_AVX512BW_FUNC,
                 FN_MASKED_TAIL)
 #undef LOADH_M
@@ -749,8 +746,7 @@ FN_DIRECT_LOOPS(16, __m512, fn_lh16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm5
         }                                                                                           \
         return i;                                                                                   \
     }
-FN_AVX512_INLINE __m256i fn_rh16(__m512 v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT); }
-FN_DIRECT_NT_LOOPS(fn_lh16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
+FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
 #define FN_PICK(name, ...)                                                                        \
     do {                                                                                          \
         if (fn_simd_level() >= 2 && fn_bw_state)                                                  \
@@ -826,11 +822,6 @@ FN_NT_PICKS(f16, FN_PICK_NT)
 #define FN_BF16_INLINE                                                                            \
     static inline                                                                                 \
         __attribute__((always_inline, target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
-FN_BF16_INLINE __m512 fn_lb16(const uint16_t *p)
-{
-    const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
-}
 FN_BF16_INLINE __m256i fn_rb16(__m512 v)
 {
     __m256i r = (__m256i)_mm512_cvtneps_pbh(v);
@@ -846,8 +837,7 @@ FN_BF16_INLINE __m256i fn_rb16(__m512 v)
 FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, fn_rb16(v)); }
 FN_BF16_INLINE __m512 fn_lb16m(__mmask16 k, const uint16_t *p)
 {
-    const __m512i u = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+    return fn_wb16(_mm256_maskz_loadu_epi16(k, p));
 }
 FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)
 {
@@ -855,12 +845,12 @@ FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)
 }
 #define LOADH_M fn_lb16m
 #define STOREH_M fn_sb16m
-FN_DIRECT_LOOPS(16, __m512, fn_lb16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+FN_DIRECT_LOOPS(16, __m512, fn_lf16_bf16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC, FN_MASKED_TAIL)
 #undef LOADH_M
 #undef STOREH_M
 #undef LOADF_M
-FN_DIRECT_NT_LOOPS(fn_lb16, fn_rb16, fn_bf16_avx512_nt, FN_BF16_FUNC)
+FN_DIRECT_NT_LOOPS(fn_lf16_bf16, fn_rb16, fn_bf16_avx512_nt, FN_BF16_FUNC)
 #define FN_PICK_BF16(call)                                                                        \
     do {                                                                                          \
         if (fn_simd_level() >= 2 && fn_bf16_state)                                                \

@@ -132,6 +132,40 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
     *s2 += t2 + u2;
 }
 
+#ifdef FN_SUMS16
+/* Whether rows_sums16 takes rows of any length in float (a masked remainder: AVX-512 BW) */
+static inline int FN(rows16_any)(void)
+{
+#if FN_AVX2
+    return fn_simd_level() >= 2 && fn_bw_state;
+#else
+    return 0;
+#endif
+}
+
+/* run_sums' float-partial loops (lowp) over nr contiguous rows of len elements, sq apart, added
+ * to *s1, *s2: in one call where rows16_any (the lanes summed once for all the rows), else row
+ * by row. */
+static inline void FN(rows_sums16)(const T *x, int64_t nr, int64_t sq, int64_t len, double k,
+                                   double *s1, double *s2)
+{
+#if FN_AVX2
+    if (FN(rows16_any)()) {
+        double t1, t2;
+        if (k == 0.0)
+            FN_SUMS16R_0(x, nr, sq, len, 0.0f, &t1, &t2);
+        else
+            FN_SUMS16R(x, nr, sq, len, (float)k, &t1, &t2);
+        *s1 += t1;
+        *s2 += t2;
+        return;
+    }
+#endif
+    for (int64_t q = 0; q < nr; q++)
+        FN(run_sums)(x + q * sq, len, 1, k, 1, s1, s2);
+}
+#endif
+
 /* run_sums with k = 0 for the sum of squares alone (RMSNorm): *s2 gets the same bits. */
 static inline void FN(run_sumsq)(const T *x, int64_t len, int64_t s, double *s2)
 {
@@ -236,13 +270,13 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
     const int centred =
         FN_LOOK && !rms && k != 0.0 && FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl);
 #ifdef FN_SUMS16
-    const int lowp = sl == 1 && l1 - l0 >= 16; /* where the float loops run */
+    /* where the float loops run */
+    const int lowp = sl == 1 && (l1 - l0 >= 16 || FN(rows16_any)());
     /* the 16-bit types' float loops: unshifted where centred (their squares are exact in
      * float), then shifted, each kept when lowp_ok */
     for (int shifted = !centred; lowp && !done && shifted < 2; shifted++) {
         s1 = s2 = 0.0;
-        for (int64_t q = q0; q < q1; q++)
-            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, shifted ? k : 0.0, 1, &s1, &s2);
+        FN(rows_sums16)(xg + q0 * sq + l0, q1 - q0, sq, l1 - l0, shifted ? k : 0.0, &s1, &s2);
         if ((done = FN(lowp_ok)(n, s1, s2, rms)) && !shifted)
             k = 0.0;
     }
@@ -1578,3 +1612,5 @@ static const fn_kernel_table FN(table) = {
 #undef FN_STREAM
 #undef FN_SUMS16
 #undef FN_SUMS16_0
+#undef FN_SUMS16R
+#undef FN_SUMS16R_0

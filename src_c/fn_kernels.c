@@ -754,6 +754,45 @@ FN_SUMS16_ROWS(fn_sums16r_f16_avx512bw, fn_lf16_f16, fn_lh16m, _mm512_sub_ps, _m
 FN_SUMS16_ROWS(fn_sums16r_0_f16_avx512bw, fn_lf16_f16, fn_lh16m, fn_keep, fn_keep_m)
 FN_SUMS16_ROWS(fn_sums16r_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, _mm512_sub_ps, _mm512_maskz_sub_ps)
 FN_SUMS16_ROWS(fn_sums16r_0_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, fn_keep, fn_keep_m)
+/* The direct scale loop over nr back-to-back rows of L >= 16 elements, row r with its own
+ * coefficients mh[r], a[r], c[r] (eval BatchNorm on NCHW planes of 7x7 to 14x14: consecutive
+ * channels are consecutive rows): whole vectors straight through the rows, a vector that
+ * crosses into the next row taking that row's coefficients in its upper lanes (L >= 16: one
+ * boundary at most), one masked vector at the end. The same operations per element as the
+ * scale loop, so the same bits, without a masked remainder and a call per row. Returns nr. */
+#define FN_SPAN_LOOP(NAME, ATTR, LOADH, STOREH, LOADH_M, STOREH_M)                                 \
+    ATTR int64_t NAME(const uint16_t *x, uint16_t *y, int64_t nr, int64_t L, const float *mh,      \
+                      const float *a, const float *c)                                              \
+    {                                                                                              \
+        const int64_t n = nr * L;                                                                  \
+        int64_t i = 0, e = L, r = 0; /* row r ends at e */                                         \
+        __m512 m = _mm512_set1_ps(mh[0]), a1 = _mm512_set1_ps(a[0]), c1 = _mm512_set1_ps(c[0]);    \
+        while (i < n) {                                                                            \
+            const int64_t w = n - i < 16 ? n - i : 16;                                             \
+            __m512 mv = m, av = a1, cv = c1;                                                       \
+            if (i + w > e) { /* lanes e - i on (all when i = e): row r + 1 */                      \
+                const __mmask16 nx = (__mmask16)(0xffffu << (e - i));                              \
+                e += L;                                                                            \
+                r++;                                                                               \
+                m = _mm512_set1_ps(mh[r]);                                                         \
+                a1 = _mm512_set1_ps(a[r]);                                                         \
+                c1 = _mm512_set1_ps(c[r]);                                                         \
+                mv = _mm512_mask_blend_ps(nx, mv, m);                                              \
+                av = _mm512_mask_blend_ps(nx, av, a1);                                             \
+                cv = _mm512_mask_blend_ps(nx, cv, c1);                                             \
+            }                                                                                      \
+            if (w == 16) {                                                                         \
+                STOREH(y + i, _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + i), mv), av), cv));\
+            } else {                                                                               \
+                const __mmask16 k = (__mmask16)((1u << w) - 1u);                                   \
+                STOREH_M(y + i, k,                                                                 \
+                         _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH_M(k, x + i), mv), av), cv));\
+            }                                                                                      \
+            i += w;                                                                                \
+        }                                                                                          \
+        return nr;                                                                                 \
+    }
+FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, fn_lf16_f16, fn_sh16, fn_lh16m, fn_sh16m)
 /* The AVX-512 direct loops with streaming stores: 32 elements a step, stored as one whole
  * 64-byte line (y 64-byte aligned; the caller fences: fn_sfence). Half-line streaming stores
  * measured slower than plain ones. ROUND: 16 floats to 16 half patterns. */
@@ -851,6 +890,16 @@ FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
         return 0;                                                                                 \
     }
 FN_DIRECT_PICKS(f16)
+/* The span loops (rows back to back, coefficients per row) for this CPU: all nr rows, or 0 */
+static inline int64_t fn_f16_span(const uint16_t *x, uint16_t *y, int64_t nr, int64_t L,
+                                  const float *mh, const float *a, const float *c)
+{
+#if FN_AVX2
+    if (fn_simd_level() >= 2 && fn_bw_state)
+        return fn_f16_avx512bw_span(x, y, nr, L, mh, a, c);
+#endif
+    return 0;
+}
 /* The streaming direct loops for this CPU (PICK: how a type finds them), or 0 elements done */
 #define FN_NT_PICKS(T16, PICK)                                                                    \
     static inline int64_t fn_##T16##_scale_nt(const uint16_t *x, uint16_t *y, int64_t n,        \
@@ -905,6 +954,7 @@ FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)
 #define STOREH_M fn_sb16m
 FN_DIRECT_LOOPS(16, __m512, fn_lf16_bf16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC, FN_MASKED_TAIL)
+FN_SPAN_LOOP(fn_bf16_avx512_span, FN_BF16_FUNC, fn_lf16_bf16, fn_sb16, fn_lb16m, fn_sb16m)
 #undef LOADH_M
 #undef STOREH_M
 #undef LOADF_M
@@ -927,6 +977,12 @@ static inline int64_t fn_bf16_affine(const uint16_t *x, uint16_t *y, int64_t n, 
                                      float a, float c, const float *w, const float *lb)
 {
     FN_PICK_BF16(affine(x, y, n, mh, a, c, w, lb));
+    return 0;
+}
+static inline int64_t fn_bf16_span(const uint16_t *x, uint16_t *y, int64_t nr, int64_t L,
+                                   const float *mh, const float *a, const float *c)
+{
+    FN_PICK_BF16(span(x, y, nr, L, mh, a, c));
     return 0;
 }
 #define FN_PICK_BF16_NT(call) FN_PICK_BF16(nt_##call)

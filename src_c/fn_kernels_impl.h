@@ -1346,6 +1346,11 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_coefs cf = {cm, ca, cc};
     FN(coefs)(&cj, &cf);
     const int rows_outer = Q > 1 && fn_abs(s->xs[2]) > fn_abs(s->xs[1]);
+#ifdef FN_DIRECT
+    /* consecutive groups' rows lie back to back (FN_DIRECT(span)) */
+    const int span = act == FN_ACT_NONE && L >= 16 && s->xs[3] == 1 && s->ys[3] == 1 &&
+                     s->xs[1] == L && s->ys[1] == L;
+#endif
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
     FN_PFOR(nt, u, U, {
@@ -1362,15 +1367,28 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
             p2 = (t0 / Q) % P2;
             p1 = t0 / (Q * P2);
         }
-        for (int64_t t = t0; t < t1; t++) {
+        for (int64_t t = t0; t < t1;) {
             const int64_t g = p1 * P2 + p2;
-            FN_SCALE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1] + q * s->xs[2],
-                         y + p1 * s->ys[0] + p2 * s->ys[1] + q * s->ys[2], L, s->xs[3], s->ys[3],
-                         cm[g], ca[g], cc[g]);
+            const T *xr = x + p1 * s->xs[0] + p2 * s->xs[1] + q * s->xs[2];
+            T *yr = y + p1 * s->ys[0] + p2 * s->ys[1] + q * s->ys[2];
+            int64_t done = 0;
+#ifdef FN_DIRECT
+            /* the rows of consecutive groups up to the next q, back to back: in one span */
+            if (span && (rows_outer || Q == 1)) {
+                const int64_t nr = t1 - t < P2 - p2 ? t1 - t : P2 - p2;
+                if (nr > 1)
+                    done = FN_DIRECT(span)(xr, yr, nr, L, cm + g, ca + g, cc + g);
+            }
+#endif
+            if (!done) {
+                FN_SCALE_RUN(act, xr, yr, L, s->xs[3], s->ys[3], cm[g], ca[g], cc[g]);
+                done = 1;
+            }
+            t += done;
             int64_t *inner = rows_outer ? &p2 : &q, *outer = rows_outer ? &q : &p2;
             const int64_t ni = rows_outer ? P2 : Q, no = rows_outer ? Q : P2;
-            if (++*inner == ni) {
-                *inner = 0;
+            for (*inner += done; *inner >= ni;) {
+                *inner -= ni;
                 if (++*outer == no) {
                     *outer = 0;
                     p1++;

@@ -301,15 +301,18 @@ def test_contiguous_runs_match_strided_with_avx2_loops():
 def test_contiguous_runs_match_strided_bit_for_bit(dtype):
     """Contiguous runs take the converting-in-registers loops and, for a short remainder, a
     masked vector (AVX-512 BW) or element-by-element arithmetic; strided runs take the float
-    buffer. Row lengths 1-40 (every
-    remainder), eval BatchNorm (scale), LayerNorm (affine) and channels-last BatchNorm (per
-    column): the same bits either way."""
+    buffer; eval BatchNorm's back-to-back rows of 16 or more, one span across the rows
+    (AVX-512 BW). Row lengths 1-40 (every remainder and where rows meet within a vector),
+    eval BatchNorm (scale; batch 3 and 1, whose rows are ordered differently), LayerNorm
+    (affine) and channels-last BatchNorm (per column): the same bits either way. Then eval
+    BatchNorm on 7x7 planes whose spans are cut where a thread's unit of rows ends."""
     rng = np.random.default_rng(3)
-    for L, offset in [(L, o) for L in range(1, 41) for o in (0.5, 60.0)]:  # 60: shifted loops
-        x = (rng.standard_normal((3, 5, L)) * 2 + offset).astype(dtype)
-        xs = np.zeros((3, 5, 2 * L), dtype)[:, :, ::2]  # the same values at stride 2
+    cases = [((N, 5, L), o) for L in range(1, 41) for o in (0.5, 60.0) for N in (3, 1)]
+    for shape, offset in cases:  # 60: shifted loops
+        N, C, L = shape
+        x = (rng.standard_normal(shape) * 2 + offset).astype(dtype)
+        xs = np.zeros((N, C, 2 * L), dtype)[:, :, ::2]  # the same values at stride 2
         xs[...] = x
-        C = 5
         rm, rv = rng.standard_normal(C).astype(np.float32), rng.uniform(0.5, 2, C).astype(np.float32)
         w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
         lw, lb = rng.standard_normal(L).astype(np.float32), rng.standard_normal(L).astype(np.float32)
@@ -318,3 +321,10 @@ def test_contiguous_runs_match_strided_bit_for_bit(dtype):
                   lambda a: F.batch_norm(np.moveaxis(a, 2, 1), None, None, training=True)):
             got, want = f(x), f(xs)
             assert np.array_equal(got.view(np.uint16), np.ascontiguousarray(want).view(np.uint16)), L
+    C = 700  # rows of 49: units of 334 rows, which end inside a sample's channels
+    x = rng.standard_normal((2, C, 7, 7)).astype(dtype)
+    xs = np.zeros((2, C, 7, 14), dtype)[..., ::2]
+    xs[...] = x
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.uniform(0.5, 2, C).astype(np.float32)
+    got, want = F.batch_norm(x, rm, rv), F.batch_norm(xs, rm, rv)
+    assert np.array_equal(got.view(np.uint16), np.ascontiguousarray(want).view(np.uint16))

@@ -650,6 +650,18 @@ FN_AVX2_FUNC int64_t fn_store_f16_avx2(const float *o, int64_t n, uint16_t *y)
                       ADD(MUL(SUB(LOADH_M(k_, x + i), LOADF_M(k_, mh + i)), LOADF_M(k_, a + i)),    \
                           LOADF_M(k_, c + i))));                                                    \
         return i;                                                                                   \
+    }                                                                                               \
+    /* _cols with every shift 0: x * a + c, the same bits as (x - 0) * a + c, a load less */       \
+    ATTR int64_t NAME##_cols0(const uint16_t *x, uint16_t *y, int64_t n, const float *a,            \
+                              const float *c)                                                       \
+    {                                                                                               \
+        int64_t i = 0;                                                                              \
+        for (; i + W <= n; i += W)                                                                  \
+            STOREH(y + i, ADD(MUL(LOADH(x + i), LOADF(a + i)), LOADF(c + i)));                      \
+        TAIL(i, n,                                                                                  \
+             STOREH_M(y + i, k_,                                                                    \
+                      ADD(MUL(LOADH_M(k_, x + i), LOADF_M(k_, a + i)), LOADF_M(k_, c + i))));       \
+        return i;                                                                                   \
     }
 /* A direct loop's last n - i (< 16) elements as one masked vector (AVX-512 BW): the same
  * operations on the same values, so the same bits as the element-by-element remainder it
@@ -888,6 +900,12 @@ FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
     {                                                                                             \
         FN_PICK(fn_##T16, cols(x, y, n, mh, a, c));                                               \
         return 0;                                                                                 \
+    }                                                                                             \
+    static inline int64_t fn_##T16##_cols0(const uint16_t *x, uint16_t *y, int64_t n,            \
+                                           const float *a, const float *c)                        \
+    {                                                                                             \
+        FN_PICK(fn_##T16, cols0(x, y, n, a, c));                                                  \
+        return 0;                                                                                 \
     }
 FN_DIRECT_PICKS(f16)
 /* The span loops (rows back to back, coefficients per row) for this CPU: all nr rows, or 0 */
@@ -983,6 +1001,18 @@ static inline int64_t fn_bf16_span(const uint16_t *x, uint16_t *y, int64_t nr, i
                                    const float *mh, const float *a, const float *c)
 {
     FN_PICK_BF16(span(x, y, nr, L, mh, a, c));
+    return 0;
+}
+static inline int64_t fn_bf16_cols(const uint16_t *x, uint16_t *y, int64_t n, const float *mh,
+                                   const float *a, const float *c)
+{
+    FN_PICK_BF16(cols(x, y, n, mh, a, c));
+    return 0;
+}
+static inline int64_t fn_bf16_cols0(const uint16_t *x, uint16_t *y, int64_t n, const float *a,
+                                    const float *c)
+{
+    FN_PICK_BF16(cols0(x, y, n, a, c));
     return 0;
 }
 #define FN_PICK_BF16_NT(call) FN_PICK_BF16(nt_##call)

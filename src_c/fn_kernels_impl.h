@@ -715,6 +715,30 @@ static void FN(affine_run_direct)(FN_AFFINE_ARGS)
     }
     FN(affine_run_none)(x, y, n, sx, sy, mh, a, c, w, lb);
 }
+#if !FN_BUFFERED
+/* the same for columns: rows in registers while FN_DIRECT takes whole rows (all or none for
+ * the unbuffered types), the rest as above */
+static void FN(cols_run_direct)(FN_COLS_ARGS)
+{
+    int64_t r = 0;
+    if (sx == 1 && sy == 1)
+        while (r < nr && FN_DIRECT(cols)(x + r * rx, y + r * ry, n, mh, a, c) == n)
+            r++;
+    if (r < nr)
+        FN(cols_run_none)(x + r * rx, y + r * ry, nr - r, rx, ry, n, sx, sy, mh, a, c);
+}
+static void FN(cols0_run_direct)(FN_COLS_ARGS)
+{
+    int64_t r = 0;
+    if (sx == 1 && sy == 1)
+        while (r < nr && FN_DIRECT(cols0)(x + r * rx, y + r * ry, n, a, c) == n)
+            r++;
+    if (r < nr)
+        FN(cols0_run_none)(x + r * rx, y + r * ry, nr - r, rx, ry, n, sx, sy, mh, a, c);
+}
+#define FN_COLS_NONE FN(cols_run_direct)
+#define FN_COLS0_NONE FN(cols0_run_direct)
+#endif
 #define FN_SCALE_NONE FN(scale_run_direct)
 #define FN_AFFINE_NONE FN(affine_run_direct)
 #else
@@ -806,12 +830,18 @@ static void (*const FN(affine_runs)[FN_NUM_ACT + 1])(FN_AFFINE_ARGS) = {
 static void (*const FN(weight_runs)[FN_NUM_ACT + 1])(FN_WEIGHT_ARGS) = {
     FN(weight_run_none), FN(weight_run_relu), FN(weight_run_silu), FN(weight_run_gelu),
     FN(weight_run_gelu_tanh), FN_WEIGHT_STREAM};
+#ifndef FN_COLS_NONE
+#define FN_COLS_NONE FN(cols_run_none)
+#define FN_COLS0_NONE FN(cols0_run_none)
+#endif
 static void (*const FN(cols_runs)[FN_NUM_ACT + 1])(FN_COLS_ARGS) = {
-    FN(cols_run_none), FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
+    FN_COLS_NONE, FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
     FN(cols_run_gelu_tanh), FN_COLS_STREAM};
 static void (*const FN(cols0_runs)[FN_NUM_ACT + 1])(FN_COLS_ARGS) = {
-    FN(cols0_run_none), FN(cols0_run_relu), FN(cols0_run_silu), FN(cols0_run_gelu),
+    FN_COLS0_NONE, FN(cols0_run_relu), FN(cols0_run_silu), FN(cols0_run_gelu),
     FN(cols0_run_gelu_tanh), FN_COLS_STREAM};
+#undef FN_COLS_NONE
+#undef FN_COLS0_NONE
 #undef FN_SCALE_STREAM
 #undef FN_AFFINE_STREAM
 #undef FN_WEIGHT_STREAM
@@ -1000,8 +1030,22 @@ static void FN(cols_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int
 #define FN_SCALE_RUN FN(scale_run_)
 #define FN_AFFINE_RUN FN(affine_run_)
 #define FN_WEIGHT_RUN FN(weight_run_)
+/* cols_run_ where every shift is 0: activation-free contiguous rows by FN_DIRECT(cols0) */
+static void FN(cols0_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,
+                           int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
+                           const CT *c)
+{
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t d = act == FN_ACT_NONE && sx == 1 && sy == 1
+                              ? FN_DIRECT(cols0)(x + r * rx, y + r * ry, n, a, c)
+                              : 0;
+        if (d < n)
+            FN(cols_run1)(act, x + r * rx + d * sx, y + r * ry + d * sy, n - d, sx, sy, mh + d,
+                          a + d, c + d);
+    }
+}
 #define FN_COLS_RUN FN(cols_run_)
-#define FN_COLS0_RUN FN(cols_run_) /* float's loops on a buffer: no load to save */
+#define FN_COLS0_RUN FN(cols0_run_)
 
 /* s = x + r, added in float and rounded to T (exact before the rounding) */
 static void FN(add_run)(const T *x, const T *r, T *s, int64_t n, int64_t sx, int64_t sr,

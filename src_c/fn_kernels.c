@@ -186,6 +186,82 @@ FN_SUMS16_AVX2(fn_sums16_0_f16_avx2, fn_lf8_f16, fn_keep)
 FN_SUMS16_AVX2(fn_sums16_0_bf16_avx2, fn_lf8_bf16, fn_keep)
 FN_SUMS16_AVX512(fn_sums16_0_f16_avx512, fn_lf16_f16, fn_keep)
 FN_SUMS16_AVX512(fn_sums16_0_bf16_avx512, fn_lf16_bf16, fn_keep)
+/* The 16-bit types' column statistics (col_moments' tiles, channels-last) in float, like their
+ * rows: 16 columns a vector, d = x - k[j] and d * d in float over FN_TILE16_ROWS rows, then
+ * added to the columns' double sums. Rows are read in memory order, four at a time, with
+ * tile_sums' prefetches (fn_simd_impl.h, VTILE); the float partials live in L1 between rows.
+ * Returns how many of the w columns it did (a multiple of 16); col_moments checks each
+ * column's sums with lowp_ok and takes the tile in double when one fails. Against the double
+ * loop (two conversions and twice the vectors per element): half the operations. */
+#define FN_TILE16_ROWS 16
+#define FN_TILE16(NAME, LOADF)                                                                      \
+    FN_AVX512_FUNC int64_t NAME(const uint16_t *x, int64_t r0, int64_t r1, int64_t rend,            \
+                                int64_t sr, int64_t w, const double *k, double *s1, double *s2)    \
+    {                                                                                               \
+        const int64_t wv = w - w % 16;                                                              \
+        float kf[FN_CB], f1[FN_CB], f2[FN_CB];                                                      \
+        for (int64_t j = 0; j < wv; j += 8) {                                                       \
+            _mm256_storeu_ps(kf + j, _mm512_cvtpd_ps(_mm512_loadu_pd(k + j)));                     \
+            _mm512_storeu_pd(s1 + j, _mm512_setzero_pd());                                          \
+            _mm512_storeu_pd(s2 + j, _mm512_setzero_pd());                                          \
+        }                                                                                           \
+        const int64_t row_bytes = sr * 2;                                                           \
+        const int64_t pf = row_bytes > 0 && FN_TILE_PF / row_bytes > 4 ? FN_TILE_PF / row_bytes : 4; \
+        for (int64_t rb = r0; rb < r1; rb += FN_TILE16_ROWS) {                                      \
+            const int64_t re = rb + FN_TILE16_ROWS < r1 ? rb + FN_TILE16_ROWS : r1;                 \
+            for (int64_t j = 0; j < wv; j += 16) {                                                  \
+                _mm512_storeu_ps(f1 + j, _mm512_setzero_ps());                                      \
+                _mm512_storeu_ps(f2 + j, _mm512_setzero_ps());                                      \
+            }                                                                                       \
+            int64_t r = rb;                                                                         \
+            for (; r + 4 <= re; r += 4) {                                                           \
+                const uint16_t *x0 = x + r * sr, *x1 = x0 + sr, *x2 = x1 + sr, *x3 = x2 + sr;       \
+                const uint16_t *p0 = r + pf + 4 <= rend ? x0 + pf * sr : x0;                        \
+                for (int64_t j = 0; j < wv; j += 16) {                                              \
+                    if (!(j & 31)) {                                                                \
+                        __builtin_prefetch(p0 + j, 0, 1);                                           \
+                        __builtin_prefetch(p0 + sr + j, 0, 1);                                      \
+                        __builtin_prefetch(p0 + 2 * sr + j, 0, 1);                                  \
+                        __builtin_prefetch(p0 + 3 * sr + j, 0, 1);                                  \
+                    }                                                                               \
+                    const __m512 kv = _mm512_loadu_ps(kf + j);                                      \
+                    __m512 a = _mm512_loadu_ps(f1 + j), q = _mm512_loadu_ps(f2 + j);                \
+                    const __m512 d0 = _mm512_sub_ps(LOADF(x0 + j), kv);                             \
+                    const __m512 d1 = _mm512_sub_ps(LOADF(x1 + j), kv);                             \
+                    const __m512 d2 = _mm512_sub_ps(LOADF(x2 + j), kv);                             \
+                    const __m512 d3 = _mm512_sub_ps(LOADF(x3 + j), kv);                             \
+                    a = _mm512_add_ps(a, d0);                                                       \
+                    q = _mm512_fmadd_ps(d0, d0, q);                                                 \
+                    a = _mm512_add_ps(a, d1);                                                       \
+                    q = _mm512_fmadd_ps(d1, d1, q);                                                 \
+                    a = _mm512_add_ps(a, d2);                                                       \
+                    q = _mm512_fmadd_ps(d2, d2, q);                                                 \
+                    a = _mm512_add_ps(a, d3);                                                       \
+                    q = _mm512_fmadd_ps(d3, d3, q);                                                 \
+                    _mm512_storeu_ps(f1 + j, a);                                                    \
+                    _mm512_storeu_ps(f2 + j, q);                                                    \
+                }                                                                                   \
+            }                                                                                       \
+            for (; r < re; r++) {                                                                   \
+                const uint16_t *xr = x + r * sr;                                                    \
+                for (int64_t j = 0; j < wv; j += 16) {                                              \
+                    const __m512 d = _mm512_sub_ps(LOADF(xr + j), _mm512_loadu_ps(kf + j));         \
+                    _mm512_storeu_ps(f1 + j, _mm512_add_ps(_mm512_loadu_ps(f1 + j), d));            \
+                    _mm512_storeu_ps(f2 + j, _mm512_fmadd_ps(d, d, _mm512_loadu_ps(f2 + j)));       \
+                }                                                                                   \
+            }                                                                                       \
+            for (int64_t j = 0; j < wv; j += 16) {                                                  \
+                const __m512 a = _mm512_loadu_ps(f1 + j), q = _mm512_loadu_ps(f2 + j);              \
+                _mm512_storeu_pd(s1 + j, _mm512_add_pd(_mm512_loadu_pd(s1 + j), fn_wlo8(a)));       \
+                _mm512_storeu_pd(s1 + j + 8, _mm512_add_pd(_mm512_loadu_pd(s1 + j + 8), fn_whi8(a))); \
+                _mm512_storeu_pd(s2 + j, _mm512_add_pd(_mm512_loadu_pd(s2 + j), fn_wlo8(q)));       \
+                _mm512_storeu_pd(s2 + j + 8, _mm512_add_pd(_mm512_loadu_pd(s2 + j + 8), fn_whi8(q))); \
+            }                                                                                       \
+        }                                                                                           \
+        return wv;                                                                                  \
+    }
+FN_TILE16(fn_tile16_f16_avx512, fn_lf16_f16)
+FN_TILE16(fn_tile16_bf16_avx512, fn_lf16_bf16)
 #else
 #define FN_AVX2 0
 #define FN_AVX512 0
@@ -1264,6 +1340,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_SUMS16(isa) fn_sums16_f16_##isa
 #define FN_SUMS16_0(isa) fn_sums16_0_f16_##isa
 #define FN_SUMS16R fn_sums16r_f16_avx512bw
+#define FN_TILE16_FN fn_tile16_f16_avx512
 #define FN_SUMS16R_0 fn_sums16r_0_f16_avx512bw
 #include "fn_kernels_impl.h"
 
@@ -1278,6 +1355,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_SUMS16(isa) fn_sums16_bf16_##isa
 #define FN_SUMS16_0(isa) fn_sums16_0_bf16_##isa
 #define FN_SUMS16R fn_sums16r_bf16_avx512bw
+#define FN_TILE16_FN fn_tile16_bf16_avx512
 #define FN_SUMS16R_0 fn_sums16r_0_bf16_avx512bw
 #define FN_DIRECT(loop) fn_bf16_##loop
 #define FN_DIRECT_NT(loop) fn_bf16_##loop##_nt

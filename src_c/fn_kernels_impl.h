@@ -389,6 +389,28 @@ static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int6
     }
 }
 
+/* The columns of a tile that the 16-bit types' float loop (FN_TILE16_FN) summed into s1, s2
+ * and lowp_ok accepted, in one piece from the first: all its columns or none (0 for the other
+ * types, strided columns, or without AVX-512). */
+static inline int64_t FN(tile16)(const T *x, int64_t r0, int64_t r1, int64_t rend, int64_t sr,
+                                 int64_t sc, int64_t w, const double *k, double *s1, double *s2)
+{
+#if defined(FN_SUMS16) && FN_AVX512
+    if (sc == 1 && fn_simd_level() >= 2) {
+        const int64_t wv = FN_TILE16_FN(x, r0, r1, rend, sr, w, k, s1, s2);
+        const double n = (double)(r1 - r0);
+        int bad = 0;
+        for (int64_t j = 0; j < wv; j++)
+            bad |= !FN(lowp_ok)(n, s1[j], s2[j], 0);
+        return bad ? 0 : wv;
+    }
+#else
+    (void)x, (void)r0, (void)r1, (void)rend, (void)sr, (void)sc, (void)w, (void)k, (void)s1,
+        (void)s2;
+#endif
+    return 0;
+}
+
 /* Moments of the row layout (table entry row_moments). */
 static int FN(row_moments)(const void *xv, const fn_rows *s, double *mean, double *m2,
                            int n_threads)
@@ -462,7 +484,9 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         if (!unshifted || !FN(unshifted_tile)(xt, r0, r1, R, xs, w, s1, s2, pm + o, pq + o)) {
             for (int64_t j = 0; j < w; j++)
                 k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
-            FN(tile_sums)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
+            const int64_t j0 = FN(tile16)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
+            FN(tile_sums)(xt + j0 * xs[2], r0, r1, R, xs[1], xs[2], w - j0, k + j0, s1 + j0,
+                          s2 + j0);
             fn_finish_run(w, (double)(r1 - r0), k, s1, s2, pm + o, pq + o);
         }
     });
@@ -1676,3 +1700,4 @@ static const fn_kernel_table FN(table) = {
 #undef FN_SUMS16_0
 #undef FN_SUMS16R
 #undef FN_SUMS16R_0
+#undef FN_TILE16_FN

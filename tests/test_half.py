@@ -286,6 +286,27 @@ def test_statistics_either_side_of_the_unshifted_cut(dtype, ratio):
     assert_ulp(F.group_norm(x, 2), R.group_norm(x64, 2), dtype, 1, "gn")
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+@pytest.mark.parametrize("scale", [1e-25, 1.0, 1e25])
+def test_channels_last_statistics_in_float_or_double(dtype, scale):
+    """Channels-last statistics of the 16-bit types sum 16 contiguous columns a vector in float
+    and take a tile again in double where lowp_ok rejects a column: squares that overflow or
+    underflow float (bfloat16 at 1e25 and 1e-25; float16 cannot get there), a first row far
+    from its column's mean. BatchNorm (training), GroupNorm and InstanceNorm within 1 ulp of
+    float64."""
+    if scale != 1.0 and np.dtype(dtype) == np.float16:
+        pytest.skip("float16's squares stay inside float's range")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 8, 8, 48))
+    x[1, 0, 0, :] = 300.0  # the first row of sample 1's tiles
+    x = np.moveaxis((x * scale).astype(dtype), -1, 1)  # (2, 48, 8, 8), channels-last
+    x64 = np.asarray(x, np.float64)
+    assert_ulp(F.batch_norm(x, None, None, training=True),
+               R.batch_norm(x64, None, None, training=True), dtype, 1, "bn")
+    assert_ulp(F.group_norm(x, 4), R.group_norm(x64, 4), dtype, 1, "gn")
+    assert_ulp(F.instance_norm(x), R.instance_norm(x64), dtype, 1, "in")
+
+
 def test_contiguous_runs_match_strided_with_avx2_loops():
     """The same check with the AVX2 direct loops (FN_SIMD_LEVEL=1: 8 wide, remainders element
     by element), in a subprocess."""
@@ -304,21 +325,28 @@ def test_contiguous_runs_match_strided_bit_for_bit(dtype):
     buffer; eval BatchNorm's back-to-back rows of 16 or more, one span across the rows
     (AVX-512 BW). Row lengths 1-40 (every remainder and where rows meet within a vector),
     eval BatchNorm (scale; batch 3 and 1, whose rows are ordered differently), LayerNorm
-    (affine) and channels-last BatchNorm (per column): the same bits either way. Then eval
+    (affine) and channels-last eval BatchNorm (per column, unshifted and shifted coefficients):
+    the same bits either way. Then eval
     BatchNorm on 7x7 planes whose spans are cut where a thread's unit of rows ends."""
     rng = np.random.default_rng(3)
     cases = [((N, 5, L), o) for L in range(1, 41) for o in (0.5, 60.0) for N in (3, 1)]
     for shape, offset in cases:  # 60: shifted loops
         N, C, L = shape
-        x = (rng.standard_normal(shape) * 2 + offset).astype(dtype)
+        # multiples of 1/8: LayerNorm's statistics then come out exact in float and double
+        # alike (contiguous rows sum in float, strided ones in double), so only the
+        # normalize loops can differ
+        x = (np.round(rng.standard_normal(shape) * 16) / 8 + offset).astype(dtype)
         xs = np.zeros((N, C, 2 * L), dtype)[:, :, ::2]  # the same values at stride 2
         xs[...] = x
         rm, rv = rng.standard_normal(C).astype(np.float32), rng.uniform(0.5, 2, C).astype(np.float32)
         w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
         lw, lb = rng.standard_normal(L).astype(np.float32), rng.standard_normal(L).astype(np.float32)
+        # channels-last: running statistics (the float loops of contiguous columns' statistics
+        # round differently from the strided columns' double ones); offset 60 shifts them
+        cm, cv = rng.standard_normal(L).astype(np.float32) + offset, rng.uniform(0.5, 2, L)
         for f in (lambda a: F.batch_norm(a, rm, rv, w, b),
                   lambda a: F.layer_norm(a, L, lw, lb),
-                  lambda a: F.batch_norm(np.moveaxis(a, 2, 1), None, None, training=True)):
+                  lambda a: F.batch_norm(np.moveaxis(a, 2, 1), cm, cv.astype(np.float32))):
             got, want = f(x), f(xs)
             assert np.array_equal(got.view(np.uint16), np.ascontiguousarray(want).view(np.uint16)), L
     C = 700  # rows of 49: units of 334 rows, which end inside a sample's channels

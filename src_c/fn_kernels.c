@@ -33,6 +33,10 @@
  * through the float buffer (three calls per run): float16 BatchNorm on 7x7 to 10x10 planes
  * spent more time in those calls than in its rows. */
 #define FN_SHORT_TAIL 16
+/* normalize_cols' rows of fewer columns than FN_REP_COLS go as one run with their coefficients
+ * repeated over fn_rep_len(C) elements (the 16-bit direct loops) */
+#define FN_REP_COLS 128
+#define FN_REP_MIN 512
 /* about the most bytes of a row's coefficients that normalize_cols takes in one run (more: column
  * chunks) */
 #define FN_COLS_COEF_BYTES 16384
@@ -597,6 +601,20 @@ static inline int64_t fn_col_rows_per_block(int64_t R, int64_t C)
     return n > 1 ? (R + n - 1) / n : r;
 }
 
+/* The shortest run of at least FN_REP_MIN elements that is both whole rows of C and whole
+ * vectors of 16: a multiple of lcm(C, 16) */
+static inline int64_t fn_rep_len(int64_t C)
+{
+    int64_t g = C, t = 16;
+    while (t) {
+        const int64_t r = g % t;
+        g = t;
+        t = r;
+    }
+    const int64_t l = C / g * 16;
+    return l * ((FN_REP_MIN + l - 1) / l);
+}
+
 /* The width of n equal runs (in whole cache lines of `line` elements) that cover C columns, n
  * as few as keeps each at most about `most` wide: column tiles and chunks without a short last
  * one. */
@@ -984,6 +1002,15 @@ FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
         return 0;                                                                                 \
     }
 FN_DIRECT_PICKS(f16)
+/* whether the direct loops take whole runs (a masked remainder), not only whole vectors */
+static inline int fn_f16_whole(void)
+{
+#if FN_AVX2
+    return fn_simd_level() >= 2 && fn_bw_state;
+#else
+    return 0;
+#endif
+}
 /* The span loops (rows back to back, coefficients per row) for this CPU: all nr rows, or 0 */
 static inline int64_t fn_f16_span(const uint16_t *x, uint16_t *y, int64_t nr, int64_t L,
                                   const float *mh, const float *a, const float *c)
@@ -1090,6 +1117,14 @@ static inline int64_t fn_bf16_cols0(const uint16_t *x, uint16_t *y, int64_t n, c
 {
     FN_PICK_BF16(cols0(x, y, n, a, c));
     return 0;
+}
+static inline int fn_bf16_whole(void)
+{
+#if FN_AVX2
+    return fn_simd_level() >= 2 && fn_bf16_state;
+#else
+    return 0;
+#endif
 }
 #define FN_PICK_BF16_NT(call) FN_PICK_BF16(nt_##call)
 FN_NT_PICKS(bf16, FN_PICK_BF16_NT)

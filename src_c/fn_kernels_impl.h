@@ -1187,11 +1187,46 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             z &= mh[p * cp + j] == (CT)0;
         zero[p] = (unsigned char)z;
     }
+    CT *rep = NULL; /* the coefficient sets repeated, rl elements each (below) */
+#ifdef FN_DIRECT
+    int64_t rl = 0;
+    /* Rows of few columns, back to back (channels-last with 16-72 channels: early CNN
+     * stages): the 16-bit direct loops took one short row a call. With each coefficient set
+     * repeated over rl elements (a whole number of rows and of vectors, at least
+     * FN_REP_MIN), a unit's rows are one contiguous run taken rl elements a call: the same
+     * coefficients for every element, the same bits. Eval BatchNorm, channels-last, 1 thread,
+     * ms: float16 (4, 40, 56, 56) 0.070 -> 0.038, (1, 16, 112, 112) 0.036 -> 0.019,
+     * (8, 72, 28, 28) 0.053 -> 0.035, (1, 96, 56, 56) 0.030 -> 0.027; bfloat16 0.073 ->
+     * 0.049, 0.039 -> 0.022, 0.056 -> 0.044, 0.031 (the same). */
+    if (!rw && act == FN_ACT_NONE && C < FN_REP_COLS && R > 1 && s->xs[2] == 1 &&
+        s->ys[2] == 1 && s->xs[1] == C && s->ys[1] == C && FN_DIRECT(whole)()) {
+        rl = fn_rep_len(C);
+        rep = (CT *)malloc((size_t)(3 * sets * rl) * sizeof(CT));
+        for (int64_t p = 0; rep && p < sets; p++)
+            for (int64_t i = 0; i < rl; i += C)
+                for (int q = 0; q < 3; q++)
+                    memcpy(rep + (3 * p + q) * rl + i,
+                           (q == 0 ? mh : q == 1 ? a : c) + p * cp, (size_t)C * sizeof(CT));
+    }
+#endif
     FN_PFOR(nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
         const T *xu = x + p1 * s->xs[0] + r0 * s->xs[1];
         T *yu = y + p1 * s->ys[0] + r0 * s->ys[1];
+#ifdef FN_DIRECT
+        if (rep) {
+            const CT *rm = rep + 3 * (cp ? p1 : 0) * rl, *ra = rm + rl, *rcf = ra + rl;
+            const int64_t N = (r1 - r0) * C;
+            for (int64_t j = 0; j < N; j += rl) {
+                const int64_t m = N - j < rl ? N - j : rl;
+                if (zero[cp ? p1 : 0])
+                    FN_DIRECT(cols0)(xu + j, yu + j, m, ra, rcf);
+                else
+                    FN_DIRECT(cols)(xu + j, yu + j, m, rm, ra, rcf);
+            }
+        } else
+#endif
         if (FN_ROW_FUSED && rw) /* the 16-bit types: both in one pass, rounded once */
             FN_COLS_ROW_RUN(jb->epilogue.activation, xu, yu, r1 - r0, s->xs[1], s->ys[1], C,
                             s->xs[2], s->ys[2], mh + k, a + k, c + k, rw + r0,
@@ -1231,6 +1266,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
                          rb ? rb[r] : (CT)0);
         }
     });
+    free(rep);
     free(zero);
     return FN_OK;
 }

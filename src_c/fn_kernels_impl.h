@@ -811,7 +811,7 @@ static void FN(scale_run_stream)(FN_SCALE_ARGS)
         const int64_t h = FN(head)(y, n);
         FN_SCALE_NONE(x, y, h, 1, 1, mh, a, c);
         const int64_t d = h + FN_DIRECT_NT(scale)(x + h, y + h, n - h, mh, a, c);
-        fn_sfence();
+        fn_nt_note();
         x += d;
         y += d;
         n -= d;
@@ -824,7 +824,7 @@ static void FN(affine_run_stream)(FN_AFFINE_ARGS)
         const int64_t h = FN(head)(y, n);
         FN_AFFINE_NONE(x, y, h, 1, 1, mh, a, c, w, lb);
         const int64_t d = h + FN_DIRECT_NT(affine)(x + h, y + h, n - h, mh, a, c, w + h, lb + h);
-        fn_sfence();
+        fn_nt_note();
         x += d;
         y += d;
         w += d;
@@ -921,7 +921,7 @@ static void FN(scale_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, int
             const int64_t h = FN(head)(y, n);
             FN(scale_run_)(act, x, y, h, 1, 1, mh, a, c);
             const int64_t d = h + FN_DIRECT_NT(scale)(x + h, y + h, n - h, mh, a, c);
-            fn_sfence();
+            fn_nt_note();
             x += d;
             y += d;
             n -= d;
@@ -959,7 +959,7 @@ static void FN(affine_run_)(int act, const T *x, T *y, int64_t n, int64_t sx, in
             FN(affine_run_)(act, x, y, h, 1, 1, mh, a, c, w, lb);
             const int64_t d =
                 h + FN_DIRECT_NT(affine)(x + h, y + h, n - h, mh, a, c, w + h, lb + h);
-            fn_sfence();
+            fn_nt_note();
             x += d;
             y += d;
             w += d;
@@ -1005,23 +1005,8 @@ static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
                           const CT *mh, const CT *a, const CT *c)
 {
     float buf[FN_HB];
-#ifdef FN_DIRECT_NT
-    if (act == FN_ACT_STREAM) {
+    if (act == FN_ACT_STREAM) /* streamed by cols_run_; strided runs are not */
         act = FN_ACT_NONE;
-        if (sx == 1 && sy == 1) {
-            const int64_t h = FN(head)(y, n);
-            FN(cols_run1)(act, x, y, h, 1, 1, mh, a, c);
-            const int64_t d = h + FN_DIRECT_NT(cols)(x + h, y + h, n - h, mh + h, a + h, c + h);
-            fn_sfence();
-            x += d;
-            y += d;
-            mh += d;
-            a += d;
-            c += d;
-            n -= d;
-        }
-    }
-#endif
 #ifdef FN_DIRECT
     if (act == FN_ACT_NONE && sx == 1 && sy == 1) {
         const int64_t d = FN_DIRECT(cols)(x, y, n, mh, a, c);
@@ -1044,10 +1029,29 @@ static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
         FN_STOREBUF(buf, m, y + i0 * sy, sy);
     });
 }
+/* cols_run1 over nr rows. FN_ACT_STREAM: each row's whole output lines by the streaming direct
+ * loop, its head and tail as usual, and one fence after all the rows (a fence a row made
+ * float16 channels-last eval BatchNorm (16, 512, 56, 56), rows of 1 KB, 3x slower than
+ * plain stores). */
 static void FN(cols_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,
                           int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
                           const CT *c)
 {
+#ifdef FN_DIRECT_NT
+    if (act == FN_ACT_STREAM && sx == 1 && sy == 1) {
+        for (int64_t r = 0; r < nr; r++) {
+            const T *xr = x + r * rx;
+            T *yr = y + r * ry;
+            const int64_t h = FN(head)(yr, n);
+            const int64_t d =
+                h + FN_DIRECT_NT(cols)(xr + h, yr + h, n - h, mh + h, a + h, c + h);
+            FN(cols_run1)(FN_ACT_NONE, xr, yr, h, 1, 1, mh, a, c);
+            FN(cols_run1)(FN_ACT_NONE, xr + d, yr + d, n - d, 1, 1, mh + d, a + d, c + d);
+        }
+        fn_nt_note();
+        return;
+    }
+#endif
     for (int64_t r = 0; r < nr; r++)
         FN(cols_run1)(act, x + r * rx, y + r * ry, n, sx, sy, mh, a, c);
 }
@@ -1059,10 +1063,13 @@ static void FN(cols0_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, in
                            int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
                            const CT *c)
 {
+    if (act != FN_ACT_NONE) { /* an activation, or streamed */
+        FN(cols_run_)(act, x, y, nr, rx, ry, n, sx, sy, mh, a, c);
+        return;
+    }
     for (int64_t r = 0; r < nr; r++) {
-        const int64_t d = act == FN_ACT_NONE && sx == 1 && sy == 1
-                              ? FN_DIRECT(cols0)(x + r * rx, y + r * ry, n, a, c)
-                              : 0;
+        const int64_t d =
+            sx == 1 && sy == 1 ? FN_DIRECT(cols0)(x + r * rx, y + r * ry, n, a, c) : 0;
         if (d < n)
             FN(cols_run1)(act, x + r * rx + d * sx, y + r * ry + d * sy, n - d, sx, sy, mh + d,
                           a + d, c + d);
@@ -1134,8 +1141,14 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
     const int64_t sb = fn_stream_bytes();
+    /* The 16-bit types' streamed runs pay for a head and a tail stored as usual (masked
+     * vectors; outputs start 16 bytes into a line, as NumPy's): eval BatchNorm with rows of L
+     * float16 (32 MB, one thread) was slower streamed than with plain stores up to L = 2048
+     * (L = 128: 9.3 against 2.0 ms, 512: 5.6 against 1.9), level at 4096 and faster only from
+     * 8192 (1.76 against 1.95). */
     const int runs_ok =
-        run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
+        sizeof(T) == 2 ? run_len >= 8192
+                       : run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
     /* the 16-bit types from a third more (the whole last-level cache): at 16 MB their
      * GroupNorm/InstanceNorm (groups normalized in cache) measured faster with plain stores,
      * at 32 MB LayerNorm slower */

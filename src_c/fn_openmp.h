@@ -28,22 +28,34 @@ static inline int fn_omp_max_threads(void) { return 1; }
 static inline int fn_omp_pause(void) { return 0; } /* no pool, nothing to free */
 #endif
 
+/* FN_PFOR_DONE(): what each thread does after its last iteration of an FN_PFOR loop (the
+ * kernels: order their streaming stores, once per thread rather than once per run) */
+#ifndef FN_PFOR_DONE
+#define FN_PFOR_DONE() ((void)0)
+#endif
+
 /* FN_PFOR(nt, i, n, { body }): for (int64_t i = 0; i < n; i++) { body } on nt threads with a
- * static schedule. With nt <= 1 it is a plain loop: libgomp enters (and leaves, with a futex
- * wake) a team even for a parallel region whose if() clause is false, which costs a syscall on
- * every small call. The body is a macro argument so that both loops share it. */
+ * static schedule, then FN_PFOR_DONE() on each thread. With nt <= 1 it is a plain loop: libgomp
+ * enters (and leaves, with a futex wake) a team even for a parallel region whose if() clause is
+ * false, which costs a syscall on every small call. The body is a macro argument so that both
+ * loops share it. */
 #define FN_PFOR(nt, i, n, ...)                                                                   \
     do {                                                                                         \
         const int64_t fn_pfor_n_ = (n);                                                          \
         if ((nt) > 1) {                                                                          \
-            FN_OMP(parallel for schedule(static) num_threads(nt))                                \
-            for (int64_t i = 0; i < fn_pfor_n_; i++) {                                           \
-                __VA_ARGS__                                                                      \
+            FN_OMP(parallel num_threads(nt))                                                     \
+            {                                                                                    \
+                FN_OMP(for schedule(static) nowait)                                              \
+                for (int64_t i = 0; i < fn_pfor_n_; i++) {                                       \
+                    __VA_ARGS__                                                                  \
+                }                                                                                \
+                FN_PFOR_DONE();                                                                  \
             }                                                                                    \
         } else {                                                                                 \
             for (int64_t i = 0; i < fn_pfor_n_; i++) {                                           \
                 __VA_ARGS__                                                                      \
             }                                                                                    \
+            FN_PFOR_DONE();                                                                      \
         }                                                                                        \
     } while (0)
 

@@ -60,6 +60,8 @@ static inline void fn_nt_flush(void) {}
  * repeated over fn_rep_len(C) elements (the 16-bit direct loops) */
 #define FN_REP_COLS 128
 #define FN_REP_MIN 512
+#define FN_REP_MAX 2048  /* the most fn_rep_len gives for C < FN_REP_COLS: 16 * 127 */
+#define FN_REP_UNITS 8   /* a unit repeats its own coefficient set when it has this many runs */
 /* about the most bytes of a row's coefficients that normalize_cols takes in one run (more: column
  * chunks) */
 #define FN_COLS_COEF_BYTES 16384
@@ -390,6 +392,13 @@ static int fn_eff_threads(int64_t work, int64_t units, int n_threads)
 static inline int64_t fn_abs(int64_t v) { return v < 0 ? -v : v; }
 
 /* Chan et al.'s pairwise update: merge (nb, mb, m2b) into the running (n, mean, m2). */
+/* A NaN statistic as the one quiet NaN NAN: which of two NaNs an addition passes on (the data's,
+ * or the negative one that inf - inf makes) follows the order of its operands, which the compiler
+ * may choose differently in the serial and the parallel copy of a loop (FN_PFOR), and the sign of
+ * a NaN output then depended on the thread count (float16 training BatchNorm with a NaN and an inf
+ * in one channel). */
+static inline double fn_one_nan(double v) { return v != v ? NAN : v; }
+
 static inline void fn_chan(double *n, double *mean, double *m2, double nb, double mb, double m2b)
 {
     if (*n == 0.0) {
@@ -406,6 +415,8 @@ static inline void fn_chan(double *n, double *mean, double *m2, double nb, doubl
         *mean += mb;
         *m2 = NAN;
     }
+    *mean = fn_one_nan(*mean);
+    *m2 = fn_one_nan(*m2);
     *n = nn;
 }
 
@@ -429,8 +440,8 @@ static FN_HOT void fn_chan_run(int64_t n, double cnt, double nb, double *mean, d
         const double d = mb[j * st] - mean[j];
         const int ok = fabs(d) <= DBL_MAX; /* finite: else propagate as fn_chan does */
         const double q = m2[j] + (m2b[j * st] + d * d * cnt * f);
-        mean[j] += ok ? d * f : mb[j * st];
-        m2[j] = ok ? q : NAN;
+        mean[j] = fn_one_nan(mean[j] + (ok ? d * f : mb[j * st]));
+        m2[j] = ok ? fn_one_nan(q) : NAN;
     }
 }
 
@@ -470,8 +481,8 @@ static inline void fn_finish_block(double n, double k, double s1, double s2, dou
                                    double *m2)
 {
     const double mu = s1 / n, q = s2 - s1 * mu;
-    *mean = k + mu;
-    *m2 = q < 0.0 ? 0.0 : q; /* rounding can go below 0; NaN passes through */
+    *mean = fn_one_nan(k + mu);
+    *m2 = fn_one_nan(q < 0.0 ? 0.0 : q); /* rounding can go below 0; NaN passes through */
 }
 
 /* Whether moments from sums of x itself, unshifted (float32's first try: a subtraction less per

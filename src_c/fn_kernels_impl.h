@@ -299,7 +299,7 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
     }
     if (rms) {
         *mean = 0.0;
-        *m2 = s2;
+        *m2 = fn_one_nan(s2);
     } else {
         fn_finish_block(n, k, s1, s2, mean, m2);
     }
@@ -357,8 +357,8 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
     for (int64_t i = 0; i < m; i++) {
         const double mu = s1[i] / n, q = s2[i] - s1[i] * mu;
         const int again = cen[i] && !fn_unshifted_ok(n, mu, q);
-        mean[i] = rms ? 0.0 : (cen[i] ? 0.0 : k[i]) + mu;
-        m2[i] = rms ? s2[i] : q < 0.0 ? 0.0 : q;
+        mean[i] = rms ? 0.0 : fn_one_nan((cen[i] ? 0.0 : k[i]) + mu);
+        m2[i] = fn_one_nan(rms ? s2[i] : q < 0.0 ? 0.0 : q);
         cen[i] = again;
         bad |= again;
     }
@@ -1214,6 +1214,18 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
     return act;
 }
 
+#ifdef FN_DIRECT
+/* The coefficients mh, a, c of C columns repeated over rl elements each (rl a multiple of C):
+ * out[0, rl), [rl, 2 rl), [2 rl, 3 rl) (normalize_cols' short rows) */
+static void FN(repeat_coefs)(CT *out, int64_t rl, int64_t C, const CT *mh, const CT *a,
+                             const CT *c)
+{
+    for (int q = 0; q < 3; q++)
+        for (int64_t i = 0; i < rl; i += C)
+            memcpy(out + q * rl + i, q == 0 ? mh : q == 1 ? a : c, (size_t)C * sizeof(CT));
+}
+#endif
+
 /* Table entry normalize_cols: units of whole rows of about FN_NCHUNK elements. */
 static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, int n_threads)
 {
@@ -1266,12 +1278,13 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     if (!rw && act == FN_ACT_NONE && C < FN_REP_COLS && R > 1 && s->xs[2] == 1 &&
         s->ys[2] == 1 && s->xs[1] == C && s->ys[1] == C && FN_DIRECT(whole)()) {
         rl = fn_rep_len(C);
-        rep = (CT *)malloc((size_t)(3 * sets * rl) * sizeof(CT));
-        for (int64_t p = 0; rep && p < sets; p++)
-            for (int64_t i = 0; i < rl; i += C)
-                for (int q = 0; q < 3; q++)
-                    memcpy(rep + (3 * p + q) * rl + i,
-                           (q == 0 ? mh : q == 1 ? a : c) + p * cp, (size_t)C * sizeof(CT));
+        /* one set (BatchNorm): repeated once for all the units; a set per outer index
+         * (GroupNorm, InstanceNorm): by each unit of at least FN_REP_UNITS runs of rl, on its
+         * stack (a copy per set would cost 6 KB and more per sample) */
+        if (sets == 1 && (rep = (CT *)malloc((size_t)(3 * rl) * sizeof(CT))) != NULL)
+            FN(repeat_coefs)(rep, rl, C, mh, a, c);
+        else if ((R < rc ? R : rc) * C < FN_REP_UNITS * rl)
+            rl = 0;
     }
 #endif
     FN_PFOR(nt, u, U, {
@@ -1280,8 +1293,11 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         const T *xu = x + p1 * s->xs[0] + r0 * s->xs[1];
         T *yu = y + p1 * s->ys[0] + r0 * s->ys[1];
 #ifdef FN_DIRECT
-        if (rep) {
-            const CT *rm = rep + 3 * (cp ? p1 : 0) * rl, *ra = rm + rl, *rcf = ra + rl;
+        CT own[rep || !rl ? 1 : 3 * FN_REP_MAX];
+        if (rl && !rep)
+            FN(repeat_coefs)(own, rl, C, mh + k, a + k, c + k);
+        if (rl) {
+            const CT *rm = rep ? rep : own, *ra = rm + rl, *rcf = ra + rl;
             const int64_t N = (r1 - r0) * C;
             for (int64_t j = 0; j < N; j += rl) {
                 const int64_t m = N - j < rl ? N - j : rl;

@@ -307,6 +307,21 @@ def test_channels_last_statistics_in_float_or_double(dtype, scale):
     assert_ulp(F.instance_norm(x), R.instance_norm(x64), dtype, 1, "in")
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+@pytest.mark.parametrize("C", [16, 40])
+def test_channels_last_few_channels_per_sample_coefficients(dtype, C):
+    """Channels-last GroupNorm and InstanceNorm with few channels: a unit of rows takes its
+    sample's coefficients repeated along the run (normalize_cols, AVX-512); samples with
+    different statistics, each within 1 ulp of float64."""
+    rng = np.random.default_rng(12)
+    scale, shift = np.array([1.0, 3.0, 0.5]), np.array([0.0, 2.0, -1.0])
+    x = rng.standard_normal((3, 32, 32, C)) * scale[:, None, None, None] + shift[:, None, None, None]
+    x = np.moveaxis(x.astype(dtype), -1, 1)  # (3, C, 32, 32), channels-last
+    x64 = np.asarray(x, np.float64)
+    assert_ulp(F.group_norm(x, 4), R.group_norm(x64, 4), dtype, 1, "gn")
+    assert_ulp(F.instance_norm(x), R.instance_norm(x64), dtype, 1, "in")
+
+
 def test_contiguous_runs_match_strided_with_avx2_loops():
     """The same check with the AVX2 direct loops (FN_SIMD_LEVEL=1: 8 wide, remainders element
     by element), in a subprocess."""

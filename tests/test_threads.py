@@ -295,6 +295,36 @@ def test_bitwise_identical_for_any_thread_count(case, dtype):
     assert np.array_equal(_bits(x), _bits(x0)), "input modified"
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_nan_statistics_identical_for_any_thread_count(dtype):
+    """A group holding a NaN and both infinities: its statistics are NaN, and so its outputs
+    and running mean, with the same bits (the sign of a NaN included) for any thread count.
+    Which NaN an addition passes on (the data's or the negative one that inf - inf makes)
+    follows its operands' order, which may differ between the serial and parallel copies of a
+    loop: the statistics keep one NaN."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    dtype = np.dtype(dtype)
+    utype = np.uint16 if dtype.itemsize == 2 else np.uint32
+    for shape in [(2, 3, 128, 128), (5, 17, 33, 31)]:
+        x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+        f = x.reshape(-1)
+        f[100], f[5000], f[6000] = np.nan, np.inf, -np.inf
+        calls = {"bn": lambda rm: F.batch_norm(x, rm, np.ones_like(rm), training=True),
+                 "gn": lambda rm: F.group_norm(x, 1), "in": lambda rm: F.instance_norm(x)}
+        for name, call in calls.items():
+            got = []
+            for n in THREADS:
+                fastnorm.set_num_threads(n)
+                rm = np.zeros(shape[1], np.float32)
+                y = call(rm)
+                got.append((y.view(utype).copy(), rm.view(np.uint32).copy()))
+            assert np.isnan(np.asarray(got[0][0].view(dtype), np.float32)).any()
+            for n, (y, rm) in zip(THREADS[1:], got[1:]):
+                assert np.array_equal(y, got[0][0]) and np.array_equal(rm, got[0][1]), (
+                    f"{dtype} {shape} {name}: {n} threads differ from 1 thread")
+
+
 @pytest.mark.parametrize("activation", [None, "relu", "gelu"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_rows_taken_together_match_rows_alone(dtype, activation):

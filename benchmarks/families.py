@@ -1,6 +1,7 @@
 """fastnorm against torch CPU and ONNX Runtime CPU on the shape families of real models
 (fastnorm/_cases.py FAMILIES: ResNet-50 eval/train BatchNorm, transformer decode/prefill
-LayerNorm and RMSNorm, diffusion GroupNorm, style-transfer InstanceNorm; both layouts where the
+LayerNorm and RMSNorm, diffusion GroupNorm, style-transfer InstanceNorm, vision-transformer /
+ConvNeXt LayerNorm over few channels; both layouts where the
 family has them; --extra for further real-model shapes outside the families, _cases.EXTRA;
 --random N for N shapes drawn from real-model ranges, _cases.random_cases; --f64 for float64:
 the float64 set, or the --extra / --random shapes in float64).

@@ -80,6 +80,11 @@ FAMILIES = {
     "style": [("in", shape, "contiguous")
               for shape in ((1, 32, 256, 256), (1, 64, 128, 128), (1, 128, 64, 64),
                             (4, 64, 128, 128), (1, 3, 512, 512))],
+    # vision transformers and ConvNeXt: LayerNorm over 32-384 channels of every position
+    # (Swin/ConvNeXt stages at 56x56-7x7, SegFormer/PVT at 128x128-32x32), many short rows
+    "vision_ln": [("ln", shape, "contiguous")
+                  for shape in ((8, 3136, 96), (1, 3136, 96), (8, 784, 192), (8, 196, 384),
+                                (1, 16384, 32), (2, 4096, 64), (8, 49, 768))],
 }
 # Further real-model shapes outside the families (`benchmarks/families.py --extra`), each a
 # call a user would type: MobileNet/EfficientNet BatchNorm (C 16-1280), BatchNorm1d and 3-D

@@ -1196,10 +1196,12 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len)
     /* The 16-bit types' streamed runs pay for a head and a tail stored as usual (masked
      * vectors; outputs start 16 bytes into a line, as NumPy's): eval BatchNorm with rows of L
      * float16 (32 MB, one thread) was slower streamed than with plain stores up to L = 2048
-     * (L = 128: 9.3 against 2.0 ms, 512: 5.6 against 1.9), level at 4096 and faster only from
-     * 8192 (1.76 against 1.95). */
+     * (L = 128: 9.3 against 2.0 ms, 512: 5.6 against 1.9), level at 4096 and faster from 8192
+     * (1.76 against 1.95); at two threads, rows of 4096 streamed keep LayerNorm (4096, 4096),
+     * GroupNorm (8, 256, 64, 64) and InstanceNorm (8, 64, 128, 128) 1.6-2.0x faster than float32
+     * (bench_half.py), 1.2-1.5x without. */
     const int runs_ok =
-        sizeof(T) == 2 ? run_len >= 8192
+        sizeof(T) == 2 ? run_len >= 4096
                        : run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
     /* the 16-bit types from a third more (the whole last-level cache): at 16 MB their
      * GroupNorm/InstanceNorm (groups normalized in cache) measured faster with plain stores,

@@ -1476,6 +1476,24 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
      * bias then come from L1 once for all m, where a row's own otherwise stream from L2 beside
      * it); cols >= L: each group whole */
     const int64_t lc = cols < L ? cols : L;
+    if (Q == 1 && lc == L && jb->affine.elementwise && jb->affine.bias && !jb->epilogue.lower) {
+        /* single rows with a weight and bias (LayerNorm): group_apply's coefficients for all m
+         * rows in one loop, then the rows' affine loops (the same arithmetic, without a call
+         * and its branches per row: LayerNorm over 32-192 channels) */
+        CT cm[FN_GB], ca[FN_GB], cc[FN_GB];
+        for (int64_t i = 0; i < m; i++) {
+            double dl;
+            cm[i] = FN(centre)(mean[i], m2[i], &dl);
+            ca[i] = FN(narrow)(rstd[i]);
+            cc[i] = FN(narrow)(-dl * rstd[i]);
+        }
+        const CT *w = (const CT *)jb->affine.weight, *b = (const CT *)jb->affine.bias;
+        int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
+        for (int64_t i = 0; i < m; i++, p2 = p2 + 1 < s->groups ? p2 + 1 : (p1++, 0))
+            FN_AFFINE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
+                          L, s->xs[3], s->ys[3], cm[i], ca[i], cc[i], w, b);
+        return;
+    }
     for (int64_t l0 = 0; l0 < L; l0 += lc) {
         const int64_t l1 = L - l0 < lc ? L : l0 + lc;
         int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */

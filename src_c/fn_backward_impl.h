@@ -289,7 +289,7 @@ FN_AVX512_FUNC void fn_gcols_rows_f32_avx512(const float *x, const float *dy, fl
                                       _mm512_fmadd_ps(bv, v1, cv))
     int64_t r = 0;
     /* streaming stores (rows' starts alike modulo 64 bytes): a masked head up to the first
-     * whole line, whole lines streamed, a masked tail; then a fence */
+     * whole line, whole lines streamed, a masked tail; noted for FN_PFOR's fence */
     const int64_t h0 = (int64_t)(((64 - ((uintptr_t)dx & 63)) & 63) / sizeof(float));
     const int64_t h = h0 < n ? h0 : n, e = h + (n - h) / 16 * 16;
     for (; r + 2 <= nr; r += 2) {
@@ -317,7 +317,7 @@ FN_AVX512_FUNC void fn_gcols_rows_f32_avx512(const float *x, const float *dy, fl
         }
     }
     if (nts)
-        _mm_sfence();
+        fn_nt_note();
 #undef FN_GCOLS_PAIR
     if (r < nr)
         fn_gcols_f32_avx512(x + r * rx, dy + r * ry, dx + r * rd, n, mh, a, b, c);

@@ -349,6 +349,10 @@ static inline int fn_simd_level(void)
     return fn_simd_state;
 }
 
+/* Whether the AVX-512 BW loops (masked 16-bit loads and stores) run, and the AVX-512 BF16 ones */
+static inline int fn_bw_ok(void) { return fn_simd_level() >= 2 && fn_bw_state; }
+static inline int fn_bf16_ok(void) { return fn_simd_level() >= 2 && fn_bf16_state; }
+
 static int64_t fn_l3_bytes(void)
 {
     if (fn_l3_state < 0)
@@ -391,7 +395,6 @@ static int fn_eff_threads(int64_t work, int64_t units, int n_threads)
 
 static inline int64_t fn_abs(int64_t v) { return v < 0 ? -v : v; }
 
-/* Chan et al.'s pairwise update: merge (nb, mb, m2b) into the running (n, mean, m2). */
 /* A NaN statistic as the one quiet NaN NAN: which of two NaNs an addition passes on (the data's,
  * or the negative one that inf - inf makes) follows the order of its operands, which the compiler
  * may choose differently in the serial and the parallel copy of a loop (FN_PFOR), and the sign of
@@ -399,6 +402,7 @@ static inline int64_t fn_abs(int64_t v) { return v < 0 ? -v : v; }
  * in one channel). */
 static inline double fn_one_nan(double v) { return v != v ? NAN : v; }
 
+/* Chan et al.'s pairwise update: merge (nb, mb, m2b) into the running (n, mean, m2). */
 static inline void fn_chan(double *n, double *mean, double *m2, double nb, double mb, double m2b)
 {
     if (*n == 0.0) {
@@ -990,7 +994,7 @@ FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, fn_lf16_f16, fn_sh16, fn_lh
 FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
 #define FN_PICK(name, ...)                                                                        \
     do {                                                                                          \
-        if (fn_simd_level() >= 2 && fn_bw_state)                                                  \
+        if (fn_bw_ok())                                                                           \
             return name##_avx512bw_##__VA_ARGS__;                                                 \
         if (fn_simd_level() >= 2)                                                                 \
             return name##_avx512_##__VA_ARGS__;                                                   \
@@ -1037,20 +1041,13 @@ FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
     }
 FN_DIRECT_PICKS(f16)
 /* whether the direct loops take whole runs (a masked remainder), not only whole vectors */
-static inline int fn_f16_whole(void)
-{
-#if FN_AVX2
-    return fn_simd_level() >= 2 && fn_bw_state;
-#else
-    return 0;
-#endif
-}
+static inline int fn_f16_whole(void) { return fn_bw_ok(); }
 /* The span loops (rows back to back, coefficients per row) for this CPU: all nr rows, or 0 */
 static inline int64_t fn_f16_span(const uint16_t *x, uint16_t *y, int64_t nr, int64_t L,
                                   const float *mh, const float *a, const float *c)
 {
 #if FN_AVX2
-    if (fn_simd_level() >= 2 && fn_bw_state)
+    if (fn_bw_ok())
         return fn_f16_avx512bw_span(x, y, nr, L, mh, a, c);
 #endif
     return 0;
@@ -1116,7 +1113,7 @@ FN_SPAN_LOOP(fn_bf16_avx512_span, FN_BF16_FUNC, fn_lf16_bf16, fn_sb16, fn_lb16m,
 FN_DIRECT_NT_LOOPS(fn_lf16_bf16, fn_rb16, fn_bf16_avx512_nt, FN_BF16_FUNC)
 #define FN_PICK_BF16(call)                                                                        \
     do {                                                                                          \
-        if (fn_simd_level() >= 2 && fn_bf16_state)                                                \
+        if (fn_bf16_ok())                                                                         \
             return fn_bf16_avx512_##call;                                                         \
     } while (0)
 #else
@@ -1152,14 +1149,7 @@ static inline int64_t fn_bf16_cols0(const uint16_t *x, uint16_t *y, int64_t n, c
     FN_PICK_BF16(cols0(x, y, n, a, c));
     return 0;
 }
-static inline int fn_bf16_whole(void)
-{
-#if FN_AVX2
-    return fn_simd_level() >= 2 && fn_bf16_state;
-#else
-    return 0;
-#endif
-}
+static inline int fn_bf16_whole(void) { return fn_bf16_ok(); }
 #define FN_PICK_BF16_NT(call) FN_PICK_BF16(nt_##call)
 FN_NT_PICKS(bf16, FN_PICK_BF16_NT)
 

@@ -133,24 +133,14 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
 }
 
 #ifdef FN_SUMS16
-/* Whether rows_sums16 takes rows of any length in float (a masked remainder: AVX-512 BW) */
-static inline int FN(rows16_any)(void)
-{
-#if FN_AVX2
-    return fn_simd_level() >= 2 && fn_bw_state;
-#else
-    return 0;
-#endif
-}
-
 /* run_sums' float-partial loops (lowp) over nr contiguous rows of len elements, sq apart, added
- * to *s1, *s2: in one call where rows16_any (the lanes summed once for all the rows), else row
- * by row. */
+ * to *s1, *s2: in one call with AVX-512 BW (the lanes summed once for all the rows; rows of any
+ * length, the remainder masked), else row by row. */
 static inline void FN(rows_sums16)(const T *x, int64_t nr, int64_t sq, int64_t len, double k,
                                    double *s1, double *s2)
 {
 #if FN_AVX2
-    if (FN(rows16_any)()) {
+    if (fn_bw_ok()) {
         double t1, t2;
         if (k == 0.0)
             FN_SUMS16R_0(x, nr, sq, len, 0.0f, &t1, &t2);
@@ -271,7 +261,7 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
         FN_LOOK && !rms && k != 0.0 && FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl);
 #ifdef FN_SUMS16
     /* where the float loops run */
-    const int lowp = sl == 1 && (l1 - l0 >= 16 || FN(rows16_any)());
+    const int lowp = sl == 1 && (l1 - l0 >= 16 || fn_bw_ok());
     /* the 16-bit types' float loops: unshifted where centred (their squares are exact in
      * float), then shifted, each kept when lowp_ok */
     for (int shifted = !centred; lowp && !done && shifted < 2; shifted++) {
@@ -1082,9 +1072,7 @@ static void FN(cols_run1)(int act, const T *x, T *y, int64_t n, int64_t sx, int6
     });
 }
 /* cols_run1 over nr rows. FN_ACT_STREAM: each row's whole output lines by the streaming direct
- * loop, its head and tail as usual, and one fence after all the rows (a fence a row made
- * float16 channels-last eval BatchNorm (16, 512, 56, 56), rows of 1 KB, 3x slower than
- * plain stores). */
+ * loop, its head and tail as usual; the stores noted once for all the rows (FN_PFOR fences). */
 static void FN(cols_run_)(int act, const T *x, T *y, int64_t nr, int64_t rx, int64_t ry,
                           int64_t n, int64_t sx, int64_t sy, const CT *mh, const CT *a,
                           const CT *c)

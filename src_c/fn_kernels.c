@@ -534,10 +534,19 @@ void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const doub
                       const double *m2_in, double *mean_out, double *m2_out)
 {
     if (B == 1 && A >= 8) { /* GroupNorm's channels of each group: vectorized across groups */
-        double *t = (double *)malloc((size_t)(2 * A) * sizeof(double)); /* out may be in in */
+        /* the inputs transposed first (column k of every group side by side), so that the
+         * merges read contiguous vectors: at stride K they ran scalar, 4 us of a 30 us
+         * channels-last GroupNorm (2, 1280, 8, 8). Out may be in in. */
+        double *t = (double *)malloc((size_t)(2 * A * (K + 1)) * sizeof(double));
         if (t) {
+            double *tm = t + 2 * A, *tq = tm + A * K;
             for (int64_t k = 0; k < K; k++)
-                fn_chan_run(A, (double)k * n_each, n_each, t, t + A, mean_in + k, m2_in + k, K);
+                for (int64_t a = 0; a < A; a++) {
+                    tm[k * A + a] = mean_in[a * K + k];
+                    tq[k * A + a] = m2_in[a * K + k];
+                }
+            for (int64_t k = 0; k < K; k++)
+                fn_chan_run(A, (double)k * n_each, n_each, t, t + A, tm + k * A, tq + k * A, 1);
             memcpy(mean_out, t, (size_t)A * sizeof(double));
             memcpy(m2_out, t + A, (size_t)A * sizeof(double));
             free(t);

@@ -554,6 +554,14 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
 static FN_HOT void FN(row_coefs)(int64_t m, double rstd, double dl, const CT *w, const CT *b,
                                  int64_t st, CT *a, CT *c)
 {
+    if (st == 1 && w && b) { /* the usual case, contiguous: a loop of plain vector loads */
+        for (int64_t i = 0; i < m; i++) {
+            const double ad = rstd * (double)w[i];
+            a[i] = FN(narrow)(ad);
+            c[i] = FN(narrow)((double)b[i] - dl * ad);
+        }
+        return;
+    }
     for (int64_t i = 0; i < m; i++) {
         const double ad = w ? rstd * (double)w[i * st] : rstd;
         a[i] = FN(narrow)(ad);

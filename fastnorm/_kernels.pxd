@@ -71,6 +71,16 @@ cdef extern from "fastnorm.h" nogil:
         const void *row_weight
         const void *row_bias
 
+    ctypedef struct fn_group_cols_job:
+        fn_cols shape
+        int64_t groups
+        double eps
+        const void *weight
+        const void *bias
+        fn_epilogue epilogue
+        double *mean
+        double *var
+
     ctypedef struct fn_grad_entries:
         const double *centre
         double *sum_dy
@@ -113,6 +123,7 @@ cdef extern from "fastnorm.h" nogil:
         int (*col_moments)(const void *x, const fn_cols *s, double *mean, double *m2, int nt) noexcept nogil
         void (*coefs)(const fn_coef_job *job, const fn_coefs *out) noexcept nogil
         int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int nt) noexcept nogil
+        int (*group_cols)(const void *x, void *y, const fn_group_cols_job *job, int nt) noexcept nogil
         int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int nt) noexcept nogil
         int (*add_normalize_rows)(const void *x, void *y, const fn_add_job *job, int nt) noexcept nogil
         int (*grad_sums_rows)(const void *x, const void *dy, const fn_grad_row_job *job, int nt) noexcept nogil

@@ -282,6 +282,28 @@ cdef int _normalize_rows(_Call c, const fn_row_job* j) except -1:
     return _check_rc(rc)
 
 
+cdef int _group_cols(_Call c, const fn_cols* shape, int64_t groups, double* mean,
+                     double* var) except -1:
+    """Channels-last GroupNorm (InstanceNorm: groups = channels) whole: statistics per (sample,
+    group) into mean and var, then the columns normalized with c's weight and bias."""
+    cdef fn_group_cols_job j
+    j.shape = shape[0]
+    j.groups = groups
+    j.eps = c.eps
+    j.weight, j.bias = _ptr(c.w), _ptr(c.b)
+    j.epilogue.activation = c.act
+    j.epilogue.lower = NULL
+    j.mean, j.var = mean, var
+    cdef int rc, nt = threads()
+    cdef PyThreadState* ts
+    cdef const void* xp = cnp.PyArray_DATA(c.x)
+    cdef void* yp = cnp.PyArray_DATA(c.y)
+    ts = _unlock(c)
+    rc = c.k.group_cols(xp, yp, &j, nt)
+    _relock(ts)
+    return _check_rc(rc)
+
+
 cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t channels,
                          int64_t group_step, int64_t channels_per_group, const double* mean,
                          const double* var, int64_t coef_outer_step,
@@ -561,10 +583,7 @@ cdef bint _in(_Call c) except -1:
     cdef double* cv = cm + C
     cdef double* tmp = cv + C
     if mode == _COLS:
-        _col_moments(c, &cols, mean, var)
-        for i in range(NC):
-            var[i] /= S
-        _nc_normalize(c, mode, &rows, &cols, mean, var)
+        _group_cols(c, &cols, C, mean, var)
     else:
         j = _row_job(c, rows, False, mean, var, 1, 0, False)
         _normalize_rows(c, &j)
@@ -707,23 +726,22 @@ cdef bint _gn(_Call c) except -1:
                      c.stat(0), c.stat(1), Cg, 1, False)
         _normalize_rows(c, &j)
         return True
-    # channels-last, or no spatial extent: statistics per (n, c) (or per (n, g) directly),
-    # normalized across the channels of each row
+    # channels-last: statistics per (n, c) merged per group, normalized across the channels of
+    # each row; no spatial extent: statistics per (n, g) directly
     cdef _Scratch s = _Scratch(8 * 2 * NC)
     cdef double* mean = <double*>s.p
     cdef double* var = mean + NC
-    if k == 0:  # a group is Cg consecutive channels
-        sr = _rows(bn, scaled(ch, G, Cg), unit(), scaled(ch, Cg, 1))
-        _row_moments(c, &sr, mean, var)
-    else:
+    if k:
         sc = _cols(bn, ax[0], ch)
-        _col_moments(c, &sc, mean, var)
-        # merge the Cg channels of each group, in channel order, into the first N*G slots
-        fn_merge_moments(N * G, Cg, 1, <double>S, mean, var, mean, var)
+        _group_cols(c, &sc, G, mean, var)
+        c.save_stats(mean, var, N * G)
+        return True
+    sr = _rows(bn, scaled(ch, G, Cg), unit(), scaled(ch, Cg, 1))
+    _row_moments(c, &sr, mean, var)
     for i in range(N * G):
         var[i] /= Cg * S
     c.save_stats(mean, var, N * G)
-    sc = _cols(bn, ax[0] if k else unit(), ch)
+    sc = _cols(bn, unit(), ch)
     _normalize_cols(c, &sc, N, C, G, Cg, mean, var, C)
     return True
 

@@ -19,10 +19,12 @@
  *                                  channels innermost (NHWC)  col_moments + fn_merge_moments
  *                                                             (training), coefs, normalize_cols
  *   instance_norm                  channel not innermost      normalize_rows (group per (n, c))
- *                                  channels innermost         col_moments, coefs, normalize_cols
+ *                                  channels innermost         group_cols (groups = channels)
  *   group_norm                     channel not innermost      normalize_rows (group per (n, g))
- *                                  channels innermost         col_moments + fn_merge_moments (or
- *                                                             row_moments), coefs, normalize_cols
+ *                                  channels innermost         group_cols (col_moments +
+ *                                                             fn_merge_moments, coefs,
+ *                                                             normalize_cols); no spatial axes:
+ *                                                             row_moments, coefs, normalize_cols
  *   layer_norm, rms_norm           any                        normalize_rows (affine.elementwise;
  *                                                             stats.rms for rms_norm)
  *   add_layer_norm, add_rms_norm   any                        add_normalize_rows (x + residual
@@ -168,6 +170,19 @@ typedef struct {
     const void *row_weight, *row_bias;
 } fn_col_job;
 
+/* Channels-last GroupNorm / InstanceNorm whole (table entry group_cols): the statistics of each
+ * sample's columns (col_moments), its groups of cols / groups consecutive columns merged
+ * (fn_merge_moments), var = m2 / (rows * cols / groups), written to mean / var (samples * groups
+ * each), then coefs (weight, bias per column, NULL: 1 / 0) and normalize_cols. */
+typedef struct {
+    fn_cols shape; /* outer: samples */
+    int64_t groups;
+    double eps;
+    const void *weight, *bias;
+    fn_epilogue epilogue;
+    double *mean, *var;
+} fn_group_cols_job;
+
 /* Backward passes (fn_backward_impl.h). The arrays of a backward pass keep the forward's row or
  * column layout: x at shape.xs, dy (the output gradient) at shape.ys, dx at dxs.
  *
@@ -237,6 +252,7 @@ typedef struct {
     int (*col_moments)(const void *x, const fn_cols *s, double *mean, double *m2, int n_threads);
     void (*coefs)(const fn_coef_job *job, const fn_coefs *out);
     int (*normalize_cols)(const void *x, void *y, const fn_col_job *job, int n_threads);
+    int (*group_cols)(const void *x, void *y, const fn_group_cols_job *job, int n_threads);
     /* x and y may be the same array with the same strides */
     int (*normalize_rows)(const void *x, void *y, const fn_row_job *job, int n_threads);
     /* see fn_add_job */

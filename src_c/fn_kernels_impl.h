@@ -1350,6 +1350,76 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
     return FN_OK;
 }
 
+/* group_cols' steps for samples [p0, p1) on n_threads: the same arithmetic whether a unit is a
+ * sample or all of them (col_moments' tiles and merges depend on rows and cols only) */
+static int FN(group_cols_run)(const T *x, T *y, const fn_group_cols_job *jb, int64_t p0,
+                              int64_t p1, double *st, CT *cf, int n_threads)
+{
+    const fn_cols *s = &jb->shape;
+    const int64_t R = s->rows, C = s->cols, G = jb->groups, Cg = C / G, P = p1 - p0;
+    fn_cols part = *s;
+    part.outer = P;
+    double *m = st, *q = st + P * C;
+    int rc = FN(col_moments)(x + p0 * s->xs[0], &part, m, q, n_threads);
+    if (rc != FN_OK)
+        return rc;
+    if (Cg > 1) /* into the first P * G entries */
+        fn_merge_moments(P * G, Cg, 1, (double)R, m, q, m, q);
+    for (int64_t i = 0; i < P * G; i++) {
+        q[i] /= (double)(Cg * R);
+        jb->mean[p0 * G + i] = m[i];
+        jb->var[p0 * G + i] = q[i];
+    }
+    const fn_coef_job cj = {P, C, G, Cg, m, q, jb->eps, jb->weight, jb->bias};
+    const fn_coefs co = {cf, cf + P * C, cf + 2 * P * C};
+    FN(coefs)(&cj, &co);
+    const fn_col_job nj = {part, co, C, jb->epilogue, NULL, NULL};
+    return FN(normalize_cols)(x + p0 * s->xs[0], y + p0 * s->ys[0], &nj, n_threads);
+}
+
+/* Table entry group_cols. Samples that fit in a thread's share of the cache (fn_fuse_bytes) go
+ * a sample per unit of one thread when they split evenly enough over several threads and the output
+ * is not streamed (normalize_cols decides that from one sample's bytes there): no serial steps between parallel
+ * passes (the groups' merge and the coefficients took a quarter of a two-thread channels-last
+ * GroupNorm (2, 1280, 8, 8)), and each sample normalized while it is in its thread's cache.
+ * Otherwise each step runs over all samples on all threads. Same bits either way. */
+static int FN(group_cols)(const void *xv, void *yv, const fn_group_cols_job *jb, int n_threads)
+{
+    const T *x = (const T *)xv;
+    T *y = (T *)yv;
+    const fn_cols *s = &jb->shape;
+    const int64_t N = s->outer, R = s->rows, C = s->cols, G = jb->groups;
+    if (G <= 0 || C % G || R <= 0)
+        return FN_EINVAL;
+    if (N <= 0 || C <= 0)
+        return FN_OK;
+    const int64_t sample = R * C * (int64_t)sizeof(T), sb = fn_stream_bytes();
+    const int nt = fn_eff_threads(N * R * C, N, n_threads);
+    if (nt > 1 && (N % nt == 0 || N >= 4 * nt) && sample <= fn_fuse_bytes(nt) &&
+        (sb <= 0 || N * sample < sb)) {
+        int rc = FN_OK;
+        FN_PFOR(nt, p, N, {
+            double *st = (double *)malloc((size_t)(2 * C) * sizeof(double));
+            CT *cf = (CT *)malloc((size_t)(3 * C) * sizeof(CT));
+            const int r = st && cf ? FN(group_cols_run)(x, y, jb, p, p + 1, st, cf, 1)
+                                   : FN_ENOMEM;
+            free(st);
+            free(cf);
+            if (r != FN_OK) {
+                FN_OMP(atomic write)
+                rc = r;
+            }
+        });
+        return rc;
+    }
+    double *st = (double *)malloc((size_t)(2 * N * C) * sizeof(double));
+    CT *cf = (CT *)malloc((size_t)(3 * N * C) * sizeof(CT));
+    const int rc = st && cf ? FN(group_cols_run)(x, y, jb, 0, N, st, cf, n_threads) : FN_ENOMEM;
+    free(st);
+    free(cf);
+    return rc;
+}
+
 /* y = max(y, lo) over a run just written (in cache): the TLU. NaN in y or lo propagates, as
  * torch.maximum. */
 static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
@@ -1803,7 +1873,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
 
 static const fn_kernel_table FN(table) = {
     FN_STR(S), (int)sizeof(T), (int)sizeof(CT), FN(row_moments), FN(col_moments), FN(coefs),
-    FN(normalize_cols), FN(normalize_rows), FN(add_normalize_rows),
+    FN(normalize_cols), FN(group_cols), FN(normalize_rows), FN(add_normalize_rows),
     FN(grad_sums_rows), FN(grad_sums_cols), FN(grad_apply_rows), FN(grad_apply_cols), FN(grad_rows),
     FN(grad_layer), FN(grad_eval_cols), FN(grad_cols),
 };

@@ -347,6 +347,42 @@ def test_rows_taken_together_match_rows_alone(dtype, activation):
                 f"{np.count_nonzero(_bits(together) != _bits(alone))} values differ")
 
 
+def _raw(a):
+    """a's bytes in C order (any dtype, any layout)"""
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_channels_last_samples_together_match_samples_alone(dtype):
+    """Channels-last GroupNorm / InstanceNorm take a sample per thread where the samples split
+    evenly over several threads, and each step over all samples otherwise (one sample, one
+    thread, three samples on two threads): the same bits either way, statistics included."""
+    dtype = np.dtype(dtype)
+    x = _data((6, 320, 13, 11), dtype, seed=5, layout="channels_last")
+    x[1, 7, 2, 3], x[4, 100, 0, 0] = np.nan, np.inf  # NaN and inf statistics in some groups
+    C = x.shape[1]
+    pt = np.float32 if dtype.itemsize == 2 else dtype
+    w, b = _vec(C, pt, 5), _vec(C, pt, 6, -1, 1)
+    calls = {"gn": lambda a: F.group_norm(a, 32, w, b, activation="silu"),
+             "gn1": lambda a: F.group_norm(a, 1, w, b),
+             "in": lambda a: F.instance_norm(a, weight=w, bias=b)}
+    for n in (1, 2, 3):
+        fastnorm.set_num_threads(n)
+        for name, f in calls.items():
+            for k in (6, 3):  # 3 samples: on two threads, not a sample per thread
+                together = f(x[:k])
+                alone = np.concatenate([f(x[i:i + 1]) for i in range(k)])
+                assert np.isnan(together[1]).any() and np.isfinite(together[2]).all()
+                assert np.array_equal(_raw(together), _raw(alone)), (
+                    f"{name} {dtype} {k} samples, {n} threads: differ from samples alone")
+        # the statistics kept for a backward pass, per (sample, group)
+        N, HW = 6, x.shape[2] * x.shape[3]
+        _, mean, rstd = F.native_group_norm(x, w, b, N, C, HW, 32, 1e-5)
+        parts = [F.native_group_norm(x[i:i + 1], w, b, 1, C, HW, 32, 1e-5) for i in range(N)]
+        assert np.array_equal(mean, np.concatenate([p[1] for p in parts]), equal_nan=True)
+        assert np.array_equal(rstd, np.concatenate([p[2] for p in parts]), equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_bitwise_identical_with_threadpoolctl_and_omp_default(dtype):
     """The default (OpenMP's limit) gives the same bits as explicit counts."""

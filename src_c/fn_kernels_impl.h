@@ -893,27 +893,22 @@ static void FN(affine_run_stream)(FN_AFFINE_ARGS)
 #define FN_WEIGHT_STREAM FN(weight_run_none)
 #define FN_COLS_STREAM FN(cols_run_none)
 #endif
-static void (*const FN(scale_runs)[FN_NUM_ACT + 1])(FN_SCALE_ARGS) = {
-    FN_SCALE_NONE, FN(scale_run_relu), FN(scale_run_silu), FN(scale_run_gelu),
-    FN(scale_run_gelu_tanh), FN_SCALE_STREAM};
-static void (*const FN(affine_runs)[FN_NUM_ACT + 1])(FN_AFFINE_ARGS) = {
-    FN_AFFINE_NONE, FN(affine_run_relu), FN(affine_run_silu), FN(affine_run_gelu),
-    FN(affine_run_gelu_tanh), FN_AFFINE_STREAM};
-#undef FN_SCALE_NONE
-#undef FN_AFFINE_NONE
-static void (*const FN(weight_runs)[FN_NUM_ACT + 1])(FN_WEIGHT_ARGS) = {
-    FN(weight_run_none), FN(weight_run_relu), FN(weight_run_silu), FN(weight_run_gelu),
-    FN(weight_run_gelu_tanh), FN_WEIGHT_STREAM};
 #ifndef FN_COLS_NONE
 #define FN_COLS_NONE FN(cols_run_none)
 #define FN_COLS0_NONE FN(cols0_run_none)
 #endif
-static void (*const FN(cols_runs)[FN_NUM_ACT + 1])(FN_COLS_ARGS) = {
-    FN_COLS_NONE, FN(cols_run_relu), FN(cols_run_silu), FN(cols_run_gelu),
-    FN(cols_run_gelu_tanh), FN_COLS_STREAM};
-static void (*const FN(cols0_runs)[FN_NUM_ACT + 1])(FN_COLS_ARGS) = {
-    FN_COLS0_NONE, FN(cols0_run_relu), FN(cols0_run_silu), FN(cols0_run_gelu),
-    FN(cols0_run_gelu_tanh), FN_COLS_STREAM};
+/* FN(K_runs)[act]: loop K's copy for activation act; [FN_NUM_ACT]: its streaming copy */
+#define FN_RUN_TABLE(K, ARGS, NONE, STREAM)                                                      \
+    static void (*const FN(K##_runs)[FN_NUM_ACT + 1])(ARGS) = {                                   \
+        NONE, FN(K##_run_relu), FN(K##_run_silu), FN(K##_run_gelu), FN(K##_run_gelu_tanh), STREAM};
+FN_RUN_TABLE(scale, FN_SCALE_ARGS, FN_SCALE_NONE, FN_SCALE_STREAM)
+FN_RUN_TABLE(affine, FN_AFFINE_ARGS, FN_AFFINE_NONE, FN_AFFINE_STREAM)
+FN_RUN_TABLE(weight, FN_WEIGHT_ARGS, FN(weight_run_none), FN_WEIGHT_STREAM)
+FN_RUN_TABLE(cols, FN_COLS_ARGS, FN_COLS_NONE, FN_COLS_STREAM)
+FN_RUN_TABLE(cols0, FN_COLS_ARGS, FN_COLS0_NONE, FN_COLS_STREAM)
+#undef FN_RUN_TABLE
+#undef FN_SCALE_NONE
+#undef FN_AFFINE_NONE
 #undef FN_COLS_NONE
 #undef FN_COLS0_NONE
 #undef FN_SCALE_STREAM

@@ -1389,7 +1389,8 @@ static int FN(group_cols)(const void *xv, void *yv, const fn_group_cols_job *jb,
     if (N <= 0 || C <= 0)
         return FN_OK;
     const int64_t sample = R * C * (int64_t)sizeof(T), sb = fn_stream_bytes();
-    const int nt = fn_eff_threads(N * R * C, N, n_threads);
+    /* the threads the work merits (not capped at N: two samples must not idle 14 threads) */
+    const int nt = fn_eff_threads(N * R * C, N * R * C, n_threads);
     if (nt > 1 && (N % nt == 0 || N >= 4 * nt) && sample <= fn_fuse_bytes(nt) &&
         (sb <= 0 || N * sample < sb)) {
         int rc = FN_OK;

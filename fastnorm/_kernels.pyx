@@ -711,7 +711,7 @@ cdef bint _gn(_Call c) except -1:
     """GroupNorm: per (n, g) over the group's channels and the spatial axes."""
     cdef cnp.ndarray x = c.x, y = c.y
     cdef int64_t G = c.num, N = x.shape[0], C = x.shape[1]
-    cdef int64_t Cg = C // G, S = x.size // (N * C), NC = N * C, i
+    cdef int64_t Cg = C // G, S = x.size // (N * C), i
     cdef Ax ax[64]
     cdef int k = axes(x, y, 2, x.ndim, ax, True)
     if k > 1:
@@ -728,9 +728,9 @@ cdef bint _gn(_Call c) except -1:
         return True
     # channels-last: statistics per (n, c) merged per group, normalized across the channels of
     # each row; no spatial extent: statistics per (n, g) directly
-    cdef _Scratch s = _Scratch(8 * 2 * NC)
+    cdef _Scratch s = _Scratch(8 * 2 * N * G)  # statistics per (n, g)
     cdef double* mean = <double*>s.p
-    cdef double* var = mean + NC
+    cdef double* var = mean + N * G
     if k:
         sc = _cols(bn, ax[0], ch)
         _group_cols(c, &sc, G, mean, var)

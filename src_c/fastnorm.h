@@ -173,7 +173,7 @@ typedef struct {
 /* Channels-last GroupNorm / InstanceNorm whole (table entry group_cols): the statistics of each
  * sample's columns (col_moments), its groups of cols / groups consecutive columns merged
  * (fn_merge_moments), var = m2 / (rows * cols / groups), written to mean / var (samples * groups
- * each), then coefs (weight, bias per column, NULL: 1 / 0) and normalize_cols. */
+ * each), then coefs (weight, bias per column, NULL: 1 / 0) and normalize_cols. y may be x. */
 typedef struct {
     fn_cols shape; /* outer: samples */
     int64_t groups;

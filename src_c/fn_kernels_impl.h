@@ -1372,9 +1372,10 @@ static int FN(group_cols_run)(const T *x, T *y, const fn_group_cols_job *jb, int
     return FN(normalize_cols)(x + p0 * s->xs[0], y + p0 * s->ys[0], &nj, n_threads);
 }
 
-/* Table entry group_cols. Samples that fit in a thread's share of the cache (fn_fuse_bytes) go
- * a sample per unit of one thread when they split evenly enough over several threads and the output
- * is not streamed (normalize_cols decides that from one sample's bytes there): no serial steps between parallel
+/* Table entry group_cols (x and y may be the same array). Samples that fit in a thread's share
+ * of the cache (fn_fuse_bytes), and all of them in the last-level cache, go a sample per unit of
+ * one thread when they split evenly enough over several threads and the output is not streamed
+ * (normalize_cols decides that from one sample's bytes there): no serial steps between parallel
  * passes (the groups' merge and the coefficients took a quarter of a two-thread channels-last
  * GroupNorm (2, 1280, 8, 8)), and each sample normalized while it is in its thread's cache.
  * Otherwise each step runs over all samples on all threads. Same bits either way. */
@@ -1384,15 +1385,17 @@ static int FN(group_cols)(const void *xv, void *yv, const fn_group_cols_job *jb,
     T *y = (T *)yv;
     const fn_cols *s = &jb->shape;
     const int64_t N = s->outer, R = s->rows, C = s->cols, G = jb->groups;
-    if (G <= 0 || C % G || R <= 0)
+    if (G <= 0 || C % G)
         return FN_EINVAL;
     if (N <= 0 || C <= 0)
         return FN_OK;
     const int64_t sample = R * C * (int64_t)sizeof(T), sb = fn_stream_bytes();
     /* the threads the work merits (not capped at N: two samples must not idle 14 threads) */
     const int nt = fn_eff_threads(N * R * C, N * R * C, n_threads);
+    /* within the last-level cache as a whole too: col_moments chooses its float32 sums by the
+     * bytes of its call, and so must choose the same for one sample as for all */
     if (nt > 1 && (N % nt == 0 || N >= 4 * nt) && sample <= fn_fuse_bytes(nt) &&
-        (sb <= 0 || N * sample < sb)) {
+        N * sample <= fn_l3_bytes() && (sb <= 0 || N * sample < sb)) {
         int rc = FN_OK;
         FN_PFOR(nt, p, N, {
             double *st = (double *)malloc((size_t)(2 * C) * sizeof(double));

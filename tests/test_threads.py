@@ -347,6 +347,30 @@ def test_rows_taken_together_match_rows_alone(dtype, activation):
                 f"{np.count_nonzero(_bits(together) != _bits(alone))} values differ")
 
 
+def test_channels_last_statistics_past_the_cache_identical_for_any_thread_count():
+    """Samples that each fit in cache but together do not (float32 sums them from x itself only
+    in cache): the saved statistics have the same bits on one thread and on two. Run without
+    AVX-512, where no streaming threshold keeps such a batch off the sample-per-thread path."""
+    l3 = fastnorm._kernels.cpu_info()["l3_bytes"]
+    if not HAVE_OMP or not 0 < l3 <= 64 << 20:
+        pytest.skip("needs OpenMP and a last-level cache of at most 64 MiB")
+    code = f"""
+import numpy as np, fastnorm, fastnorm.functional as F
+S = max(8, int(np.ceil({l3} * 1.5 / (256 * 64 * 64 * 4))))
+x = (np.random.default_rng(0).standard_normal((S, 64, 64, 256), dtype=np.float32) + 0.5)
+x = x.transpose(0, 3, 1, 2)
+w = np.ones(256, np.float32)
+res = []
+for n in (1, 2):
+    fastnorm.set_num_threads(n)
+    y, m, r = F.native_group_norm(x, w, w, S, 256, 4096, 32, 1e-5)
+    res.append((y.tobytes(), m.tobytes(), r.tobytes()))
+assert res[0] == res[1], "1 and 2 threads differ"
+"""
+    env = dict(os.environ, FN_SIMD_LEVEL="1", OMP_NUM_THREADS="2")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+
+
 def _raw(a):
     """a's bytes in C order (any dtype, any layout)"""
     return np.ascontiguousarray(a).view(np.uint8)
@@ -364,6 +388,7 @@ def test_channels_last_samples_together_match_samples_alone(dtype):
     pt = np.float32 if dtype.itemsize == 2 else dtype
     w, b = _vec(C, pt, 5), _vec(C, pt, 6, -1, 1)
     calls = {"gn": lambda a: F.group_norm(a, 32, w, b, activation="silu"),
+             "gn4": lambda a: F.group_norm(a, 4, w, b),  # 4 groups: a scalar merge per sample
              "gn1": lambda a: F.group_norm(a, 1, w, b),
              "in": lambda a: F.instance_norm(a, weight=w, bias=b)}
     for n in (1, 2, 3):

@@ -533,10 +533,17 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         }
     });
     if (buf) { /* runs of columns merged down the row blocks, vectorized across the columns */
-        const int64_t cpr = (C + FN_MERGE_COLS - 1) / FN_MERGE_COLS;
+        /* at most FN_MERGE_COLS a unit, in units that share evenly among the threads (each
+         * column merges alone, so any split gives the same bits; 640 columns of one sample in
+         * runs of 256, 256 and 128 kept one thread of two four times as busy) */
+        int64_t cpr = (C + FN_MERGE_COLS - 1) / FN_MERGE_COLS;
+        if (P1 * cpr % nt)
+            cpr = ((P1 * cpr + nt - 1) / nt * nt + P1 - 1) / P1;
+        const int64_t mw = ((C + cpr - 1) / cpr + 7) / 8 * 8;
+        cpr = (C + mw - 1) / mw;
         FN_PFOR(nt, i, P1 * cpr, {
-            const int64_t p1 = i / cpr, c0 = (i % cpr) * FN_MERGE_COLS;
-            const int64_t n = c0 + FN_MERGE_COLS < C ? FN_MERGE_COLS : C - c0;
+            const int64_t p1 = i / cpr, c0 = (i % cpr) * mw;
+            const int64_t n = c0 + mw < C ? mw : C - c0;
             for (int64_t b = 0; b < nrb; b++) {
                 const int64_t o = (p1 * nrb + b) * C + c0;
                 fn_chan_run(n, (double)(b * rb), (double)((b + 1) * rb <= R ? rb : R - b * rb),

@@ -913,39 +913,44 @@ FN_SUMS16_ROWS(fn_sums16r_0_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, fn_keep, fn_k
  * crosses into the next row taking that row's coefficients in its upper lanes (L >= 16: one
  * boundary at most), one masked vector at the end. The same operations per element as the
  * scale loop, so the same bits, without a masked remainder and a call per row. Returns nr. */
-#define FN_SPAN_LOOP(NAME, ATTR, LOADH, STOREH, LOADH_M, STOREH_M)                                 \
-    ATTR int64_t NAME(const uint16_t *x, uint16_t *y, int64_t nr, int64_t L, const float *mh,      \
-                      const float *a, const float *c)                                              \
+/* TS: the stored type, TC / V / W / MT: the coefficients' type, its vector, lanes and mask; OP:
+ * ps or pd (the _mm512_<op>_OP intrinsics); LOADH / STOREH (+ _M: masked) load and store V. */
+#define FN_SPAN_LOOP(NAME, ATTR, TS, TC, V, W, MT, OP, LOADH, STOREH, LOADH_M, STOREH_M)           \
+    ATTR int64_t NAME(const TS *x, TS *y, int64_t nr, int64_t L, const TC *mh, const TC *a,        \
+                      const TC *c)                                                                 \
     {                                                                                              \
         const int64_t n = nr * L;                                                                  \
         int64_t i = 0, e = L, r = 0; /* row r ends at e */                                         \
-        __m512 m = _mm512_set1_ps(mh[0]), a1 = _mm512_set1_ps(a[0]), c1 = _mm512_set1_ps(c[0]);    \
+        V m = _mm512_set1_##OP(mh[0]), a1 = _mm512_set1_##OP(a[0]), c1 = _mm512_set1_##OP(c[0]);  \
         while (i < n) {                                                                            \
-            const int64_t w = n - i < 16 ? n - i : 16;                                             \
-            __m512 mv = m, av = a1, cv = c1;                                                       \
+            const int64_t w = n - i < W ? n - i : W;                                               \
+            V mv = m, av = a1, cv = c1;                                                            \
             if (i + w > e) { /* lanes e - i on (all when i = e): row r + 1 */                      \
-                const __mmask16 nx = (__mmask16)(0xffffu << (e - i));                              \
+                const MT nx = (MT)(0xffffu << (e - i));                                            \
                 e += L;                                                                            \
                 r++;                                                                               \
-                m = _mm512_set1_ps(mh[r]);                                                         \
-                a1 = _mm512_set1_ps(a[r]);                                                         \
-                c1 = _mm512_set1_ps(c[r]);                                                         \
-                mv = _mm512_mask_blend_ps(nx, mv, m);                                              \
-                av = _mm512_mask_blend_ps(nx, av, a1);                                             \
-                cv = _mm512_mask_blend_ps(nx, cv, c1);                                             \
+                m = _mm512_set1_##OP(mh[r]);                                                       \
+                a1 = _mm512_set1_##OP(a[r]);                                                       \
+                c1 = _mm512_set1_##OP(c[r]);                                                       \
+                mv = _mm512_mask_blend_##OP(nx, mv, m);                                            \
+                av = _mm512_mask_blend_##OP(nx, av, a1);                                           \
+                cv = _mm512_mask_blend_##OP(nx, cv, c1);                                           \
             }                                                                                      \
-            if (w == 16) {                                                                         \
-                STOREH(y + i, _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + i), mv), av), cv));\
+            if (w == W) {                                                                          \
+                STOREH(y + i,                                                                      \
+                       _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH(x + i), mv), av), cv)); \
             } else {                                                                               \
-                const __mmask16 k = (__mmask16)((1u << w) - 1u);                                   \
+                const MT k = (MT)((1u << w) - 1u);                                                 \
                 STOREH_M(y + i, k,                                                                 \
-                         _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH_M(k, x + i), mv), av), cv));\
+                         _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH_M(k, x + i), mv),  \
+                                                         av), cv));                                \
             }                                                                                      \
             i += w;                                                                                \
         }                                                                                          \
         return nr;                                                                                 \
     }
-FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, fn_lf16_f16, fn_sh16, fn_lh16m, fn_sh16m)
+FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, uint16_t, float, __m512, 16, __mmask16, ps,
+             fn_lf16_f16, fn_sh16, fn_lh16m, fn_sh16m)
 /* The AVX-512 direct loops with streaming stores: 32 elements a step, stored as one whole
  * 64-byte line (y 64-byte aligned; the caller notes them: fn_nt_note). Half-line streaming stores
  * measured slower than plain ones. ROUND: 16 floats to 16 half patterns. */
@@ -1115,7 +1120,8 @@ FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)
 #define STOREH_M fn_sb16m
 FN_DIRECT_LOOPS(16, __m512, fn_lf16_bf16, fn_sb16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_bf16_avx512, FN_BF16_FUNC, FN_MASKED_TAIL)
-FN_SPAN_LOOP(fn_bf16_avx512_span, FN_BF16_FUNC, fn_lf16_bf16, fn_sb16, fn_lb16m, fn_sb16m)
+FN_SPAN_LOOP(fn_bf16_avx512_span, FN_BF16_FUNC, uint16_t, float, __m512, 16, __mmask16, ps,
+             fn_lf16_bf16, fn_sb16, fn_lb16m, fn_sb16m)
 #undef LOADH_M
 #undef STOREH_M
 #undef LOADF_M
@@ -1331,7 +1337,32 @@ FN_STREAM_LOOPS(float, __m512, 16, _mm512_loadu_ps, _mm512_stream_ps, _mm512_set
 FN_STREAM_LOOPS(double, __m512d, 8, _mm512_loadu_pd, _mm512_stream_pd, _mm512_set1_pd,
                 _mm512_sub_pd, _mm512_mul_pd, _mm512_add_pd, fn_stream_f64)
 #undef FN_STREAM_LOOPS
+/* float32 / float64's span loops (AVX-512F masks their lanes): eval BatchNorm on NCHW planes of
+ * 7x7 to 14x14 had taken a call and a scalar remainder per plane */
+FN_SPAN_LOOP(fn_f32_avx512_span, FN_AVX512_FUNC, float, float, __m512, 16, __mmask16, ps,
+             _mm512_loadu_ps, _mm512_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps)
+FN_SPAN_LOOP(fn_f64_avx512_span, FN_AVX512_FUNC, double, double, __m512d, 8, __mmask8, pd,
+             _mm512_loadu_pd, _mm512_storeu_pd, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd)
 #endif
+/* the span loops of float32 and float64 for this CPU: all nr rows, or 0 */
+static inline int64_t fn_f32_span(const float *x, float *y, int64_t nr, int64_t L,
+                                  const float *mh, const float *a, const float *c)
+{
+#if FN_AVX512
+    if (fn_simd_level() >= 2)
+        return fn_f32_avx512_span(x, y, nr, L, mh, a, c);
+#endif
+    return 0;
+}
+static inline int64_t fn_f64_span(const double *x, double *y, int64_t nr, int64_t L,
+                                  const double *mh, const double *a, const double *c)
+{
+#if FN_AVX512
+    if (fn_simd_level() >= 2)
+        return fn_f64_avx512_span(x, y, nr, L, mh, a, c);
+#endif
+    return 0;
+}
 
 /* Output bytes from which the normalize passes stream their stores (0: never): three quarters
  * of the last-level cache, where input and output together are well past it. AVX-512 only.
@@ -1370,6 +1401,7 @@ static int64_t fn_stream_bytes(void)
 #if FN_AVX512
 #define FN_STREAM(loop) fn_stream_f32_##loop
 #endif
+#define FN_SPAN fn_f32_span
 #include "fn_kernels_impl.h"
 
 #define T double
@@ -1383,6 +1415,7 @@ static int64_t fn_stream_bytes(void)
 #if FN_AVX512
 #define FN_STREAM(loop) fn_stream_f64_##loop
 #endif
+#define FN_SPAN fn_f64_span
 #include "fn_kernels_impl.h"
 
 #define T uint16_t
@@ -1396,6 +1429,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_LOADBUF fn_load_f16
 #define FN_STOREBUF fn_store_f16
 #define FN_DIRECT(loop) fn_f16_##loop
+#define FN_SPAN fn_f16_span
 #define FN_DIRECT_NT(loop) fn_f16_##loop##_nt
 #define FN_SUMS16(isa) fn_sums16_f16_##isa
 #define FN_SUMS16_0(isa) fn_sums16_0_f16_##isa
@@ -1418,6 +1452,7 @@ static int64_t fn_stream_bytes(void)
 #define FN_TILE16_FN fn_tile16_bf16_avx512
 #define FN_SUMS16R_0 fn_sums16r_0_bf16_avx512bw
 #define FN_DIRECT(loop) fn_bf16_##loop
+#define FN_SPAN fn_bf16_span
 #define FN_DIRECT_NT(loop) fn_bf16_##loop##_nt
 #include "fn_kernels_impl.h"
 

@@ -371,6 +371,33 @@ assert res[0] == res[1], "1 and 2 threads differ"
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_eval_batch_norm_spans_match_rows_alone(dtype):
+    """Eval BatchNorm's back-to-back planes of 16 to 1023 elements go as one span whose vectors
+    blend two planes' coefficients where they meet (AVX-512); planes at stride 2 go one call
+    each. The same bits, for plane sizes around every vector boundary, data near zero and far
+    from it (shifted coefficients), batch 3 and 1, and 7x7 planes whose spans are cut where a
+    thread's unit of rows ends."""
+    rng = np.random.default_rng(4)
+    for n in (1, 2):
+        fastnorm.set_num_threads(n)
+        for L in list(range(15, 42)) + [49, 196, 1023, 1024]:
+            for offset, N in ((0.5, 3), (60.0, 1)):
+                C = 5 if L < 100 else 3
+                x = (rng.standard_normal((N, C, L)) + offset).astype(dtype)
+                xs = np.zeros((N, C, 2 * L), dtype)[:, :, ::2]
+                xs[...] = x
+                rm = (rng.standard_normal(C) + offset).astype(dtype)
+                rv, w, b = (rng.uniform(0.5, 2, C).astype(dtype) for _ in range(3))
+                got, want = F.batch_norm(x, rm, rv, w, b), F.batch_norm(xs, rm, rv, w, b)
+                assert np.array_equal(_raw(got), _raw(want)), (L, offset, n)
+        x = rng.standard_normal((2, 700, 7, 7)).astype(dtype)
+        xs = np.zeros((2, 700, 7, 14), dtype)[..., ::2]
+        xs[...] = x
+        rm, rv = rng.standard_normal(700).astype(dtype), rng.uniform(0.5, 2, 700).astype(dtype)
+        assert np.array_equal(_raw(F.batch_norm(x, rm, rv)), _raw(F.batch_norm(xs, rm, rv)))
+
+
 def _raw(a):
     """a's bytes in C order (any dtype, any layout)"""
     return np.ascontiguousarray(a).view(np.uint8)

@@ -1631,10 +1631,10 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
      * advances p2 by nr at once, not q by 1 nr times */
     const int rows_outer = Q == 1 || fn_abs(s->xs[2]) > fn_abs(s->xs[1]);
 #ifdef FN_SPAN
-    /* consecutive groups' rows lie back to back (FN_SPAN); rows of a thousand and more lose
-     * little to a call each and gain nothing in the span loop (float32 (1, 256, 56, 56): 7%
-     * slower in it) */
-    const int span = act == FN_ACT_NONE && L >= 16 && L < 1024 && s->xs[3] == 1 && s->ys[3] == 1 &&
+    /* consecutive groups' rows lie back to back (FN_SPAN); rows of 512 and more lose little
+     * to a call each and gain nothing in the span loop (float32, 2 threads: (1, 512, 28, 28)
+     * 28.2 -> 29.6 us in it; (1, 256, 56, 56) at one thread 7% slower) */
+    const int span = act == FN_ACT_NONE && L >= 16 && L < 512 && s->xs[3] == 1 && s->ys[3] == 1 &&
                      s->xs[1] == L && s->ys[1] == L;
 #endif
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;

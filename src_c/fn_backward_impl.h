@@ -19,9 +19,6 @@ FN_AVX512_INLINE __m512d fn_hi_pd(__m512 v)
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-/* k is usable as a float centre */
-static inline int fn_fcentre(double k) { return isfinite(k) && fabs(k) <= FLT_MAX; }
-
 /* s1 = sum(dy), s2 = sum(dy (x - k)) over the first 32 floor(n / 32) contiguous elements, in
  * runs of 256 (16 per lane); dx (not NULL) = a dy there, in the same pass (eval mode). Returns
  * the elements done. */

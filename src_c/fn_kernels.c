@@ -402,6 +402,9 @@ static inline int64_t fn_abs(int64_t v) { return v < 0 ? -v : v; }
  * in one channel). */
 static inline double fn_one_nan(double v) { return v != v ? NAN : v; }
 
+/* k is usable as a float centre (the backward's float-lane loops) */
+static inline int fn_fcentre(double k) { return isfinite(k) && fabs(k) <= FLT_MAX; }
+
 /* Chan et al.'s pairwise update: merge (nb, mb, m2b) into the running (n, mean, m2). */
 static inline void fn_chan(double *n, double *mean, double *m2, double nb, double mb, double m2b)
 {
@@ -1345,24 +1348,24 @@ FN_SPAN_LOOP(fn_f64_avx512_span, FN_AVX512_FUNC, double, double, __m512d, 8, __m
              _mm512_loadu_pd, _mm512_storeu_pd, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd)
 #endif
 /* the span loops of float32 and float64 for this CPU: all nr rows, or 0 */
+static inline int64_t fn_f32_span(const float *x, float *y, int64_t nr, int64_t L,
+                                  const float *mh, const float *a, const float *c)
+{
 #if FN_AVX512
-#define FN_SPAN_AVX512(S, x, y, nr, L, mh, a, c)                                                  \
-    if (fn_simd_level() >= 2)                                                                     \
-        return fn_##S##_avx512_span(x, y, nr, L, mh, a, c);
-#else
-#define FN_SPAN_AVX512(S, x, y, nr, L, mh, a, c)
+    if (fn_simd_level() >= 2)
+        return fn_f32_avx512_span(x, y, nr, L, mh, a, c);
 #endif
-#define FN_SPAN_PICK(S, T)                                                                        \
-    static inline int64_t fn_##S##_span(const T *x, T *y, int64_t nr, int64_t L, const T *mh,    \
-                                        const T *a, const T *c)                                   \
-    {                                                                                             \
-        FN_SPAN_AVX512(S, x, y, nr, L, mh, a, c)                                                  \
-        return 0;                                                                                 \
-    }
-FN_SPAN_PICK(f32, float)
-FN_SPAN_PICK(f64, double)
-#undef FN_SPAN_PICK
-#undef FN_SPAN_AVX512
+    return 0;
+}
+static inline int64_t fn_f64_span(const double *x, double *y, int64_t nr, int64_t L,
+                                  const double *mh, const double *a, const double *c)
+{
+#if FN_AVX512
+    if (fn_simd_level() >= 2)
+        return fn_f64_avx512_span(x, y, nr, L, mh, a, c);
+#endif
+    return 0;
+}
 
 /* Output bytes from which the normalize passes stream their stores (0: never): three quarters
  * of the last-level cache, where input and output together are well past it. AVX-512 only.

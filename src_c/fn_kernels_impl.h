@@ -1630,13 +1630,11 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     /* one row per group counts as rows outer (the same order), so that a span of nr groups
      * advances p2 by nr at once, not q by 1 nr times */
     const int rows_outer = Q == 1 || fn_abs(s->xs[2]) > fn_abs(s->xs[1]);
-#ifdef FN_SPAN
-    /* consecutive groups' rows lie back to back (FN_SPAN); rows of 512 and more lose little
-     * to a call each and gain nothing in the span loop (float32, 2 threads: (1, 512, 28, 28)
-     * 28.2 -> 29.6 us in it; (1, 256, 56, 56) at one thread 7% slower) */
-    const int span = act == FN_ACT_NONE && L >= 16 && L < 512 && s->xs[3] == 1 && s->ys[3] == 1 &&
-                     s->xs[1] == L && s->ys[1] == L;
-#endif
+    /* consecutive groups' rows lie back to back (FN_SPAN; rows outer); rows of 512 and more
+     * lose little to a call each and gain nothing in the span loop (float32, 2 threads: (1,
+     * 512, 28, 28) 28.2 -> 29.6 us in it; (1, 256, 56, 56) at one thread 7% slower) */
+    const int span = rows_outer && act == FN_ACT_NONE && L >= 16 && L < 512 && s->xs[3] == 1 &&
+                     s->ys[3] == 1 && s->xs[1] == L && s->ys[1] == L;
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
     FN_PFOR(nt, u, U, {
@@ -1658,14 +1656,12 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
             const T *xr = x + p1 * s->xs[0] + p2 * s->xs[1] + q * s->xs[2];
             T *yr = y + p1 * s->ys[0] + p2 * s->ys[1] + q * s->ys[2];
             int64_t done = 0;
-#ifdef FN_SPAN
             /* the rows of consecutive groups up to the next q, back to back: in one span */
-            if (span && rows_outer) {
+            if (span) {
                 const int64_t nr = t1 - t < P2 - p2 ? t1 - t : P2 - p2;
                 if (nr > 1)
                     done = FN_SPAN(xr, yr, nr, L, cm + g, ca + g, cc + g);
             }
-#endif
             if (!done) {
                 FN_SCALE_RUN(act, xr, yr, L, s->xs[3], s->ys[3], cm[g], ca[g], cc[g]);
                 done = 1;

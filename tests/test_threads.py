@@ -396,6 +396,12 @@ def test_eval_batch_norm_spans_match_rows_alone(dtype):
         xs[...] = x
         rm, rv = rng.standard_normal(700).astype(dtype), rng.uniform(0.5, 2, 700).astype(dtype)
         assert np.array_equal(_raw(F.batch_norm(x, rm, rv)), _raw(F.batch_norm(xs, rm, rv)))
+        # (N, H, C, W) memory: rows of W, the channels' rows of one (n, h) back to back
+        x = rng.standard_normal((3, 5, 40, 23)).astype(dtype).transpose(0, 2, 1, 3)
+        xs = np.zeros((3, 5, 40, 46), dtype)[..., ::2].transpose(0, 2, 1, 3)
+        xs[...] = x
+        rm, rv = rng.standard_normal(40).astype(dtype), rng.uniform(0.5, 2, 40).astype(dtype)
+        assert np.array_equal(_raw(F.batch_norm(x, rm, rv)), _raw(F.batch_norm(xs, rm, rv)))
 
 
 def _raw(a):

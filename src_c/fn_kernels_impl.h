@@ -1399,28 +1399,25 @@ static int FN(group_cols)(const void *xv, void *yv, const fn_group_cols_job *jb,
     const int64_t sample = R * C * (int64_t)sizeof(T), sb = fn_stream_bytes();
     /* the threads the work merits (not capped at N: two samples must not idle 14 threads) */
     const int nt = fn_eff_threads(N * R * C, N * R * C, n_threads);
+    /* statistics (2 C doubles) and coefficients (3 C) of every sample */
+    double *st = (double *)malloc((size_t)(2 * N * C) * sizeof(double));
+    CT *cf = (CT *)malloc((size_t)(3 * N * C) * sizeof(CT));
+    int rc = st && cf ? FN_OK : FN_ENOMEM;
     /* within the last-level cache as a whole too: col_moments chooses its float32 sums by the
      * bytes of its call, and so must choose the same for one sample as for all */
-    if (nt > 1 && (N % nt == 0 || N >= 4 * nt) && sample <= fn_fuse_bytes(nt) &&
+    if (rc == FN_OK && nt > 1 && (N % nt == 0 || N >= 4 * nt) && sample <= fn_fuse_bytes(nt) &&
         N * sample <= fn_l3_bytes() && (sb <= 0 || N * sample < sb)) {
-        int rc = FN_OK;
         FN_PFOR(nt, p, N, {
-            double *st = (double *)malloc((size_t)(2 * C) * sizeof(double));
-            CT *cf = (CT *)malloc((size_t)(3 * C) * sizeof(CT));
-            const int r = st && cf ? FN(group_cols_run)(x, y, jb, p, p + 1, st, cf, 1)
-                                   : FN_ENOMEM;
-            free(st);
-            free(cf);
+            const int r =
+                FN(group_cols_run)(x, y, jb, p, p + 1, st + 2 * p * C, cf + 3 * p * C, 1);
             if (r != FN_OK) {
                 FN_OMP(atomic write)
                 rc = r;
             }
         });
-        return rc;
+    } else if (rc == FN_OK) {
+        rc = FN(group_cols_run)(x, y, jb, 0, N, st, cf, n_threads);
     }
-    double *st = (double *)malloc((size_t)(2 * N * C) * sizeof(double));
-    CT *cf = (CT *)malloc((size_t)(3 * N * C) * sizeof(CT));
-    const int rc = st && cf ? FN(group_cols_run)(x, y, jb, 0, N, st, cf, n_threads) : FN_ENOMEM;
     free(st);
     free(cf);
     return rc;

@@ -395,6 +395,15 @@ static int fn_eff_threads(int64_t work, int64_t units, int n_threads)
 
 static inline int64_t fn_abs(int64_t v) { return v < 0 ? -v : v; }
 
+/* (p1, p2) -> the next group p1 * P2 + p2 + 1, without the division per group */
+static inline void fn_next_group(int64_t *p1, int64_t *p2, int64_t P2)
+{
+    if (++*p2 == P2) {
+        *p2 = 0;
+        ++*p1;
+    }
+}
+
 /* A NaN statistic as the one quiet NaN NAN: which of two NaNs an addition passes on (the data's,
  * or the negative one that inf - inf makes) follows the order of its operands, which the compiler
  * may choose differently in the serial and the parallel copy of a loop (FN_PFOR), and the sign of
@@ -911,7 +920,7 @@ FN_SUMS16_ROWS(fn_sums16r_0_f16_avx512bw, fn_lf16_f16, fn_lh16m, fn_keep, fn_kee
 FN_SUMS16_ROWS(fn_sums16r_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, _mm512_sub_ps, _mm512_maskz_sub_ps)
 FN_SUMS16_ROWS(fn_sums16r_0_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, fn_keep, fn_keep_m)
 /* The direct scale loop over nr back-to-back rows of L >= 16 elements, row r with its own
- * coefficients mh[r], a[r], c[r] (eval BatchNorm on NCHW planes of 7x7 to 14x14: consecutive
+ * coefficients mh[r], a[r], c[r] (eval BatchNorm on NCHW planes of 7x7 to 22x22: consecutive
  * channels are consecutive rows): whole vectors straight through the rows, a vector that
  * crosses into the next row taking that row's coefficients in its upper lanes (L >= 16: one
  * boundary at most), one masked vector at the end. The same operations per element as the
@@ -1341,7 +1350,7 @@ FN_STREAM_LOOPS(double, __m512d, 8, _mm512_loadu_pd, _mm512_stream_pd, _mm512_se
                 _mm512_sub_pd, _mm512_mul_pd, _mm512_add_pd, fn_stream_f64)
 #undef FN_STREAM_LOOPS
 /* float32 / float64's span loops (AVX-512F masks their lanes): eval BatchNorm on NCHW planes of
- * 7x7 to 14x14 had taken a call and a scalar remainder per plane */
+ * 7x7 to 22x22 had taken a call and a scalar remainder per plane */
 FN_SPAN_LOOP(fn_f32_avx512_span, FN_AVX512_FUNC, float, float, __m512, 16, __mmask16, ps,
              _mm512_loadu_ps, _mm512_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps)
 FN_SPAN_LOOP(fn_f64_avx512_span, FN_AVX512_FUNC, double, double, __m512d, 8, __mmask8, pd,

@@ -331,7 +331,7 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
     int cen[FN_GB];
     const T *xg[FN_GB];
     int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
-    for (int64_t i = 0; i < m; i++, p2 = p2 + 1 < s->groups ? p2 + 1 : (p1++, 0)) {
+    for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
         xg[i] = x + p1 * s->xs[0] + p2 * s->xs[1];
         k[i] = rms ? 0.0 : fn_shift((double)LD(xg[i][0]));
         cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xg[i], L, sl);
@@ -1558,7 +1558,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
         }
         const CT *w = (const CT *)jb->affine.weight, *b = (const CT *)jb->affine.bias;
         int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
-        for (int64_t i = 0; i < m; i++, p2 = p2 + 1 < s->groups ? p2 + 1 : (p1++, 0))
+        for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups))
             FN_AFFINE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
                           L, s->xs[3], s->ys[3], cm[i], ca[i], cc[i], w, b);
         return;
@@ -1566,7 +1566,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     for (int64_t l0 = 0; l0 < L; l0 += lc) {
         const int64_t l1 = L - l0 < lc ? L : l0 + lc;
         int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
-        for (int64_t i = 0; i < m; i++, p2 = p2 + 1 < s->groups ? p2 + 1 : (p1++, 0)) {
+        for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
                             p2, 0, Q, l0, l1, s, &jb->affine, act, (const CT *)jb->epilogue.lower,
                             mean[i], m2[i], rstd[i]);

@@ -48,7 +48,8 @@ def show_config():
     cpu = cfg["cpu"]
     stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB"
               if cpu["stream_bytes"] else "no streaming stores")
-    print(f"  {'cpu':13s}: {cpu['simd']} loops, last-level cache {cpu['l3_bytes'] / mib:g} MiB, "
+    pairs = " (float32 statistics as 256-bit pairs)" if cpu["pairs"] else ""
+    print(f"  {'cpu':13s}: {cpu['simd']} loops{pairs}, last-level cache {cpu['l3_bytes'] / mib:g} MiB, "
           f"{stream}")
     if not cfg["openmp"]:
         print("  WARNING: built without OpenMP; kernels run single-threaded.")

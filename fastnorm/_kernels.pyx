@@ -44,13 +44,16 @@ fn_init()  # before any kernel: the CPU's SIMD level and cache size, read by par
 
 
 def cpu_info():
-    """What the kernels found at import: {"simd": "avx512" | "avx2" | "portable",
-    "l3_bytes": last-level cache bytes (0: unknown), "stream_bytes": output bytes from which the
-    normalize passes use streaming stores (0: never)}."""
-    cdef int level
+    """What the kernels found at import: {"simd": "avx512" | "avx2" | "portable", "pairs":
+    whether float32's AVX-512 statistics loops run as pairs of 256-bit halves (AMD Zen 4, where
+    that is faster; the same bits), "l3_bytes": last-level cache bytes (0: unknown),
+    "stream_bytes": output bytes from which the normalize passes use streaming stores (0:
+    never)}."""
+    cdef int level, pairs
     cdef int64_t l3, sb
-    fn_cpu_info(&level, &l3, &sb)
-    return {"simd": ("portable", "avx2", "avx512")[level], "l3_bytes": l3, "stream_bytes": sb}
+    fn_cpu_info(&level, &pairs, &l3, &sb)
+    return {"simd": ("portable", "avx2", "avx512")[level], "pairs": bool(pairs), "l3_bytes": l3,
+            "stream_bytes": sb}
 
 
 # --------------------------------------------------------------------------------------------

@@ -287,9 +287,10 @@ void fn_init(void);
 int fn_have_openmp(void);
 int fn_max_threads(void);
 /* What fn_init found, for show_config: the SIMD level of the hot loops (2: AVX-512, 1: AVX2 +
- * FMA, 0: portable C), the last-level cache bytes (0: unknown), and the output bytes from which
+ * FMA, 0: portable C), whether float32's AVX-512 statistics loops run as 256-bit pairs (AMD Zen
+ * 4; the same bits), the last-level cache bytes (0: unknown), and the output bytes from which
  * normalize passes use streaming stores (0: never). */
-void fn_cpu_info(int *simd_level, int64_t *l3_bytes, int64_t *stream_bytes);
+void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes);
 
 /* n contiguous float16 (bf16: bfloat16) values as float32, exactly: the 16-bit types' weights
  * and biases for their tables' float32 parameters (NumPy casts float16 one element at a time,

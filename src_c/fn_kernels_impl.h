@@ -87,6 +87,28 @@ static inline CT FN(centre)(double mean, double var, double *dl)
 #include "fn_simd_impl.h"
 #endif
 
+/* the 512-bit loops again as pairs of 256-bit halves (fn_pd2: the same bits), for float32 */
+#ifdef FN_PAIRS_LOAD
+#define VISA avx512p
+#define VFUNC FN_PAIR_FUNC
+#define V fn_pd2
+#define VW 8
+#define VZERO fn_p2_zero
+#define VSET1 fn_p2_set1
+#define VSUB fn_p2_sub
+#define VADD fn_p2_add
+#define VFMA fn_p2_fma
+#define VLOADD fn_p2_load
+#define VSTORED fn_p2_store
+#define VHSUM fn_p2_hsum
+#define VLOADT FN_PAIRS_LOAD
+#include "fn_simd_impl.h"
+/* a 512-bit statistics loop: its pair form where fn_pairs_ok */
+#define FN_V512(name) (fn_pairs_ok() ? FN(FN_CAT(name, avx512p)) : FN(FN_CAT(name, avx512)))
+#else
+#define FN_V512(name) FN(FN_CAT(name, avx512))
+#endif
+
 /* Adds sum(x - k) and sum((x - k)^2) over len elements at stride s to *s1, *s2. The order of
  * additions depends only on len (and the CPU's path), never on threads. k == 0 skips the
  * subtractions (the same bits). */
@@ -107,8 +129,8 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
 #endif
 #if FN_AVX512
     if (s == 1 && len >= 32 && fn_simd_level() >= 2)
-        i = k == 0.0 ? FN(run_sums0_avx512)(x, len, k, &t1, &t2)
-                     : FN(run_sums_avx512)(x, len, k, &t1, &t2);
+        i = k == 0.0 ? FN_V512(run_sums0)(x, len, k, &t1, &t2)
+                     : FN_V512(run_sums)(x, len, k, &t1, &t2);
     else
 #endif
 #if FN_AVX2
@@ -163,7 +185,7 @@ static inline void FN(run_sumsq)(const T *x, int64_t len, int64_t s, double *s2)
     int64_t i = 0;
 #if FN_AVX512
     if (s == 1 && len >= 32 && fn_simd_level() >= 2)
-        i = FN(run_sumsq_avx512)(x, len, &t2);
+        i = FN_V512(run_sumsq)(x, len, &t2);
     else
 #endif
 #if FN_AVX2
@@ -411,8 +433,8 @@ static void FN(tile_sums)(const T *x, int64_t r0, int64_t r1, int64_t rend, int6
     int64_t j = 0;
 #if FN_AVX512
     if (sc == 1 && fn_simd_level() >= 2)
-        j = k ? FN(tile_sums_avx512)(x, r0, r1, rend, sr, w, k, s1, s2)
-              : FN(tile_sums0_avx512)(x, r0, r1, rend, sr, w, k, s1, s2);
+        j = k ? FN_V512(tile_sums)(x, r0, r1, rend, sr, w, k, s1, s2)
+              : FN_V512(tile_sums0)(x, r0, r1, rend, sr, w, k, s1, s2);
 #endif
 #if FN_AVX2
     if (sc == 1 && fn_simd_level() >= 1)
@@ -1904,6 +1926,8 @@ static const fn_kernel_table FN(table) = {
 #undef FN_STOREBUF
 #undef FN_DIRECT
 #undef FN_SPAN
+#undef FN_PAIRS_LOAD
+#undef FN_V512
 #undef FN_DIRECT_NT
 #undef FN_UNSHIFTED
 #undef FN_LOOK

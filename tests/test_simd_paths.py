@@ -48,3 +48,58 @@ def test_capped_simd_paths_match_reference(level):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "checked" in r.stdout and int(r.stdout.split()[-1]) > 100
+
+
+PAIRS_SCRIPT = textwrap.dedent("""
+    import hashlib
+    import numpy as np
+    import fastnorm
+    import fastnorm.functional as F
+    h = hashlib.sha256()
+    rng = np.random.default_rng(3)
+    n = 0
+    def add(y):
+        global n
+        h.update(np.ascontiguousarray(y).tobytes())
+        n += 1
+    for nt in (1, 2):
+        fastnorm.set_num_threads(nt)
+        # rows of every remainder mod 32 around the loops' 32-element steps, short and long;
+        # centred data (unshifted sums) and data at an offset (shifted sums)
+        for L in (31, 32, 33, 47, 64, 95, 768, 4099):
+            for off in (0.0, 40.0):
+                x = (rng.standard_normal((3, L)) + off).astype(np.float32)
+                w = rng.standard_normal(L).astype(np.float32)
+                add(F.layer_norm(x, (L,), w, w))
+                add(F.rms_norm(x, (L,), w))
+        # channel-innermost (column tiles) and NCHW layouts, channels of every remainder mod 8
+        for shape in ((2, 64, 9, 9), (1, 96, 32, 32), (3, 40, 17, 5), (2, 37, 8, 8),
+                      (4, 12, 70, 3)):
+            for off in (0.0, 40.0):
+                x = (rng.standard_normal(shape) + off).astype(np.float32)
+                xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+                for a in (x, xl):
+                    add(F.group_norm(a, 1 if shape[1] % 2 else 2))
+                    add(F.instance_norm(a))
+                    add(F.batch_norm(a, None, None, training=True))
+    print(fastnorm._kernels.cpu_info()["pairs"], n, h.hexdigest())
+""")
+
+
+def test_float32_pairs_give_the_512_bit_loops_bits():
+    """On AMD Zen 4 float32's AVX-512 statistics loops run as pairs of 256-bit halves
+    (fastnorm.h, fn_cpu_info). FN_PAIRS forces either form: their outputs must be equal bit
+    for bit (rows, column tiles, centred and shifted sums, 1 and 2 threads)."""
+    out = {}
+    for flag in ("0", "1"):
+        env = dict(os.environ, FN_PAIRS=flag)
+        env.pop("FN_SIMD_LEVEL", None)
+        r = subprocess.run([sys.executable, "-c", PAIRS_SCRIPT], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[flag] = r.stdout.split()
+    assert out["0"][0] == "False"
+    if out["1"][0] != "True":
+        pytest.skip("no AVX-512 VL on this CPU: the pair loops cannot run")
+    assert int(out["1"][1]) == 184
+    assert out["0"][1:] == out["1"][1:]

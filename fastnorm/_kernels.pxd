@@ -70,6 +70,7 @@ cdef extern from "fastnorm.h" nogil:
         fn_epilogue epilogue
         const void *row_weight
         const void *row_bias
+        int given
 
     ctypedef struct fn_group_cols_job:
         fn_cols shape

@@ -309,11 +309,12 @@ cdef int _group_cols(_Call c, const fn_cols* shape, int64_t groups, double* mean
 
 cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t channels,
                          int64_t group_step, int64_t channels_per_group, const double* mean,
-                         const double* var, int64_t coef_outer_step,
+                         const double* var, int64_t coef_outer_step, bint given,
                          bint row_affine=False) except -1:
     """Coefficients for (outer, channels) entries from per-group statistics (see fn_coef_job),
     then the column layout normalized with them; c's weight and bias per column, or with
-    row_affine per row (fn_col_job's row_weight, row_bias)."""
+    row_affine per row (fn_col_job's row_weight, row_bias). given: the statistics did not come
+    from this call's data (fn_col_job's given)."""
     cdef int64_t n = outer * channels
     cdef _Scratch s = _Scratch(3 * n * c.k.param_itemsize)
     cdef fn_coef_job cj
@@ -335,6 +336,7 @@ cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t c
     j.coefs.scale = s.p + n * c.k.param_itemsize
     j.coefs.offset = s.p + 2 * n * c.k.param_itemsize
     j.coef_outer_step = coef_outer_step
+    j.given = given
     j.epilogue.activation = c.act
     j.epilogue.lower = NULL
     c.k.coefs(&cj, &j.coefs)
@@ -471,7 +473,7 @@ cdef bint _bn(_Call c) except -1:
             fn_merge_moments(1, P1, C, <double>(count // P1), pmean, pm2, mean, var)
             for i in range(C):
                 var[i] /= count
-        _normalize_cols(c, &sc, 1, C, 0, 1, mean, var, 0)
+        _normalize_cols(c, &sc, 1, C, 0, 1, mean, var, 0, not c.training)
     else:
         j = _row_job(c, _rows(unit(), ch, ax[0], ax[1]), not c.training, mean, var, 1, c.wrow,
                      False)
@@ -567,7 +569,7 @@ cdef int _nc_normalize(_Call c, int mode, fn_rows* rows, fn_cols* cols, double* 
         j = _row_job(c, rows[0], True, mean, var, 1, 0, False)
         return _normalize_rows(c, &j)
     cdef int64_t N = cols.outer, C = cols.cols
-    return _normalize_cols(c, cols, N, C, C, 1, mean, var, C)
+    return _normalize_cols(c, cols, N, C, C, 1, mean, var, C, True)
 
 
 cdef bint _in(_Call c) except -1:
@@ -745,7 +747,7 @@ cdef bint _gn(_Call c) except -1:
         var[i] /= Cg * S
     c.save_stats(mean, var, N * G)
     sc = _cols(bn, unit(), ch)
-    _normalize_cols(c, &sc, N, C, G, Cg, mean, var, C)
+    _normalize_cols(c, &sc, N, C, G, Cg, mean, var, C, False)
     return True
 
 
@@ -825,7 +827,7 @@ cdef bint _ln_by_columns(_Call c, Ax* am, Ax* ak) except -1:
                 return False
             var[i] += mean[i] * mean[i]
             mean[i] = 0.0
-    _normalize_cols(c, &sc, am[0].n, am[1].n, am[1].n, 1, mean, var, am[1].n, True)
+    _normalize_cols(c, &sc, am[0].n, am[1].n, am[1].n, 1, mean, var, am[1].n, False, True)
     return True
 
 

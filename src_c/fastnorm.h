@@ -161,13 +161,16 @@ typedef struct {
  * o * coef_outer_step + c. row_weight / row_bias (param type, NULL: none; bias only with a
  * weight): a per-row affine after them, y = act(t * row_weight[r] + row_bias[r]) on each row r
  * (LayerNorm over an axis that lies outside a contiguous one: its rows here), with t rounded to
- * float32/float64 first, as their own output; the 16-bit types round y once. */
+ * float32/float64 first, as their own output; the 16-bit types round y once. given: the
+ * statistics came from outside (eval BatchNorm), so the call reads x once, here (where its
+ * output starts streaming past the cache depends on it). */
 typedef struct {
     fn_cols shape;
     fn_coefs coefs;
     int64_t coef_outer_step;
     fn_epilogue epilogue;
     const void *row_weight, *row_bias;
+    int given;
 } fn_col_job;
 
 /* Channels-last GroupNorm / InstanceNorm whole (table entry group_cols): the statistics of each

@@ -36,6 +36,7 @@ cdef extern from "fastnorm.h" nogil:
     ctypedef struct fn_epilogue:
         int activation
         const void *lower
+        int once
 
     ctypedef struct fn_row_job:
         fn_rows shape
@@ -70,7 +71,6 @@ cdef extern from "fastnorm.h" nogil:
         fn_epilogue epilogue
         const void *row_weight
         const void *row_bias
-        int given
 
     ctypedef struct fn_group_cols_job:
         fn_cols shape

@@ -134,6 +134,8 @@ cdef class _Call:
     cdef int64_t wrow                  # batch_norm_sample_affine: C (weight[n, c]), else 0
     cdef bint rms
     cdef int act                       # fn_activation of the epilogue
+    cdef bint once                     # the input is read once: statistics given, not taken
+                                       # from it (eval batch_norm / instance_norm; fn_epilogue)
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
     cdef object stats                  # None, or float64 (2, groups): the batch statistics
                                        # (mean, biased variance) written out, for backward
@@ -296,6 +298,7 @@ cdef int _group_cols(_Call c, const fn_cols* shape, int64_t groups, double* mean
     j.weight, j.bias = _ptr(c.w), _ptr(c.b)
     j.epilogue.activation = c.act
     j.epilogue.lower = NULL
+    j.epilogue.once = c.once
     j.mean, j.var = mean, var
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -309,12 +312,11 @@ cdef int _group_cols(_Call c, const fn_cols* shape, int64_t groups, double* mean
 
 cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t channels,
                          int64_t group_step, int64_t channels_per_group, const double* mean,
-                         const double* var, int64_t coef_outer_step, bint given,
+                         const double* var, int64_t coef_outer_step,
                          bint row_affine=False) except -1:
     """Coefficients for (outer, channels) entries from per-group statistics (see fn_coef_job),
     then the column layout normalized with them; c's weight and bias per column, or with
-    row_affine per row (fn_col_job's row_weight, row_bias). given: the statistics did not come
-    from this call's data (fn_col_job's given)."""
+    row_affine per row (fn_col_job's row_weight, row_bias)."""
     cdef int64_t n = outer * channels
     cdef _Scratch s = _Scratch(3 * n * c.k.param_itemsize)
     cdef fn_coef_job cj
@@ -336,9 +338,9 @@ cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t c
     j.coefs.scale = s.p + n * c.k.param_itemsize
     j.coefs.offset = s.p + 2 * n * c.k.param_itemsize
     j.coef_outer_step = coef_outer_step
-    j.given = given
     j.epilogue.activation = c.act
     j.epilogue.lower = NULL
+    j.epilogue.once = c.once
     c.k.coefs(&cj, &j.coefs)
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -388,6 +390,7 @@ cdef inline fn_row_job _row_job(_Call c, fn_rows shape, bint given, double* mean
     j.affine.elementwise = elementwise
     j.epilogue.activation = c.act
     j.epilogue.lower = _ptr(c.lower)
+    j.epilogue.once = c.once
     return j
 
 
@@ -473,7 +476,7 @@ cdef bint _bn(_Call c) except -1:
             fn_merge_moments(1, P1, C, <double>(count // P1), pmean, pm2, mean, var)
             for i in range(C):
                 var[i] /= count
-        _normalize_cols(c, &sc, 1, C, 0, 1, mean, var, 0, not c.training)
+        _normalize_cols(c, &sc, 1, C, 0, 1, mean, var, 0)
     else:
         j = _row_job(c, _rows(unit(), ch, ax[0], ax[1]), not c.training, mean, var, 1, c.wrow,
                      False)
@@ -503,6 +506,7 @@ cdef object bn_call(object input, object running_mean, object running_var, objec
     c.act = check_activation(activation, c.fn)
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(training)
+    c.once = not c.training
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,), True)  # any shape with C elements, as torch
     c.running_stats(running_mean, running_var, momentum, "training=False")
@@ -569,7 +573,7 @@ cdef int _nc_normalize(_Call c, int mode, fn_rows* rows, fn_cols* cols, double* 
         j = _row_job(c, rows[0], True, mean, var, 1, 0, False)
         return _normalize_rows(c, &j)
     cdef int64_t N = cols.outer, C = cols.cols
-    return _normalize_cols(c, cols, N, C, C, 1, mean, var, C, True)
+    return _normalize_cols(c, cols, N, C, C, 1, mean, var, C)
 
 
 cdef bint _in(_Call c) except -1:
@@ -621,6 +625,7 @@ cdef object in_call(object input, object running_mean, object running_var, objec
     c.stats = stats
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(use_input_stats)
+    c.once = not c.training
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,))
     c.running_stats(running_mean, running_var, momentum, "use_input_stats=False")
@@ -747,7 +752,7 @@ cdef bint _gn(_Call c) except -1:
         var[i] /= Cg * S
     c.save_stats(mean, var, N * G)
     sc = _cols(bn, unit(), ch)
-    _normalize_cols(c, &sc, N, C, G, Cg, mean, var, C, False)
+    _normalize_cols(c, &sc, N, C, G, Cg, mean, var, C)
     return True
 
 
@@ -827,7 +832,7 @@ cdef bint _ln_by_columns(_Call c, Ax* am, Ax* ak) except -1:
                 return False
             var[i] += mean[i] * mean[i]
             mean[i] = 0.0
-    _normalize_cols(c, &sc, am[0].n, am[1].n, am[1].n, 1, mean, var, am[1].n, False, True)
+    _normalize_cols(c, &sc, am[0].n, am[1].n, am[1].n, 1, mean, var, am[1].n, True)
     return True
 
 

@@ -115,6 +115,9 @@ typedef struct {
      * thresholded linear unit) y = max(y, lower[channel]) (param type; NaN propagates), applied
      * to each run right after it is written, while it is in cache */
     const void *lower;
+    /* 1: the call reads its input only in this pass (statistics given, not taken from it: eval
+     * BatchNorm), so its output streams past the cache from a larger size (out_act) */
+    int once;
 } fn_epilogue;
 
 /* Normalize groups of the row layout, computing their statistics unless stats.given:
@@ -161,16 +164,13 @@ typedef struct {
  * o * coef_outer_step + c. row_weight / row_bias (param type, NULL: none; bias only with a
  * weight): a per-row affine after them, y = act(t * row_weight[r] + row_bias[r]) on each row r
  * (LayerNorm over an axis that lies outside a contiguous one: its rows here), with t rounded to
- * float32/float64 first, as their own output; the 16-bit types round y once. given: the
- * statistics came from outside (eval BatchNorm), so the call reads x once, here (where its
- * output starts streaming past the cache depends on it). */
+ * float32/float64 first, as their own output; the 16-bit types round y once. */
 typedef struct {
     fn_cols shape;
     fn_coefs coefs;
     int64_t coef_outer_step;
     fn_epilogue epilogue;
     const void *row_weight, *row_bias;
-    int given;
 } fn_col_job;
 
 /* Channels-last GroupNorm / InstanceNorm whole (table entry group_cols): the statistics of each

@@ -188,7 +188,7 @@ FN_AVX512_INLINE __m512d fn_whi8(__m512 v)
  * 512-bit vector of doubles is kept as a pair of 256-bit halves, low lanes first, and widened
  * from float in halves. The same lanes, operations and order as the 512-bit loops, so the same
  * bits; faster there, where widening 8 floats at once is slow (one thread, per-channel
- * statistics of channels-last (1, 960, 32, 32): 115 -> 101 us; the sum of squares of 4096
+ * statistics of channels-last (1, 960, 32, 32): 115-120 -> 101-102 us; the sum of squares of 4096
  * floats: 0.26 -> 0.16 us in cache). */
 typedef struct {
     __m256d lo, hi;

@@ -1208,9 +1208,9 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
  * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
  * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
  * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
- * streamed than with their coefficients in registers). given: statistics from outside, so the
- * call reads its input once (eval BatchNorm). */
-static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int given)
+ * streamed than with their coefficients in registers). once: the call reads its input only in
+ * this pass (fn_epilogue). */
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
     const int64_t sb = fn_stream_bytes();
@@ -1227,17 +1227,17 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int g
     /* from a third more (the whole last-level cache) for the 16-bit types, and for a call that
      * reads its input once: at 16 MB the 16-bit types' GroupNorm/InstanceNorm (groups
      * normalized in cache) measured faster with plain stores, at 32 MB LayerNorm slower; eval
-     * BatchNorm float32 at 2 threads with plain stores against streamed: (8, 64, 112, 112), 26
-     * MB, 0.69-0.72 against 0.93-0.95 ms; 32 MB 1.05-1.09 against 1.16-1.21; level at 35 MB,
-     * streamed faster from 38 MB (1.41 against 1.54-1.63). LayerNorm, RMSNorm and GroupNorm,
-     * which read their input twice, were 1.4-1.9x faster streamed at 26-33 MB. */
-    const int64_t from = sizeof(T) == 2 || given ? sb / 3 * 4 : sb;
+     * BatchNorm float32 (8, 64, 112, 112), 26 MB, 2 threads: 0.74-0.83 ms with plain stores,
+     * 0.93-0.96 streamed (level with the machine's memory busier; README); level at 32-35 MB,
+     * streamed faster from 38 MB. LayerNorm, RMSNorm and GroupNorm, which read their input
+     * twice, were 1.4-1.9x faster streamed at 26-33 MB. */
+    const int64_t from = sizeof(T) == 2 || once ? sb / 3 * 4 : sb;
     if (act == FN_ACT_NONE && sb > 0 && out_bytes >= from && runs_ok)
         return FN_ACT_STREAM;
 #else
     (void)out_bytes;
     (void)run_len;
-    (void)given;
+    (void)once;
 #endif
     return act;
 }
@@ -1271,7 +1271,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
      * pass (cols_row_run), so that their output is rounded once */
     const int act = rw ? FN_ACT_NONE
                        : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
-                                     s->ys[2] == 1 ? C : 1, jb->given);
+                                     s->ys[2] == 1 ? C : 1, jb->epilogue.once);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -1642,7 +1642,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
-                                s->ys[3] == 1 ? L : 1, 1);
+                                s->ys[3] == 1 ? L : 1, jb->epilogue.once);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -1728,7 +1728,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const int oact = jb->epilogue.lower
                          ? act
                          : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
-                                       given);
+                                       jb->epilogue.once);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
@@ -1849,7 +1849,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     const int64_t streams = jb->sum ? 4 : 3;
     const int oact = FN(out_act)(jb->norm.epilogue.activation,
                                  P * Q * L * (int64_t)sizeof(T) * streams / 2,
-                                 s->ys[3] == 1 ? L : 1, 0);
+                                 s->ys[3] == 1 ? L : 1, jb->norm.epilogue.once);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {

@@ -2,9 +2,10 @@
  * fn_kernels_impl.h defines the parameters below and includes this file once per ISA (and per
  * element type T); the file consumes (undefines) them. Not a public header.
  *
- *   VISA          name suffix of the functions (avx2, avx512)
+ *   VISA          name suffix of the functions (avx2, avx512; avx512p: float32's 512-bit loops
+ *                 with each vector as a pair of 256-bit halves, fn_pd2, for AMD Zen 4)
  *   VFUNC         their attributes (noinline, target(...))
- *   V, VW         a vector of doubles and its lanes (__m256d, 4 / __m512d, 8)
+ *   V, VW         a vector of doubles and its lanes (__m256d, 4 / __m512d or fn_pd2, 8)
  *   VZERO, VSET1, VSUB, VADD, VFMA, VLOADD, VSTORED, VHSUM: the double operations
  *   VLOADT(p)     VW elements of T at p, widened to doubles
  *

@@ -64,7 +64,7 @@ PAIRS_SCRIPT = textwrap.dedent("""
         n += 1
     for nt in (1, 2):
         fastnorm.set_num_threads(nt)
-        # rows of every remainder mod 32 around the loops' 32-element steps, short and long;
+        # rows of several lengths around the loops' 32-element steps, short and long;
         # centred data (unshifted sums) and data at an offset (shifted sums)
         for L in (31, 32, 33, 47, 64, 95, 768, 4099):
             for off in (0.0, 40.0):
@@ -72,7 +72,8 @@ PAIRS_SCRIPT = textwrap.dedent("""
                 w = rng.standard_normal(L).astype(np.float32)
                 add(F.layer_norm(x, (L,), w, w))
                 add(F.rms_norm(x, (L,), w))
-        # channel-innermost (column tiles) and NCHW layouts, channels of every remainder mod 8
+        # channel-innermost (column tiles) and NCHW layouts, channel counts with and without a
+        # remainder after the tiles' 8-column vectors
         for shape in ((2, 64, 9, 9), (1, 96, 32, 32), (3, 40, 17, 5), (2, 37, 8, 8),
                       (4, 12, 70, 3)):
             for off in (0.0, 40.0):

@@ -1,8 +1,9 @@
-"""Outputs of three quarters of the last-level cache and more are written with streaming
-(non-temporal) stores (float32, float64, and the 16-bit types' direct loops). Those loops must
-give the same bits as the regular ones: FN_STREAM_BYTES=1 streams every eligible output, in a
-subprocess, and its results are compared bit for bit with this process's (which
-streams only outputs of many MB), on shapes whose runs start unaligned and end ragged."""
+"""Outputs of three quarters of the last-level cache and more (the whole cache for the 16-bit
+types and for calls that read their input once) are written with streaming (non-temporal) stores
+(float32, float64, and the 16-bit types' direct loops). Those loops must give the same bits as
+the regular ones: FN_STREAM_BYTES=1 streams every eligible output, in a subprocess, and its
+results are compared bit for bit with this process's (which streams only outputs of many MB), on
+shapes whose runs start unaligned and end ragged."""
 import os
 import subprocess
 import sys

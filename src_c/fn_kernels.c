@@ -91,10 +91,19 @@ static inline void fn_nt_flush(void) {}
 #define FN_AVX2 1
 #define FN_AVX512 1
 #include <immintrin.h>
+/* clang 18 and later (Apple clang 17 and later) keep 512-bit vectors behind a target feature of
+ * their own, evex512 (for AVX10): without it a target("avx512f") function cannot use them */
+#if defined(__clang__) && ((defined(__apple_build_version__) && __clang_major__ >= 17) ||       \
+                           (!defined(__apple_build_version__) && __clang_major__ >= 18))
+#define FN_EVEX512 "evex512,"
+#else
+#define FN_EVEX512 ""
+#endif
 #define FN_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define FN_AVX2_FUNC static __attribute__((noinline, target("avx2,fma,f16c")))
-#define FN_AVX512_INLINE static inline __attribute__((always_inline, target("avx512f,f16c")))
-#define FN_AVX512_FUNC static __attribute__((noinline, target("avx512f,f16c")))
+#define FN_AVX512_TARGET target(FN_EVEX512 "avx512f,f16c")
+#define FN_AVX512_INLINE static inline __attribute__((always_inline, FN_AVX512_TARGET))
+#define FN_AVX512_FUNC static __attribute__((noinline, FN_AVX512_TARGET))
 /* The statistics loops' loaders: VW stored elements widened to doubles. float16 through F16C,
  * bfloat16 by shifting its bits into the top half of a float. */
 FN_AVX2_INLINE __m256d fn_load4_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
@@ -170,7 +179,7 @@ FN_AVX512_INLINE __m512 fn_lf16_f16(const uint16_t *p)
 }
 /* 16 bfloat16 bit patterns widened to floats (the top halves); AVX-512F alone, so that the
  * bfloat16 loops (compiled for AVX-512 BF16, without F16C) take them inline too */
-#define FN_AVX512F_INLINE static inline __attribute__((always_inline, target("avx512f")))
+#define FN_AVX512F_INLINE static inline __attribute__((always_inline, target(FN_EVEX512 "avx512f")))
 FN_AVX512F_INLINE __m512 fn_wb16(__m256i h)
 {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -193,8 +202,9 @@ FN_AVX512_INLINE __m512d fn_whi8(__m512 v)
 typedef struct {
     __m256d lo, hi;
 } fn_pd2;
-#define FN_PAIR_INLINE static inline __attribute__((always_inline, target("avx512f,avx512vl,fma,f16c")))
-#define FN_PAIR_FUNC static __attribute__((noinline, target("avx512f,avx512vl,fma,f16c")))
+#define FN_PAIR_TARGET target(FN_EVEX512 "avx512f,avx512vl,fma,f16c")
+#define FN_PAIR_INLINE static inline __attribute__((always_inline, FN_PAIR_TARGET))
+#define FN_PAIR_FUNC static __attribute__((noinline, FN_PAIR_TARGET))
 FN_PAIR_INLINE fn_pd2 fn_p2(__m256d lo, __m256d hi)
 {
     fn_pd2 r = {lo, hi};
@@ -373,8 +383,10 @@ void fn_init(void)
 {
     int lvl = 0;
 #if FN_AVX2
-    /* F16C (float16 conversions) comes with every AVX2 CPU; checked anyway */
-    const int f16c = __builtin_cpu_supports("f16c") != 0;
+    /* F16C (float16 conversions) comes with every AVX2 CPU; checked anyway, from CPUID itself
+     * (clang before 15 has no "f16c" for __builtin_cpu_supports) */
+    unsigned ca, cb, cc, cd;
+    const int f16c = __get_cpuid(1, &ca, &cb, &cc, &cd) && (cc & bit_F16C);
     lvl = (__builtin_cpu_supports("avx512f") && f16c) ? 2
           : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) ? 1 : 0;
     /* FN_SIMD_LEVEL (environment) caps it, to test the other paths on one machine */
@@ -905,9 +917,9 @@ FN_DIRECT_LOOPS(8, __m256, fn_lf8_f16, fn_sh8, _mm256_sub_ps, _mm256_mul_ps, _mm
 FN_DIRECT_LOOPS(16, __m512, fn_lf16_f16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
                 _mm512_set1_ps, _mm512_loadu_ps, fn_f16_avx512, FN_AVX512_FUNC, FN_NO_TAIL)
 /* with AVX-512 BW: the same loops, a masked vector for the remainder */
-#define FN_AVX512BW_FUNC static __attribute__((noinline, target("avx512f,avx512bw,avx512vl,f16c")))
-#define FN_AVX512BW_INLINE                                                                        \
-    static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,f16c")))
+#define FN_BW_TARGET target(FN_EVEX512 "avx512f,avx512bw,avx512vl,f16c")
+#define FN_AVX512BW_FUNC static __attribute__((noinline, FN_BW_TARGET))
+#define FN_AVX512BW_INLINE static inline __attribute__((always_inline, FN_BW_TARGET))
 FN_AVX512BW_INLINE __m512 fn_lh16m(__mmask16 k, const uint16_t *p)
 {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
@@ -927,7 +939,7 @@ FN_DIRECT_LOOPS(16, __m512, fn_lf16_f16, fn_sh16, _mm512_sub_ps, _mm512_mul_ps, 
 /* 16 bfloat16 patterns under mask k widened to floats (zeros elsewhere); BW and VL only, so that
  * both the BW statistics loops and the bfloat16 loops (AVX-512 BF16, no F16C) inline it */
 #define FN_AVX512BW_ONLY_INLINE                                                                   \
-    static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl")))
+    static inline __attribute__((always_inline, target(FN_EVEX512 "avx512f,avx512bw,avx512vl")))
 FN_AVX512BW_ONLY_INLINE __m512 fn_lb16m(__mmask16 k, const uint16_t *p)
 {
     return fn_wb16(_mm256_maskz_loadu_epi16(k, p));
@@ -1173,11 +1185,9 @@ FN_NT_PICKS(f16, FN_PICK_NT)
  * float denormals to zero: a vector holding one takes fn_f2b's integer rounding instead. The
  * same arithmetic as the loops of fn_kernels_impl.h, so the same bits. */
 #if FN_AVX2
-#define FN_BF16_FUNC                                                                              \
-    static __attribute__((noinline, target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
-#define FN_BF16_INLINE                                                                            \
-    static inline                                                                                 \
-        __attribute__((always_inline, target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#define FN_BF16_TARGET target(FN_EVEX512 "avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")
+#define FN_BF16_FUNC static __attribute__((noinline, FN_BF16_TARGET))
+#define FN_BF16_INLINE static inline __attribute__((always_inline, FN_BF16_TARGET))
 FN_BF16_INLINE __m256i fn_rb16(__m512 v)
 {
     __m256i r = (__m256i)_mm512_cvtneps_pbh(v);

@@ -135,7 +135,8 @@ cdef class _Call:
     cdef bint rms
     cdef int act                       # fn_activation of the epilogue
     cdef bint once                     # the input is read once: statistics given, not taken
-                                       # from it (eval batch_norm / instance_norm; fn_epilogue)
+                                       # from it (eval batch_norm, batch_norm_sample_affine,
+                                       # instance_norm; fn_epilogue)
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
     cdef object stats                  # None, or float64 (2, groups): the batch statistics
                                        # (mean, biased variance) written out, for backward
@@ -534,6 +535,7 @@ def batch_norm_sample_affine(input, running_mean, running_var, weight, bias, tra
     if c.w is None or c.b is None:
         raise ValueError(f"{c.fn}: weight and bias are required")
     c.wrow = C
+    c.once = not c.training
     c.running_stats(running_mean, running_var, momentum, "training=False")
     if c.training:
         verify_batch_size((<object>c.x).shape)

@@ -91,10 +91,12 @@ static inline void fn_nt_flush(void) {}
 #define FN_AVX2 1
 #define FN_AVX512 1
 #include <immintrin.h>
-/* clang 18 and later (Apple clang 17 and later) keep 512-bit vectors behind a target feature of
- * their own, evex512 (for AVX10): without it a target("avx512f") function cannot use them */
-#if defined(__clang__) && ((defined(__apple_build_version__) && __clang_major__ >= 17) ||       \
-                           (!defined(__apple_build_version__) && __clang_major__ >= 18))
+/* clang 18-21 keep 512-bit vectors behind a target feature of their own, evex512 (for AVX10).
+ * Their driver turns it on with avx512f, but a build that turns it off for the whole file (zig
+ * cc for a generic CPU passes -mno-evex512) needs it named in each AVX-512 function's target;
+ * clang 22 dropped the name (and ignores a target attribute that has it) */
+#if defined(__clang__) && !defined(__apple_build_version__) && __clang_major__ >= 18 &&          \
+    __clang_major__ <= 21
 #define FN_EVEX512 "evex512,"
 #else
 #define FN_EVEX512 ""

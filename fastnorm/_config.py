@@ -46,9 +46,8 @@ def show_config():
           f"in {oc['blocks']} blocks (outputs >= {oc['min_output'] / mib:g} MiB; "
           f"{oc['hits']} reused, {oc['misses']} fresh)")
     cpu = cfg["cpu"]
-    # calls that read their input once (eval BatchNorm) and the 16-bit types start a third later
     stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB "
-              f"({cpu['stream_bytes'] // 3 * 4 / mib:g} MiB: eval calls, float16/bfloat16)"
+              f"({cpu['stream_bytes_later'] / mib:g} MiB: eval calls, float16/bfloat16)"
               if cpu["stream_bytes"] else "no streaming stores")
     pairs = " (float32 statistics as 256-bit pairs)" if cpu["pairs"] else ""
     print(f"  {'cpu':13s}: {cpu['simd']} loops{pairs}, last-level cache {cpu['l3_bytes'] / mib:g} MiB, "

@@ -48,12 +48,13 @@ def cpu_info():
     whether float32's AVX-512 statistics loops run as pairs of 256-bit halves (AMD Zen 4, where
     that is faster; the same bits), "l3_bytes": last-level cache bytes (0: unknown),
     "stream_bytes": output bytes from which the normalize passes use streaming stores (0:
-    never)}."""
+    never), "stream_bytes_later": the same for the 16-bit types and for calls that read their
+    input once (eval batch_norm / instance_norm)}."""
     cdef int level, pairs
-    cdef int64_t l3, sb
-    fn_cpu_info(&level, &pairs, &l3, &sb)
+    cdef int64_t l3, sb, sbl
+    fn_cpu_info(&level, &pairs, &l3, &sb, &sbl)
     return {"simd": ("portable", "avx2", "avx512")[level], "pairs": bool(pairs), "l3_bytes": l3,
-            "stream_bytes": sb}
+            "stream_bytes": sb, "stream_bytes_later": sbl}
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +278,16 @@ cdef int _col_moments(_Call c, const fn_cols* s, double* mean, double* m2) excep
     return _check_rc(rc)
 
 
+cdef inline fn_epilogue _epilogue(_Call c, const void* lower) noexcept:
+    """c's epilogue: its activation, the TLU's lower bounds (NULL: none), whether it reads its
+    input once."""
+    cdef fn_epilogue e
+    e.activation = c.act
+    e.lower = lower
+    e.once = c.once
+    return e
+
+
 cdef int _normalize_rows(_Call c, const fn_row_job* j) except -1:
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -297,9 +308,7 @@ cdef int _group_cols(_Call c, const fn_cols* shape, int64_t groups, double* mean
     j.groups = groups
     j.eps = c.eps
     j.weight, j.bias = _ptr(c.w), _ptr(c.b)
-    j.epilogue.activation = c.act
-    j.epilogue.lower = NULL
-    j.epilogue.once = c.once
+    j.epilogue = _epilogue(c, NULL)
     j.mean, j.var = mean, var
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -339,9 +348,7 @@ cdef int _normalize_cols(_Call c, const fn_cols* shape, int64_t outer, int64_t c
     j.coefs.scale = s.p + n * c.k.param_itemsize
     j.coefs.offset = s.p + 2 * n * c.k.param_itemsize
     j.coef_outer_step = coef_outer_step
-    j.epilogue.activation = c.act
-    j.epilogue.lower = NULL
-    j.epilogue.once = c.once
+    j.epilogue = _epilogue(c, NULL)
     c.k.coefs(&cj, &j.coefs)
     cdef int rc, nt = threads()
     cdef PyThreadState* ts
@@ -389,9 +396,7 @@ cdef inline fn_row_job _row_job(_Call c, fn_rows shape, bint given, double* mean
     j.affine.group_step = group_step
     j.affine.row_step = row_step
     j.affine.elementwise = elementwise
-    j.epilogue.activation = c.act
-    j.epilogue.lower = _ptr(c.lower)
-    j.epilogue.once = c.once
+    j.epilogue = _epilogue(c, _ptr(c.lower))
     return j
 
 

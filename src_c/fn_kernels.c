@@ -1471,6 +1471,10 @@ static int64_t fn_stream_bytes(void)
     return l3 > 0 ? l3 / 4 * 3 : ((int64_t)24 << 20);
 }
 
+/* ... and a third later (the whole last-level cache) for the 16-bit types and for calls that
+ * read their input once (out_act) */
+static int64_t fn_stream_bytes_later(void) { return fn_stream_bytes() / 3 * 4; }
+
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 
@@ -1560,12 +1564,14 @@ void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o)
     }
 }
 
-void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes)
+void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes,
+                 int64_t *stream_bytes_later)
 {
     *simd_level = fn_simd_level();
     *pairs = fn_pairs_ok();
     *l3_bytes = fn_l3_bytes();
     *stream_bytes = fn_stream_bytes();
+    *stream_bytes_later = fn_stream_bytes_later();
 }
 
 const fn_kernel_table *fn_kernels_for(int dtype)

@@ -1231,7 +1231,7 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int o
      * 0.93-0.96 streamed (level with the machine's memory busier; README); level at 32-35 MB,
      * streamed faster from 38 MB. LayerNorm, RMSNorm and GroupNorm, which read their input
      * twice, were 1.4-1.9x faster streamed at 26-33 MB. */
-    const int64_t from = sizeof(T) == 2 || once ? sb / 3 * 4 : sb;
+    const int64_t from = sizeof(T) == 2 || once ? fn_stream_bytes_later() : sb;
     if (act == FN_ACT_NONE && sb > 0 && out_bytes >= from && runs_ok)
         return FN_ACT_STREAM;
 #else

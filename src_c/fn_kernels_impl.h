@@ -1603,19 +1603,32 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
 }
 
 /* Whether normalize_rows' fused path takes its P groups FN_AFFINE_ROWS at a time,
- * FN_AFFINE_COLS columns of each in turn (see fused_groups): float32/float64 rows whose weight
- * and bias take over 16 KB (rows over 2048 float32, over 1024 float64), where input and output
- * take at most half the last-level cache. LayerNorm 1.04-1.25x faster ((8-512, 4096), (256,
- * 8192), (512, 2560), float64 (256, 1600), (512, 2048)), float64 (256, 1280) 0.97x at one thread
- * and 1.05x at two; from memory ((2048, 4096)) 1.09x slower. The 16-bit types, bound by their
- * conversions, gained nothing; the fused residual add with sum_out, 0.93-1.1x (add_rms_norm,
- * (16-256, 4096), (32, 8192)), keeps one row at a time. */
+ * FN_AFFINE_COLS columns of each in turn (see fused_groups): float32/float64 rows with an
+ * elementwise weight, at most FN_AFFINE_BYTES for the FN_AFFINE_ROWS of them.
+ * - Where input and output take at most half the last-level cache: rows whose weight and bias
+ *   take over 16 KB (over 2048 float32, over 1024 float64). LayerNorm 1.04-1.25x faster ((8-512,
+ *   4096), (256, 8192), (512, 2560), float64 (256, 1600), (512, 2048)), float64 (256, 1280) 0.97x
+ *   at one thread and 1.05x at two. Rows of exactly 16 KB stay one at a time there (float64
+ *   (512, 1024): 0.93-0.98x).
+ * - Further out, rows with a weight and a bias of 16 KB and more (2048 float32, 1024 float64 and
+ *   up): with x's row, the two parameter rows and the next row's statistics no longer fit L1 one
+ *   row at a time; a block of rows reuses each column chunk of weight and bias instead. LayerNorm
+ *   with weight and bias, calls alternating in one process: float32 (2048, 2048), (8192, 2048),
+ *   (2048, 4096), (16, 512, 2048) 1.1-1.3x faster at one thread, 1.0-1.27x at two ((4096, 4096)
+ *   1.01-1.14x); float64 (2048, 1024), (8192, 1024) 1.06-1.34x. A weight alone keeps one row at
+ *   a time (1.1-1.5x slower in blocks: without the bias the rows fit).
+ * The 16-bit types, bound by their conversions, gained nothing; the fused residual add with
+ * sum_out, 0.93-1.1x (add_rms_norm, (16-256, 4096), (32, 8192)), keeps one row at a time. */
 static inline int FN(long_affine)(const fn_row_job *jb, int64_t P)
 {
     const int64_t L = jb->shape.row_len, gbytes = jb->shape.rows * L * (int64_t)sizeof(T);
-    return sizeof(T) >= 4 && jb->shape.rows == 1 && jb->affine.elementwise &&
-           2 * L * (int64_t)sizeof(CT) > FN_GB_BYTES &&
-           FN_AFFINE_ROWS * gbytes <= FN_AFFINE_BYTES && 4 * P * gbytes <= fn_l3_bytes();
+    const int64_t pbytes = 2 * L * (int64_t)sizeof(CT);
+    if (sizeof(T) < 4 || jb->shape.rows != 1 || !jb->affine.elementwise ||
+        FN_AFFINE_ROWS * gbytes > FN_AFFINE_BYTES)
+        return 0;
+    if (4 * P * gbytes <= fn_l3_bytes())
+        return pbytes > FN_GB_BYTES;
+    return jb->affine.bias && pbytes >= FN_GB_BYTES;
 }
 
 static inline int FN(bad_job)(const fn_row_job *jb)

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 import fastnorm
 import fastnorm.functional as F
-from fastnorm import _runtime
+from fastnorm import _runtime, reference
 
 THREADS = [1, 2, 3, 4, 7, 16, 64]
 DTYPES = [np.float32, np.float64]
@@ -350,6 +350,33 @@ def test_rows_taken_together_match_rows_alone(dtype, activation):
             assert np.array_equal(_bits(together), _bits(alone)), (
                 f"{name} {activation} {n} threads: "
                 f"{np.count_nonzero(_bits(together) != _bits(alone))} values differ")
+
+
+@pytest.mark.parametrize("past", ["cache", "streaming"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_affine_rows_past_the_cache_match_rows_alone(dtype, past):
+    """Past the last-level cache, LayerNorm rows whose weight and bias take 16 KB go through the
+    fused kernel four at a time, 1024 columns of each in turn (with streaming stores further
+    out); each row keeps the bits it has normalized on its own (one row at a time, in cache),
+    on one thread and on two, and agrees with the reference."""
+    info = fastnorm._kernels.cpu_info()
+    if not 0 < info["l3_bytes"] <= 64 << 20:
+        pytest.skip("needs a last-level cache of at most 64 MiB (the sizes follow from it)")
+    L = 8192 // np.dtype(dtype).itemsize  # weight and bias: 16 KB together
+    row = L * np.dtype(dtype).itemsize
+    nbytes = info["l3_bytes"] // 4 if past == "cache" else max(info["stream_bytes"], 1)
+    x = _data((nbytes // row + 5, L), dtype, seed=21)
+    x[2, 100], x[3, :] = np.nan, -4.0  # a NaN row and a constant row
+    w, b = _vec(L, dtype, 7), _vec(L, dtype, 8, -1, 1)
+    alone = np.concatenate([F.layer_norm(x[i:i + 1], L, w, b) for i in range(len(x))])
+    np.testing.assert_allclose(alone[4:], reference.layer_norm(x[4:], L, w, b),
+                               rtol=0, atol=1e-4 if dtype == np.float32 else 1e-10)
+    for n in (1, 2):
+        fastnorm.set_num_threads(n)
+        together = F.layer_norm(x, L, w, b)
+        assert np.isnan(together[2]).all() and np.isfinite(together[3:]).all()
+        assert np.array_equal(_bits(together), _bits(alone)), (
+            f"{n} threads: {np.count_nonzero(_bits(together) != _bits(alone))} values differ")
 
 
 def test_channels_last_statistics_past_the_cache_identical_for_any_thread_count():

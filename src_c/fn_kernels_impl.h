@@ -1610,13 +1610,16 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
  *   4096), (256, 8192), (512, 2560), float64 (256, 1600), (512, 2048)), float64 (256, 1280) 0.97x
  *   at one thread and 1.05x at two. Rows of exactly 16 KB stay one at a time there (float64
  *   (512, 1024): 0.93-0.98x).
- * - Further out, rows with a weight and a bias of 16 KB and more (2048 float32, 1024 float64 and
- *   up): with x's row, the two parameter rows and the next row's statistics no longer fit L1 one
- *   row at a time; a block of rows reuses each column chunk of weight and bias instead. LayerNorm
- *   with weight and bias, calls alternating in one process: float32 (2048, 2048), (8192, 2048),
- *   (2048, 4096), (16, 512, 2048) 1.1-1.3x faster at one thread, 1.0-1.27x at two ((4096, 4096)
- *   1.01-1.14x); float64 (2048, 1024), (8192, 1024) 1.06-1.34x. A weight alone keeps one row at
- *   a time (1.1-1.5x slower in blocks: without the bias the rows fit).
+ * - Where input and output take more than half of it (known: an unknown size keeps one row at
+ *   a time), rows with a weight and a bias of 16 KB and more (2048 float32, 1024 float64 and
+ *   up; a bias alone comes with a weight of ones): one row at a time, x's row, the weight, the
+ *   bias and the next row's statistics no longer fit L1 together, while a block of rows reads
+ *   each column chunk of weight and bias once. LayerNorm with weight and bias, calls of both
+ *   forms alternating in one process: float32 (2048, 2048), (8192, 2048), (2048, 4096), (16, 512,
+ *   2048) 1.1-1.3x faster at one thread, 1.0-1.27x at two ((4096, 4096) 1.01-1.14x); float64
+ *   (2048, 1024), (8192, 1024) 1.06-1.34x. A weight alone keeps one row at a time (0.67-0.93x in
+ *   blocks), and so do rows under 16 KB of weight and bias (float32 rows of 768-1280:
+ *   0.71-0.96x).
  * The 16-bit types, bound by their conversions, gained nothing; the fused residual add with
  * sum_out, 0.93-1.1x (add_rms_norm, (16-256, 4096), (32, 8192)), keeps one row at a time. */
 static inline int FN(long_affine)(const fn_row_job *jb, int64_t P)
@@ -1626,7 +1629,10 @@ static inline int FN(long_affine)(const fn_row_job *jb, int64_t P)
     if (sizeof(T) < 4 || jb->shape.rows != 1 || !jb->affine.elementwise ||
         FN_AFFINE_ROWS * gbytes > FN_AFFINE_BYTES)
         return 0;
-    if (4 * P * gbytes <= fn_l3_bytes())
+    const int64_t l3 = fn_l3_bytes();
+    if (l3 <= 0)
+        return 0;
+    if (4 * P * gbytes <= l3)
         return pbytes > FN_GB_BYTES;
     return jb->affine.bias && pbytes >= FN_GB_BYTES;
 }

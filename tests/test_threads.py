@@ -352,15 +352,17 @@ def test_rows_taken_together_match_rows_alone(dtype, activation):
                 f"{np.count_nonzero(_bits(together) != _bits(alone))} values differ")
 
 
+@pytest.mark.parametrize("activation", [None, "gelu"])
 @pytest.mark.parametrize("past", ["cache", "streaming"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_affine_rows_past_the_cache_match_rows_alone(dtype, past):
+def test_affine_rows_past_the_cache_match_rows_alone(dtype, past, activation):
     """Where input and output take more than half the last-level cache, LayerNorm rows whose
     weight and bias take 16 KB and more go through the fused kernel four at a time, 1024 columns
     of each in turn (streaming their stores further out); each row keeps the bits it has
     normalized on its own (one row at a time, in cache), on one thread and on two, and agrees
     with the reference. float32 rows of exactly 16 KB of weight and bias (2048 columns: two
-    whole chunks), float64 rows of 2125 (a short last chunk)."""
+    whole chunks), float64 rows of 2125 (a short last chunk); with an activation (applied in
+    the same pass, never streamed) too."""
     info = fastnorm._kernels.cpu_info()
     if info["l3_bytes"] <= 0:
         pytest.skip("the last-level cache's size is unknown: rows go one at a time")
@@ -372,12 +374,14 @@ def test_affine_rows_past_the_cache_match_rows_alone(dtype, past):
     x = _data((nbytes // row + 5, L), dtype, seed=21)
     x[2, 100], x[3, :] = np.nan, -4.0  # a NaN row and a constant row
     w, b = _vec(L, dtype, 7), _vec(L, dtype, 8, -1, 1)
-    alone = np.concatenate([F.layer_norm(x[i:i + 1], L, w, b) for i in range(len(x))])
-    np.testing.assert_allclose(alone[4:], reference.layer_norm(x[4:], L, w, b),
+    call = lambda a: F.layer_norm(a, L, w, b, activation=activation)  # noqa: E731
+    alone = np.concatenate([call(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(alone[4:], reference.layer_norm(x[4:], L, w, b,
+                                                               activation=activation),
                                rtol=0, atol=1e-4 if dtype == np.float32 else 1e-10)
     for n in (1, 2):
         fastnorm.set_num_threads(n)
-        together = F.layer_norm(x, L, w, b)
+        together = call(x)
         assert np.isnan(together[2]).all() and np.isfinite(together[3:]).all()
         assert np.array_equal(_bits(together), _bits(alone)), (
             f"{n} threads: {np.count_nonzero(_bits(together) != _bits(alone))} values differ")

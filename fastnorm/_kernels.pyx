@@ -47,14 +47,15 @@ def cpu_info():
     """What the kernels found at import: {"simd": "avx512" | "avx2" | "portable", "pairs":
     whether float32's AVX-512 statistics loops run as pairs of 256-bit halves (AMD Zen 4, where
     that is faster; the same bits), "l3_bytes": last-level cache bytes (0: unknown),
-    "stream_bytes": output bytes from which the normalize passes use streaming stores (0:
-    never), "stream_bytes_later": the same for the 16-bit types and for calls that read their
+    "stream_bytes": output bytes from which the normalize passes of float32/float64 rows use
+    streaming stores (0: never), "stream_bytes_cols": the same for the column (channels-last)
+    layouts, "stream_bytes_later": the same for the 16-bit types and for calls that read their
     input once (eval batch_norm / instance_norm)}."""
     cdef int level, pairs
-    cdef int64_t l3, sb, sbl
-    fn_cpu_info(&level, &pairs, &l3, &sb, &sbl)
+    cdef int64_t l3, sb, sbc, sbl
+    fn_cpu_info(&level, &pairs, &l3, &sb, &sbc, &sbl)
     return {"simd": ("portable", "avx2", "avx512")[level], "pairs": bool(pairs), "l3_bytes": l3,
-            "stream_bytes": sb, "stream_bytes_later": sbl}
+            "stream_bytes": sb, "stream_bytes_cols": sbc, "stream_bytes_later": sbl}
 
 
 # --------------------------------------------------------------------------------------------

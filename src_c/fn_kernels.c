@@ -1455,12 +1455,19 @@ static inline int64_t fn_f64_span(const double *x, double *y, int64_t nr, int64_
     return 0;
 }
 
-/* Output bytes from which the normalize passes stream their stores (0: never): three quarters
- * of the last-level cache, where input and output together are well past it. AVX-512 only.
- * From half the cache (16 MiB outputs in a 32 MiB L3) the first choice streamed outputs that
- * a repeated call found in cache with plain stores: GroupNorm (2, 128, 128, 128) float32
- * 0.72-0.77 -> 0.59-0.64 ms, eval BatchNorm (16, 256, 32, 32) 0.66-0.73 -> 0.36-0.49, RMSNorm
- * (2048, 2048) 0.65-0.69 -> 0.61-0.64 (2 threads); from 32 MiB streaming is faster. */
+/* Output bytes from which the normalize passes stream their stores (0: never): half the
+ * last-level cache, where a pass's input and output together no longer fit it. AVX-512 only.
+ * The threshold was three quarters of the cache for a while: 16 MiB outputs in a 32 MiB L3 that
+ * a repeated call found in cache were faster with plain stores on a quiet machine (GroupNorm
+ * (2, 128, 128, 128) float32 0.59-0.64 ms against 0.72-0.77 streamed, RMSNorm (2048, 2048)
+ * 0.61-0.64 against 0.65-0.69, 2 threads). With the machine's neighbours busy, and in a
+ * pipeline whose next layer reads the output after other data went through the cache, such an
+ * output is not in cache for long: 2 threads, 16-17 MB outputs, builds alternating, each timed
+ * beside torch in the same process, streamed against plain: LayerNorm (2048, 2048) 0.44-0.76 ms
+ * against 1.04-1.71, training BatchNorm (16, 256, 32, 32) 0.63-0.97 against 1.45-1.87,
+ * InstanceNorm (4, 64, 128, 128) 0.57-0.77 against 0.90-1.23, GroupNorm (2, 128, 128, 128) and
+ * RMSNorm (2048, 2048) level to 1.4x, LayerNorm (4, 1024, 1024) level (README, "How it
+ * works"). */
 static int64_t fn_stream_bytes(void)
 {
     if (fn_simd_level() < 2)
@@ -1468,12 +1475,20 @@ static int64_t fn_stream_bytes(void)
     if (fn_stream_env >= 0)
         return fn_stream_env;
     const int64_t l3 = fn_l3_bytes();
-    return l3 > 0 ? l3 / 4 * 3 : ((int64_t)24 << 20);
+    return l3 > 0 ? l3 / 2 : ((int64_t)16 << 20);
 }
 
-/* ... and a third later (the whole last-level cache) for the 16-bit types and for calls that
- * read their input once (out_act) */
-static int64_t fn_stream_bytes_later(void) { return fn_stream_bytes() / 3 * 4; }
+/* ... twice that (the whole last-level cache) for the 16-bit types and for calls that read their
+ * input once (out_act; eval BatchNorm (8, 64, 112, 112) float32, 26 MB, 2 threads: 0.74-0.83 ms
+ * with plain stores, 0.93-0.96 streamed on a quiet machine, level on a busy one) */
+static int64_t fn_stream_bytes_later(void) { return 2 * fn_stream_bytes(); }
+
+/* ... and half as much again (three quarters of the cache) for the column layouts (channels
+ * last), forward and backward: at 16 MiB their passes were slower streamed (2 threads, training
+ * BatchNorm channels-last (16, 256, 32, 32) 0.80-0.89 ms against 0.69-0.72, GroupNorm (2, 640,
+ * 64, 64) 1.06-1.18 against 0.99-1.15), and the backward dx passes measured their own
+ * conditions against this threshold (fn_backward_impl.h) */
+static int64_t fn_stream_bytes_cols(void) { return fn_stream_bytes() * 3 / 2; }
 
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
@@ -1565,12 +1580,13 @@ void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o)
 }
 
 void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes,
-                 int64_t *stream_bytes_later)
+                 int64_t *stream_bytes_cols, int64_t *stream_bytes_later)
 {
     *simd_level = fn_simd_level();
     *pairs = fn_pairs_ok();
     *l3_bytes = fn_l3_bytes();
     *stream_bytes = fn_stream_bytes();
+    *stream_bytes_cols = fn_stream_bytes_cols();
     *stream_bytes_later = fn_stream_bytes_later();
 }
 

@@ -1205,15 +1205,15 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
 #endif
 
 /* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
- * activation-free output of out_bytes past fn_stream_bytes whose contiguous runs are long
- * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
- * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
- * streamed than with their coefficients in registers). once: the call reads its input only in
- * this pass (fn_epilogue). */
-static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once)
+ * activation-free output of out_bytes past fn_stream_bytes (fn_stream_bytes_cols for the column
+ * layouts: cols) whose contiguous runs are long (run_len elements, at least 256, or 128 in whole
+ * cache lines: short runs would be mostly unaligned head and tail, and channels-last rows of 64
+ * channels or fewer measured slower streamed than with their coefficients in registers). once:
+ * the call reads its input only in this pass (fn_epilogue). */
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once, int cols)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
-    const int64_t sb = fn_stream_bytes();
+    const int64_t sb = cols ? fn_stream_bytes_cols() : fn_stream_bytes();
     /* The 16-bit types' streamed runs pay for a head and a tail stored as usual (masked
      * vectors; outputs start 16 bytes into a line, as NumPy's): eval BatchNorm with rows of L
      * float16 (32 MB, one thread) was slower streamed than with plain stores up to L = 2048
@@ -1224,8 +1224,8 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int o
     const int runs_ok =
         sizeof(T) == 2 ? run_len >= 4096
                        : run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
-    /* from a third more (the whole last-level cache) for the 16-bit types, and for a call that
-     * reads its input once: at 16 MB the 16-bit types' GroupNorm/InstanceNorm (groups
+    /* from the whole last-level cache for the 16-bit types, and for a call that reads its
+     * input once: at 16 MB the 16-bit types' GroupNorm/InstanceNorm (groups
      * normalized in cache) measured faster with plain stores, at 32 MB LayerNorm slower; eval
      * BatchNorm float32 (8, 64, 112, 112), 26 MB, 2 threads: 0.74-0.83 ms with plain stores,
      * 0.93-0.96 streamed (level with the machine's memory busier; README); level at 32-35 MB,
@@ -1238,6 +1238,7 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int o
     (void)out_bytes;
     (void)run_len;
     (void)once;
+    (void)cols;
 #endif
     return act;
 }
@@ -1271,7 +1272,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
      * pass (cols_row_run), so that their output is rounded once */
     const int act = rw ? FN_ACT_NONE
                        : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
-                                     s->ys[2] == 1 ? C : 1, jb->epilogue.once);
+                                     s->ys[2] == 1 ? C : 1, jb->epilogue.once, 1);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -1424,7 +1425,7 @@ static int FN(group_cols)(const void *xv, void *yv, const fn_group_cols_job *jb,
         return FN_EINVAL;
     if (N <= 0 || C <= 0)
         return FN_OK;
-    const int64_t sample = R * C * (int64_t)sizeof(T), sb = fn_stream_bytes();
+    const int64_t sample = R * C * (int64_t)sizeof(T), sb = fn_stream_bytes_cols();
     /* the threads the work merits (not capped at N: two samples must not idle 14 threads) */
     const int nt = fn_eff_threads(N * R * C, N * R * C, n_threads);
     /* statistics (2 C doubles) and coefficients (3 C) of every sample */
@@ -1661,7 +1662,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
-                                s->ys[3] == 1 ? L : 1, jb->epilogue.once);
+                                s->ys[3] == 1 ? L : 1, jb->epilogue.once, 0);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -1747,7 +1748,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const int oact = jb->epilogue.lower
                          ? act
                          : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
-                                       jb->epilogue.once);
+                                       jb->epilogue.once, 0);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
@@ -1868,7 +1869,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     const int64_t streams = jb->sum ? 4 : 3;
     const int oact = FN(out_act)(jb->norm.epilogue.activation,
                                  P * Q * L * (int64_t)sizeof(T) * streams / 2,
-                                 s->ys[3] == 1 ? L : 1, jb->norm.epilogue.once);
+                                 s->ys[3] == 1 ? L : 1, jb->norm.epilogue.once, 0);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {

@@ -1,5 +1,6 @@
-"""Outputs of three quarters of the last-level cache and more (the whole cache for the 16-bit
-types and for calls that read their input once) are written with streaming (non-temporal) stores
+"""Outputs of half the last-level cache and more (three quarters for the channels-last layouts,
+the whole cache for the 16-bit types and for calls that read their input once) are written with
+streaming (non-temporal) stores
 (float32, float64, and the 16-bit types' direct loops). Those loops must give the same bits as
 the regular ones: FN_STREAM_BYTES=1 streams every eligible output, in a subprocess, and its
 results are compared bit for bit with this process's (which streams only outputs of many MB), on
@@ -97,6 +98,9 @@ def test_show_config_reports_the_streaming_threshold(capsys):
     fastnorm.show_config()
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cpu")]
     assert line and cpu["simd"] in line[0] and "streaming" in line[0]
+    if cpu["stream_bytes"]:  # rows first, then the column layouts, then the 16-bit / read-once
+        assert cpu["stream_bytes"] <= cpu["stream_bytes_cols"] <= cpu["stream_bytes_later"]
+        assert f"{cpu['stream_bytes_cols'] / 2**20:g} MiB: channels-last" in line[0]
 
 
 def test_stream_bytes_setting_reaches_the_kernels():

@@ -370,7 +370,7 @@ def test_affine_rows_past_the_cache_match_rows_alone(dtype, past, activation):
         pytest.skip("no streaming stores in this build or on this CPU")
     L = 2048 if dtype == np.float32 else 2125
     row = L * np.dtype(dtype).itemsize
-    nbytes = info["l3_bytes"] // 2 if past == "cache" else info["stream_bytes"]
+    nbytes = info["l3_bytes"] // 4 if past == "cache" else info["stream_bytes"]
     x = _data((nbytes // row + 5, L), dtype, seed=21)
     x[2, 100], x[3, :] = np.nan, -4.0  # a NaN row and a constant row
     w, b = _vec(L, dtype, 7), _vec(L, dtype, 8, -1, 1)

@@ -405,8 +405,11 @@ void fn_init(void)
     fn_l3_state = v <= 0 ? 0 : v > FN_MAX_L3 ? FN_MAX_L3 : v;
     /* FN_STREAM_BYTES overrides where streaming stores start (0: never), for the tests */
     const char *sb = getenv("FN_STREAM_BYTES");
-    if (sb && *sb >= '0' && *sb <= '9')
+    if (sb && *sb >= '0' && *sb <= '9') { /* clamped: the other thresholds are multiples of it */
         fn_stream_env = strtoll(sb, NULL, 10);
+        if (fn_stream_env > ((int64_t)1 << 60))
+            fn_stream_env = (int64_t)1 << 60;
+    }
 #if FN_AVX2
     fn_bf16_state = lvl >= 2 && __builtin_cpu_supports("avx512bf16") &&
                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
@@ -1355,11 +1358,12 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
     }
 }
 
-/* Activation-free normalize loops with non-temporal (streaming) stores, for outputs too large to
- * stay in the last-level cache (fn_stream_bytes): the output's lines are written without being
- * read first, a third less memory traffic (1.3-1.4x faster from 16 MB on, one thread). Same
- * arithmetic as the regular loops, operation for operation (no FMA), so the same bits. Head
- * elements before the first 64-byte-aligned output and the tail are stored as usual. */
+/* Activation-free normalize loops with non-temporal (streaming) stores, for outputs that overflow
+ * the last-level cache beside their input (fn_stream_bytes and the later thresholds): the
+ * output's lines are written without being read first, a third less memory traffic (1.3-1.4x
+ * faster from 16 MB on, one thread). Same arithmetic as the regular loops, operation for
+ * operation (no FMA), so the same bits. Head elements before the first 64-byte-aligned output
+ * and the tail are stored as usual. */
 #define FN_ACT_STREAM FN_NUM_ACT /* the run tables' extra entry: no activation, streamed */
 #if FN_AVX512
 #define FN_STREAM_LOOPS(T, V, W, LD, STREAM, SET1, SUB, MUL, ADD, NAME)                           \

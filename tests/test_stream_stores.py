@@ -104,11 +104,14 @@ def test_show_config_reports_the_streaming_threshold(capsys):
 
 
 def test_stream_bytes_setting_reaches_the_kernels():
-    """FN_STREAM_BYTES=0 turns streaming off; a value sets the threshold (read at import)."""
-    code = "import fastnorm; print(fastnorm.get_config()['cpu']['stream_bytes'])"
-    for value in ("0", "12345"):
+    """FN_STREAM_BYTES=0 turns streaming off; a value sets the rows' threshold, the column
+    layouts' is 1.5 times it and the 16-bit / read-once calls' twice (read at import)."""
+    code = ("import fastnorm; c = fastnorm.get_config()['cpu']; "
+            "print(c['stream_bytes'], c['stream_bytes_cols'], c['stream_bytes_later'])")
+    for value in ("0", "12345", str(2**62)):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env=dict(os.environ, FN_STREAM_BYTES=value), timeout=120)
         assert r.returncode == 0, r.stderr
         if fastnorm.get_config()["cpu"]["simd"] == "avx512":
-            assert r.stdout.split()[-1] == value
+            v = min(int(value), 2**60)  # clamped, so that its multiples cannot overflow
+            assert r.stdout.split()[-3:] == [str(v), str(v * 3 // 2), str(2 * v)]

@@ -1617,7 +1617,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
  *   bias and the next row's statistics no longer fit L1 together, while a block of rows reads
  *   each column chunk of weight and bias once. LayerNorm with weight and bias, calls of both
  *   forms alternating in one process: float32 (2048, 2048), (8192, 2048), (2048, 4096), (16, 512,
- *   2048) 1.1-1.3x faster at one thread, 1.0-1.27x at two ((4096, 4096) 1.01-1.14x); float64
+ *   2048) 1.1-1.3x faster at one thread, 0.98-1.27x at two ((4096, 4096) 1.01-1.14x); float64
  *   (2048, 1024), (8192, 1024) 1.06-1.34x. A weight alone keeps one row at a time (0.67-0.93x in
  *   blocks), and so do rows under 16 KB of weight and bias (float32 rows of 768-1280:
  *   0.71-0.96x).

@@ -1482,16 +1482,17 @@ static int64_t fn_stream_bytes(void)
     return l3 > 0 ? l3 / 2 : ((int64_t)16 << 20);
 }
 
-/* ... twice that (the whole last-level cache) for the 16-bit types and for calls that read their
- * input once (out_act; eval BatchNorm (8, 64, 112, 112) float32, 26 MB, 2 threads: 0.74-0.83 ms
+/* ... twice that (the whole last-level cache) for the 16-bit types, for calls that read their
+ * input once, and for the channels-last backward pass whose x, dy and dx overflow it (out_act,
+ * grad_cols; eval BatchNorm (8, 64, 112, 112) float32, 26 MB, 2 threads: 0.74-0.83 ms
  * with plain stores, 0.93-0.96 streamed on a quiet machine, level on a busy one) */
 static int64_t fn_stream_bytes_later(void) { return 2 * fn_stream_bytes(); }
 
 /* ... and half as much again (three quarters of the cache) for the column layouts (channels
  * last), forward and backward: at 16 MiB their passes were slower streamed (2 threads, training
  * BatchNorm channels-last (16, 256, 32, 32) 0.80-0.89 ms against 0.69-0.72, GroupNorm (2, 640,
- * 64, 64) 1.06-1.18 against 0.99-1.15), and the backward dx passes measured their own
- * conditions against this threshold (fn_backward_impl.h) */
+ * 64, 64) 1.06-1.18 against 0.99-1.15), and the backward's grad_apply_cols measured its
+ * condition against this threshold (fn_backward_impl.h) */
 static int64_t fn_stream_bytes_cols(void) { return fn_stream_bytes() * 3 / 2; }
 
 #define FN_STR_(a) #a

@@ -38,6 +38,7 @@ static inline void fn_nt_flush(void) {}
  * tile's per-column sums (3 doubles a column) stay in L1 while its rows stream through. */
 #define FN_CB 1024
 #define FN_COL_BLOCK 32768
+#define FN_COL_UNITS 8 /* pieces of work col_moments keeps for the threads (fn_col_stat_rows) */
 #define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
 #define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
 #define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
@@ -723,13 +724,32 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
     return (double)((q1 - q0) * (l1 - l0));
 }
 
-/* Rows per block in the column kernels (R rows of C columns). Each block costs one Chan merge (a
- * division) per column, so blocks are tall: a first height of FN_COL_BLOCK / min(C, FN_CB) rows
- * and at least 64, taller up to 1/16 of the rows (so that 16 blocks of a column still share out
- * over threads), at most FN_BLOCK rows; then as many blocks of equal height as that height needs
- * (65 rows: 33 + 32), because a short last block left one thread most of the work (144 rows as
- * 64 + 64 + 16 in three column tiles: 1.35x on two threads). Fixed by the shape alone, as the
- * row kernel's blocks. */
+/* Rows per block of the column statistics (col_moments: R rows, `units` pieces of work per row
+ * block, i.e. samples times column tiles). Each block costs a finish and a Chan merge per column:
+ * with blocks of FN_COL_BLOCK elements (fn_col_rows_per_block) they took a fifth of channels-last
+ * InstanceNorm (2, 640, 32, 32)'s statistics. So blocks are as tall as they may be: at most
+ * FN_BLOCK rows, but doubled in number (equal heights, at least 64 rows) until the whole call has
+ * FN_COL_UNITS pieces for the threads (fewer when fn_eff_threads would use fewer threads for its
+ * `work` elements). Measured one thread, statistics of the same data NCHW / NHWC, both rules in
+ * one process: (2, 640, 32, 32) 0.76-0.90 -> 0.96-1.13, (8, 128, 56, 56) 0.78-0.85 -> 0.85-0.94,
+ * (8, 1024, 14, 14) 1.31-1.80 -> 1.72-2.51. Fixed by the shape alone. */
+static inline int64_t fn_col_stat_rows(int64_t R, int64_t units, int64_t work)
+{
+    const int64_t by_work = work / FN_MIN_WORK_PER_THREAD; /* fn_eff_threads' limit */
+    const int64_t want = by_work < FN_COL_UNITS ? by_work : FN_COL_UNITS;
+    int64_t n = (R + FN_BLOCK - 1) / FN_BLOCK;
+    while (units * n < want && R / (2 * n) >= 64)
+        n *= 2;
+    return (R + n - 1) / n;
+}
+
+/* Rows per block in the column gradient kernels (R rows of C columns; fn_col_stat_rows' taller
+ * blocks were not measured there). Each block costs one Chan merge (a division) per column, so
+ * blocks are tall: a first height of FN_COL_BLOCK / min(C, FN_CB) rows and at least 64, taller up
+ * to 1/16 of the rows (so that 16 blocks of a column still share out over threads), at most
+ * FN_BLOCK rows; then as many blocks of equal height as that height needs (65 rows: 33 + 32),
+ * because a short last block left one thread most of the work (144 rows as 64 + 64 + 16 in three
+ * column tiles: 1.35x on two threads). Fixed by the shape alone, as the row kernel's blocks. */
 static inline int64_t fn_col_rows_per_block(int64_t R, int64_t C)
 {
     const int64_t w = C < FN_CB ? C : FN_CB;

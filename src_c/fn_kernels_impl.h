@@ -518,9 +518,8 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
             mean[i] = m2[i] = 0.0;
         return FN_OK;
     }
-    const int64_t rb = fn_col_rows_per_block(R, C);
-    const int64_t tw = fn_col_tile(C, (int64_t)sizeof(T));
-    const int64_t nrb = (R + rb - 1) / rb, ncb = (C + tw - 1) / tw;
+    const int64_t tw = fn_col_tile(C, (int64_t)sizeof(T)), ncb = (C + tw - 1) / tw;
+    const int64_t rb = fn_col_stat_rows(R, P1 * ncb, P1 * R * C), nrb = (R + rb - 1) / rb;
     const int64_t U = P1 * nrb * ncb;
     double *pm = mean, *pq = m2, *buf = NULL;
     if (nrb > 1) { /* partials [p1][row block][c], merged below in row-block order */

@@ -661,7 +661,7 @@ static FN_HOT void FN(grad_tile_sums)(const T *x, const T *dy, T *dx, int64_t r0
     }
 }
 
-/* Sums of the column layout: tiles of FN_CB columns by a block of rows (col_moments' blocks),
+/* Sums of the column layout: tiles of FN_CB columns by a block of rows (fn_col_rows_per_block),
  * partials merged down the row blocks in order. dx (not NULL, eval mode): dx = a[e] dy in the
  * same pass. */
 static int FN(grad_cols_impl)(const T *x, const T *dy, T *dx, const fn_grad_col_job *jb,

@@ -726,15 +726,18 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
 
 /* Rows per block of the column statistics (col_moments: R rows, `units` pieces of work per row
  * block, i.e. samples times column tiles). Each block costs a finish and a Chan merge per column:
- * with blocks of FN_COL_BLOCK elements (fn_col_rows_per_block) they took a fifth of channels-last
- * InstanceNorm (2, 640, 32, 32)'s statistics. So blocks are as tall as they may be: at most
- * FN_BLOCK rows, but doubled in number (equal heights, at least 64 rows) until the whole call has
- * FN_COL_UNITS pieces for the threads (fewer when fn_eff_threads would use fewer threads for its
- * `work` elements). Measured one thread, statistics of the same data NCHW / NHWC, both rules in
- * one process: (2, 640, 32, 32) 0.76-0.90 -> 0.96-1.13, (8, 128, 56, 56) 0.78-0.85 -> 0.85-0.94,
- * (8, 1024, 14, 14) 1.31-1.80 -> 1.72-2.51. Fixed by the shape alone. */
+ * with blocks of FN_COL_BLOCK elements or 64 rows (fn_col_rows_per_block) they took a fifth of
+ * channels-last InstanceNorm (2, 640, 32, 32)'s statistics. So blocks are as tall as they may
+ * be: at most FN_BLOCK rows, but doubled in number (equal heights, at least 64 rows) until the
+ * whole call has FN_COL_UNITS pieces for the threads (fewer when fn_eff_threads would use fewer
+ * threads for its `work` elements). Measured one thread, statistics of the same data NCHW /
+ * NHWC, both rules in one process: (2, 640, 32, 32) 0.76-0.90 -> 0.96-1.13, (8, 128, 56, 56)
+ * 0.78-0.85 -> 0.85-0.94, (8, 1024, 14, 14) 1.31-1.80 -> 1.72-2.51. Fixed by the call's shape
+ * alone (group_cols passes its whole call's: col_block_rows). */
 static inline int64_t fn_col_stat_rows(int64_t R, int64_t units, int64_t work)
 {
+    if (R <= 1)
+        return 1;
     const int64_t by_work = work / FN_MIN_WORK_PER_THREAD; /* fn_eff_threads' limit */
     const int64_t want = by_work < FN_COL_UNITS ? by_work : FN_COL_UNITS;
     int64_t n = (R + FN_BLOCK - 1) / FN_BLOCK;
@@ -1309,10 +1312,10 @@ static FN_HOT void fn_store_f16(const float *o, int64_t n, uint16_t *y, int64_t 
  * Estrin's form (shorter dependency chains than Horner's). gelu_tanh uses 0.5 * (1 + tanh(u)) =
  * 1 / (1 + exp(-2u)), which has no cancellation. In double, libm. */
 /* exp's argument is clamped to [-87.3, 88.8], so that 2^k is one float built from its bits (k
- * from -126 to 128, where 128 gives inf: exp overflows from 88.03 rather than 88.72, and stops
+ * from -126 to 128, where 128 gives inf: exp overflows from 88.38 rather than 88.72, and stops
  * at about 1.2e-38 instead of going subnormal; neither changes an activation by more than
  * 1e-36). 1.2-1.3x faster silu and gelu_tanh, 1.1x gelu than with 2^k as two factors (one
- * thread, a loop over 64K floats); the same bits in the normal range. */
+ * thread, a loop over 64K floats); the same bits for arguments in [-87.3, 88.38). */
 static inline __attribute__((always_inline)) float fn_expf(float x)
 {
     const int nan = x != x;

@@ -503,10 +503,20 @@ static inline int FN(unshifted_tile)(const T *xt, int64_t r0, int64_t r1, int64_
     return fn_finish_run0(w, n, s1, s2, mean, m2);
 }
 
-/* Moments of the column layout (table entry col_moments): tiles of fn_col_tile columns by a
- * block of rows, merged down the row blocks in order. */
-static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, double *m2,
-                           int n_threads)
+/* Rows per block of col_moments for the call described by s (fn_col_stat_rows). group_cols
+ * passes the whole call's height when a thread takes one sample at a time, so that the blocks,
+ * and the bits, do not depend on which way the thread count made it go. */
+static inline int64_t FN(col_block_rows)(const fn_cols *s)
+{
+    const int64_t tw = fn_col_tile(s->cols, (int64_t)sizeof(T));
+    return fn_col_stat_rows(s->rows, s->outer * ((s->cols + tw - 1) / tw),
+                            s->outer * s->rows * s->cols);
+}
+
+/* Moments of the column layout: tiles of fn_col_tile columns by blocks of rb rows, merged down
+ * the row blocks in order. */
+static int FN(col_moments_rb)(const void *xv, const fn_cols *s, int64_t rb, double *mean,
+                              double *m2, int n_threads)
 {
     const T *x = (const T *)xv;
     const int64_t P1 = s->outer, R = s->rows, C = s->cols;
@@ -519,7 +529,7 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         return FN_OK;
     }
     const int64_t tw = fn_col_tile(C, (int64_t)sizeof(T)), ncb = (C + tw - 1) / tw;
-    const int64_t rb = fn_col_stat_rows(R, P1 * ncb, P1 * R * C), nrb = (R + rb - 1) / rb;
+    const int64_t nrb = (R + rb - 1) / rb;
     const int64_t U = P1 * nrb * ncb;
     double *pm = mean, *pq = m2, *buf = NULL;
     if (nrb > 1) { /* partials [p1][row block][c], merged below in row-block order */
@@ -574,6 +584,13 @@ static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, doubl
         free(buf);
     }
     return FN_OK;
+}
+
+/* Moments of the column layout (table entry col_moments). */
+static int FN(col_moments)(const void *xv, const fn_cols *s, double *mean, double *m2,
+                           int n_threads)
+{
+    return FN(col_moments_rb)(xv, s, FN(col_block_rows)(s), mean, m2, n_threads);
 }
 
 /* The coefficients a, c of m channels of one group (statistics rstd and the mean's remainder
@@ -1381,7 +1398,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
 }
 
 /* group_cols' steps for samples [p0, p1) on n_threads: the same arithmetic whether a unit is a
- * sample or all of them (col_moments' tiles and merges depend on rows and cols only) */
+ * sample or all of them (col_moments' tiles depend on cols only, its row blocks on the whole
+ * call's shape, jb->shape) */
 static int FN(group_cols_run)(const T *x, T *y, const fn_group_cols_job *jb, int64_t p0,
                               int64_t p1, double *st, CT *cf, int n_threads)
 {
@@ -1390,7 +1408,8 @@ static int FN(group_cols_run)(const T *x, T *y, const fn_group_cols_job *jb, int
     fn_cols part = *s;
     part.outer = P;
     double *m = st, *q = st + P * C;
-    int rc = FN(col_moments)(x + p0 * s->xs[0], &part, m, q, n_threads);
+    int rc = FN(col_moments_rb)(x + p0 * s->xs[0], &part, FN(col_block_rows)(s), m, q,
+                                n_threads);
     if (rc != FN_OK)
         return rc;
     if (Cg > 1) /* into the first P * G entries */

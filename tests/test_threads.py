@@ -252,6 +252,9 @@ CASES = [
     ("channels_last", (6, 37, 29, 33), "channels_last", [_bn_train, _bn_eval, _in_train,
                                                          _in_plain, _gn(37), _gn(1), _ln(1)]),
     ("channels_last_3d", (3, 300, 5, 7, 9), "channels_last", [_bn_train, _gn(30), _in_train]),
+    # channels-last samples that a thread can take whole (group_cols per sample) while one call
+    # over all samples would be cut into fewer, taller row blocks: the blocks must not change
+    ("channels_last_samples", (4, 64, 32, 32), "channels_last", [_gn(64), _gn(8), _in_train]),
     # wide rows: several statistics tiles, coefficients applied in column chunks
     ("channels_last_wide", (3, 2601, 4, 5), "channels_last", [_bn_train, _bn_eval, _in_train,
                                                               _gn(3), _gn(1)]),

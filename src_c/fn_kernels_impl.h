@@ -1762,11 +1762,22 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
-    /* the TLU re-reads each run: no streaming stores then */
-    const int oact = jb->epilogue.lower
-                         ? act
-                         : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
-                                       jb->epilogue.once, 0);
+    /* The TLU re-reads each run: no streaming stores then. float32 rows with an elementwise
+     * weight and bias count as 4/3 their output, i.e. stream from 3/4 of the row threshold (12
+     * MiB here): a row's weight and bias beside its input and output crowd L1 and L2 (a weight
+     * passed as the bias too ran 1.3-1.5x faster in cache), and plain stores of the output add
+     * to it. LayerNorm of 12-12.5 MiB with weight and bias, rows of 768-1600, both thresholds
+     * alternating in one process: 0.61-0.83x the time at two threads and 0.54-0.96x at one on a
+     * busy machine; earlier on a quiet one 0.83-0.85x for rows of 768, 0.91-1.09x for 1536.
+     * float64 measured slower streamed there (1.09-1.31x), and RMSNorm's weight alone mixed
+     * (0.83-1.27x) at 8 MiB: they keep the threshold. */
+    const int64_t out_bytes = P * gsize * (int64_t)sizeof(T);
+    const int oact =
+        jb->epilogue.lower
+            ? act
+            : FN(out_act)(act, sizeof(T) == 4 && af->elementwise && af->bias ? out_bytes / 3 * 4
+                                                                               : out_bytes,
+                          s->ys[3] == 1 ? L : 1, jb->epilogue.once, 0);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {

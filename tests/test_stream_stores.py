@@ -1,5 +1,6 @@
-"""Outputs of half the last-level cache and more (three quarters for the channels-last layouts,
-the whole cache for the 16-bit types and for calls that read their input once) are written with
+"""Outputs of half the last-level cache and more (three eighths for float32 rows with a weight
+and bias, three quarters for the channels-last layouts, the whole cache for the 16-bit types and
+for calls that read their input once) are written with
 streaming (non-temporal) stores
 (float32, float64, and the 16-bit types' direct loops). Those loops must give the same bits as
 the regular ones: FN_STREAM_BYTES=1 streams every eligible output, in a subprocess, and its

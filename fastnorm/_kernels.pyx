@@ -50,12 +50,14 @@ def cpu_info():
     "stream_bytes": output bytes from which the normalize passes of float32/float64 rows use
     streaming stores (0: never), "stream_bytes_cols": the same for the column (channels-last)
     layouts, "stream_bytes_later": the same for the 16-bit types and for calls that read their
-    input once (eval batch_norm / instance_norm)}."""
+    input once (eval batch_norm / instance_norm), "stream_bytes_wb": the same for float32 rows
+    with an elementwise weight and bias (layer_norm's)}."""
     cdef int level, pairs
-    cdef int64_t l3, sb, sbc, sbl
-    fn_cpu_info(&level, &pairs, &l3, &sb, &sbc, &sbl)
+    cdef int64_t l3, sb, sbc, sbl, sbw
+    fn_cpu_info(&level, &pairs, &l3, &sb, &sbc, &sbl, &sbw)
     return {"simd": ("portable", "avx2", "avx512")[level], "pairs": bool(pairs), "l3_bytes": l3,
-            "stream_bytes": sb, "stream_bytes_cols": sbc, "stream_bytes_later": sbl}
+            "stream_bytes": sb, "stream_bytes_cols": sbc, "stream_bytes_later": sbl,
+            "stream_bytes_wb": sbw}
 
 
 # --------------------------------------------------------------------------------------------

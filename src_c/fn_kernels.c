@@ -1517,6 +1517,19 @@ static int64_t fn_stream_bytes_later(void) { return 2 * fn_stream_bytes(); }
  * condition against this threshold (fn_backward_impl.h) */
 static int64_t fn_stream_bytes_cols(void) { return fn_stream_bytes() * 3 / 2; }
 
+/* ... and three quarters of it for float32 rows with an elementwise weight and bias
+ * (LayerNorm's; normalize_rows): a row's weight and bias beside its input and output crowd L1
+ * and L2 (a weight passed as the bias too ran 1.3-1.5x faster in cache), and plain stores of
+ * the output add to it. LayerNorm of 12-12.5 MiB with weight and bias, rows of 768-1600, both
+ * thresholds alternating in one process: 0.61-0.83x the time at two threads and 0.54-0.96x at
+ * one on a busy machine; earlier on a quiet one 0.83-0.85x for rows of 768, 0.91-1.09x for
+ * 1536. float64 measured slower streamed there (1.09-1.31x), and RMSNorm's weight alone mixed
+ * (0.83-1.27x) at 8 MiB: they keep fn_stream_bytes. */
+static int64_t fn_stream_bytes_wb(void) { return fn_stream_bytes() / 4 * 3; }
+
+/* Which of these thresholds out_act (fn_kernels_impl.h) compares an output with */
+enum { FN_SB_ROWS, FN_SB_COLS, FN_SB_WB };
+
 #define FN_STR_(a) #a
 #define FN_STR(a) FN_STR_(a)
 
@@ -1607,7 +1620,8 @@ void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o)
 }
 
 void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes,
-                 int64_t *stream_bytes_cols, int64_t *stream_bytes_later)
+                 int64_t *stream_bytes_cols, int64_t *stream_bytes_later,
+                 int64_t *stream_bytes_wb)
 {
     *simd_level = fn_simd_level();
     *pairs = fn_pairs_ok();
@@ -1615,6 +1629,7 @@ void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream
     *stream_bytes = fn_stream_bytes();
     *stream_bytes_cols = fn_stream_bytes_cols();
     *stream_bytes_later = fn_stream_bytes_later();
+    *stream_bytes_wb = fn_stream_bytes_wb();
 }
 
 const fn_kernel_table *fn_kernels_for(int dtype)

@@ -1221,15 +1221,17 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
 #endif
 
 /* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
- * activation-free output of out_bytes past fn_stream_bytes (fn_stream_bytes_cols for the column
- * layouts: cols) whose contiguous runs are long (run_len elements, at least 256, or 128 in whole
- * cache lines: short runs would be mostly unaligned head and tail, and channels-last rows of 64
+ * activation-free output of out_bytes past the threshold of kind (FN_SB_ROWS, _COLS: the
+ * column layouts, _WB: float32 rows with a weight and bias) whose contiguous runs are long
+ * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly unaligned head and tail, and channels-last rows of 64
  * channels or fewer measured slower streamed than with their coefficients in registers). once:
  * the call reads its input only in this pass (fn_epilogue). */
-static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once, int cols)
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once, int kind)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
-    const int64_t sb = cols ? fn_stream_bytes_cols() : fn_stream_bytes();
+    const int64_t sb = kind == FN_SB_COLS ? fn_stream_bytes_cols()
+                       : kind == FN_SB_WB ? fn_stream_bytes_wb()
+                                          : fn_stream_bytes();
     /* The 16-bit types' streamed runs pay for a head and a tail stored as usual (masked
      * vectors; outputs start 16 bytes into a line, as NumPy's): eval BatchNorm with rows of L
      * float16 (32 MB, one thread) was slower streamed than with plain stores up to L = 2048
@@ -1254,7 +1256,7 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int o
     (void)out_bytes;
     (void)run_len;
     (void)once;
-    (void)cols;
+    (void)kind;
 #endif
     return act;
 }
@@ -1288,7 +1290,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
      * pass (cols_row_run), so that their output is rounded once */
     const int act = rw ? FN_ACT_NONE
                        : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
-                                     s->ys[2] == 1 ? C : 1, jb->epilogue.once, 1);
+                                     s->ys[2] == 1 ? C : 1, jb->epilogue.once, FN_SB_COLS);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -1680,7 +1682,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
-                                s->ys[3] == 1 ? L : 1, jb->epilogue.once, 0);
+                                s->ys[3] == 1 ? L : 1, jb->epilogue.once, FN_SB_ROWS);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -1763,21 +1765,13 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
     const int64_t gsize = Q * L;
     const int nt = fn_eff_threads(P * gsize, P * pl.nb, n_threads);
     /* The TLU re-reads each run: no streaming stores then. float32 rows with an elementwise
-     * weight and bias count as 4/3 their output, i.e. stream from 3/4 of the row threshold (12
-     * MiB here): a row's weight and bias beside its input and output crowd L1 and L2 (a weight
-     * passed as the bias too ran 1.3-1.5x faster in cache), and plain stores of the output add
-     * to it. LayerNorm of 12-12.5 MiB with weight and bias, rows of 768-1600, both thresholds
-     * alternating in one process: 0.61-0.83x the time at two threads and 0.54-0.96x at one on a
-     * busy machine; earlier on a quiet one 0.83-0.85x for rows of 768, 0.91-1.09x for 1536.
-     * float64 measured slower streamed there (1.09-1.31x), and RMSNorm's weight alone mixed
-     * (0.83-1.27x) at 8 MiB: they keep the threshold. */
-    const int64_t out_bytes = P * gsize * (int64_t)sizeof(T);
+     * weight and bias stream from fn_stream_bytes_wb. */
     const int oact =
         jb->epilogue.lower
             ? act
-            : FN(out_act)(act, sizeof(T) == 4 && af->elementwise && af->bias ? out_bytes / 3 * 4
-                                                                               : out_bytes,
-                          s->ys[3] == 1 ? L : 1, jb->epilogue.once, 0);
+            : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
+                          jb->epilogue.once,
+                          sizeof(T) == 4 && af->elementwise && af->bias ? FN_SB_WB : FN_SB_ROWS);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
@@ -1898,7 +1892,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     const int64_t streams = jb->sum ? 4 : 3;
     const int oact = FN(out_act)(jb->norm.epilogue.activation,
                                  P * Q * L * (int64_t)sizeof(T) * streams / 2,
-                                 s->ys[3] == 1 ? L : 1, jb->norm.epilogue.once, 0);
+                                 s->ys[3] == 1 ? L : 1, jb->norm.epilogue.once, FN_SB_ROWS);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {

@@ -99,20 +99,26 @@ def test_show_config_reports_the_streaming_threshold(capsys):
     fastnorm.show_config()
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cpu")]
     assert line and cpu["simd"] in line[0] and "streaming" in line[0]
-    if cpu["stream_bytes"]:  # rows first, then the column layouts, then the 16-bit / read-once
-        assert cpu["stream_bytes"] <= cpu["stream_bytes_cols"] <= cpu["stream_bytes_later"]
+    if cpu["stream_bytes"]:  # float32 with weight and bias first, rows, the column layouts,
+        # then the 16-bit / read-once
+        assert (cpu["stream_bytes_wb"] <= cpu["stream_bytes"] <= cpu["stream_bytes_cols"]
+                <= cpu["stream_bytes_later"])
         assert f"{cpu['stream_bytes_cols'] / 2**20:g} MiB: channels-last" in line[0]
+        assert f"{cpu['stream_bytes_wb'] / 2**20:g} MiB: float32 with weight and bias" in line[0]
 
 
 def test_stream_bytes_setting_reaches_the_kernels():
     """FN_STREAM_BYTES=0 turns streaming off; a value sets the rows' threshold, the column
-    layouts' is 1.5 times it and the 16-bit / read-once calls' twice (read at import)."""
+    layouts' is 1.5 times it, the 16-bit / read-once calls' twice and float32 rows with a weight
+    and bias 3/4 of it (read at import)."""
     code = ("import fastnorm; c = fastnorm.get_config()['cpu']; "
-            "print(c['stream_bytes'], c['stream_bytes_cols'], c['stream_bytes_later'])")
+            "print(c['stream_bytes'], c['stream_bytes_cols'], c['stream_bytes_later'], "
+            "c['stream_bytes_wb'])")
     for value in ("0", "12345", str(2**62)):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env=dict(os.environ, FN_STREAM_BYTES=value), timeout=120)
         assert r.returncode == 0, r.stderr
         if fastnorm.get_config()["cpu"]["simd"] == "avx512":
             v = min(int(value), 2**60)  # clamped, so that its multiples cannot overflow
-            assert r.stdout.split()[-3:] == [str(v), str(v * 3 // 2), str(2 * v)]
+            assert r.stdout.split()[-4:] == [str(v), str(v * 3 // 2), str(2 * v),
+                                             str(v // 4 * 3)]

@@ -240,6 +240,32 @@ FN_PAIR_INLINE fn_pd2 fn_p2_load_f32(const float *p)
 {
     return fn_p2(_mm256_cvtps_pd(_mm_loadu_ps(p)), _mm256_cvtps_pd(_mm_loadu_ps(p + 4)));
 }
+/* The rows loops' masked loaders (VLOADT_M, fn_simd_impl.h): the first lanes of m, zeros
+ * beyond (no fault there), widened as the plain loaders do; and their masked shift, zero in the
+ * lanes m leaves out */
+FN_AVX512_INLINE __m512d fn_load8m_f32(__mmask8 m, const float *p)
+{
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps((__mmask16)m, p)));
+}
+FN_AVX512_INLINE __m512d fn_load8m_f64(__mmask8 m, const double *p)
+{
+    return _mm512_maskz_loadu_pd(m, p);
+}
+FN_AVX512_INLINE __m512d fn_msub8(__mmask8 m, __m512d a, __m512d b)
+{
+    return _mm512_maskz_sub_pd(m, a, b);
+}
+FN_PAIR_INLINE fn_pd2 fn_p2_load_m_f32(__mmask8 m, const float *p)
+{
+    const __m256 v = _mm256_maskz_loadu_ps(m, p);
+    return fn_p2(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                 _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+FN_PAIR_INLINE fn_pd2 fn_p2_msub(__mmask8 m, fn_pd2 a, fn_pd2 b)
+{
+    return fn_p2(_mm256_maskz_sub_pd(m, a.lo, b.lo),
+                 _mm256_maskz_sub_pd((__mmask8)(m >> 4), a.hi, b.hi));
+}
 /* Lanes summed in a fixed order. */
 FN_AVX2_INLINE double fn_hsum4(__m256d v)
 {
@@ -1554,6 +1580,7 @@ enum { FN_SB_ROWS, FN_SB_COLS, FN_SB_WB };
 #define FN_SPAN fn_f32_span
 #if FN_AVX512
 #define FN_PAIRS_LOAD fn_p2_load_f32
+#define FN_ROWS_SIMD 1
 #endif
 #include "fn_kernels_impl.h"
 
@@ -1569,6 +1596,9 @@ enum { FN_SB_ROWS, FN_SB_COLS, FN_SB_WB };
 #define FN_STREAM(loop) fn_stream_f64_##loop
 #endif
 #define FN_SPAN fn_f64_span
+#if FN_AVX512
+#define FN_ROWS_SIMD 1
+#endif
 #include "fn_kernels_impl.h"
 
 #define T uint16_t

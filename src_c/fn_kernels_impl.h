@@ -84,6 +84,10 @@ static inline CT FN(centre)(double mean, double var, double *dl)
 #define VSTORED _mm512_storeu_pd
 #define VHSUM fn_hsum8
 #define VLOADT FN(fn_load8)
+#ifdef FN_ROWS_SIMD
+#define VLOADT_M FN(fn_load8m)
+#define VMSUB fn_msub8
+#endif
 #include "fn_simd_impl.h"
 #endif
 
@@ -102,6 +106,8 @@ static inline CT FN(centre)(double mean, double var, double *dl)
 #define VSTORED fn_p2_store
 #define VHSUM fn_p2_hsum
 #define VLOADT FN_PAIRS_LOAD
+#define VLOADT_M fn_p2_load_m_f32
+#define VMSUB fn_p2_msub
 #include "fn_simd_impl.h"
 /* a 512-bit statistics loop: its pair form where fn_pairs_ok */
 #define FN_V512(name) (fn_pairs_ok() ? FN(FN_CAT(name, avx512p)) : FN(FN_CAT(name, avx512)))
@@ -154,6 +160,28 @@ static inline void FN(run_sums)(const T *x, int64_t len, int64_t s, double k, in
     *s2 += t2 + u2;
 }
 
+/* run_sums (k == 0: of x itself, the same bits) over nr rows of len elements at stride s, sq
+ * apart, added to *s1, *s2: contiguous rows in one AVX-512 rows loop (fn_simd_impl.h,
+ * rows_sums: masked remainders, the lanes summed once), else row by row. */
+static inline void FN(rows_run_sums)(const T *x, int64_t nr, int64_t sq, int64_t len, int64_t s,
+                                     double k, double *s1, double *s2)
+{
+#if FN_AVX512 && defined(FN_ROWS_SIMD)
+    if (s == 1 && fn_simd_level() >= 2) {
+        double t1, t2;
+        if (k == 0.0)
+            FN_V512(rows_sums0)(x, nr, sq, len, &t1, &t2);
+        else
+            FN_V512(rows_sums)(x, nr, sq, len, k, &t1, &t2);
+        *s1 += t1;
+        *s2 += t2;
+        return;
+    }
+#endif
+    for (int64_t q = 0; q < nr; q++)
+        FN(run_sums)(x + q * sq, len, s, k, 0, s1, s2);
+}
+
 #ifdef FN_SUMS16
 /* run_sums' float-partial loops (lowp) over nr contiguous rows of len elements, sq apart, added
  * to *s1, *s2: in one call with AVX-512 BW (the lanes summed once for all the rows; rows of any
@@ -202,6 +230,22 @@ static inline void FN(run_sumsq)(const T *x, int64_t len, int64_t s, double *s2)
         t2 += d * d;
     }
     *s2 += t2 + u2;
+}
+
+/* run_sumsq over nr rows as rows_run_sums (rows_sumsq: the same bits as its k == 0 s2) */
+static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_t len, int64_t s,
+                                      double *s2)
+{
+#if FN_AVX512 && defined(FN_ROWS_SIMD)
+    if (s == 1 && fn_simd_level() >= 2) {
+        double t2;
+        FN_V512(rows_sumsq)(x, nr, sq, len, &t2);
+        *s2 += t2;
+        return;
+    }
+#endif
+    for (int64_t q = 0; q < nr; q++)
+        FN(run_sumsq)(x + q * sq, len, s, s2);
 }
 
 /* Whether a block's float-partial sums (run_sums' lowp) are as good as double's: finite; a sum
@@ -294,20 +338,17 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
     }
 #endif
     if (FN_UNSHIFTED && centred) { /* float32: sums of x itself, kept if good enough */
-        for (int64_t q = q0; q < q1; q++)
-            FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, 0.0, 0, &s1, &s2);
+        FN(rows_run_sums)(xg + q0 * sq + l0 * sl, q1 - q0, sq, l1 - l0, sl, 0.0, &s1, &s2);
         const double mu = s1 / n;
         if ((done = fn_unshifted_ok(n, mu, s2 - s1 * mu)))
             k = 0.0;
     }
     if (!done) {
         s1 = s2 = 0.0;
-        for (int64_t q = q0; q < q1; q++) {
-            if (rms)
-                FN(run_sumsq)(xg + q * sq + l0 * sl, l1 - l0, sl, &s2);
-            else
-                FN(run_sums)(xg + q * sq + l0 * sl, l1 - l0, sl, k, 0, &s1, &s2);
-        }
+        if (rms)
+            FN(rows_run_sumsq)(xg + q0 * sq + l0 * sl, q1 - q0, sq, l1 - l0, sl, &s2);
+        else
+            FN(rows_run_sums)(xg + q0 * sq + l0 * sl, q1 - q0, sq, l1 - l0, sl, k, &s1, &s2);
     }
     if (rms) {
         *mean = 0.0;
@@ -358,12 +399,10 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
         k[i] = rms ? 0.0 : fn_shift((double)LD(xg[i][0]));
         cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xg[i], L, sl);
         s1[i] = s2[i] = 0.0;
-        for (int64_t q = 0; q < Q; q++) {
-            if (rms)
-                FN(run_sumsq)(xg[i] + q * sq, L, sl, &s2[i]);
-            else
-                FN(run_sums)(xg[i] + q * sq, L, sl, cen[i] ? 0.0 : k[i], 0, &s1[i], &s2[i]);
-        }
+        if (rms)
+            FN(rows_run_sumsq)(xg[i], Q, sq, L, sl, &s2[i]);
+        else
+            FN(rows_run_sums)(xg[i], Q, sq, L, sl, cen[i] ? 0.0 : k[i], &s1[i], &s2[i]);
     }
     int bad = 0;
     for (int64_t i = 0; i < m; i++) {
@@ -378,8 +417,7 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
         if (!cen[i])
             continue;
         double t1 = 0.0, t2 = 0.0;
-        for (int64_t q = 0; q < Q; q++)
-            FN(run_sums)(xg[i] + q * sq, L, sl, k[i], 0, &t1, &t2);
+        FN(rows_run_sums)(xg[i], Q, sq, L, sl, k[i], &t1, &t2);
         fn_finish_block(n, k[i], t1, t2, &mean[i], &m2[i]);
     }
 }
@@ -1987,3 +2025,4 @@ static const fn_kernel_table FN(table) = {
 #undef FN_SUMS16R
 #undef FN_SUMS16R_0
 #undef FN_TILE16_FN
+#undef FN_ROWS_SIMD

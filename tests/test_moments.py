@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastnorm
+import fastnorm.functional as F
 from fastnorm import Moments, reference
 from fastnorm._moments import _merge_stacked
 
@@ -243,3 +244,26 @@ def test_merge_errors():
         a.merge((2.0, 1.0, 0.0))
     with pytest.raises(TypeError, match="ddof must be a real number"):
         a.var(ddof=None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_every_length(dtype):
+    """Per-channel moments over (N, L) rows, L = 1 to 70: every remainder of the AVX-512 rows
+    loop (steps of 32, 16, 8, then one masked vector; BatchNorm training on NCHW planes takes
+    it), centred (sums of x itself) and 1e4 from zero (shifted sums, the masked lanes shifted
+    under the mask), against the float64 reference; and RMSNorm over (rows, L) groups whose
+    rows are not back to back (its sum of squares through the same loop)."""
+    rng = np.random.default_rng(70)
+    for L in range(1, 71):
+        for offset in (0.0, 1e4):
+            x = (rng.standard_normal((3, 5, L)) + offset).astype(dtype)
+            mean, var = fastnorm.moments(x, (0, 2))
+            rmean, rvar = reference.moments(x, (0, 2))
+            _close(mean, rmean, dtype, f"L={L} offset={offset} mean")
+            _close(var, rvar, dtype, f"L={L} offset={offset} var")
+        base = rng.standard_normal((4, 3, L + 5)).astype(dtype)
+        x = base[:, :, :L]  # rows L + 5 apart
+        got = F.rms_norm(x, (3, L))
+        want = reference.rms_norm(x, (3, L))
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"rms L={L}")

@@ -248,6 +248,23 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
         FN(run_sumsq)(x + q * sq, len, s, s2);
 }
 
+/* Whether a group's rows (several, contiguous, len elements each, sq apart) are short and far
+ * apart, as a channel's rows in NCHW BatchNorm training (one per sample, hundreds of KB apart):
+ * fused_groups then takes FN_GB such groups at a time, row q of every group before row q + 1
+ * (rows_sums_m, and the normalize pass likewise), so that it reads and writes memory in order,
+ * not a few hundred bytes at each of a group's rows, which the hardware prefetchers do not
+ * follow. The same bits as one group at a time. */
+static inline int FN(rows_outer)(int64_t nr, int64_t len, int64_t sq)
+{
+#if FN_AVX512 && defined(FN_ROWS_SIMD)
+    return nr > 1 && len * (int64_t)sizeof(T) <= FN_OUTER_ROW_BYTES &&
+           fn_abs(sq) * (int64_t)sizeof(T) >= 4096 && fn_simd_level() >= 2;
+#else
+    (void)nr, (void)len, (void)sq;
+    return 0;
+#endif
+}
+
 /* Whether a block's float-partial sums (run_sums' lowp) are as good as double's: finite; a sum
  * of squares far above float's underflow (so that terms lost below it do not count); and, with
  * the shift, s2 - s1^2 / n at least 1/16 of s2 (the shift within about 4 standard deviations of
@@ -393,17 +410,28 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
     double k[FN_GB], s1[FN_GB], s2[FN_GB];
     int cen[FN_GB];
     const T *xg[FN_GB];
+    const int outer = sl == 1 && m > 1 && FN(rows_outer)(Q, L, sq);
     int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
     for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
         xg[i] = x + p1 * s->xs[0] + p2 * s->xs[1];
         k[i] = rms ? 0.0 : fn_shift((double)LD(xg[i][0]));
         cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xg[i], L, sl);
         s1[i] = s2[i] = 0.0;
+        if (outer)
+            continue;
         if (rms)
             FN(rows_run_sumsq)(xg[i], Q, sq, L, sl, &s2[i]);
         else
             FN(rows_run_sums)(xg[i], Q, sq, L, sl, cen[i] ? 0.0 : k[i], &s1[i], &s2[i]);
     }
+#if FN_AVX512 && defined(FN_ROWS_SIMD)
+    if (outer) { /* k = 0 (centred, RMSNorm): rows_sums0's bits, and rows_sumsq's in s2 */
+        double kk[FN_GB];
+        for (int64_t i = 0; i < m; i++)
+            kk[i] = cen[i] ? 0.0 : k[i];
+        FN_V512(rows_sums_m)(xg, m, Q, sq, L, kk, s1, s2);
+    }
+#endif
     int bad = 0;
     for (int64_t i = 0; i < m; i++) {
         const double mu = s1[i] / n, q = s2[i] - s1[i] * mu;
@@ -1650,6 +1678,30 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
                           L, s->xs[3], s->ys[3], cm[i], ca[i], cc[i], w, b);
         return;
     }
+    const fn_affine *af = &jb->affine;
+    if (m > 1 && !af->elementwise && af->row_step == 0 && !jb->epilogue.lower &&
+        s->xs[3] == 1 && s->ys[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) {
+        /* rows outer (fn_rows_outer): group_apply's coefficients (its row_coefs, all rows
+         * alike), then row q of every group before row q + 1 */
+        CT cm[FN_GB], ca[FN_GB], cc[FN_GB];
+        const T *xg[FN_GB];
+        T *yg[FN_GB];
+        const CT *w = (const CT *)af->weight, *b = (const CT *)af->bias;
+        int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
+        for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
+            double dl;
+            const int64_t j = p2 * af->group_step;
+            cm[i] = FN(centre)(mean[i], m2[i], &dl);
+            FN(row_coefs)(1, rstd[i], dl, w ? w + j : NULL, b ? b + j : NULL, 0, &ca[i], &cc[i]);
+            xg[i] = x + p1 * s->xs[0] + p2 * s->xs[1];
+            yg[i] = y + p1 * s->ys[0] + p2 * s->ys[1];
+        }
+        for (int64_t q = 0; q < Q; q++)
+            for (int64_t i = 0; i < m; i++)
+                FN_SCALE_RUN(act, xg[i] + q * s->xs[2], yg[i] + q * s->ys[2], L, 1, 1, cm[i],
+                             ca[i], cc[i]);
+        return;
+    }
     for (int64_t l0 = 0; l0 < L; l0 += lc) {
         const int64_t l1 = L - l0 < lc ? L : l0 + lc;
         int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
@@ -1824,6 +1876,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         mb = mb > FN_GB ? FN_GB : mb;
         if (mb < FN_GB && (mb < 4 || 4 * P * gsize * (int64_t)sizeof(T) >= fn_l3_bytes()))
             mb = 1;
+        if (s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2]))
+            mb = FN_GB; /* rows outer (fn_rows_outer) */
         const int long_affine = FN(long_affine)(jb, P);
         if (long_affine)
             mb = FN_AFFINE_ROWS;

@@ -79,8 +79,12 @@ VFUNC int64_t VN(run_sumsq)(const T *x, int64_t len, double *t2)
 #define VROWS_BODY(SHIFT, MSHIFT, ACC1)                                                           \
     V a1 = VZERO(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;                \
     const __mmask8 m = (__mmask8)((1u << (len % VW)) - 1u);                                       \
-    for (int64_t r = 0; r < nr; r++) {                                                            \
-        const T *p = x + r * sq;                                                                  \
+    for (int64_t r = 0; r < nr; r++)                                                              \
+        VROW(x + r * sq, SHIFT, MSHIFT, ACC1)
+/* one row of len elements from P into the accumulators a1 .. d2 (mask m: its remainder) */
+#define VROW(P, SHIFT, MSHIFT, ACC1)                                                              \
+    {                                                                                             \
+        const T *p = (P);                                                                         \
         int64_t i = 0;                                                                            \
         for (; i + 4 * VW <= len; i += 4 * VW) {                                                  \
             const V u = SHIFT(VLOADT(p + i)), v = SHIFT(VLOADT(p + i + VW));                      \
@@ -133,6 +137,33 @@ VFUNC void VN(rows_sums0)(const T *x, int64_t nr, int64_t sq, int64_t len, doubl
     *t1 = VHSUM(VADD(VADD(a1, b1), VADD(c1, d1)));
     *t2 = VHSUM(VADD(VADD(a2, b2), VADD(c2, d2)));
 }
+/* rows_sums of ng groups at once, group i's rows from xg[i] (each nr rows, sq apart, of len),
+ * shifted by k[i] (0: the same bits as rows_sums0, and as rows_sumsq in t2): row q of every
+ * group, then row q + 1, each group with its own accumulators, kept here between its rows.
+ * The same operations per group as rows_sums, so the same bits; the rows of neighbouring groups
+ * (a sample's channels) are read in memory order rather than one group's rows hundreds of KB
+ * apart (fused_groups, fn_rows_outer). */
+VFUNC void VN(rows_sums_m)(const T *const *xg, int64_t ng, int64_t nr, int64_t sq, int64_t len,
+                           const double *k, double *t1, double *t2)
+{
+    V acc[8 * FN_GB];
+    for (int64_t j = 0; j < 8 * ng; j++)
+        acc[j] = VZERO();
+    const __mmask8 m = (__mmask8)((1u << (len % VW)) - 1u);
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t g = 0; g < ng; g++) {
+            V *h = acc + 8 * g;
+            V a1 = h[0], b1 = h[1], c1 = h[2], d1 = h[3], a2 = h[4], b2 = h[5], c2 = h[6], d2 = h[7];
+            const V kv = VSET1(k[g]);
+            VROW(xg[g] + r * sq, VSHIFT_K, VMSHIFT_K, VACC)
+            h[0] = a1, h[1] = b1, h[2] = c1, h[3] = d1, h[4] = a2, h[5] = b2, h[6] = c2, h[7] = d2;
+        }
+    for (int64_t g = 0; g < ng; g++) {
+        const V *h = acc + 8 * g;
+        t1[g] = VHSUM(VADD(VADD(h[0], h[1]), VADD(h[2], h[3])));
+        t2[g] = VHSUM(VADD(VADD(h[4], h[5]), VADD(h[6], h[7])));
+    }
+}
 /* rows_sums0's sum of squares alone (RMSNorm): the same accumulators in the same order */
 VFUNC void VN(rows_sumsq)(const T *x, int64_t nr, int64_t sq, int64_t len, double *t2)
 {
@@ -146,6 +177,7 @@ VFUNC void VN(rows_sumsq)(const T *x, int64_t nr, int64_t sq, int64_t len, doubl
 #undef VMSHIFT_K
 #undef VSHIFT_NONE
 #undef VROWS_BODY
+#undef VROW
 #undef VLOADT_M
 #undef VMSUB
 #endif

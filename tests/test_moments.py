@@ -267,3 +267,35 @@ def test_rows_of_every_length(dtype):
         want = reference.rms_norm(x, (3, L))
         tol = 1e-6 if dtype == np.float32 else 1e-13
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"rms L={L}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_rows_far_apart_give_one_channel_bits(dtype):
+    """Training BatchNorm on NCHW planes of a few hundred bytes with rows 4 KB and more apart
+    takes its channels 16 at a time, row q of each before row q + 1 (fused_groups, rows_outer):
+    each channel's statistics and output must have the bits it gets alone (a one-channel slice,
+    the same rows), for any thread count, centred, far from zero (shifted sums) and with NaN."""
+    rng = np.random.default_rng(11)
+    for H, W in ((5, 7), (7, 7), (2, 3), (16, 16)):
+        for offset in (0.0, 1e4):
+            x = (rng.standard_normal((6, 64, H, W)) * 2 + offset).astype(dtype)
+            x[1, 3, 0, 0] = np.nan
+            w = rng.standard_normal(64).astype(dtype)
+            b = rng.standard_normal(64).astype(dtype)
+            threads = fastnorm.get_num_threads()
+            try:
+                outs = []
+                for nt in (1, 2):
+                    fastnorm.set_num_threads(nt)
+                    outs.append(F.batch_norm(x, None, None, w, b, training=True))
+            finally:
+                fastnorm.set_num_threads(threads)
+            assert np.array_equal(outs[0], outs[1], equal_nan=True), (H, W, offset)
+            for c in (0, 3, 17, 63):
+                one = F.batch_norm(x[:, c:c + 1], None, None, w[c:c + 1], b[c:c + 1],
+                                   training=True)
+                assert np.array_equal(outs[0][:, c:c + 1], one, equal_nan=True), (H, W, offset, c)
+            want = reference.batch_norm(x, None, None, w, b, training=True)
+            tol = 2e-5 if dtype == np.float32 else 1e-10  # |x| ~ 1e4: ~1e-12 absolute
+            fin = np.isfinite(want)
+            np.testing.assert_allclose(outs[0][fin], want[fin], rtol=tol, atol=tol)

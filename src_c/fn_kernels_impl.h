@@ -1876,8 +1876,9 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         mb = mb > FN_GB ? FN_GB : mb;
         if (mb < FN_GB && (mb < 4 || 4 * P * gsize * (int64_t)sizeof(T) >= fn_l3_bytes()))
             mb = 1;
-        if (s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2]))
-            mb = FN_GB; /* rows outer (fn_rows_outer) */
+        if (s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) /* rows outer (fn_rows_outer): */
+            mb = FN_OUTER_BYTES / (gsize * (int64_t)sizeof(T)); /* as many groups as fit L2 */
+        mb = mb > FN_GB ? FN_GB : mb < 1 ? 1 : mb;
         const int long_affine = FN(long_affine)(jb, P);
         if (long_affine)
             mb = FN_AFFINE_ROWS;

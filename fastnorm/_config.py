@@ -47,7 +47,7 @@ def show_config():
           f"{oc['hits']} reused, {oc['misses']} fresh)")
     cpu = cfg["cpu"]
     stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB "
-              f"({cpu['stream_bytes_wb'] / mib:g} MiB: float32 with weight and bias; "
+              f"({cpu['stream_bytes_wb'] / mib:g} MiB: float32 with elementwise weight and bias; "
               f"{cpu['stream_bytes_cols'] / mib:g} MiB: channels-last; "
               f"{cpu['stream_bytes_later'] / mib:g} MiB: eval calls, float16/bfloat16)"
               if cpu["stream_bytes"] else "no streaming stores")

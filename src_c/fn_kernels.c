@@ -44,7 +44,6 @@ static inline void fn_nt_flush(void) {}
 #define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
 #define FN_GB_BYTES 16384 /* ... when FN_GB of them fit in this much: in L1 for the normalize */
 #define FN_OUTER_ROW_BYTES 2048 /* longest rows that fused_groups takes rows outer (rows_outer) */
-#define FN_OUTER_BYTES (512 * 1024) /* ... and the most bytes of groups it takes so, at a time */
 #define FN_AFFINE_COLS 1024 /* columns of long affine rows normalized at a time (fused_groups) */
 #define FN_AFFINE_ROWS 4     /* long affine rows fused_groups takes at a time ... */
 #define FN_AFFINE_BYTES (256 * 1024) /* ... when they take at most this much */
@@ -1553,7 +1552,7 @@ static int64_t fn_stream_bytes_cols(void) { return fn_stream_bytes() * 3 / 2; }
  * one on a busy machine; earlier on a quiet one 0.83-0.85x for rows of 768, 0.91-1.09x for
  * 1536. float64 measured slower streamed there (1.09-1.31x), and RMSNorm's weight alone mixed
  * (0.83-1.27x) at 8 MiB: they keep fn_stream_bytes. */
-static int64_t fn_stream_bytes_wb(void) { return fn_stream_bytes() / 4 * 3; }
+static int64_t fn_stream_bytes_wb(void) { return fn_stream_bytes() - fn_stream_bytes() / 4; }
 
 /* Which of these thresholds out_act (fn_kernels_impl.h) compares an output with */
 enum { FN_SB_ROWS, FN_SB_COLS, FN_SB_WB };

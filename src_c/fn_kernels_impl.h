@@ -249,11 +249,12 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
 }
 
 /* Whether a group's rows (several, contiguous, len elements each, sq apart) are short and far
- * apart, as a channel's rows in NCHW BatchNorm training (one per sample, hundreds of KB apart):
- * fused_groups then takes FN_GB such groups at a time, row q of every group before row q + 1
- * (rows_sums_m, and the normalize pass likewise), so that it reads and writes memory in order,
- * not a few hundred bytes at each of a group's rows, which the hardware prefetchers do not
- * follow. The same bits as one group at a time. */
+ * apart, as a channel's rows in NCHW BatchNorm training (one per sample, hundreds of KB apart).
+ * Where such groups are also one statistics block each (at most FN_BLOCK elements: N * H * W <=
+ * 4096 for BatchNorm), normalize_rows' fused path takes up to FN_GB of them at a time (at most
+ * P / threads) and fused_groups reads row q of every group before row q + 1 (rows_sums_m, and
+ * the normalize pass likewise): memory in order, not a few hundred bytes at each of a group's
+ * rows, which the hardware prefetchers do not follow. The same bits as one group at a time. */
 static inline int FN(rows_outer)(int64_t nr, int64_t len, int64_t sq)
 {
 #if FN_AVX512 && defined(FN_ROWS_SIMD)
@@ -407,7 +408,7 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
         L *= Q;
         Q = 1;
     }
-    double k[FN_GB], s1[FN_GB], s2[FN_GB];
+    double k[FN_GB], kk[FN_GB], s1[FN_GB], s2[FN_GB];
     int cen[FN_GB];
     const T *xg[FN_GB];
     const int outer = sl == 1 && m > 1 && FN(rows_outer)(Q, L, sq);
@@ -417,20 +418,17 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
         k[i] = rms ? 0.0 : fn_shift((double)LD(xg[i][0]));
         cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xg[i], L, sl);
         s1[i] = s2[i] = 0.0;
+        kk[i] = cen[i] ? 0.0 : k[i];
         if (outer)
             continue;
         if (rms)
             FN(rows_run_sumsq)(xg[i], Q, sq, L, sl, &s2[i]);
         else
-            FN(rows_run_sums)(xg[i], Q, sq, L, sl, cen[i] ? 0.0 : k[i], &s1[i], &s2[i]);
+            FN(rows_run_sums)(xg[i], Q, sq, L, sl, kk[i], &s1[i], &s2[i]);
     }
 #if FN_AVX512 && defined(FN_ROWS_SIMD)
-    if (outer) { /* k = 0 (centred, RMSNorm): rows_sums0's bits, and rows_sumsq's in s2 */
-        double kk[FN_GB];
-        for (int64_t i = 0; i < m; i++)
-            kk[i] = cen[i] ? 0.0 : k[i];
+    if (outer) /* kk = 0 (centred, RMSNorm): rows_sums0's bits, and rows_sumsq's in s2 */
         FN_V512(rows_sums_m)(xg, m, Q, sq, L, kk, s1, s2);
-    }
 #endif
     int bad = 0;
     for (int64_t i = 0; i < m; i++) {
@@ -1681,7 +1679,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     const fn_affine *af = &jb->affine;
     if (m > 1 && !af->elementwise && af->row_step == 0 && !jb->epilogue.lower &&
         s->xs[3] == 1 && s->ys[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) {
-        /* rows outer (fn_rows_outer): group_apply's coefficients (its row_coefs, all rows
+        /* rows outer (FN(rows_outer)): group_apply's coefficients (its row_coefs, all rows
          * alike), then row q of every group before row q + 1 */
         CT cm[FN_GB], ca[FN_GB], cc[FN_GB];
         const T *xg[FN_GB];
@@ -1876,9 +1874,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         mb = mb > FN_GB ? FN_GB : mb;
         if (mb < FN_GB && (mb < 4 || 4 * P * gsize * (int64_t)sizeof(T) >= fn_l3_bytes()))
             mb = 1;
-        if (s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) /* rows outer (fn_rows_outer): */
-            mb = FN_OUTER_BYTES / (gsize * (int64_t)sizeof(T)); /* as many groups as fit L2 */
-        mb = mb > FN_GB ? FN_GB : mb < 1 ? 1 : mb;
+        if (s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2]))
+            mb = FN_GB; /* rows outer (FN(rows_outer); one-block groups only, below) */
         const int long_affine = FN(long_affine)(jb, P);
         if (long_affine)
             mb = FN_AFFINE_ROWS;

@@ -10,7 +10,7 @@
  *   VLOADT(p)     VW elements of T at p, widened to doubles
  *   VLOADT_M(m, p), VMSUB(m, a, b)   (optional; AVX-512 float32 / float64) VLOADT of the lanes
  *                 of mask m, zeros elsewhere, and a - b in those lanes, zeros elsewhere: they
- *                 add the rows loops (rows_sums, rows_sums0, rows_sumsq)
+ *                 add the rows loops (rows_sums, rows_sums0, rows_sumsq, rows_sums_m)
  *
  * Four independent accumulator pairs per step hide the latency of the adds and FMAs. Lanes are
  * combined in a fixed order, so results depend on the ISA, never on the thread count. */
@@ -142,7 +142,7 @@ VFUNC void VN(rows_sums0)(const T *x, int64_t nr, int64_t sq, int64_t len, doubl
  * group, then row q + 1, each group with its own accumulators, kept here between its rows.
  * The same operations per group as rows_sums, so the same bits; the rows of neighbouring groups
  * (a sample's channels) are read in memory order rather than one group's rows hundreds of KB
- * apart (fused_groups, fn_rows_outer). */
+ * apart (fused_groups, rows_outer in fn_kernels_impl.h). */
 VFUNC void VN(rows_sums_m)(const T *const *xg, int64_t ng, int64_t nr, int64_t sq, int64_t len,
                            const double *k, double *t1, double *t2)
 {

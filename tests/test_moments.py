@@ -276,25 +276,35 @@ def test_short_rows_far_apart_give_one_channel_bits(dtype):
     each channel's statistics and output must have the bits it gets alone (a one-channel slice,
     the same rows), for any thread count, centred, far from zero (shifted sums) and with NaN."""
     rng = np.random.default_rng(11)
+    C = 192  # rows C * H * W elements apart: 4.6 KB and more for 2x3 planes
     for H, W in ((5, 7), (7, 7), (2, 3), (16, 16)):
         for offset in (0.0, 1e4):
-            x = (rng.standard_normal((6, 64, H, W)) * 2 + offset).astype(dtype)
+            x = (rng.standard_normal((6, C, H, W)) * 2 + offset).astype(dtype)
             x[1, 3, 0, 0] = np.nan
-            w = rng.standard_normal(64).astype(dtype)
-            b = rng.standard_normal(64).astype(dtype)
+            w = rng.standard_normal(C).astype(dtype)
+            b = rng.standard_normal(C).astype(dtype)
             threads = fastnorm.get_num_threads()
             try:
-                outs = []
+                outs, runs = [], []
                 for nt in (1, 2):
                     fastnorm.set_num_threads(nt)
-                    outs.append(F.batch_norm(x, None, None, w, b, training=True))
+                    rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+                    outs.append(F.batch_norm(x, rm, rv, w, b, training=True))
+                    runs.append((rm, rv))
             finally:
                 fastnorm.set_num_threads(threads)
             assert np.array_equal(outs[0], outs[1], equal_nan=True), (H, W, offset)
-            for c in (0, 3, 17, 63):
-                one = F.batch_norm(x[:, c:c + 1], None, None, w[c:c + 1], b[c:c + 1],
-                                   training=True)
-                assert np.array_equal(outs[0][:, c:c + 1], one, equal_nan=True), (H, W, offset, c)
+            silu = F.batch_norm(x, None, None, w, b, training=True, activation="silu")
+            for c in (0, 3, 17, C - 1):
+                sl = slice(c, c + 1)
+                rm, rv = np.zeros(1, dtype), np.ones(1, dtype)
+                one = F.batch_norm(x[:, sl], rm, rv, w[sl], b[sl], training=True)
+                assert np.array_equal(outs[0][:, sl], one, equal_nan=True), (H, W, offset, c)
+                assert np.array_equal(runs[0][0][sl], rm, equal_nan=True), "running mean"
+                assert np.array_equal(runs[0][1][sl], rv, equal_nan=True), "running var"
+                one = F.batch_norm(x[:, sl], None, None, w[sl], b[sl], training=True,
+                                   activation="silu")
+                assert np.array_equal(silu[:, sl], one, equal_nan=True), (H, W, offset, c)
             want = reference.batch_norm(x, None, None, w, b, training=True)
             tol = 2e-5 if dtype == np.float32 else 1e-10  # |x| ~ 1e4: ~1e-12 absolute
             fin = np.isfinite(want)

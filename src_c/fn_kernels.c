@@ -44,6 +44,7 @@ static inline void fn_nt_flush(void) {}
 #define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
 #define FN_GB_BYTES 16384 /* ... when FN_GB of them fit in this much: in L1 for the normalize */
 #define FN_OUTER_ROW_BYTES 2048 /* longest rows that fused_groups takes rows outer (rows_outer) */
+#define FN_OUTER_BYTES (512 * 1024) /* ... where FN_GB of their groups fit in this much */
 #define FN_AFFINE_COLS 1024 /* columns of long affine rows normalized at a time (fused_groups) */
 #define FN_AFFINE_ROWS 4     /* long affine rows fused_groups takes at a time ... */
 #define FN_AFFINE_BYTES (256 * 1024) /* ... when they take at most this much */

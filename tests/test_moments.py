@@ -272,14 +272,16 @@ def test_rows_of_every_length(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_short_rows_far_apart_give_one_channel_bits(dtype):
     """Training BatchNorm on NCHW planes of a few hundred bytes with rows 4 KB and more apart
-    takes its channels 16 at a time, row q of each before row q + 1 (fused_groups, rows_outer):
+    takes its channels up to 16 at a time, row q of each before row q + 1 (fused_groups,
+    rows_outer; outer_moments where a channel is several statistics blocks):
     each channel's statistics and output must have the bits it gets alone (a one-channel slice,
     the same rows), for any thread count, centred, far from zero (shifted sums) and with NaN."""
     rng = np.random.default_rng(11)
     C = 192  # rows C * H * W elements apart: 4.6 KB and more for 2x3 planes
-    for H, W in ((5, 7), (7, 7), (2, 3), (16, 16)):
+    # N * H * W > 4096 (the last two): channels of two statistics blocks (outer_moments)
+    for N, H, W in ((6, 5, 7), (6, 7, 7), (6, 2, 3), (6, 16, 16), (12, 18, 20), (40, 8, 16)):
         for offset in (0.0, 1e4):
-            x = (rng.standard_normal((6, C, H, W)) * 2 + offset).astype(dtype)
+            x = (rng.standard_normal((N, C, H, W)) * 2 + offset).astype(dtype)
             x[1, 3, 0, 0] = np.nan
             w = rng.standard_normal(C).astype(dtype)
             b = rng.standard_normal(C).astype(dtype)
@@ -293,18 +295,23 @@ def test_short_rows_far_apart_give_one_channel_bits(dtype):
                     runs.append((rm, rv))
             finally:
                 fastnorm.set_num_threads(threads)
-            assert np.array_equal(outs[0], outs[1], equal_nan=True), (H, W, offset)
+            assert np.array_equal(outs[0], outs[1], equal_nan=True), (N, H, W, offset)
             silu = F.batch_norm(x, None, None, w, b, training=True, activation="silu")
+            _, mean, invstd = F.native_batch_norm(x, w, b, None, None, True, 0.1, 1e-5)
             for c in (0, 3, 17, C - 1):
                 sl = slice(c, c + 1)
+                _, m1, i1 = F.native_batch_norm(x[:, sl], w[sl], b[sl], None, None, True, 0.1,
+                                                1e-5)  # the float64 statistics themselves
+                assert np.array_equal(mean[sl], m1, equal_nan=True), (N, H, W, offset, c)
+                assert np.array_equal(invstd[sl], i1, equal_nan=True), (N, H, W, offset, c)
                 rm, rv = np.zeros(1, dtype), np.ones(1, dtype)
                 one = F.batch_norm(x[:, sl], rm, rv, w[sl], b[sl], training=True)
-                assert np.array_equal(outs[0][:, sl], one, equal_nan=True), (H, W, offset, c)
+                assert np.array_equal(outs[0][:, sl], one, equal_nan=True), (N, H, W, offset, c)
                 assert np.array_equal(runs[0][0][sl], rm, equal_nan=True), "running mean"
                 assert np.array_equal(runs[0][1][sl], rv, equal_nan=True), "running var"
                 one = F.batch_norm(x[:, sl], None, None, w[sl], b[sl], training=True,
                                    activation="silu")
-                assert np.array_equal(silu[:, sl], one, equal_nan=True), (H, W, offset, c)
+                assert np.array_equal(silu[:, sl], one, equal_nan=True), (N, H, W, offset, c)
             want = reference.batch_norm(x, None, None, w, b, training=True)
             tol = 2e-5 if dtype == np.float32 else 1e-10  # |x| ~ 1e4: ~1e-12 absolute
             fin = np.isfinite(want)

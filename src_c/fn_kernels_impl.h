@@ -255,6 +255,8 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
  * row q + 1 (rows_sums_m through short_moments, or outer_moments for groups of several blocks;
  * the normalize pass likewise): memory in order, not a few hundred bytes at each of a group's
  * rows, which the hardware prefetchers do not follow. The same bits as one group at a time.
+ * (Rows of FN_OUTER_ROW_BYTES are far shorter than FN_BLOCK elements: blocks are whole rows.
+ * float64 groups of several blocks exceed FN_OUTER_BYTES: outer_moments runs for float32.)
  * Two threads, against one group at a time: BatchNorm training (64, 2048, 7, 7) and (16, 2048,
  * 7, 7) 0.75-0.87x the time, (32, 1024, 14, 14) 0.76-0.87x, (16, 512, 22, 22) 0.63-0.79x; with
  * 10 groups of 50 KB at a time (64, 1024, 14, 14) was 0.89-1.10x, 4 of 124 KB (64, 512, 22, 22)
@@ -1671,7 +1673,8 @@ static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
  * normalization while in cache, cols columns of each group at a time. normalize_rows takes
  * small one-block groups FN_GB at a time: the divisions and square roots of all m then run in
  * one loop that vectorizes, where one group after another they form a chain of dependent
- * divisions that dominated groups of a few dozen elements (InstanceNorm on 4x4 to 8x8 maps). */
+ * divisions that dominated groups of a few dozen elements (InstanceNorm on 4x4 to 8x8 maps);
+ * and rows-outer groups (FN(rows_outer)) up to FN_GB at a time, of one block or several. */
 static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, const fn_row_job *jb,
                                     const fn_rowplan *pl, int act, int64_t cols)
 {
@@ -1684,7 +1687,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     else
 #endif
 #if FN_AVX512 && defined(FN_ROWS_SIMD)
-    if (m > 1 && s->row_len < FN_BLOCK && s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2]))
+    if (m > 1 && s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) /* rows < FN_BLOCK */
         FN(outer_moments)(x, s, pl, g0, m, jb->stats.rms, mean, m2);
     else
 #endif

@@ -278,7 +278,8 @@ def test_short_rows_far_apart_give_one_channel_bits(dtype):
     the same rows), for any thread count, centred, far from zero (shifted sums) and with NaN."""
     rng = np.random.default_rng(11)
     C = 192  # rows C * H * W elements apart: 4.6 KB and more for 2x3 planes
-    # N * H * W > 4096 (the last two): channels of two statistics blocks (outer_moments)
+    # N * H * W > 4096 (the last two): float32 channels of two statistics blocks
+    # (outer_moments; float64's exceed 512 KB sixteen at a time and go one at a time)
     for N, H, W in ((6, 5, 7), (6, 7, 7), (6, 2, 3), (6, 16, 16), (12, 18, 20), (40, 8, 16)):
         for offset in (0.0, 1e4):
             x = (rng.standard_normal((N, C, H, W)) * 2 + offset).astype(dtype)
@@ -316,3 +317,33 @@ def test_short_rows_far_apart_give_one_channel_bits(dtype):
             tol = 2e-5 if dtype == np.float32 else 1e-10  # |x| ~ 1e4: ~1e-12 absolute
             fin = np.isfinite(want)
             np.testing.assert_allclose(outs[0][fin], want[fin], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padded_planes_give_one_plane_bits(dtype):
+    """InstanceNorm and FilterResponseNorm (a sum of squares) on planes of rows 4 KB apart
+    (a padded image, base[..., :W]) take the planes rows outer, float32's in two or three
+    statistics blocks (outer_moments): each plane's output must have the bits it gets alone,
+    with blocks that start at 0 (no shift), with inf and NaN, centred and far from zero."""
+    rng = np.random.default_rng(12)
+    for shape, W in (((2, 16, 50, 1024), 100), ((3, 8, 27, 1100), 300)):
+        for offset in (0.0, 1e4):
+            base = (rng.standard_normal(shape) + offset).astype(dtype)
+            x = base[..., :W]
+            x[0, 1, 0, 0] = 0.0       # a block whose first value is 0
+            x[0, 2, 4096 // W, 0] = 0.0  # float32: the second block's first value
+            x[1, 3, 5, 7] = np.inf
+            x[1, 4, 0, 0] = np.nan
+            ins = F.instance_norm(x)
+            frn = F.filter_response_norm(x)
+            for n, c in ((0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 7)):
+                one = x[n:n + 1, c:c + 1]
+                assert np.array_equal(ins[n:n + 1, c:c + 1], F.instance_norm(one),
+                                      equal_nan=True), (shape, offset, n, c)
+                assert np.array_equal(frn[n:n + 1, c:c + 1], F.filter_response_norm(one),
+                                      equal_nan=True), (shape, offset, n, c)
+            with np.errstate(invalid="ignore"):  # inf - inf in the reference
+                want = reference.instance_norm(x)
+            fin = np.isfinite(want) & np.isfinite(ins)
+            tol = 2e-5 if dtype == np.float32 else 1e-10
+            np.testing.assert_allclose(ins[fin], want[fin], rtol=tol, atol=tol)

@@ -257,8 +257,8 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
  * rows, which the hardware prefetchers do not follow. The same bits as one group at a time.
  * (Rows of FN_OUTER_ROW_BYTES are far shorter than FN_BLOCK elements: blocks are whole rows.
  * float64 groups of several blocks exceed FN_OUTER_BYTES: outer_moments runs for float32.)
- * Two threads, against one group at a time: BatchNorm training (64, 2048, 7, 7) and (16, 2048,
- * 7, 7) 0.75-0.87x the time, (32, 1024, 14, 14) 0.76-0.87x, (16, 512, 22, 22) 0.63-0.79x; with
+ * Two threads, against one group at a time: BatchNorm training (16, 2048, 7, 7) 0.75-0.79x the
+ * time, (64, 2048, 7, 7) 0.80-0.99x, (32, 1024, 14, 14) 0.75-0.87x, (16, 512, 22, 22) 0.63-0.79x; with
  * 10 groups of 50 KB at a time (64, 1024, 14, 14) was 0.89-1.10x, 4 of 124 KB (64, 512, 22, 22)
  * 0.98-1.05x: those keep one group at a time. */
 static inline int FN(rows_outer)(int64_t nr, int64_t len, int64_t sq)

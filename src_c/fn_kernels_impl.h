@@ -258,9 +258,9 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
  * (Rows of FN_OUTER_ROW_BYTES are far shorter than FN_BLOCK elements: blocks are whole rows.
  * float64 groups of several blocks exceed FN_OUTER_BYTES: outer_moments runs for float32.)
  * Two threads, against one group at a time: BatchNorm training (16, 2048, 7, 7) 0.75-0.79x the
- * time, (64, 2048, 7, 7) 0.80-0.99x, (32, 1024, 14, 14) 0.75-0.87x, (16, 512, 22, 22) 0.63-0.79x; with
- * 10 groups of 50 KB at a time (64, 1024, 14, 14) was 0.89-1.10x, 4 of 124 KB (64, 512, 22, 22)
- * 0.98-1.05x: those keep one group at a time. */
+ * time, (64, 2048, 7, 7) 0.80-0.99x, (32, 1024, 14, 14) 0.75-0.87x, (16, 512, 22, 22)
+ * 0.63-0.79x; with 10 groups of 50 KB at a time (64, 1024, 14, 14) was 0.89-1.10x, 4 of 124 KB
+ * (64, 512, 22, 22) 0.98-1.05x: those keep one group at a time. */
 static inline int FN(rows_outer)(int64_t nr, int64_t len, int64_t sq)
 {
 #if FN_AVX512 && defined(FN_ROWS_SIMD)
@@ -1349,9 +1349,10 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
 /* The run-table index a normalize pass uses: act, or FN_ACT_STREAM (streaming stores) for an
  * activation-free output of out_bytes past the threshold of kind (FN_SB_ROWS, _COLS: the
  * column layouts, _WB: float32 rows with a weight and bias) whose contiguous runs are long
- * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly unaligned head and tail, and channels-last rows of 64
- * channels or fewer measured slower streamed than with their coefficients in registers). once:
- * the call reads its input only in this pass (fn_epilogue). */
+ * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
+ * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
+ * streamed than with their coefficients in registers). once: the call reads its input only in
+ * this pass (fn_epilogue). */
 static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once, int kind)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)

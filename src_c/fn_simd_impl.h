@@ -153,7 +153,8 @@ VFUNC void VN(rows_sums_m)(const T *const *xg, int64_t ng, int64_t nr, int64_t s
     for (int64_t r = 0; r < nr; r++)
         for (int64_t g = 0; g < ng; g++) {
             V *h = acc + 8 * g;
-            V a1 = h[0], b1 = h[1], c1 = h[2], d1 = h[3], a2 = h[4], b2 = h[5], c2 = h[6], d2 = h[7];
+            V a1 = h[0], b1 = h[1], c1 = h[2], d1 = h[3];
+            V a2 = h[4], b2 = h[5], c2 = h[6], d2 = h[7];
             const V kv = VSET1(k[g]);
             VROW(xg[g] + r * sq, VSHIFT_K, VMSHIFT_K, VACC)
             h[0] = a1, h[1] = b1, h[2] = c1, h[3] = d1, h[4] = a2, h[5] = b2, h[6] = c2, h[7] = d2;

@@ -1553,7 +1553,11 @@ static int64_t fn_stream_bytes_cols(void) { return fn_stream_bytes() * 3 / 2; }
  * one on a busy machine; earlier on a quiet one 0.83-0.85x for rows of 768, 0.91-1.09x for
  * 1536. float64 measured slower streamed there (1.09-1.31x), and RMSNorm's weight alone mixed
  * (0.83-1.27x) at 8 MiB: they keep fn_stream_bytes. */
-static int64_t fn_stream_bytes_wb(void) { return fn_stream_bytes() - fn_stream_bytes() / 4; }
+static int64_t fn_stream_bytes_wb(void)
+{
+    const int64_t sb = fn_stream_bytes();
+    return sb - sb / 4;
+}
 
 /* Which of these thresholds out_act (fn_kernels_impl.h) compares an output with */
 enum { FN_SB_ROWS, FN_SB_COLS, FN_SB_WB };

@@ -248,8 +248,9 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
         FN(run_sumsq)(x + q * sq, len, s, s2);
 }
 
-/* Whether a group's rows (several, contiguous, len elements each, sq apart) are short and far
- * apart, as a channel's rows in NCHW BatchNorm training (one per sample, hundreds of KB apart).
+/* Whether a group's rows (several, contiguous: sl == 1, len elements each, sq apart) are short
+ * and far apart, as a channel's rows in NCHW BatchNorm training (one per sample, hundreds of KB
+ * apart).
  * Where FN_GB such groups fit in FN_OUTER_BYTES, normalize_rows' fused path takes up to FN_GB
  * of them at a time (at most P / threads) and fused_groups reads row q of every group before
  * row q + 1 (rows_sums_m through short_moments, or outer_moments for groups of several blocks;
@@ -261,13 +262,13 @@ static inline void FN(rows_run_sumsq)(const T *x, int64_t nr, int64_t sq, int64_
  * time, (64, 2048, 7, 7) 0.80-0.99x, (32, 1024, 14, 14) 0.75-0.87x, (16, 512, 22, 22)
  * 0.63-0.79x; with 10 groups of 50 KB at a time (64, 1024, 14, 14) was 0.89-1.10x, 4 of 124 KB
  * (64, 512, 22, 22) 0.98-1.05x: those keep one group at a time. */
-static inline int FN(rows_outer)(int64_t nr, int64_t len, int64_t sq)
+static inline int FN(rows_outer)(int64_t nr, int64_t len, int64_t sq, int64_t sl)
 {
 #if FN_AVX512 && defined(FN_ROWS_SIMD)
-    return nr > 1 && len * (int64_t)sizeof(T) <= FN_OUTER_ROW_BYTES &&
+    return sl == 1 && nr > 1 && len * (int64_t)sizeof(T) <= FN_OUTER_ROW_BYTES &&
            fn_abs(sq) * (int64_t)sizeof(T) >= 4096 && fn_simd_level() >= 2;
 #else
-    (void)nr, (void)len, (void)sq;
+    (void)nr, (void)len, (void)sq, (void)sl;
     return 0;
 #endif
 }
@@ -417,7 +418,7 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
     double k[FN_GB], kk[FN_GB], s1[FN_GB], s2[FN_GB];
     int cen[FN_GB];
     const T *xg[FN_GB];
-    const int outer = sl == 1 && m > 1 && FN(rows_outer)(Q, L, sq);
+    const int outer = m > 1 && FN(rows_outer)(Q, L, sq, sl);
     int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
     for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
         xg[i] = x + p1 * s->xs[0] + p2 * s->xs[1];
@@ -1688,7 +1689,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     else
 #endif
 #if FN_AVX512 && defined(FN_ROWS_SIMD)
-    if (m > 1 && s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) /* rows < FN_BLOCK */
+    if (m > 1 && FN(rows_outer)(Q, L, s->xs[2], s->xs[3])) /* rows < FN_BLOCK */
         FN(outer_moments)(x, s, pl, g0, m, jb->stats.rms, mean, m2);
     else
 #endif
@@ -1747,7 +1748,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
     }
     const fn_affine *af = &jb->affine;
     if (m > 1 && !af->elementwise && af->row_step == 0 && !jb->epilogue.lower &&
-        s->xs[3] == 1 && s->ys[3] == 1 && FN(rows_outer)(Q, L, s->xs[2])) {
+        s->ys[3] == 1 && FN(rows_outer)(Q, L, s->xs[2], s->xs[3])) {
         /* rows outer (FN(rows_outer)): group_apply's coefficients (its row_coefs, all rows
          * alike), then row q of every group before row q + 1 */
         CT cm[FN_GB], ca[FN_GB], cc[FN_GB];
@@ -1944,7 +1945,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         if (mb < FN_GB && (mb < 4 || 4 * P * gsize * (int64_t)sizeof(T) >= fn_l3_bytes()))
             mb = 1;
         /* rows outer (FN(rows_outer)), FN_GB groups at a time where they stay in L2 together */
-        const int outer = s->xs[3] == 1 && FN(rows_outer)(Q, L, s->xs[2]) &&
+        const int outer = FN(rows_outer)(Q, L, s->xs[2], s->xs[3]) &&
                           FN_GB * gsize * (int64_t)sizeof(T) <= FN_OUTER_BYTES;
         if (outer)
             mb = FN_GB;

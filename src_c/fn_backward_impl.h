@@ -519,7 +519,7 @@ static int FN(grad_sums_impl)(const T *x, const T *dy, const fn_rows *s, const d
     if (cpl == 1) {
         const int64_t rpu = FN_BLOCK / L, U = (E + rpu - 1) / rpu;
         const int nt = fn_eff_threads(E * L, U, n_threads);
-        FN_PFOR(nt, u, U, {
+        FN_PFOR(n_threads, nt, u, U, {
             const int64_t e1 = (u + 1) * rpu < E ? (u + 1) * rpu : E;
             for (int64_t e = u * rpu; e < e1; e++)
                 FN(grad_row_total)(x, dy, s, e, FN_GRAD_CENTRE(e), &sum_dy[e], &sum_dyxc[e]);
@@ -531,7 +531,7 @@ static int FN(grad_sums_impl)(const T *x, const T *dy, const fn_rows *s, const d
     if (!part)
         return FN_ENOMEM;
     const int nt = fn_eff_threads(E * L, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t e = u / cpl, l0 = (u % cpl) * FN_BLOCK;
         const int64_t n = l0 + FN_BLOCK < L ? FN_BLOCK : L - l0;
         double t1 = 0.0, t2 = 0.0;
@@ -587,7 +587,7 @@ static int FN(grad_apply_rows)(const void *xv, const void *dyv, void *dxv,
     int64_t cpl, rpu;
     const int64_t U = FN(grad_units)(E, L, &cpl, &rpu);
     const int nt = fn_eff_threads(E * L, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         int64_t e0, e1, l0, l1;
         FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
         for (int64_t e = e0; e < e1; e++) {
@@ -698,7 +698,7 @@ static int FN(grad_cols_impl)(const T *x, const T *dy, T *dx, const fn_grad_col_
         p2s = buf + P1 * nrb * C;
     }
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t o = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
         const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
         const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
@@ -713,7 +713,7 @@ static int FN(grad_cols_impl)(const T *x, const T *dy, T *dx, const fn_grad_col_
     });
     free(ca);
     if (buf) {
-        FN_PFOR(nt, i, P1 * C, {
+        FN_PFOR(n_threads, nt, i, P1 * C, {
             const int64_t o = i / C, c = i % C;
             double s1 = 0.0, s2 = 0.0;
             for (int64_t b = 0; b < nrb; b++) {
@@ -807,7 +807,7 @@ static int FN(grad_apply_cols)(const void *xv, const void *dyv, void *dxv,
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
     const int64_t nrc = (R + rc - 1) / rc, U = P1 * nrc;
     const int nt = fn_eff_threads(P1 * R * C, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t o = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = o * C;
         int64_t r = r0;
@@ -920,7 +920,7 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
     const double z = nrb > 1 ? 0.0 : -0.0;
     const int ntf = fn_eff_threads(E * R, P1, n_threads);
     if (C <= FN_CB && P1 >= 2 * ntf && 2 * R * C * (int64_t)sizeof(T) <= fn_fuse_bytes(ntf)) {
-        FN_PFOR(ntf, o, P1, {
+        FN_PFOR(n_threads, ntf, o, P1, {
             double s1[FN_CB], s2[FN_CB], t1[FN_CB], t2[FN_CB];
             CT mh[FN_CB], a[FN_CB], b[FN_CB], c[FN_CB];
             const T *xo = x + o * s->xs[0], *dyo = dy + o * s->ys[0];
@@ -950,7 +950,7 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
     }
     double *p1s = buf, *p2s = buf + E * nrb; /* partials [o][row block][c] */
     const int nt = fn_eff_threads(E * R, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t o = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
         const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
         const int64_t c0 = cb * FN_CB, w = c0 + FN_CB < C ? FN_CB : C - c0;
@@ -981,7 +981,7 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
     const int64_t Ua = P1 * nrb; /* the row blocks again: with ncb == 1, each to the thread that
                                   * summed it (a static schedule over as many units) */
     const int nta = fn_eff_threads(E * R, Ua, n_threads);
-    FN_PFOR(nta, u, Ua, {
+    FN_PFOR(n_threads, nta, u, Ua, {
         const int64_t o = u / nrb, r0 = (u % nrb) * rb, r1 = r0 + rb < R ? r0 + rb : R;
         FN(gcols_apply_rows)(x + o * s->xs[0], dy + o * s->ys[0], dx + o * jb->dxs[0], jb, r0, r1,
                              C, mh + o * C, a + o * C, b + o * C, c + o * C, nts);
@@ -1057,7 +1057,7 @@ static int FN(grad_rows_eval)(const T *x, const T *dy, T *dx, const fn_grad_row_
     if (cpl > 1 && !(part = (double *)malloc((size_t)(2 * U) * sizeof(double))))
         return FN_ENOMEM;
     const int nt = fn_eff_threads(E * L, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t e0 = cpl == 1 ? u * rpu : u / cpl;
         const int64_t e1 = cpl == 1 ? (e0 + rpu < E ? e0 + rpu : E) : e0 + 1;
         const int64_t l0 = cpl == 1 ? 0 : (u % cpl) * FN_BLOCK;
@@ -1108,7 +1108,7 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
         return FN(grad_rows_eval)(x, dy, dx, jb, n_threads);
     const int nt = fn_eff_threads(P * Q * L, P, n_threads);
     if (2 * Q * L * (int64_t)sizeof(T) <= fn_fuse_bytes(nt) && (nt == 1 || P >= 4 * nt)) {
-        FN_PFOR(nt, g, P, {
+        FN_PFOR(n_threads, nt, g, P, {
             double A, B;
             for (int64_t q = 0; q < Q; q++)
                 FN(grad_row_total)(x, dy, s, g * Q + q, jb->mean[g], &S1[g * Q + q],
@@ -1129,7 +1129,7 @@ static int FN(grad_rows)(const void *xv, const void *dyv, void *dxv, const fn_gr
     int64_t cpl, rpu;
     const int64_t E = P * Q, U = FN(grad_units)(E, L, &cpl, &rpu);
     const int nta = fn_eff_threads(E * L, U, n_threads);
-    FN_PFOR(nta, u, U, {
+    FN_PFOR(n_threads, nta, u, U, {
         int64_t e0, e1, l0, l1;
         FN(grad_unit)(u, E, L, cpl, rpu, &e0, &e1, &l0, &l1);
         for (int64_t e = e0; e < e1; e++)
@@ -1337,7 +1337,7 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
         wd[l] = (double)w[l];
     const double M = (double)(Q * L);
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         double *cw = part ? part + u * L : NULL, *cb = part ? part + (U + u) * L : NULL;
         CT *fw = fpart ? fpart + u * L : NULL, *fb = fpart ? fpart + (U + u) * L : NULL;
         if (part) {
@@ -1415,7 +1415,7 @@ static int FN(grad_layer)(const void *xv, const void *dyv, void *dxv, const fn_g
     if (part) { /* each column adds the units' partials to 0 in unit order, columns in blocks */
         const int64_t NB = (L + 1023) / 1024;
         const int ntm = fn_eff_threads(U * L, NB, n_threads);
-        FN_PFOR(ntm, bl, NB, {
+        FN_PFOR(n_threads, ntm, bl, NB, {
             const int64_t l0 = bl * 1024, l1 = l0 + 1024 < L ? l0 + 1024 : L;
             for (int64_t u = 0; u < U; u++) {
                 const double *p1 = part + u * L, *p2 = part + (U + u) * L;

@@ -533,13 +533,13 @@ static void FN(row_stats)(const T *x, int64_t P2, int64_t Q, int64_t L, const in
     const int many = pl.nb > 1; /* per-block partials, merged below in block order */
     double *pm = many ? part : mean, *pq = many ? part + U : m2;
     const int nt = fn_eff_threads(P * Q * L, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t g = g0 + u / pl.nb;
         FN(block_moments)(x + (g / P2) * xs[0] + (g % P2) * xs[1], &pl, u % pl.nb, Q, L, xs[2],
                           xs[3], rms, &pm[u], &pq[u]);
     });
     if (many) {
-        FN_PFOR(nt, g, P, {
+        FN_PFOR(n_threads, nt, g, P, {
             double n = 0.0, mu = 0.0, q = 0.0;
             for (int64_t b = 0; b < pl.nb; b++)
                 fn_chan(&n, &mu, &q, fn_block_count(&pl, b, Q, L), pm[g * pl.nb + b],
@@ -671,7 +671,7 @@ static int FN(col_moments_rb)(const void *xv, const fn_cols *s, int64_t rb, doub
      * waits on loads, not arithmetic, and measured 10% slower unshifted ((32, 256, 56, 56)
      * float32 channels-last, 98 MB: 3.75 -> 4.1-4.2 ms, one thread) */
     const int unshifted = FN_UNSHIFTED && P1 * R * C * (int64_t)sizeof(T) <= fn_l3_bytes();
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t p1 = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
         const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
         const int64_t c0 = cb * tw, w = c0 + tw < C ? tw : C - c0;
@@ -699,7 +699,7 @@ static int FN(col_moments_rb)(const void *xv, const fn_cols *s, int64_t rb, doub
             cpr = ((P1 * cpr + nt - 1) / nt * nt + P1 - 1) / P1;
         const int64_t mw = ((C + cpr - 1) / cpr + 7) / 8 * 8;
         cpr = (C + mw - 1) / mw;
-        FN_PFOR(nt, i, P1 * cpr, {
+        FN_PFOR(n_threads, nt, i, P1 * cpr, {
             const int64_t p1 = i / cpr, c0 = (i % cpr) * mw;
             const int64_t n = c0 + mw < C ? mw : C - c0;
             for (int64_t b = 0; b < nrb; b++) {
@@ -1462,7 +1462,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             rl = 0;
     }
 #endif
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
         const T *xu = x + p1 * s->xs[0] + r0 * s->xs[1];
@@ -1584,7 +1584,7 @@ static int FN(group_cols)(const void *xv, void *yv, const fn_group_cols_job *jb,
      * bytes of its call, and so must choose the same for one sample as for all */
     if (rc == FN_OK && nt > 1 && (N % nt == 0 || N >= 4 * nt) && sample <= fn_fuse_bytes(nt) &&
         N * sample <= fn_l3_bytes() && (sb <= 0 || N * sample < sb)) {
-        FN_PFOR(nt, p, N, {
+        FN_PFOR(n_threads, nt, p, N, {
             const int r =
                 FN(group_cols_run)(x, y, jb, p, p + 1, st + 2 * p * C, cf + 3 * p * C, 1);
             if (r != FN_OK) {
@@ -1860,7 +1860,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
                      s->ys[3] == 1 && s->xs[1] == L && s->ys[1] == L;
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
-    FN_PFOR(nt, u, U, {
+    FN_PFOR(n_threads, nt, u, U, {
         const int64_t t0 = u * rpu, t1 = (u + 1) * rpu < R ? (u + 1) * rpu : R;
         /* row t = (p1 * Q + q) * P2 + p2 rows outer, else t = (p1 * P2 + p2) * Q + q: the
          * indices of the unit's first row, then counted up (no division per row) */
@@ -1957,7 +1957,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         if (pl.nb > 1 && !long_affine && !outer)
             mb = 1;
         const int64_t cols = long_affine && mb > 1 ? FN_AFFINE_COLS : L;
-        FN_PFOR(ntf, u, (P + mb - 1) / mb, {
+        FN_PFOR(n_threads, ntf, u, (P + mb - 1) / mb, {
             const int64_t g0 = u * mb;
             FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact, cols);
         });
@@ -2005,7 +2005,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         }
         const int64_t U = (g1 - g0) * Q * cpl;
         const int ntn = fn_eff_threads((g1 - g0) * gsize, U, n_threads);
-        FN_PFOR(ntn, u, U, {
+        FN_PFOR(n_threads, ntn, u, U, {
             int64_t g, q; /* unit u: chunk u % cpl of row q of group g */
             if (rows_outer) { /* u = ((p1 * Q + q) * P2 + p2) * cpl + chunk; here g0 = 0 */
                 const int64_t t = u / cpl, p1 = t / (Q * P2);
@@ -2059,7 +2059,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {
-            FN_PFOR(ntf, g, P, {
+            FN_PFOR(n_threads, ntf, g, P, {
                 const int64_t p1 = g / P2, p2 = g % P2;
                 for (int64_t q = 0; q < Q; q++)
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
@@ -2080,7 +2080,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
         nj.shape.xs[0] = nj.shape.xs[1] = 0;
         nj.shape.xs[2] = L;
         nj.shape.xs[3] = 1;
-        FN_PFOR(ntf, k, ntf, {
+        FN_PFOR(n_threads, ntf, k, ntf, {
             T *sk = scr + k * gl;
             for (int64_t g = P * k / ntf; g < P * (k + 1) / ntf; g++) {
                 const int64_t p1 = g / P2, p2 = g % P2;
@@ -2096,7 +2096,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     }
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
     const int nta = fn_eff_threads(P * Q * L, U, n_threads);
-    FN_PFOR(nta, u, U, {
+    FN_PFOR(n_threads, nta, u, U, {
         const int64_t row = u / cpl, g = row / Q, q = row % Q, p1 = g / P2, p2 = g % P2;
         const int64_t l0 = (u % cpl) * FN_NCHUNK, l1 = l0 + FN_NCHUNK < L ? l0 + FN_NCHUNK : L;
         FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2] + l0 * xs[3],

@@ -34,22 +34,66 @@ static inline int fn_omp_pause(void) { return 0; } /* no pool, nothing to free *
 #define FN_PFOR_DONE() ((void)0)
 #endif
 
-/* FN_PFOR(nt, i, n, { body }): for (int64_t i = 0; i < n; i++) { body } on nt threads with a
- * static schedule, then FN_PFOR_DONE() on each thread. With nt <= 1 it is a plain loop: libgomp
- * enters (and leaves, with a futex wake) a team even for a parallel region whose if() clause is
- * false, which costs a syscall on every small call. The body is a macro argument so that both
- * loops share it. */
-#define FN_PFOR(nt, i, n, ...)                                                                   \
+/* The team of a parallel region with work for nt threads, in a call allowed `limit` threads.
+ * libgomp ends the pool threads that a team smaller than the one before leaves out, and creates
+ * threads anew for the next larger team (team.c; a C loop alternating regions of 4 and 16
+ * threads created 12 threads an iteration). Calls whose regions differ in size, such as
+ * BatchNorm (256, 1024)'s 4-thread statistics and 16-thread normalize, then paid for thread
+ * creation at every call: 0.78 ms at 16 threads against 0.13 ms at 8 on a 16-core machine.
+ * So a calling thread's team does not shrink below its last one, within the call's limit:
+ * threads beyond nt wait out the region, and a program whose regions are all small keeps a
+ * small team. libgomp keeps one pool per calling thread, hence one record per thread. */
+#ifdef _OPENMP
+#if defined(_MSC_VER)
+#define FN_TLS __declspec(thread)
+#elif defined(__GNUC__) || defined(__clang__)
+#define FN_TLS __thread
+#else
+#define FN_TLS _Thread_local
+#endif
+static FN_TLS int fn_last_team = 0;
+static inline int fn_team(int nt, int limit)
+{
+    int t = fn_last_team > nt ? fn_last_team : nt;
+    if (limit <= 0)
+        limit = omp_get_max_threads();
+    if (t > limit)
+        t = limit > nt ? limit : nt;
+    fn_last_team = t;
+    return t;
+}
+#define FN_THREAD_NUM() ((int64_t)omp_get_thread_num())
+#define FN_TEAM_SIZE() ((int64_t)omp_get_num_threads())
+#else
+#define FN_THREAD_NUM() ((int64_t)0)
+#define FN_TEAM_SIZE() ((int64_t)1)
+static inline int fn_team(int nt, int limit) { (void)limit; return nt; }
+#endif
+
+/* FN_PFOR(limit, nt, i, n, { body }): for (int64_t i = 0; i < n; i++) { body } on nt threads,
+ * each taking one contiguous range of i, then FN_PFOR_DONE() on each of them; the region's team
+ * is fn_team(nt, limit) (limit: the call's thread count). With nt <= 1 it is a plain loop:
+ * libgomp enters (and leaves, with a futex wake) a team even for a parallel region whose if()
+ * clause is false, which costs a syscall on every small call. The body is a macro argument so
+ * that both loops share it. */
+#define FN_PFOR(limit, nt, i, n, ...)                                                            \
     do {                                                                                         \
         const int64_t fn_pfor_n_ = (n);                                                          \
-        if ((nt) > 1) {                                                                          \
-            FN_OMP(parallel num_threads(nt))                                                     \
+        const int fn_pfor_nt_ = (nt);                                                            \
+        if (fn_pfor_nt_ > 1) {                                                                   \
+            FN_OMP(parallel num_threads(fn_team(fn_pfor_nt_, (limit))))                          \
             {                                                                                    \
-                FN_OMP(for schedule(static) nowait)                                              \
-                for (int64_t i = 0; i < fn_pfor_n_; i++) {                                       \
-                    __VA_ARGS__                                                                  \
+                const int64_t fn_pfor_k_ =                                                       \
+                    FN_TEAM_SIZE() < fn_pfor_nt_ ? FN_TEAM_SIZE() : fn_pfor_nt_;                 \
+                const int64_t fn_pfor_t_ = FN_THREAD_NUM();                                      \
+                if (fn_pfor_t_ < fn_pfor_k_) {                                                   \
+                    const int64_t fn_pfor_hi_ = fn_pfor_n_ * (fn_pfor_t_ + 1) / fn_pfor_k_;      \
+                    for (int64_t i = fn_pfor_n_ * fn_pfor_t_ / fn_pfor_k_; i < fn_pfor_hi_;      \
+                         i++) {                                                                  \
+                        __VA_ARGS__                                                              \
+                    }                                                                            \
+                    FN_PFOR_DONE();                                                              \
                 }                                                                                \
-                FN_PFOR_DONE();                                                                  \
             }                                                                                    \
         } else {                                                                                 \
             for (int64_t i = 0; i < fn_pfor_n_; i++) {                                           \

@@ -484,6 +484,50 @@ def test_channels_last_samples_together_match_samples_alone(dtype):
         assert np.array_equal(rstd, np.concatenate([p[2] for p in parts]), equal_nan=True)
 
 
+@pytest.mark.skipif(not HAVE_OMP or not os.path.isdir("/proc/self/task"),
+                    reason="needs OpenMP and Linux's /proc/self/task")
+def test_regions_of_different_sizes_keep_the_pool():
+    """BatchNorm (256, 1024) training runs its statistics on 4 threads and its normalize on 8.
+    libgomp ends the pool threads that a smaller team leaves out and creates new ones for the
+    next larger team; fastnorm keeps a calling thread's team at its last size (fn_openmp.h's
+    fn_team), so repeated calls start no thread. A lower set_num_threads still bounds the team:
+    the pool then shrinks to it."""
+    code = textwrap.dedent("""
+        import os, time
+        import numpy as np
+        import fastnorm, fastnorm.functional as F
+        tasks = lambda: set(os.listdir("/proc/self/task"))
+        fastnorm.set_num_threads(8)
+        x = np.random.default_rng(0).standard_normal((256, 1024), dtype=np.float32)
+        small = x[:64, :768].copy()
+        rm, rv = np.zeros(1024, np.float32), np.ones(1024, np.float32)
+        F.batch_norm(x, rm, rv, training=True)
+        before, seen = tasks(), set()
+        for _ in range(10):
+            F.batch_norm(x, rm, rv, training=True)
+            seen |= tasks()
+            F.layer_norm(small, (768,))  # a region of 3 threads between them
+            seen |= tasks()
+        print(len(before), len(seen - before))
+        fastnorm.set_num_threads(2)
+        F.batch_norm(x, rm, rv, training=True)
+        for _ in range(100):  # libgomp's surplus threads exit after the region
+            if len(tasks()) <= len(before) - 6:
+                break
+            time.sleep(0.01)
+        print(len(tasks()))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "8"})
+    assert res.returncode == 0, res.stderr
+    (n_before, n_new), (n_after,) = [list(map(int, ln.split())) for ln in res.stdout.split("\n")[:2]]
+    assert n_before >= 8, f"expected a pool of 8 threads, the process had {n_before} tasks"
+    assert n_new == 0, f"repeated calls started {n_new} threads; expected none"
+    assert n_after <= n_before - 6, (
+        f"after set_num_threads(2) the process kept {n_after} of {n_before} tasks; expected the "
+        "pool to shrink to 2 threads")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_bitwise_identical_with_threadpoolctl_and_omp_default(dtype):
     """The default (OpenMP's limit) gives the same bits as explicit counts."""

@@ -1462,6 +1462,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             rl = 0;
     }
 #endif
+    const int chunks = 2 * P1 * R * C * (int64_t)sizeof(T) <= fn_l3_bytes() / 2;
     FN_PFOR(n_threads, nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;
@@ -1492,7 +1493,12 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
              * column chunks of equal width (whole cache lines), each down all the unit's rows:
              * row by row, a row's input and output pushed the coefficients out of L1 before
              * the next row (eval BatchNorm, channels-last, 1 thread: float64 (1, 1280, 19, 19)
-             * and float32 (8, 2560, 7, 7) 1.4x faster; from memory, level). Rows over
+             * and float32 (8, 2560, 7, 7) 1.4x faster). Only while input and output fit in
+             * half the last-level cache (`chunks`): from further out, half rows 6 KB apart
+             * defeat the prefetchers (float64 (1, 768, 60, 60), 2 threads: 1.06-1.31 ms whole
+             * rows against 1.44-1.81 in chunks; (1, 768, 48, 48) 0.48-0.56 against 0.63-0.82;
+             * in+out 19.7 MB, (1, 768, 40, 40), level; 9.6 MB, (1, 768, 28, 28), 1 thread:
+             * 0.17-0.23 in chunks against 0.21-0.26). Rows over
              * FN_NCHUNK / 2 are units of one row: nothing to reuse. float16 (buffered: its
              * loops read all three coefficients) from a quarter more: (4, 2048, 7, 7), 24 KB,
              * 1.23x faster, (1, 1536, 14, 14), 18 KB, 1.04x slower in chunks; bfloat16, whose
@@ -1501,7 +1507,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             const int64_t cb = (int64_t)(z && !FN_BUFFERED ? 2 : 3) * (int64_t)sizeof(CT);
             const int64_t most =
                 (FN_BUFFERED ? FN_COLS_COEF_BYTES * 5 / 4 : FN_COLS_COEF_BYTES) / cb;
-            const int64_t cw = r1 - r0 > 1 && (sizeof(T) > 2 || FN_BUFFERED)
+            const int64_t cw = chunks && r1 - r0 > 1 && (sizeof(T) > 2 || FN_BUFFERED)
                                    ? fn_even_width(C, most, 64 / (int64_t)sizeof(T))
                                    : C;
             for (int64_t j0 = 0; j0 < C; j0 += cw) {

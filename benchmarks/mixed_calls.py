@@ -3,12 +3,11 @@ call within a loop over all of them, and of a small call right after a large one
 
     python benchmarks/mixed_calls.py [--threads N] [--iters 300]
 
-Each kernel asks OpenMP for as many threads as its work is worth, so consecutive parallel
-regions differ in size. libgomp ends the pool threads that a smaller team leaves out and creates
-new ones for the next larger team; fastnorm keeps each calling thread's team at its last size
-(src_c/fn_openmp.h, fn_team). On a machine with many cores this loop shows what thread creation
-would cost; the last lines show what a small call pays for the larger team (back to back, and
-after 2 ms of sleep, when the pool's threads have gone to sleep). Allocating calls, float32.
+Consecutive kernels ask OpenMP for different thread counts, which would make libgomp end and
+create pool threads between them (src_c/fn_openmp.h, fn_team, says why fastnorm does not). On a
+machine with many cores the loop shows that cost; the last lines show what a small call pays for
+the larger team it then runs with (back to back, and after 2 ms of sleep, when the pool's
+threads have gone to sleep). Allocating calls, float32.
 """
 import argparse
 import os

@@ -1462,7 +1462,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             rl = 0;
     }
 #endif
-    const int chunks = 2 * P1 * R * C * (int64_t)sizeof(T) <= fn_l3_bytes() / 2;
+    const int64_t l3 = fn_l3_bytes(); /* 0: unknown, chunks as in cache */
+    const int chunks = l3 <= 0 || 2 * P1 * R * C * (int64_t)sizeof(T) <= l3 / 2;
     FN_PFOR(n_threads, nt, u, U, {
         const int64_t p1 = u / nrc, r0 = (u % nrc) * rc, r1 = r0 + rc < R ? r0 + rc : R;
         const int64_t k = p1 * cp;

@@ -487,45 +487,50 @@ def test_channels_last_samples_together_match_samples_alone(dtype):
 @pytest.mark.skipif(not HAVE_OMP or not os.path.isdir("/proc/self/task"),
                     reason="needs OpenMP and Linux's /proc/self/task")
 def test_regions_of_different_sizes_keep_the_pool():
-    """BatchNorm (256, 1024) training runs its statistics on 4 threads and its normalize on 8.
-    libgomp ends the pool threads that a smaller team leaves out and creates new ones for the
-    next larger team; fastnorm keeps a calling thread's team at its last size (fn_openmp.h's
-    fn_team), so repeated calls start no thread. A lower set_num_threads still bounds the team:
-    the pool then shrinks to it."""
+    """BatchNorm (256, 1024) training runs its statistics on 4 threads and its normalize on 8:
+    with GNU libgomp (which ends the threads a smaller team leaves out) repeated calls start no
+    thread, because a calling thread's team keeps its last size (src_c/fn_openmp.h, fn_team).
+    A lower set_num_threads still bounds the team: the pool then shrinks to it."""
     code = textwrap.dedent("""
-        import os, time
+        import os, sys, time
         import numpy as np
         import fastnorm, fastnorm.functional as F
         tasks = lambda: set(os.listdir("/proc/self/task"))
+        start = len(tasks())  # numpy's BLAS threads and the like, before fastnorm's pool
         fastnorm.set_num_threads(8)
         x = np.random.default_rng(0).standard_normal((256, 1024), dtype=np.float32)
         small = x[:64, :768].copy()
         rm, rv = np.zeros(1024, np.float32), np.ones(1024, np.float32)
         F.batch_norm(x, rm, rv, training=True)
+        if "libgomp" not in open("/proc/self/maps").read():
+            print("no libgomp")  # LLVM's libomp keeps surplus threads in its pool
+            sys.exit(0)
         before, seen = tasks(), set()
         for _ in range(10):
             F.batch_norm(x, rm, rv, training=True)
             seen |= tasks()
             F.layer_norm(small, (768,))  # a region of 3 threads between them
             seen |= tasks()
-        print(len(before), len(seen - before))
+        print(len(before) - start, len(seen - before))
         fastnorm.set_num_threads(2)
         F.batch_norm(x, rm, rv, training=True)
-        for _ in range(100):  # libgomp's surplus threads exit after the region
-            if len(tasks()) <= len(before) - 6:
+        for _ in range(500):  # libgomp's surplus threads exit after the region
+            if len(tasks()) - start <= 1:
                 break
             time.sleep(0.01)
-        print(len(tasks()))
+        print(len(tasks()) - start)
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "8"})
     assert res.returncode == 0, res.stderr
-    (n_before, n_new), (n_after,) = [list(map(int, ln.split())) for ln in res.stdout.split("\n")[:2]]
-    assert n_before >= 8, f"expected a pool of 8 threads, the process had {n_before} tasks"
+    if res.stdout.startswith("no libgomp"):
+        pytest.skip("the OpenMP runtime is not GNU libgomp")
+    (n_pool, n_new), (n_after,) = [list(map(int, ln.split())) for ln in res.stdout.split("\n")[:2]]
+    assert n_pool >= 7, f"expected a pool of 7 threads beside the caller, fastnorm added {n_pool}"
     assert n_new == 0, f"repeated calls started {n_new} threads; expected none"
-    assert n_after <= n_before - 6, (
-        f"after set_num_threads(2) the process kept {n_after} of {n_before} tasks; expected the "
-        "pool to shrink to 2 threads")
+    assert n_after <= 1, (
+        f"after set_num_threads(2) fastnorm's pool kept {n_after} threads beside the caller; "
+        "expected 1")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

@@ -447,6 +447,28 @@ def test_eval_batch_norm_spans_match_rows_alone(dtype):
         assert np.array_equal(_raw(F.batch_norm(x, rm, rv)), _raw(F.batch_norm(xs, rm, rv)))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_channels_last_eval_whole_rows_match_column_chunks(dtype):
+    """Channels-last eval BatchNorm with wide rows (coefficients over 16 KB) goes down a unit's
+    rows in column chunks while input and output fit in half the last-level cache, and row by
+    row beyond it: the same bits. A 24 MB call (whole rows) against its own slices of 10 rows of
+    the image (in cache: chunks), data near zero and far from it (shifted coefficients)."""
+    rng = np.random.default_rng(5)
+    C = 2304 if dtype == np.float32 else 1152
+    H = 24 * 2 ** 20 // (C * 64 * np.dtype(dtype).itemsize)
+    for offset in (0.5, 80.0):
+        x = (rng.standard_normal((1, H, 64, C), dtype=np.float32) + offset).astype(dtype)
+        x = x.transpose(0, 3, 1, 2)  # NHWC memory
+        rm = (rng.standard_normal(C) + offset).astype(dtype)
+        rv, w, b = (rng.uniform(0.5, 2, C).astype(dtype) for _ in range(3))
+        for n in (1, 2):
+            fastnorm.set_num_threads(n)
+            whole = F.batch_norm(x, rm, rv, w, b)
+            for h0 in (0, H - 10):
+                part = F.batch_norm(x[:, :, h0:h0 + 10], rm, rv, w, b)
+                assert np.array_equal(_raw(whole[:, :, h0:h0 + 10]), _raw(part)), (offset, n, h0)
+
+
 def _raw(a):
     """a's bytes in C order (any dtype, any layout)"""
     return np.ascontiguousarray(a).view(np.uint8)

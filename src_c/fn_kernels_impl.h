@@ -323,6 +323,31 @@ static inline int FN(tile_looks_centred)(const T *xt, int64_t r0, int64_t r1, in
     return sm <= 4.0 * sd;
 }
 
+/* A block's moments from its sums s1, s2 (rms: s2 alone, the sum of squares) of nr rows of len
+ * elements at stride sl, sq apart, from x, n in all: shifted by k, or, with tried, of x itself
+ * (block_moments' unshifted try), kept where fn_unshifted_ok accepts them and otherwise summed
+ * again, shifted by k. */
+static inline void FN(block_finish)(const T *x, int64_t nr, int64_t sq, int64_t len, int64_t sl,
+                                    double n, double k, int tried, int rms, double s1, double s2,
+                                    double *mean, double *m2)
+{
+    if (rms) {
+        *mean = 0.0;
+        *m2 = fn_one_nan(s2);
+        return;
+    }
+    if (tried) {
+        const double mu = s1 / n;
+        if (fn_unshifted_ok(n, mu, s2 - s1 * mu)) {
+            k = 0.0;
+        } else {
+            s1 = s2 = 0.0;
+            FN(rows_run_sums)(x, nr, sq, len, sl, k, &s1, &s2);
+        }
+    }
+    fn_finish_block(n, k, s1, s2, mean, m2);
+}
+
 /* Moments of block b of a group (rows q at stride sq, elements l at stride sl). Shifted by the
  * block's first element: sums of (x - k) keep full precision for data far from zero, and
  * constant data gives mean == k and m2 == 0 exactly. With rms, mean = 0 and m2 = sum(x^2)
@@ -362,25 +387,16 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
             k = 0.0;
     }
 #endif
-    if (FN_UNSHIFTED && centred) { /* float32: sums of x itself, kept if good enough */
-        FN(rows_run_sums)(xg + q0 * sq + l0 * sl, q1 - q0, sq, l1 - l0, sl, 0.0, &s1, &s2);
-        const double mu = s1 / n;
-        if ((done = fn_unshifted_ok(n, mu, s2 - s1 * mu)))
-            k = 0.0;
-    }
+    const T *xb = xg + q0 * sq + l0 * sl;
+    const int tried = FN_UNSHIFTED && centred && !done; /* float32: sums of x itself first */
     if (!done) {
         s1 = s2 = 0.0;
         if (rms)
-            FN(rows_run_sumsq)(xg + q0 * sq + l0 * sl, q1 - q0, sq, l1 - l0, sl, &s2);
+            FN(rows_run_sumsq)(xb, q1 - q0, sq, l1 - l0, sl, &s2);
         else
-            FN(rows_run_sums)(xg + q0 * sq + l0 * sl, q1 - q0, sq, l1 - l0, sl, k, &s1, &s2);
+            FN(rows_run_sums)(xb, q1 - q0, sq, l1 - l0, sl, tried ? 0.0 : k, &s1, &s2);
     }
-    if (rms) {
-        *mean = 0.0;
-        *m2 = fn_one_nan(s2);
-    } else {
-        fn_finish_block(n, k, s1, s2, mean, m2);
-    }
+    FN(block_finish)(xb, q1 - q0, sq, l1 - l0, sl, n, k, tried, rms, s1, s2, mean, m2);
     return n;
 }
 
@@ -468,6 +484,7 @@ static void FN(outer_moments)(const T *x, const fn_rows *s, const fn_rowplan *pl
     const int64_t Q = s->rows, L = s->row_len, sq = s->xs[2];
     const T *xg[FN_GB], *xb[FN_GB];
     double n[FN_GB], mu[FN_GB], qs[FN_GB], k[FN_GB], kk[FN_GB], s1[FN_GB], s2[FN_GB];
+    int cen[FN_GB];
     int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
     for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
         xg[i] = x + p1 * s->xs[0] + p2 * s->xs[1];
@@ -480,28 +497,14 @@ static void FN(outer_moments)(const T *x, const fn_rows *s, const fn_rowplan *pl
         for (int64_t i = 0; i < m; i++) {
             xb[i] = xg[i] + q0 * sq;
             k[i] = rms ? 0.0 : fn_shift((double)LD(xb[i][0]));
-            const int cen = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xb[i], L, 1);
-            kk[i] = cen ? 0.0 : k[i];
+            cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xb[i], L, 1);
+            kk[i] = cen[i] ? 0.0 : k[i];
         }
         FN_V512(rows_sums_m)(xb, m, q1 - q0, sq, L, kk, s1, s2);
         for (int64_t i = 0; i < m; i++) {
             double bm, bq;
-            if (rms) {
-                bm = 0.0;
-                bq = fn_one_nan(s2[i]);
-            } else {
-                double kb = k[i];
-                if (kk[i] == 0.0 && k[i] != 0.0) { /* the unshifted try */
-                    const double u = s1[i] / bn;
-                    if (fn_unshifted_ok(bn, u, s2[i] - s1[i] * u)) {
-                        kb = 0.0;
-                    } else {
-                        s1[i] = s2[i] = 0.0;
-                        FN(rows_run_sums)(xb[i], q1 - q0, sq, L, 1, k[i], &s1[i], &s2[i]);
-                    }
-                }
-                fn_finish_block(bn, kb, s1[i], s2[i], &bm, &bq);
-            }
+            FN(block_finish)(xb[i], q1 - q0, sq, L, 1, bn, k[i], cen[i], rms, s1[i], s2[i], &bm,
+                             &bq);
             fn_chan(&n[i], &mu[i], &qs[i], bn, bm, bq);
         }
     }

@@ -39,6 +39,8 @@ static inline void fn_nt_flush(void) {}
 #define FN_CB 1024
 #define FN_COL_BLOCK 32768
 #define FN_COL_UNITS 8 /* pieces of work col_moments keeps for the threads (fn_col_stat_rows) */
+#define FN_COL_UNITS_TALL 16 /* ... up to this many while blocks stay FN_COL_TALL rows or more */
+#define FN_COL_TALL 512
 #define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
 #define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
 #define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
@@ -760,16 +762,20 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
  * whole call has FN_COL_UNITS pieces for the threads (fewer when fn_eff_threads would use fewer
  * threads for its `work` elements). Measured one thread, statistics of the same data NCHW /
  * NHWC, both rules in one process: (2, 640, 32, 32) 0.76-0.90 -> 0.96-1.13, (8, 128, 56, 56)
- * 0.78-0.85 -> 0.85-0.94, (8, 1024, 14, 14) 1.31-1.80 -> 1.72-2.51. Fixed by the call's shape
- * alone (group_cols passes its whole call's: col_block_rows). */
+ * 0.78-0.85 -> 0.85-0.94, (8, 1024, 14, 14) 1.31-1.80 -> 1.72-2.51. Past FN_COL_UNITS pieces
+ * the count doubles on, to FN_COL_UNITS_TALL, only while blocks keep FN_COL_TALL rows (a finish
+ * and a merge per 512 rows of a column cost little): channels-last GroupNorm with two samples
+ * had 8 of 16 threads summing, (2, 128, 128, 128) 0.27 -> 0.17-0.19 ms and (2, 320, 64, 64)
+ * 0.14-0.17 -> 0.09-0.12 ms on 16 cores (two runs, builds alternating). Fixed by the call's
+ * shape alone (group_cols passes its whole call's: col_block_rows). */
 static inline int64_t fn_col_stat_rows(int64_t R, int64_t units, int64_t work)
 {
     if (R <= 1)
         return 1;
     const int64_t by_work = work / FN_MIN_WORK_PER_THREAD; /* fn_eff_threads' limit */
-    const int64_t want = by_work < FN_COL_UNITS ? by_work : FN_COL_UNITS;
+    const int64_t want = by_work < FN_COL_UNITS_TALL ? by_work : FN_COL_UNITS_TALL;
     int64_t n = (R + FN_BLOCK - 1) / FN_BLOCK;
-    while (units * n < want && R / (2 * n) >= 64)
+    while (units * n < want && R / (2 * n) >= (units * n < FN_COL_UNITS ? 64 : FN_COL_TALL))
         n *= 2;
     return (R + n - 1) / n;
 }

@@ -255,6 +255,9 @@ CASES = [
     # channels-last samples that a thread can take whole (group_cols per sample) while one call
     # over all samples would be cut into fewer, taller row blocks: the blocks must not change
     ("channels_last_samples", (4, 64, 32, 32), "channels_last", [_gn(64), _gn(8), _in_train]),
+    # tall samples: past 8 pieces the column statistics' row blocks keep halving down to 512
+    # rows (16 pieces here), for any thread count
+    ("channels_last_tall", (2, 24, 64, 64), "channels_last", [_bn_train, _gn(6), _in_train]),
     # wide rows: several statistics tiles, coefficients applied in column chunks
     ("channels_last_wide", (3, 2601, 4, 5), "channels_last", [_bn_train, _bn_eval, _in_train,
                                                               _gn(3), _gn(1)]),

@@ -2,12 +2,15 @@
 """fastnorm's output cache: large outputs allocated through a NumPy memory handler (NEP 49)
 that keeps up to a settable number of bytes of freed outputs mapped for the next ones, so that
 an allocating call in a steady loop costs what an out= call costs (no page faults on a fresh
-mapping). The C side is fastnorm/fn_alloc.h; see README "Threads, fork and memory"."""
+mapping); small ones handed out again from a pool of recent outputs that nobody holds any more.
+The C side is fastnorm/fn_alloc.h; see README "Threads, fork and memory"."""
 import operator
 import os
 
 cimport numpy as cnp
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
+from libc.string cimport memcmp
 
 cnp.import_array()
 
@@ -15,6 +18,26 @@ cdef extern from "numpy/arrayobject.h":
     object _new_like "PyArray_NewLikeArray" (cnp.ndarray prototype, cnp.NPY_ORDER order,
                                              void* descr, int subok)
     object PyDataMem_SetHandler(object handler)
+
+    object _new_from_descr "PyArray_NewFromDescr" (void* subtype, cnp.PyArray_Descr* descr,
+                                                   int nd, cnp.npy_intp* dims,
+                                                   cnp.npy_intp* strides, void* data, int flags,
+                                                   void* obj)
+    void* _array_type "(&PyArray_Type)"
+    ctypedef struct PyArrayObject_fields:
+        PyObject* weakreflist
+
+cdef extern from *:
+    """
+    /* the pool needs reference counts that say who else holds an array: not so without the GIL */
+    #ifdef Py_GIL_DISABLED
+    #define FN_SMALL_POOL 0
+    #else
+    #define FN_SMALL_POOL 1
+    #endif
+    """
+    const int FN_SMALL_POOL
+    Py_ssize_t Py_REFCNT(PyObject* o)
 
 cdef extern from "fn_alloc.h":
     object fn_handler_capsule()
@@ -43,6 +66,89 @@ cdef cnp.ndarray cached_empty_like(cnp.ndarray x):
         return _new_like(x, cnp.NPY_KEEPORDER, NULL, 0)
     finally:
         PyDataMem_SetHandler(old)
+
+
+# The pool of small outputs: the last SMALL_SLOTS fresh ones, each with one reference held
+# here. An output whose only reference is the pool's is dead to everyone else, so the next
+# output of its dtype and shape can be it: in a steady loop of allocating decode-size calls the
+# array's creation and destruction (about 0.1 us) cost as much as the arithmetic of a (1, 768)
+# LayerNorm, and the memory is still in cache. Arrays with weak references, a base, a changed
+# shape, strides or flags are left alone. At most SMALL_SLOTS * SMALL_MAX bytes.
+cdef PyObject* _small[SMALL_SLOTS]
+cdef int _small_next = 0
+cdef uint64_t _small_hits = 0, _small_misses = 0
+cdef int _REQ = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_OWNDATA | cnp.NPY_ARRAY_ALIGNED | \
+    cnp.NPY_ARRAY_WRITEABLE
+
+
+cdef bint _reusable(PyObject* p, cnp.ndarray x) noexcept:
+    """Whether pooled array p (not NULL) is held by the pool alone and is as a fresh
+    np.empty_like(x) of C-contiguous x would be."""
+    if Py_REFCNT(p) != 1:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    if (cnp.PyArray_DESCR(a) is not cnp.PyArray_DESCR(x) or cnp.PyArray_NDIM(a) != nd
+            or (cnp.PyArray_FLAGS(a) & _REQ) != _REQ or cnp.PyArray_BASE(a) != NULL
+            or (<PyArrayObject_fields*>p).weakreflist != NULL
+            or memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(x), nd * sizeof(cnp.npy_intp))):
+        return False
+    cdef cnp.npy_intp st = cnp.PyArray_ITEMSIZE(x)
+    for k in range(nd - 1, -1, -1):  # the strides a fresh array has
+        if cnp.PyArray_STRIDES(a)[k] != st:
+            return False
+        st *= cnp.PyArray_DIMS(a)[k] if cnp.PyArray_DIMS(a)[k] > 0 else 1
+    return True
+
+
+cdef cnp.ndarray pooled_empty_like(cnp.ndarray x):
+    """np.empty_like(x) for C-contiguous x of at most SMALL_MAX bytes: a pooled output that only
+    the pool holds, or a fresh one that joins the pool (the oldest leaves). The GIL serializes
+    it; with the cache off (limit 0) it is a plain allocation."""
+    global _small_next, _small_hits, _small_misses
+    cdef int i
+    cdef PyObject* p
+    if FN_SMALL_POOL and _limit != 0:
+        for i in range(SMALL_SLOTS):
+            p = _small[i]
+            if p != NULL and _reusable(p, x):
+                _small_hits += 1
+                return <cnp.ndarray>p
+    Py_INCREF(<object>cnp.PyArray_DESCR(x))  # NewFromDescr steals a reference
+    cdef cnp.ndarray a = _new_from_descr(_array_type, cnp.PyArray_DESCR(x), cnp.PyArray_NDIM(x),
+                                         cnp.PyArray_DIMS(x), NULL, NULL, 0, NULL)
+    if FN_SMALL_POOL and _limit != 0:
+        _small_misses += 1
+        Py_XDECREF(_small[_small_next])
+        Py_INCREF(a)
+        _small[_small_next] = <PyObject*>a
+        _small_next = (_small_next + 1) % SMALL_SLOTS
+    return a
+
+
+cdef size_t _small_release():
+    """Drop the pool's references (arrays nobody else holds die); returns their bytes."""
+    global _small_next
+    cdef size_t freed = 0
+    cdef int i
+    for i in range(SMALL_SLOTS):
+        if _small[i] != NULL:
+            if Py_REFCNT(_small[i]) == 1:
+                freed += <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>_small[i])
+            Py_XDECREF(_small[i])
+            _small[i] = NULL
+    _small_next = 0
+    return freed
+
+
+cdef size_t _small_held():
+    """Bytes of the pooled outputs that only the pool holds."""
+    cdef size_t held = 0
+    cdef int i
+    for i in range(SMALL_SLOTS):
+        if _small[i] != NULL and Py_REFCNT(_small[i]) == 1:
+            held += <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>_small[i])
+    return held
 
 
 def set_output_cache_limit(nbytes):
@@ -78,6 +184,8 @@ def set_output_cache_limit(nbytes):
     old = _limit
     _limit = n
     fn_cache_set_limit(n)
+    if n == 0:
+        _small_release()
     return old
 
 
@@ -87,22 +195,27 @@ def get_output_cache_limit():
 
 
 def release_output_cache():
-    """Unmap every block the output cache holds now (the limit stays); returns the bytes
-    released. Outputs still alive are not affected: their blocks return to the cache when they
-    die."""
-    return fn_cache_release()
+    """Unmap every block the output cache holds now and let go of the pooled small outputs (the
+    limit stays); returns the bytes released. Outputs still alive are not affected: their
+    blocks return to the cache when they die."""
+    return fn_cache_release() + _small_release()
 
 
 def output_cache_info():
     """The cache's state: dict with limit, held (bytes), blocks, hits and misses (allocations
     served from the cache / mapped fresh), min_output (bytes from which outputs use it) and
-    max_blocks."""
+    max_blocks; and the pool of small outputs: small_held (bytes of pooled outputs nobody else
+    holds), small_hits and small_misses (outputs handed out again / made fresh), small_max
+    (bytes up to which outputs use it) and small_slots (outputs it keeps)."""
     cdef size_t limit, held
     cdef int blocks
     cdef uint64_t hits, misses
     fn_cache_stats(&limit, &held, &blocks, &hits, &misses)
     return {"limit": limit, "held": held, "blocks": blocks, "hits": hits, "misses": misses,
-            "min_output": OUTPUT_CACHE_MIN, "max_blocks": FN_SLOTS}
+            "min_output": OUTPUT_CACHE_MIN, "max_blocks": FN_SLOTS,
+            "small_held": _small_held(), "small_hits": _small_hits,
+            "small_misses": _small_misses, "small_max": SMALL_MAX if FN_SMALL_POOL else 0,
+            "small_slots": SMALL_SLOTS if FN_SMALL_POOL else 0}
 
 
 def _after_fork_in_child():

@@ -10,7 +10,7 @@ from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 
-from fastnorm._alloc cimport OUTPUT_CACHE_MIN, cached_empty_like
+from fastnorm._alloc cimport OUTPUT_CACHE_MIN, SMALL_MAX, cached_empty_like, pooled_empty_like
 
 cnp.import_array()
 
@@ -28,9 +28,13 @@ cdef extern from "numpy/arrayobject.h":
 
 cdef cnp.ndarray empty_like(cnp.ndarray x):
     """A fresh array of x's shape, dtype and memory order: every output fastnorm allocates.
-    Large ones come from the output cache (fastnorm._alloc)."""
-    if <size_t>cnp.PyArray_NBYTES(x) >= OUTPUT_CACHE_MIN:
+    Large ones come from the output cache, small C-contiguous ones from the pool of small
+    outputs (fastnorm._alloc)."""
+    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(x)
+    if nbytes >= OUTPUT_CACHE_MIN:
         return cached_empty_like(x)
+    if cnp.PyArray_IS_C_CONTIGUOUS(x) and nbytes <= SMALL_MAX:
+        return pooled_empty_like(x)
     if cnp.PyArray_IS_C_CONTIGUOUS(x):  # the common case, without working out an axis order
         Py_INCREF(<object>cnp.PyArray_DESCR(x))  # NewFromDescr steals a reference
         return _new_from_descr(_array_type, cnp.PyArray_DESCR(x), cnp.PyArray_NDIM(x),

@@ -44,7 +44,9 @@ def show_config():
     mib = 2.0 ** 20
     print(f"  {'output_cache':13s}: limit {oc['limit'] / mib:.1f} MiB, holds {oc['held'] / mib:.1f} MiB "
           f"in {oc['blocks']} blocks (outputs >= {oc['min_output'] / mib:g} MiB; "
-          f"{oc['hits']} reused, {oc['misses']} fresh)")
+          f"{oc['hits']} reused, {oc['misses']} fresh); small outputs <= {oc['small_max'] // 1024} KiB "
+          f"from a pool of {oc['small_slots']} ({oc['small_held'] // 1024} KiB held, "
+          f"{oc['small_hits']} reused, {oc['small_misses']} fresh)")
     cpu = cfg["cpu"]
     stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB "
               f"({cpu['stream_bytes_wb'] / mib:g} MiB: float32 with elementwise weight and bias; "

@@ -248,6 +248,96 @@ def test_small_outputs_bypass_the_cache(cache):
     assert (after["hits"], after["misses"]) == (before["hits"], before["misses"])
 
 
+def _small(seed=0):
+    """A float32 (1, 768) decode-size input, its LayerNorm, and the float64 reference of it."""
+    import fastnorm.reference as R
+    x = np.random.default_rng(seed).standard_normal((1, 768), dtype=np.float32)
+    return x, R.layer_norm(x, 768).astype(np.float32)
+
+
+def test_small_outputs_come_back_when_nobody_holds_them(cache):
+    x, want = _small()
+    before = cache()
+    y = F.layer_norm(x, 768)
+    data = y.ctypes.data
+    np.testing.assert_allclose(y, want, rtol=0, atol=2e-6)
+    del y  # only the pool holds it now
+    y = F.layer_norm(x, 768)
+    assert y.ctypes.data == data, "a dead small output was not handed out again"
+    np.testing.assert_allclose(y, want, rtol=0, atol=2e-6)
+    assert y.flags.owndata and y.flags.writeable and y.flags.c_contiguous and y.base is None
+    after = cache()
+    assert after["small_hits"] - before["small_hits"] >= 1
+    assert after["small_held"] == 0  # the only pooled output is y, which we hold
+    del y
+    assert cache()["small_held"] == x.nbytes
+    assert fastnorm.release_output_cache() == x.nbytes
+    assert cache()["small_held"] == 0
+
+
+def test_small_outputs_someone_holds_are_never_handed_out(cache):
+    """Results kept in a list, through a view or a memoryview keep their values while more calls
+    run than the pool has slots; a dead result that was made read-only, reshaped or weakly
+    referenced is not handed out again."""
+    import warnings
+    import weakref
+    x, want = _small(1)
+    slots = cache()["small_slots"]
+
+    def read_only(y):
+        y.flags.writeable = False
+
+    def reshaped(y):
+        y.shape = (768, 1)
+
+    def restrided(y):  # deprecated in NumPy 2 but allowed: only a size-1 axis may take it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            y.strides = (0, 4)
+
+    for alter in (read_only, reshaped, restrided, weakref.ref):
+        y = F.layer_norm(x, 768)
+        data, keep = y.ctypes.data, alter(y)
+        del y  # alive in the pool's newest slot: no other array can own its memory
+        z = F.layer_norm(x, 768)
+        assert z.ctypes.data != data, f"a result {alter.__name__} was handed out again"
+        assert z.flags.writeable and z.shape == (1, 768) and z.strides == (3072, 4)
+        del z, keep
+    kept = [F.layer_norm(x, 768) for _ in range(slots + 2)]
+    view = F.layer_norm(x, 768)[0, 5:]
+    mv = memoryview(F.layer_norm(x, 768))
+    held = {a.ctypes.data for a in kept} | {view.base.ctypes.data, np.asarray(mv).ctypes.data}
+    assert len(held) == len(kept) + 2, "two results alive at once share memory"
+    other = np.random.default_rng(2).standard_normal((1, 768), dtype=np.float32)
+    hits = cache()["small_hits"]
+    for _ in range(3 * slots):
+        a = F.layer_norm(other, 768)
+        assert a.ctypes.data not in held
+        del a
+    assert cache()["small_hits"] > hits  # the loop's own dead results did come back
+    for a in kept:
+        np.testing.assert_array_equal(a, kept[0])
+    np.testing.assert_allclose(kept[0], want, rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(view, kept[0][0, 5:])
+    np.testing.assert_array_equal(np.asarray(mv), kept[0])
+
+
+def test_small_output_pool_off_with_the_cache(cache):
+    x, want = _small(3)
+    F.layer_norm(x, 768)  # dead at once: only the pool holds it
+    assert cache()["small_held"] == x.nbytes
+    fastnorm.set_output_cache_limit(0)  # lets go of it
+    before = cache()
+    assert before["small_held"] == 0
+    for _ in range(4):
+        y = F.layer_norm(x, 768)
+        np.testing.assert_allclose(y, want, rtol=0, atol=2e-6)
+        del y
+    after = cache()
+    assert (after["small_hits"], after["small_misses"], after["small_held"]) == (
+        before["small_hits"], before["small_misses"], 0)
+
+
 def test_cache_off_and_limit_bound(cache):
     fastnorm.set_output_cache_limit(0)
     x = _rows(1)

@@ -766,8 +766,10 @@ static inline double fn_block_count(const fn_rowplan *p, int64_t b, int64_t Q, i
  * the count doubles on, to FN_COL_UNITS_TALL, only while blocks keep FN_COL_TALL rows (a finish
  * and a merge per 512 rows of a column cost little): channels-last GroupNorm with two samples
  * had 8 of 16 threads summing, (2, 128, 128, 128) 0.27 -> 0.17-0.19 ms and (2, 320, 64, 64)
- * 0.14-0.17 -> 0.09-0.12 ms on 16 cores (two runs, builds alternating). Fixed by the call's
- * shape alone (group_cols passes its whole call's: col_block_rows). */
+ * 0.14-0.17 -> 0.09-0.12 ms on 16 cores (two runs, builds alternating; measured with up to 32
+ * pieces, which also took InstanceNorm (1, 64, 256, 256) from 16 pieces to 32 and 8-12% slower
+ * there: 16 is one piece a thread on those cores). Fixed by the call's shape alone (group_cols
+ * passes its whole call's: col_block_rows). */
 static inline int64_t fn_col_stat_rows(int64_t R, int64_t units, int64_t work)
 {
     if (R <= 1)

@@ -1108,19 +1108,18 @@ FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, uint16_t, float, __m512, 16
              fn_lf16_f16, fn_sh16, fn_lh16m, fn_sh16m)
 /* The AVX-512 direct loops with streaming stores: 32 elements a step, stored as one whole
  * 64-byte line (y 64-byte aligned; the caller notes them: fn_nt_note). Half-line streaming stores
- * measured slower than plain ones. ROUND: 16 floats to 16 half patterns. */
-#define FN_DIRECT_NT_LOOPS(LOADH, ROUND, NAME, ATTR)                                                \
+ * measured slower than plain ones. ROUND2(v0, v1): the step's two vectors of 16 floats as one
+ * line of 32 half patterns (__m512i). */
+#define FN_DIRECT_NT_LOOPS(LOADH, ROUND2, NAME, ATTR)                                               \
     ATTR int64_t NAME##_scale(const uint16_t *x, uint16_t *y, int64_t n, float mh, float a, float c) \
     {                                                                                               \
         const __m512 m = _mm512_set1_ps(mh), av = _mm512_set1_ps(a), cv = _mm512_set1_ps(c);       \
         int64_t i = 0;                                                                              \
         for (; i + 32 <= n; i += 32) {                                                              \
-            const __m256i lo = ROUND(                                                               \
-                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + i), m), av), cv));              \
-            const __m256i hi = ROUND(                                                               \
-                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + i + 16), m), av), cv));         \
-            _mm512_stream_si512((__m512i *)(y + i),                                                 \
-                                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));             \
+            const __m512 lo = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + i), m), av), cv); \
+            const __m512 hi =                                                                       \
+                _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + i + 16), m), av), cv);          \
+            _mm512_stream_si512((__m512i *)(y + i), ROUND2(lo, hi));                                \
         }                                                                                           \
         return i;                                                                                   \
     }                                                                                               \
@@ -1130,15 +1129,14 @@ FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, uint16_t, float, __m512, 16
         const __m512 m = _mm512_set1_ps(mh), av = _mm512_set1_ps(a), cv = _mm512_set1_ps(c);       \
         int64_t i = 0;                                                                              \
         for (; i + 32 <= n; i += 32) {                                                              \
-            __m256i h[2];                                                                           \
+            __m512 v[2];                                                                            \
             for (int k = 0; k < 2; k++) {                                                           \
                 const int64_t j = i + 16 * k;                                                       \
                 const __m512 u = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(LOADH(x + j), m), av), cv); \
-                h[k] = ROUND(_mm512_add_ps(_mm512_mul_ps(u, _mm512_loadu_ps(w + j)),               \
-                                           _mm512_loadu_ps(lb + j)));                               \
+                v[k] = _mm512_add_ps(_mm512_mul_ps(u, _mm512_loadu_ps(w + j)),                      \
+                                     _mm512_loadu_ps(lb + j));                                      \
             }                                                                                       \
-            _mm512_stream_si512((__m512i *)(y + i),                                                 \
-                                _mm512_inserti64x4(_mm512_castsi256_si512(h[0]), h[1], 1));         \
+            _mm512_stream_si512((__m512i *)(y + i), ROUND2(v[0], v[1]));                            \
         }                                                                                           \
         return i;                                                                                   \
     }                                                                                               \
@@ -1147,20 +1145,23 @@ FN_SPAN_LOOP(fn_f16_avx512bw_span, FN_AVX512BW_FUNC, uint16_t, float, __m512, 16
     {                                                                                               \
         int64_t i = 0;                                                                              \
         for (; i + 32 <= n; i += 32) {                                                              \
-            __m256i h[2];                                                                           \
+            __m512 v[2];                                                                            \
             for (int k = 0; k < 2; k++) {                                                           \
                 const int64_t j = i + 16 * k;                                                       \
-                h[k] = ROUND(_mm512_add_ps(                                                         \
+                v[k] = _mm512_add_ps(                                                               \
                     _mm512_mul_ps(_mm512_sub_ps(LOADH(x + j), _mm512_loadu_ps(mh + j)),            \
                                   _mm512_loadu_ps(a + j)),                                          \
-                    _mm512_loadu_ps(c + j)));                                                       \
+                    _mm512_loadu_ps(c + j));                                                        \
             }                                                                                       \
-            _mm512_stream_si512((__m512i *)(y + i),                                                 \
-                                _mm512_inserti64x4(_mm512_castsi256_si512(h[0]), h[1], 1));         \
+            _mm512_stream_si512((__m512i *)(y + i), ROUND2(v[0], v[1]));                            \
         }                                                                                           \
         return i;                                                                                   \
     }
-FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16, fn_f16_avx512_nt, FN_AVX512_FUNC)
+FN_AVX512_INLINE __m512i fn_rh16x2(__m512 lo, __m512 hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(fn_rh16(lo)), fn_rh16(hi), 1);
+}
+FN_DIRECT_NT_LOOPS(fn_lf16_f16, fn_rh16x2, fn_f16_avx512_nt, FN_AVX512_FUNC)
 #define FN_PICK(name, ...)                                                                        \
     do {                                                                                          \
         if (fn_bw_ok())                                                                           \
@@ -1264,6 +1265,16 @@ FN_BF16_INLINE __m256i fn_rb16(__m512 v)
     }
     return r;
 }
+/* fn_rb16 of a streamed line's two vectors: one test of both for denormals (a step's two
+ * branches cost about a tenth of bfloat16 LayerNorm (4096, 4096), one thread) */
+FN_BF16_INLINE __m512i fn_rb16x2(__m512 lo, __m512 hi)
+{
+    const __mmask16 den = _mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20);
+    if (__builtin_expect(den != 0, 0))
+        return _mm512_inserti64x4(_mm512_castsi256_si512(fn_rb16(lo)), fn_rb16(hi), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(lo)),
+                              (__m256i)_mm512_cvtneps_pbh(hi), 1);
+}
 FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, fn_rb16(v)); }
 FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)
 {
@@ -1278,7 +1289,7 @@ FN_SPAN_LOOP(fn_bf16_avx512_span, FN_BF16_FUNC, uint16_t, float, __m512, 16, __m
 #undef LOADH_M
 #undef STOREH_M
 #undef LOADF_M
-FN_DIRECT_NT_LOOPS(fn_lf16_bf16, fn_rb16, fn_bf16_avx512_nt, FN_BF16_FUNC)
+FN_DIRECT_NT_LOOPS(fn_lf16_bf16, fn_rb16x2, fn_bf16_avx512_nt, FN_BF16_FUNC)
 #define FN_PICK_BF16(call)                                                                        \
     do {                                                                                          \
         if (fn_bf16_ok())                                                                         \

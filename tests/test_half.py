@@ -240,6 +240,22 @@ def test_half_parameters_equal_their_float32_values(dtype):
         assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_subnormal_outputs_are_rounded_not_flushed(dtype):
+    """A weight in the 16-bit type's subnormal range makes subnormal outputs: within one of the
+    smallest subnormal steps of the float64 result (AVX-512 BF16's rounding instruction flushes
+    them; its loops must not)."""
+    step = 2.0 ** -24 if np.dtype(dtype) == np.float16 else 2.0 ** -133  # bfloat16
+    x = np.random.default_rng(3).standard_normal((8, 1031)).astype(dtype)
+    w = np.full(1031, 40 * step, np.float64).astype(dtype)
+    for b in (None, w):  # the weight loops, and the affine loops that run in registers
+        y = F.layer_norm(x, 1031, w, b)
+        want = R.layer_norm(x.astype(np.float64), 1031, w.astype(np.float64),
+                            None if b is None else b.astype(np.float64))
+        assert np.count_nonzero(y.astype(np.float64)) > 0.9 * y.size
+        assert np.abs(y.astype(np.float64) - want).max() <= step
+
+
 def test_unsupported_dtypes_name_the_accepted_ones():
     for dt in (np.int32, np.longdouble, np.complex64):
         with pytest.raises(TypeError, match=r"float16, bfloat16 \(ml_dtypes\), float32 or float64"):

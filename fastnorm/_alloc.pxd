@@ -9,9 +9,9 @@ cdef enum:
     # none with the cache; below 256 KiB no op faults.
     OUTPUT_CACHE_MIN = 1 << 20
     # C-contiguous outputs of at most this many bytes come from the pool of recent small
-    # outputs (pooled_empty_like), SMALL_SLOTS of them at a time
+    # outputs (new_output), SMALL_SLOTS of them at a time
     SMALL_MAX = 1 << 16
     SMALL_SLOTS = 8
 
 cdef cnp.ndarray cached_empty_like(cnp.ndarray x)
-cdef cnp.ndarray pooled_empty_like(cnp.ndarray x)
+cdef cnp.ndarray new_output(cnp.ndarray x)

@@ -4,6 +4,7 @@ that keeps up to a settable number of bytes of freed outputs mapped for the next
 an allocating call in a steady loop costs what an out= call costs (no page faults on a fresh
 mapping); small ones handed out again from a pool of recent outputs that nobody holds any more.
 The C side is fastnorm/fn_alloc.h; see README "Threads, fork and memory"."""
+import atexit
 import operator
 import os
 
@@ -101,54 +102,76 @@ cdef bint _reusable(PyObject* p, cnp.ndarray x) noexcept:
     return True
 
 
-cdef cnp.ndarray pooled_empty_like(cnp.ndarray x):
+cdef inline cnp.ndarray _fresh(cnp.ndarray x):
+    """np.empty_like(x) for C-contiguous x, by the C API (no axis order to work out)."""
+    Py_INCREF(<object>cnp.PyArray_DESCR(x))  # NewFromDescr steals a reference
+    return _new_from_descr(_array_type, cnp.PyArray_DESCR(x), cnp.PyArray_NDIM(x),
+                           cnp.PyArray_DIMS(x), NULL, NULL, 0, NULL)
+
+
+cdef cnp.ndarray _pooled(cnp.ndarray x):
     """np.empty_like(x) for C-contiguous x of at most SMALL_MAX bytes: a pooled output that only
     the pool holds, or a fresh one that joins the pool (the oldest leaves). The GIL serializes
     it; with the cache off (limit 0) it is a plain allocation."""
     global _small_next, _small_hits, _small_misses
     cdef int i
     cdef PyObject* p
-    if FN_SMALL_POOL and _limit != 0:
-        for i in range(SMALL_SLOTS):
-            p = _small[i]
-            if p != NULL and _reusable(p, x):
-                _small_hits += 1
-                return <cnp.ndarray>p
-    Py_INCREF(<object>cnp.PyArray_DESCR(x))  # NewFromDescr steals a reference
-    cdef cnp.ndarray a = _new_from_descr(_array_type, cnp.PyArray_DESCR(x), cnp.PyArray_NDIM(x),
-                                         cnp.PyArray_DIMS(x), NULL, NULL, 0, NULL)
-    if FN_SMALL_POOL and _limit != 0:
-        _small_misses += 1
-        Py_XDECREF(_small[_small_next])
-        Py_INCREF(a)
-        _small[_small_next] = <PyObject*>a
-        _small_next = (_small_next + 1) % SMALL_SLOTS
+    if not (FN_SMALL_POOL and _limit != 0):
+        return _fresh(x)
+    for i in range(SMALL_SLOTS):
+        p = _small[i]
+        if p != NULL and _reusable(p, x):
+            _small_hits += 1
+            return <cnp.ndarray>p
+    cdef cnp.ndarray a = _fresh(x)
+    _small_misses += 1
+    # the slot changes hands before the old array is let go: its death may run weakref
+    # callbacks that call fastnorm (and so come back here)
+    p = _small[_small_next]
+    Py_INCREF(a)
+    _small[_small_next] = <PyObject*>a
+    _small_next = (_small_next + 1) % SMALL_SLOTS
+    Py_XDECREF(p)
     return a
 
 
-cdef size_t _small_release():
-    """Drop the pool's references (arrays nobody else holds die); returns their bytes."""
+cdef cnp.ndarray new_output(cnp.ndarray x):
+    """A fresh array of x's shape, dtype and memory order: every output fastnorm allocates.
+    Large ones come from the output cache, small C-contiguous ones from the pool."""
+    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(x)
+    if nbytes >= OUTPUT_CACHE_MIN:
+        return cached_empty_like(x)
+    if cnp.PyArray_IS_C_CONTIGUOUS(x):
+        return _pooled(x) if nbytes <= SMALL_MAX else _fresh(x)
+    return _new_like(x, cnp.NPY_KEEPORDER, NULL, 0)
+
+
+cdef size_t _pool_bytes(bint release):
+    """Bytes of the pooled outputs that only the pool holds; with release, the pool lets go of
+    every output (those nobody else holds die), each slot emptied before its array is let go."""
     global _small_next
-    cdef size_t freed = 0
+    cdef size_t n = 0
     cdef int i
+    cdef PyObject* p
     for i in range(SMALL_SLOTS):
-        if _small[i] != NULL:
-            if Py_REFCNT(_small[i]) == 1:
-                freed += <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>_small[i])
-            Py_XDECREF(_small[i])
+        p = _small[i]
+        if p == NULL:
+            continue
+        if Py_REFCNT(p) == 1:
+            n += <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>p)
+        if release:
             _small[i] = NULL
-    _small_next = 0
-    return freed
+            Py_XDECREF(p)
+    if release:
+        _small_next = 0
+    return n
 
 
-cdef size_t _small_held():
-    """Bytes of the pooled outputs that only the pool holds."""
-    cdef size_t held = 0
-    cdef int i
-    for i in range(SMALL_SLOTS):
-        if _small[i] != NULL and Py_REFCNT(_small[i]) == 1:
-            held += <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>_small[i])
-    return held
+def _release_pool_at_exit():
+    _pool_bytes(True)
+
+
+atexit.register(_release_pool_at_exit)
 
 
 def set_output_cache_limit(nbytes):
@@ -185,7 +208,7 @@ def set_output_cache_limit(nbytes):
     _limit = n
     fn_cache_set_limit(n)
     if n == 0:
-        _small_release()
+        _pool_bytes(True)
     return old
 
 
@@ -198,7 +221,7 @@ def release_output_cache():
     """Unmap every block the output cache holds now and let go of the pooled small outputs (the
     limit stays); returns the bytes released. Outputs still alive are not affected: their
     blocks return to the cache when they die."""
-    return fn_cache_release() + _small_release()
+    return fn_cache_release() + _pool_bytes(True)
 
 
 def output_cache_info():
@@ -210,12 +233,13 @@ def output_cache_info():
     cdef size_t limit, held
     cdef int blocks
     cdef uint64_t hits, misses
+    cdef bint pool_on = FN_SMALL_POOL and _limit != 0
     fn_cache_stats(&limit, &held, &blocks, &hits, &misses)
     return {"limit": limit, "held": held, "blocks": blocks, "hits": hits, "misses": misses,
             "min_output": OUTPUT_CACHE_MIN, "max_blocks": FN_SLOTS,
-            "small_held": _small_held(), "small_hits": _small_hits,
-            "small_misses": _small_misses, "small_max": SMALL_MAX if FN_SMALL_POOL else 0,
-            "small_slots": SMALL_SLOTS if FN_SMALL_POOL else 0}
+            "small_held": _pool_bytes(False), "small_hits": _small_hits,
+            "small_misses": _small_misses, "small_max": SMALL_MAX if pool_on else 0,
+            "small_slots": SMALL_SLOTS if pool_on else 0}
 
 
 def _after_fork_in_child():

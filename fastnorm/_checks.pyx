@@ -5,41 +5,19 @@ expected and what arrived."""
 import numpy as np
 
 cimport numpy as cnp
-from cpython.ref cimport Py_INCREF
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t
 
-from fastnorm._alloc cimport OUTPUT_CACHE_MIN, SMALL_MAX, cached_empty_like, pooled_empty_like
+from fastnorm._alloc cimport new_output
 
 cnp.import_array()
 
-cdef extern from "numpy/arrayobject.h":
-    # the C API directly, with a NULL descr (= the prototype's dtype): np.empty_like without
-    # the Python-level call overhead
-    object _new_like "PyArray_NewLikeArray" (cnp.ndarray prototype, cnp.NPY_ORDER order,
-                                             void* descr, int subok)
-    object _new_from_descr "PyArray_NewFromDescr" (void* subtype, cnp.PyArray_Descr* descr,
-                                                   int nd, cnp.npy_intp* dims,
-                                                   cnp.npy_intp* strides, void* data, int flags,
-                                                   void* obj)
-    void* _array_type "(&PyArray_Type)"
-
 
 cdef cnp.ndarray empty_like(cnp.ndarray x):
-    """A fresh array of x's shape, dtype and memory order: every output fastnorm allocates.
-    Large ones come from the output cache, small C-contiguous ones from the pool of small
-    outputs (fastnorm._alloc)."""
-    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(x)
-    if nbytes >= OUTPUT_CACHE_MIN:
-        return cached_empty_like(x)
-    if cnp.PyArray_IS_C_CONTIGUOUS(x) and nbytes <= SMALL_MAX:
-        return pooled_empty_like(x)
-    if cnp.PyArray_IS_C_CONTIGUOUS(x):  # the common case, without working out an axis order
-        Py_INCREF(<object>cnp.PyArray_DESCR(x))  # NewFromDescr steals a reference
-        return _new_from_descr(_array_type, cnp.PyArray_DESCR(x), cnp.PyArray_NDIM(x),
-                               cnp.PyArray_DIMS(x), NULL, NULL, 0, NULL)
-    return _new_like(x, cnp.NPY_KEEPORDER, NULL, 0)
+    """A fresh array of x's shape, dtype and memory order: every output fastnorm allocates
+    (fastnorm._alloc.new_output: the output cache and the pool of small outputs)."""
+    return new_output(x)
 
 
 cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:

@@ -1272,8 +1272,7 @@ FN_BF16_INLINE __m512i fn_rb16x2(__m512 lo, __m512 hi)
     const __mmask16 den = _mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20);
     if (__builtin_expect(den != 0, 0))
         return _mm512_inserti64x4(_mm512_castsi256_si512(fn_rb16(lo)), fn_rb16(hi), 1);
-    return _mm512_inserti64x4(_mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(lo)),
-                              (__m256i)_mm512_cvtneps_pbh(hi), 1);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* lo in the low half */
 }
 FN_BF16_INLINE void fn_sb16(uint16_t *p, __m512 v) { _mm256_storeu_si256((__m256i *)p, fn_rb16(v)); }
 FN_BF16_INLINE void fn_sb16m(uint16_t *p, __mmask16 k, __m512 v)

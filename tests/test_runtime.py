@@ -322,6 +322,59 @@ def test_small_outputs_someone_holds_are_never_handed_out(cache):
     np.testing.assert_array_equal(np.asarray(mv), kept[0])
 
 
+def test_small_output_pool_survives_callbacks_that_call_fastnorm(cache):
+    """An output dropped from the pool dies there, and its weakref callbacks run at that moment:
+    one that calls fastnorm again must leave every reference count right."""
+    import weakref
+    x, want = _small(4)
+    slots = cache()["small_slots"]
+    made = []
+
+    def again():
+        made.append(F.layer_norm(x, 768))
+
+    y = F.layer_norm(x, 768)
+    weakref.finalize(y, again)
+    del y  # pooled and weakly referenced: kept until the pool lets go of it
+    hold = [F.layer_norm(x, 768) for _ in range(slots)]  # its slot is taken: it dies
+    assert len(made) == 1
+    np.testing.assert_allclose(made[0], want, rtol=0, atol=2e-6)
+    watch = [weakref.ref(a) for a in hold + made]
+    del hold, made
+    fastnorm.release_output_cache()
+    assert all(w() is None for w in watch), "an output outlived every reference to it"
+
+
+def test_small_outputs_keep_their_dtype_and_shape(cache):
+    """Dead pooled outputs of another dtype or shape are never handed out; outputs of one call
+    are distinct arrays."""
+    x, want = _small(5)
+    dtypes = [np.float32, np.float64, np.float16]
+    try:
+        import ml_dtypes
+        dtypes.append(ml_dtypes.bfloat16)
+    except ImportError:
+        pass
+    for dt in dtypes:  # each call leaves a dead pooled output of the dtype before it
+        y = F.layer_norm(x.astype(dt), 768)
+        assert y.dtype == dt and y.shape == (1, 768)
+        np.testing.assert_allclose(y.astype(np.float64), want, rtol=0, atol=0.02)
+        del y
+    for shape in ((2, 768), (768,), (1, 1, 768)):
+        y = F.layer_norm(np.broadcast_to(x[0], shape).copy(), 768)
+        assert y.shape == shape
+        np.testing.assert_allclose(y.reshape(-1, 768), np.broadcast_to(want, (y.size // 768, 768)),
+                                   rtol=0, atol=2e-6)
+        del y
+    c = np.random.default_rng(6).standard_normal((8, 16), dtype=np.float32)
+    w = np.ones(16, np.float32)
+    for _ in range(3):  # outputs of the same dtype and shape from one call
+        outs = F.native_batch_norm(c, w, w, None, None, True, 0.1, 1e-5)[1:]
+        outs += F.native_layer_norm(c.T.copy(), (8,), None, None, 1e-5)[1:]
+        assert len({a.ctypes.data for a in outs}) == len(outs)
+        del outs
+
+
 def test_small_output_pool_off_with_the_cache(cache):
     x, want = _small(3)
     F.layer_norm(x, 768)  # dead at once: only the pool holds it

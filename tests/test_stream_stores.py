@@ -73,6 +73,15 @@ def results():
             scale = 2.0 ** (-20 if dtype == np.float16 else -130)  # below the smallest normal
             tiny = (rng.standard_normal(4096) * scale).astype(np.float32).astype(dtype)
             out += [F.layer_norm(xs, 4096, tiny, tiny), F.layer_norm(xs, 4096, tiny)]
+            # into a 64-byte aligned out: each streamed line is one row's elements 32k .. 32k + 31,
+            # its two vectors 16 apiece; subnormal outputs in only the high one, then only the low
+            half = (np.arange(4096) // 16) % 2
+            for sub in (1, 0):
+                wt = np.where(half == sub, tiny.astype(np.float32), 1.0).astype(dtype)
+                buf = np.empty(8 * 4096 + 32, dtype)
+                k = (-buf.ctypes.data % 64) // 2
+                o = buf[k:k + 8 * 4096].reshape(8, 4096)
+                out.append(F.layer_norm(xs, 4096, wt, wt * 0, out=o))
     return out
 
 

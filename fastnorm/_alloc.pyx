@@ -183,6 +183,10 @@ def set_output_cache_limit(nbytes):
     ``0`` turns the cache off (outputs are then allocated by NumPy's default allocator). The
     default is 256 MiB, at most 1/8 of the physical memory.
 
+    C-contiguous outputs of at most 64 KiB come from a pool of the last 8 of them instead (one
+    that only the pool still holds is handed out again): at most 512 KiB whatever the limit,
+    released by ``release_output_cache()``, turned off with the cache by a limit of ``0``.
+
     Parameters
     ----------
     nbytes : int

@@ -36,7 +36,6 @@ cdef extern from "fastnorm.h" nogil:
     ctypedef struct fn_epilogue:
         int activation
         const void *lower
-        int once
 
     ctypedef struct fn_row_job:
         fn_rows shape

@@ -49,8 +49,8 @@ def cpu_info():
     that is faster; the same bits), "l3_bytes": last-level cache bytes (0: unknown),
     "stream_bytes": output bytes from which the normalize passes of float32/float64 rows use
     streaming stores (0: never), "stream_bytes_cols": the same for the column (channels-last)
-    layouts, "stream_bytes_later": the same for the 16-bit types and for calls that read their
-    input once (eval batch_norm / instance_norm), "stream_bytes_wb": the same for float32 rows
+    layouts, "stream_bytes_later": the same for the 16-bit types (and the channels-last backward
+    pass), "stream_bytes_wb": the same for float32 rows
     with an elementwise weight and bias (layer_norm's)}."""
     cdef int level, pairs
     cdef int64_t l3, sb, sbc, sbl, sbw
@@ -138,9 +138,6 @@ cdef class _Call:
     cdef int64_t wrow                  # batch_norm_sample_affine: C (weight[n, c]), else 0
     cdef bint rms
     cdef int act                       # fn_activation of the epilogue
-    cdef bint once                     # the input is read once: statistics given, not taken
-                                       # from it (eval batch_norm, batch_norm_sample_affine,
-                                       # instance_norm; fn_epilogue)
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
     cdef object stats                  # None, or float64 (2, groups): the batch statistics
                                        # (mean, biased variance) written out, for backward
@@ -282,12 +279,10 @@ cdef int _col_moments(_Call c, const fn_cols* s, double* mean, double* m2) excep
 
 
 cdef inline fn_epilogue _epilogue(_Call c, const void* lower) noexcept:
-    """c's epilogue: its activation, the TLU's lower bounds (NULL: none), whether it reads its
-    input once."""
+    """c's epilogue: its activation and the TLU's lower bounds (NULL: none)."""
     cdef fn_epilogue e
     e.activation = c.act
     e.lower = lower
-    e.once = c.once
     return e
 
 
@@ -515,7 +510,6 @@ cdef object bn_call(object input, object running_mean, object running_var, objec
     c.act = check_activation(activation, c.fn)
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(training)
-    c.once = not c.training
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,), True)  # any shape with C elements, as torch
     c.running_stats(running_mean, running_var, momentum, "training=False")
@@ -543,7 +537,6 @@ def batch_norm_sample_affine(input, running_mean, running_var, weight, bias, tra
     if c.w is None or c.b is None:
         raise ValueError(f"{c.fn}: weight and bias are required")
     c.wrow = C
-    c.once = not c.training
     c.running_stats(running_mean, running_var, momentum, "training=False")
     if c.training:
         verify_batch_size((<object>c.x).shape)
@@ -635,7 +628,6 @@ cdef object in_call(object input, object running_mean, object running_var, objec
     c.stats = stats
     cdef Py_ssize_t C = c.x.shape[1]
     c.training = bool(use_input_stats)
-    c.once = not c.training
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,))
     c.running_stats(running_mean, running_var, momentum, "use_input_stats=False")

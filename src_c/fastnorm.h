@@ -115,9 +115,6 @@ typedef struct {
      * thresholded linear unit) y = max(y, lower[channel]) (param type; NaN propagates), applied
      * to each run right after it is written, while it is in cache */
     const void *lower;
-    /* 1: the call reads its input only in this pass (statistics given, not taken from it: eval
-     * BatchNorm), so its output streams past the cache from a larger size (out_act) */
-    int once;
 } fn_epilogue;
 
 /* Normalize groups of the row layout, computing their statistics unless stats.given:

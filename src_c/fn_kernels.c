@@ -1551,10 +1551,8 @@ static int64_t fn_stream_bytes(void)
     return l3 > 0 ? l3 / 2 : ((int64_t)16 << 20);
 }
 
-/* ... twice that (the whole last-level cache) for the 16-bit types, for calls that read their
- * input once, and for the channels-last backward pass whose x, dy and dx overflow it (out_act,
- * grad_cols; eval BatchNorm (8, 64, 112, 112) float32, 26 MB, 2 threads: 0.74-0.83 ms
- * with plain stores, 0.93-0.96 streamed on a quiet machine, level on a busy one) */
+/* ... twice that (the whole last-level cache) for the 16-bit types and for the channels-last
+ * backward pass whose x, dy and dx overflow it (out_act, grad_cols) */
 static int64_t fn_stream_bytes_later(void) { return 2 * fn_stream_bytes(); }
 
 /* ... and half as much again (three quarters of the cache) for the column layouts (channels

@@ -1355,9 +1355,8 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
  * column layouts, _WB: float32 rows with a weight and bias) whose contiguous runs are long
  * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
  * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
- * streamed than with their coefficients in registers). once: the call reads its input only in
- * this pass (fn_epilogue). */
-static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int once, int kind)
+ * streamed than with their coefficients in registers). */
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int kind)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
     const int64_t sb = kind == FN_SB_COLS ? fn_stream_bytes_cols()
@@ -1373,20 +1372,22 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int o
     const int runs_ok =
         sizeof(T) == 2 ? run_len >= 4096
                        : run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
-    /* from the whole last-level cache for the 16-bit types, and for a call that reads its
-     * input once: at 16 MB the 16-bit types' GroupNorm/InstanceNorm (groups
-     * normalized in cache) measured faster with plain stores, at 32 MB LayerNorm slower; eval
-     * BatchNorm float32 (8, 64, 112, 112), 26 MB, 2 threads: 0.74-0.83 ms with plain stores,
-     * 0.93-0.96 streamed (level with the machine's memory busier; README); level at 32-35 MB,
-     * streamed faster from 38 MB. LayerNorm, RMSNorm and GroupNorm, which read their input
-     * twice, were 1.4-1.9x faster streamed at 26-33 MB. */
-    const int64_t from = sizeof(T) == 2 || once ? fn_stream_bytes_later() : sb;
+    /* from the whole last-level cache for the 16-bit types: at 16 MB their GroupNorm /
+     * InstanceNorm (groups normalized in cache) measured faster with plain stores, at 32 MB
+     * LayerNorm slower. A call that reads its input once (eval BatchNorm) streams where its
+     * input and output no longer fit the cache together, as the row layouts do: streamed it
+     * keeps its time whatever the machine's neighbours do, plain stores do not. Eval BatchNorm
+     * float32, 2 threads, alternating: (8, 64, 112, 112) and (8, 256, 56, 56), 25.7 MB,
+     * 1.01-1.06 ms streamed against 1.15-1.51 plain in four pairs; (8, 320, 44, 44) 0.78-0.79
+     * against 0.96-1.01; (8, 512, 32, 32), 16.8 MB, 0.63-0.69 against 0.59-0.89 (an earlier
+     * session on a quieter machine: (8, 64, 112, 112) 0.93-0.96 streamed against 0.74-0.83,
+     * README). */
+    const int64_t from = sizeof(T) == 2 ? fn_stream_bytes_later() : sb;
     if (act == FN_ACT_NONE && sb > 0 && out_bytes >= from && runs_ok)
         return FN_ACT_STREAM;
 #else
     (void)out_bytes;
     (void)run_len;
-    (void)once;
     (void)kind;
 #endif
     return act;
@@ -1421,7 +1422,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
      * pass (cols_row_run), so that their output is rounded once */
     const int act = rw ? FN_ACT_NONE
                        : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
-                                     s->ys[2] == 1 ? C : 1, jb->epilogue.once, FN_SB_COLS);
+                                     s->ys[2] == 1 ? C : 1, FN_SB_COLS);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -1850,7 +1851,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
-                                s->ys[3] == 1 ? L : 1, jb->epilogue.once, FN_SB_ROWS);
+                                s->ys[3] == 1 ? L : 1, FN_SB_ROWS);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -1938,7 +1939,6 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         jb->epilogue.lower
             ? act
             : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
-                          jb->epilogue.once,
                           sizeof(T) == 4 && af->elementwise && af->bias ? FN_SB_WB : FN_SB_ROWS);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
@@ -2065,7 +2065,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     const int64_t streams = jb->sum ? 4 : 3;
     const int oact = FN(out_act)(jb->norm.epilogue.activation,
                                  P * Q * L * (int64_t)sizeof(T) * streams / 2,
-                                 s->ys[3] == 1 ? L : 1, jb->norm.epilogue.once, FN_SB_ROWS);
+                                 s->ys[3] == 1 ? L : 1, FN_SB_ROWS);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {

@@ -114,7 +114,7 @@ def test_show_config_reports_the_streaming_threshold(capsys):
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cpu")]
     assert line and cpu["simd"] in line[0] and "streaming" in line[0]
     if cpu["stream_bytes"]:  # float32 with weight and bias first, rows, the column layouts,
-        # then the 16-bit / read-once
+        # then the 16-bit types
         assert (cpu["stream_bytes_wb"] <= cpu["stream_bytes"] <= cpu["stream_bytes_cols"]
                 <= cpu["stream_bytes_later"])
         assert f"{cpu['stream_bytes_cols'] / 2**20:g} MiB: channels-last" in line[0]
@@ -124,7 +124,7 @@ def test_show_config_reports_the_streaming_threshold(capsys):
 
 def test_stream_bytes_setting_reaches_the_kernels():
     """FN_STREAM_BYTES=0 turns streaming off; a value sets the rows' threshold, the column
-    layouts' is 1.5 times it, the 16-bit / read-once calls' twice and float32 rows with a weight
+    layouts' is 1.5 times it, the 16-bit types' twice and float32 rows with a weight
     and bias 3/4 of it, rounded up (read at import)."""
     code = ("import fastnorm; c = fastnorm.get_config()['cpu']; "
             "print(c['stream_bytes'], c['stream_bytes_cols'], c['stream_bytes_later'], "

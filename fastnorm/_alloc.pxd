@@ -1,4 +1,5 @@
-# fastnorm's output cache (see _alloc.pyx): large outputs are allocated through it.
+# fastnorm's output allocation (see _alloc.pyx): new_output makes every output fastnorm
+# allocates, large ones through the output cache, small ones from the pool.
 cimport numpy as cnp
 
 cdef enum:
@@ -13,5 +14,4 @@ cdef enum:
     SMALL_MAX = 1 << 16
     SMALL_SLOTS = 8
 
-cdef cnp.ndarray cached_empty_like(cnp.ndarray x)
 cdef cnp.ndarray new_output(cnp.ndarray x)

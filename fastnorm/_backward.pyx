@@ -32,7 +32,7 @@ from libc.math cimport sqrt
 from libc.string cimport memset
 from libc.stdint cimport int64_t
 
-from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod
+from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod, rms_eps
 from fastnorm._kernels cimport (_check_rc, _rows, _table, bn_call, fn_cols, fn_grad_col_job,
                                 fn_grad_layer_job, fn_grad_row_job, fn_kernel_table, fn_rows,
                                 gn_call, in_call, ln_call)
@@ -637,7 +637,7 @@ def native_rms_norm(input, normalized_shape, weight, eps):
     ns, lead, sshape = _ln_shapes(x, normalized_shape, fn)
     stats = np.full((2, prod(lead, 0)), np.nan)
     y = ln_call("rms_norm", x, ns, weight, None, eps, None, True, None, stats)
-    e = np.finfo(x.dtype).eps if eps is None else eps
+    e = rms_eps(x.dtype) if eps is None else eps
     return y, (1.0 / np.sqrt(stats[1] + e)).reshape(sshape)
 
 

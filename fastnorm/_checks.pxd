@@ -31,4 +31,4 @@ cdef cnp.ndarray empty_like(cnp.ndarray x)
 cdef int bfloat16_typenum()
 cpdef bint is_real_dtype(object dtype)
 cpdef int check_activation(object activation, str fname) except -1
-cpdef double machine_eps(object dtype)
+cpdef double rms_eps(object dtype)

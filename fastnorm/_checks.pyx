@@ -331,15 +331,15 @@ cpdef int check_activation(object activation, str fname) except -1:
     return _ACTIVATIONS[activation]
 
 
-cpdef double machine_eps(object dtype):
-    """The machine epsilon of a float dtype, bfloat16 (2**-7) included."""
+cpdef double rms_eps(object dtype):
+    """``eps=None`` of the RMS norms for input of this dtype: the machine epsilon of the type
+    torch computes in, float64's for float64 and float32's for float32, float16 and bfloat16
+    (torch 2.13's CPU rms_norm, whatever its documentation says of the input's own epsilon)."""
     # NumPy 2's dtypes are subclasses (Float32DType): isinstance, not type() is
     cdef cnp.dtype dt = dtype if isinstance(dtype, cnp.dtype) else np.dtype(dtype)
     cdef int t = dt.type_num
-    if t == cnp.NPY_FLOAT:  # the common cases without np.finfo's Python-level lookup
+    if t == cnp.NPY_FLOAT or t == NPY_HALF_ or _is_bf16(t):
         return FLT_EPSILON
     if t == cnp.NPY_DOUBLE:
         return DBL_EPSILON
-    if _is_bf16(t):
-        return 2.0 ** -7
     return float(np.finfo(dt).eps)

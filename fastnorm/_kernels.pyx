@@ -27,7 +27,7 @@ from libc.string cimport memcpy
 from fastnorm._checks cimport (NPY_HALF_, NPY_USERDEF_, as_input, as_nc_input,
                                bfloat16_typenum, check_activation, check_eps, check_momentum,
                                check_normalized_shape, check_running_pair, check_updated,
-                               empty_like, has_shape, machine_eps, may_overlap, param,
+                               empty_like, has_shape, rms_eps, may_overlap, param,
                                prepare_out, prod, running, same_view, unalias,
                                verify_batch_size)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
@@ -866,7 +866,7 @@ cdef int _ln_setup(_Call c, object normalized_shape, object weight, object bias,
                          f"[*, {', '.join(map(str, ns))}], but got input of size{list((<object>x).shape)}")
     c.num = nk
     c.rms = rms
-    c.eps = (machine_eps(<object>cnp.PyArray_DESCR(x)) if (rms and eps is None)
+    c.eps = (rms_eps(<object>cnp.PyArray_DESCR(x)) if (rms and eps is None)
              else check_eps(eps, c.fn))
     c.act = check_activation(activation, c.fn)
     c.affine(weight, bias, ns)

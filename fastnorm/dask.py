@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         from exc
 
 from . import functional as F
-from ._checks import check_eps, check_momentum, check_normalized_shape  # fastnorm's own checks
+from ._checks import check_eps, check_momentum, check_normalized_shape, rms_eps  # fastnorm's own
 from ._moments import Moments, _check_axis, _check_ddof, _merge_stacked, _stats
 
 __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
@@ -476,7 +476,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     normalized_shape : int or sequence of int
     weight : array_like of shape ``normalized_shape``, optional
     eps : float, optional
-        None: ``np.finfo(input.dtype).eps``, as torch.
+        None: as ``fastnorm.functional.rms_norm`` (float32's machine epsilon, float64's for
+        float64 input), as torch.
 
     Returns
     -------
@@ -493,7 +494,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     x = _as_dask(input, fn)
     ns, k = _trailing_check(x, normalized_shape, fn)
     w = _param(weight, "weight", fn, x.dtype, ns)
-    e = np.finfo(x.dtype).eps if eps is None else check_eps(eps, fn)
+    e = rms_eps(x.dtype) if eps is None else check_eps(eps, fn)
     if x.size == 0:
         return x.copy()
     axes = tuple(range(x.ndim - k, x.ndim))

@@ -223,7 +223,10 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, out=None, activa
     weight : array_like of shape ``normalized_shape``, optional
         :math:`\gamma` (1 when omitted).
     eps : float, optional
-        ``None`` (the default, as in torch) means ``np.finfo(input.dtype).eps``.
+        ``None`` (the default) means the machine epsilon of the type torch computes in:
+        ``np.finfo(np.float64).eps`` for float64 input, ``np.finfo(np.float32).eps`` for float32,
+        float16 and bfloat16 (torch 2.13's CPU ``rms_norm``; its documentation names the input's
+        own epsilon, which for the 16-bit types is 8 to 64 times larger).
     out : ndarray, optional
     activation : {None, "relu", "silu", "gelu", "gelu_tanh"}, optional
         See ``batch_norm``.
@@ -295,8 +298,7 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, ou
     .. math:: s = x + r, \quad y = \frac{s}{\sqrt{\mathrm{E}[s^2] + \epsilon}} \gamma
 
     As ``add_layer_norm`` (the sum rounded to the input's dtype, ``sum_out`` optional and allowed
-    to be ``residual``), with ``rms_norm``'s normalization; ``eps=None`` means the machine
-    epsilon of the input's dtype, as in torch.
+    to be ``residual``), with ``rms_norm``'s normalization and its ``eps=None``.
 
     Parameters
     ----------
@@ -728,7 +730,7 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
 def native_rms_norm(input, normalized_shape, weight, eps):
     r"""RMS norm that also returns ``rstd`` = :math:`1/\sqrt{\mathrm{E}[x^2] + \epsilon}` per
     row (shape ``(*, 1, ..., 1)``, float64): ``(output, rstd)``, with the semantics of
-    ``torch.ops.aten._fused_rms_norm`` (``eps=None``: the input dtype's machine epsilon).
+    ``torch.ops.aten._fused_rms_norm`` (``eps=None``: as ``rms_norm``).
 
     Examples
     --------

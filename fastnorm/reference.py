@@ -137,13 +137,12 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, dtype=np.
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, dtype=np.float64, activation=None):
     """RMS norm over the trailing ``normalized_shape`` axes: x / sqrt(mean(x^2) + eps) * weight.
-    ``eps=None`` is the machine epsilon of the input's own dtype, as in torch."""
+    ``eps=None`` is the machine epsilon of the type torch computes the input in: float64's for
+    float64 (and any input that is not float32, float16 or bfloat16), float32's for those."""
     if eps is None:
         in_dtype = np.asarray(input).dtype
-        if in_dtype.name == "bfloat16":
-            eps = 2.0 ** -7  # ml_dtypes.finfo(bfloat16).eps
-        else:
-            eps = np.finfo(in_dtype if in_dtype.kind == "f" else np.float64).eps
+        low = in_dtype.name == "bfloat16" or in_dtype in (np.float16, np.float32)
+        eps = np.finfo(np.float32 if low else np.float64).eps
     x = _as(input, dtype)
     ns = _trailing(normalized_shape)
     axes = tuple(range(x.ndim - len(ns), x.ndim))

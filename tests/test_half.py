@@ -80,9 +80,9 @@ def _ops(shape, dtype, seed):
         ("gn", lambda x: F.group_norm(x, 2, w, b), lambda x: R.group_norm(x, 2, f64(w), f64(b))),
         ("ln", lambda x: F.layer_norm(x, L, lw, lb), lambda x: R.layer_norm(x, L, f64(lw), f64(lb))),
         ("rms", lambda x: F.rms_norm(x, L, lw, 1e-5), lambda x: R.rms_norm(x, L, f64(lw), 1e-5)),
-        # eps=None: the input dtype's machine epsilon (the reference sees float64 input)
+        # eps=None: float32's machine epsilon, as torch (the reference sees float64 input)
         ("rms-eps-none", lambda x: F.rms_norm(x, L),
-         lambda x: R.rms_norm(x, L, eps=fastnorm._checks.machine_eps(dtype))),
+         lambda x: R.rms_norm(x, L, eps=fastnorm._checks.rms_eps(dtype))),
     ]
 
 
@@ -172,11 +172,39 @@ def test_near_torch_half_ops(torch, dtype):
         ("ln", F.layer_norm(x, 10, lw, lb), TF.layer_norm(t(x), (10,), t(lw), t(lb)),
          R.layer_norm(x64, 10, f64(lw), f64(lb))),
         ("rms", F.rms_norm(x, 10, lw), TF.rms_norm(t(x), (10,), t(lw)),
-         R.rms_norm(x64, 10, f64(lw), eps=fastnorm._checks.machine_eps(dtype))),
+         R.rms_norm(x64, 10, f64(lw), eps=fastnorm._checks.rms_eps(dtype))),
     ]
     for name, got, want, want64 in cases:
         assert want.dtype == _torch_dtype(torch, dtype)
         assert_near_torch(got, want.float().numpy().astype(np.float64), want64, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_rms_eps_none_is_float32s_epsilon_as_torch(torch, dtype):
+    """eps=None with 16-bit input: torch's CPU rms_norm adds float32's epsilon (1.2e-7), not the
+    input's (float16 9.8e-4, bfloat16 7.8e-3): rows whose mean square is near those differ
+    (0.004 everywhere: 0.996 against 0.127 or 0.045)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((6, 16)) * np.array([[4e-3], [1e-2], [3e-2], [1e-3], [1.0], [0]])
+         ).astype(dtype)
+    r = (rng.standard_normal((6, 16)) * 1e-3).astype(dtype)
+    tdt = _torch_dtype(torch, dtype)
+    TF = torch.nn.functional
+    t = lambda a: _to_torch(torch, a)  # noqa: E731
+    s = (np.asarray(x, np.float32) + np.asarray(r, np.float32)).astype(dtype)  # rounded sum
+    m = fastnorm.RMSNorm(16, dtype=dtype)
+    cases = [
+        ("functional", F.rms_norm(x, 16), TF.rms_norm(t(x), (16,)), x),
+        ("layer", m(x), torch.nn.RMSNorm(16, dtype=tdt)(t(x)).detach(), x),
+        ("native", F.native_rms_norm(x, 16, None, None)[0], TF.rms_norm(t(x), (16,)), x),
+        ("add", F.add_rms_norm(x, r, 16), TF.rms_norm(t(s), (16,)), s),
+    ]
+    for name, got, want, inp in cases:
+        want64 = R.rms_norm(np.asarray(inp, np.float64), 16, eps=np.finfo(np.float32).eps)
+        assert_near_torch(got, want.float().numpy().astype(np.float64), want64, dtype, name)
+        assert np.abs(np.asarray(got[0], np.float64)).max() > 0.5, name  # not eps-dominated
+    assert fastnorm._checks.rms_eps(dtype) == np.finfo(np.float32).eps
+    assert R.rms_norm(x, 16).tobytes() == R.rms_norm(x, 16, eps=np.finfo(np.float32).eps).tobytes()
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)

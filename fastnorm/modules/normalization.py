@@ -198,7 +198,8 @@ class RMSNorm(_Affine):
     ----------
     normalized_shape : int or sequence of int
     eps : float or None, default None
-        None means the machine epsilon of the input's dtype (``np.finfo(x.dtype).eps``).
+        None means the machine epsilon of the type torch computes the input in: float64's for
+        float64 input, float32's for float32, float16 and bfloat16 (``F.rms_norm``).
     elementwise_affine : bool, default True
         Learnable ``weight`` (1) of shape ``normalized_shape``.
     device : None or "cpu"

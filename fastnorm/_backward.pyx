@@ -555,7 +555,9 @@ def native_instance_norm(input, weight, bias, running_mean, running_var, use_inp
     NC = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (0, 0)
     stats = np.full((2, NC[0] * NC[1]), np.nan)
     y = in_call(x, running_mean, running_var, weight, bias, True, momentum, eps, None, stats)
-    return y, stats[0].reshape(NC), (1.0 / np.sqrt(stats[1] + eps)).reshape(NC)
+    with np.errstate(divide="ignore"):  # eps = 0 and var = 0: invstd 0, as in_call takes it
+        invstd = np.where(stats[1] + eps == 0, 0.0, 1.0 / np.sqrt(stats[1] + eps))
+    return y, stats[0].reshape(NC), invstd.reshape(NC)
 
 
 def native_instance_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,

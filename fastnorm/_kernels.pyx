@@ -634,7 +634,23 @@ cdef object in_call(object input, object running_mean, object running_var, objec
     if c.training and prod((<object>c.x).shape, 2) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                          f"{(<object>c.x).shape}")
-    return _run(c, out, _in if c.training else _bn)
+    if not (c.training and c.eps == 0.0 and c.x.size):
+        return _run(c, out, _in if c.training else _bn)
+    # eps = 0: torch's kernel (its batch_norm's) takes 1 / sqrt(var + eps) as 0 where var is 0
+    # too, so a constant plane gives its bias (0 without one), not 0 * inf = NaN
+    if stats is None:
+        c.stats = stats = np.full((2, c.x.shape[0] * C), np.nan)
+    y = _run(c, out, _in)
+    flat = np.flatnonzero(stats[1] == 0.0)
+    if flat.size:
+        planes = y.reshape((c.x.shape[0] * C, -1)) if y.flags.c_contiguous else None
+        for i in flat:
+            v = 0 if c.b is None else c.b[i % C]
+            if planes is not None:
+                planes[i] = v
+            else:
+                y[i // C, i % C] = v
+    return y
 
 
 def instance_moments(input):

@@ -106,7 +106,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         # batch average of the per-instance mean and unbiased variance
         _update(running_mean, mean.reshape(x.shape[:2]).mean(axis=0), momentum)
         _update(running_var, (var.reshape(x.shape[:2]) * n / (n - 1)).mean(axis=0), momentum)
-    y = (x - mean) / np.sqrt(var + eps)
+    with np.errstate(invalid="ignore"):  # torch: 1 / sqrt(var + eps) is 0 where both are 0
+        y = np.where(var + eps == 0, 0.0, (x - mean) / np.sqrt(var + eps))
     return _affine(y, weight, bias, _channel_shape(x))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import fastnorm
 import fastnorm.functional as F
+from fastnorm import reference as R
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
@@ -85,6 +86,46 @@ def test_instance_norm_functional(torch, shape, dtype):
         assert_close(frm, n_of(trm), dtype)
         assert_close(frv, n_of(trv), dtype)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("layout", ["C", "channels_last", "strided_out"])
+def test_instance_norm_eps_zero_constant_plane_gives_bias(torch, dtype, layout):
+    """eps = 0: torch takes 1 / sqrt(var + eps) as 0 where var is 0 too, so constant planes give
+    their bias (0 without one), the others normalize; native_instance_norm's invstd is 0 there,
+    and the layer's backward gives 0 there, as autograd."""
+    import torch.nn.functional as TF
+    x = rand((3, 4, 5, 2), dtype, 7)
+    x[0, 1], x[2, 3], x[1, 0] = 2.0, -1.0, 0.0
+    x[2, 2, 0, 0] = np.nan  # a NaN plane stays NaN
+    if layout == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    w, b = rand(4, dtype, 1, 0.5, 1.0), rand(4, dtype, 2)
+    tx, tw, tb = t_of(torch, x), t_of(torch, w), t_of(torch, b)
+    for bias, tbias in ((b, tb), (None, None)):
+        want = n_of(TF.instance_norm(tx, weight=tw, bias=tbias, eps=0.0))
+        if layout == "strided_out":
+            out = np.empty((2, 5, 3, 4), dtype).transpose(2, 3, 1, 0)
+            got = F.instance_norm(x, weight=w, bias=bias, eps=0.0, out=out)
+            assert got is out
+        else:
+            got = F.instance_norm(x, weight=w, bias=bias, eps=0.0)
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        assert_close(np.nan_to_num(got), np.nan_to_num(want), dtype)
+        flat = got[0, 1] if bias is None else got[0, 1] - b[1]
+        assert np.all(flat == 0)
+        ref = R.instance_norm(x, weight=w, bias=bias, eps=0.0)
+        assert_close(np.nan_to_num(ref), np.nan_to_num(want), dtype, "reference")
+    xs = np.nan_to_num(x)
+    _, _, invstd = F.native_instance_norm(xs, None, None, None, None, True, 0.1, 0.0)
+    assert invstd[0, 1] == 0 and invstd[2, 3] == 0 and np.all(invstd[0, [0, 2, 3]] > 0)
+    m = fastnorm.InstanceNorm2d(4, affine=True, eps=0.0).requires_grad_()
+    txg = t_of(torch, xs).requires_grad_()
+    tm = torch.nn.InstanceNorm2d(4, affine=True, eps=0.0, dtype=txg.dtype)
+    g = rand(xs.shape, dtype, 9)
+    m(xs)
+    tm(txg).backward(t_of(torch, g))
+    assert_close(m.backward(g), n_of(txg.grad), dtype)
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)

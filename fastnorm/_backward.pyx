@@ -32,7 +32,8 @@ from libc.math cimport sqrt
 from libc.string cimport memset
 from libc.stdint cimport int64_t
 
-from fastnorm._checks cimport as_input, as_nc_input, empty_like, param, prod, rms_eps
+from fastnorm._checks cimport (as_input, as_nc_input, check_flag, empty_like, param, prod,
+                               rms_eps)
 from fastnorm._kernels cimport (_check_rc, _rows, _table, bn_call, fn_cols, fn_grad_col_job,
                                 fn_grad_layer_job, fn_grad_row_job, fn_kernel_table, fn_rows,
                                 gn_call, in_call, ln_call)
@@ -481,7 +482,7 @@ cdef object _dtype_of(object a):
 def native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps):
     x = input if isinstance(input, np.ndarray) else np.asarray(input)
     C = x.shape[1] if x.ndim >= 2 else 0
-    if not training:
+    if not check_flag(training, "training", "native_batch_norm"):
         y = bn_call(x, running_mean, running_var, weight, bias, False, momentum, eps, None, None,
                     None)
         return y, np.empty(0), np.empty(0)
@@ -538,9 +539,9 @@ cdef tuple _bn_like_backward(str fn, object grad_out, object input, object weigh
 
 def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
                                save_invstd, train, eps, output_mask):
-    return _bn_like_backward("native_batch_norm_backward", grad_out, input, weight, running_mean,
-                             running_var, save_mean, save_invstd, bool(train), eps, output_mask,
-                             False)
+    fn = "native_batch_norm_backward"
+    return _bn_like_backward(fn, grad_out, input, weight, running_mean, running_var, save_mean,
+                             save_invstd, check_flag(train, "train", fn), eps, output_mask, False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ def native_batch_norm_backward(grad_out, input, weight, running_mean, running_va
 def native_instance_norm(input, weight, bias, running_mean, running_var, use_input_stats,
                          momentum, eps):
     x = input if isinstance(input, np.ndarray) else np.asarray(input)
-    if not use_input_stats:
+    if not check_flag(use_input_stats, "use_input_stats", "native_instance_norm"):
         y = in_call(x, running_mean, running_var, weight, bias, False, momentum, eps, None, None)
         return y, np.empty(0), np.empty(0)
     NC = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (0, 0)
@@ -564,7 +565,8 @@ def native_instance_norm_backward(grad_out, input, weight, running_mean, running
                                   save_invstd, use_input_stats, eps, output_mask):
     return _bn_like_backward("native_instance_norm_backward", grad_out, input, weight,
                              running_mean, running_var, save_mean, save_invstd,
-                             bool(use_input_stats), eps, output_mask, True)
+                             check_flag(use_input_stats, "use_input_stats",
+                                        "native_instance_norm_backward"), eps, output_mask, True)
 
 
 # --------------------------------------------------------------------------------------------

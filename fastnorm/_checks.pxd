@@ -10,6 +10,7 @@ cdef extern from "numpy/ndarraytypes.h":
 
 cpdef object to_numpy(object a)
 cpdef bint is_float_dtype(object dtype)
+cpdef bint check_flag(object value, str name, str fname) except -1
 cpdef double check_eps(object eps, str fname) except -1.0
 cpdef double check_momentum(object momentum, str fname, bint none_ok=*) except? -1.0
 cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_ok=*)

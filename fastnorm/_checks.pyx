@@ -163,6 +163,16 @@ cdef cnp.ndarray as_nc_input(object a, str fname):
     return x
 
 
+cpdef bint check_flag(object value, str name, str fname) except -1:
+    """A bool (NumPy's too) as a bint; anything else raises TypeError, as torch's functions do
+    (a string or None is not quietly taken for its truth value)."""
+    if value is True or value is False:
+        return value is True
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{fname}: {name} must be a bool, got {type(value).__name__}")
+
+
 cpdef double check_eps(object eps, str fname) except -1.0:
     """eps as a double: a real number, finite and >= 0 (TypeError / ValueError naming fname)."""
     if not _is_real(eps):

@@ -25,7 +25,7 @@ from libc.math cimport isfinite
 from libc.string cimport memcpy
 
 from fastnorm._checks cimport (NPY_HALF_, NPY_USERDEF_, as_input, as_nc_input,
-                               bfloat16_typenum, check_activation, check_eps, check_momentum,
+                               bfloat16_typenum, check_activation, check_eps, check_flag, check_momentum,
                                check_normalized_shape, check_running_pair, check_updated,
                                empty_like, has_shape, rms_eps, may_overlap, param,
                                prepare_out, prod, running, same_view, unalias,
@@ -509,7 +509,7 @@ cdef object bn_call(object input, object running_mean, object running_var, objec
     c.stats = stats
     c.act = check_activation(activation, c.fn)
     cdef Py_ssize_t C = c.x.shape[1]
-    c.training = bool(training)
+    c.training = check_flag(training, "training", c.fn)
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,), True)  # any shape with C elements, as torch
     c.running_stats(running_mean, running_var, momentum, "training=False")
@@ -531,7 +531,7 @@ def batch_norm_sample_affine(input, running_mean, running_var, weight, bias, tra
     if prod((<object>c.x).shape, 2) < 2:
         raise ValueError(f"{c.fn}: expected more than 1 spatial element, got input of shape "
                          f"{(<object>c.x).shape}")
-    c.training = bool(training)
+    c.training = check_flag(training, "training", c.fn)
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (N, C))
     if c.w is None or c.b is None:
@@ -627,7 +627,7 @@ cdef object in_call(object input, object running_mean, object running_var, objec
     cdef _Call c = _start("instance_norm", input, True)
     c.stats = stats
     cdef Py_ssize_t C = c.x.shape[1]
-    c.training = bool(use_input_stats)
+    c.training = check_flag(use_input_stats, "use_input_stats", c.fn)
     c.eps = check_eps(eps, c.fn)
     c.affine(weight, bias, (C,))
     c.running_stats(running_mean, running_var, momentum, "use_input_stats=False")

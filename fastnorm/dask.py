@@ -38,7 +38,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         from exc
 
 from . import functional as F
-from ._checks import check_eps, check_momentum, check_normalized_shape, rms_eps  # fastnorm's own
+from ._checks import (check_eps, check_flag, check_momentum,  # fastnorm's own checks
+                      check_normalized_shape, rms_eps)
 from ._moments import Moments, _check_axis, _check_ddof, _merge_stacked, _stats
 
 __all__ = ["moments", "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
@@ -309,7 +310,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     fn = "batch_norm"
     x = _as_dask(input, fn, 2)
-    C, tr = x.shape[1], bool(training)
+    C, tr = x.shape[1], check_flag(training, "training", fn)
     w = _param(weight, "weight", fn, x.dtype, (C,), True)
     b = _param(bias, "bias", fn, x.dtype, (C,), True)
     rm, rv = _pair(running_mean, running_var, fn, C, tr)
@@ -373,7 +374,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     """
     fn = "instance_norm"
     x = _as_dask(input, fn, 2)
-    C, stats = x.shape[1], bool(use_input_stats)
+    C, stats = x.shape[1], check_flag(use_input_stats, "use_input_stats", fn)
     w = _param(weight, "weight", fn, x.dtype, (C,))
     b = _param(bias, "bias", fn, x.dtype, (C,))
     rm, rv = _pair(running_mean, running_var, fn, C, stats)

@@ -430,7 +430,8 @@ def switch_norm(input, running_mean, running_var, weight, bias, mean_weight, var
         raise ValueError(f"{fn}: expected input of at least 2 dimensions (N, C, *), got "
                          f"{x.ndim}D input of shape {x.shape}")
     N, C = x.shape[0], x.shape[1]
-    training, using_bn = bool(training), bool(using_bn)
+    training = _checks.check_flag(training, "training", fn)
+    using_bn = _checks.check_flag(using_bn, "using_bn", fn)
     e = _checks.check_eps(eps, fn)
     if x.ndim == 2 and not using_bn:
         raise ValueError(f"{fn}: input (N, C) mixes LN and BN statistics: using_bn must be True, "

@@ -485,6 +485,12 @@ BOTH_REFUSE = [
     ("GroupNorm-one-value", lambda L: L.nn.GroupNorm(3, 3)(L.a(X[:1, :, 0]))),
     ("RMSNorm-shape", lambda L: L.nn.RMSNorm([3, 4])(L.a(X))),
     ("train-non-bool", lambda L: L.nn.BatchNorm1d(3).train("yes")),
+    # a flag that is not a bool (a string or None is not taken for its truth value)
+    ("bn-training-str", lambda L: L.F.batch_norm(L.a(X), None, None, training="no")),
+    ("bn-training-none", lambda L: L.F.batch_norm(L.a(X), L.a(np.zeros(3, "f4")),
+                                                  L.a(np.ones(3, "f4")), training=None)),
+    ("bn-training-int", lambda L: L.F.batch_norm(L.a(X), None, None, training=1)),
+    ("in-use-input-stats-str", lambda L: L.F.instance_norm(L.a(X), use_input_stats="yes")),
     # constructors
     ("BatchNorm2d-negative", lambda L: L.nn.BatchNorm2d(-1)),
     ("BatchNorm1d-float-size", lambda L: L.nn.BatchNorm1d(3.0)),
@@ -493,6 +499,23 @@ BOTH_REFUSE = [
     ("GroupNorm-zero-groups", lambda L: L.nn.GroupNorm(0, 4)),
     ("RMSNorm-negative", lambda L: L.nn.RMSNorm((3, -1))),
 ]
+
+
+def test_flags_take_numpy_bools_and_refuse_the_rest():
+    x = rand((4, 3, 5), np.float32)
+    assert np.array_equal(F.batch_norm(x, None, None, training=np.True_),
+                          F.batch_norm(x, None, None, training=True))
+    assert np.array_equal(F.instance_norm(x, use_input_stats=np.bool_(True)), F.instance_norm(x))
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    for call in (lambda: F.batch_norm(x, rm, rv, training="no"),
+                 lambda: F.instance_norm(x, rm, rv, use_input_stats=None),
+                 lambda: F.native_batch_norm(x, None, None, rm, rv, 1.0, 0.1, 1e-5),
+                 lambda: F.native_instance_norm(x, None, None, rm, rv, "", 0.1, 1e-5),
+                 lambda: F.switch_norm(x, None, None, None, None, [0., 0.], [0., 0.],
+                                       training="yes")):
+        with pytest.raises(TypeError, match="must be a bool, got"):
+            call()
+        assert np.all(rm == 0) and np.all(rv == 1)  # refused before any state changed
 
 
 @pytest.mark.parametrize("case", BOTH_REFUSE, ids=[c[0] for c in BOTH_REFUSE])

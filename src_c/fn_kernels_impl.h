@@ -1355,7 +1355,8 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
  * column layouts, _WB: float32 rows with a weight and bias) whose contiguous runs are long
  * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
  * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
- * streamed than with their coefficients in registers). */
+ * streamed one at a time than with their coefficients in registers; normalize_cols streams
+ * such rows back to back as one run instead). */
 static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int kind)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
@@ -1393,15 +1394,17 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
     return act;
 }
 
-#ifdef FN_DIRECT
-/* The coefficients mh, a, c of C columns repeated over rl elements each (rl a multiple of C):
- * out[0, rl), [rl, 2 rl), [2 rl, 3 rl) (normalize_cols' short rows) */
-static void FN(repeat_coefs)(CT *out, int64_t rl, int64_t C, const CT *mh, const CT *a,
+#if defined(FN_DIRECT) || defined(FN_STREAM)
+#define FN_REP 1
+/* The coefficients mh, a, c of C columns repeated over n elements each: out[0, n), [n, 2 n),
+ * [2 n, 3 n) (normalize_cols' short rows) */
+static void FN(repeat_coefs)(CT *out, int64_t n, int64_t C, const CT *mh, const CT *a,
                              const CT *c)
 {
     for (int q = 0; q < 3; q++)
-        for (int64_t i = 0; i < rl; i += C)
-            memcpy(out + q * rl + i, q == 0 ? mh : q == 1 ? a : c, (size_t)C * sizeof(CT));
+        for (int64_t i = 0; i < n; i += C)
+            memcpy(out + q * n + i, q == 0 ? mh : q == 1 ? a : c,
+                   (size_t)(n - i < C ? n - i : C) * sizeof(CT));
 }
 #endif
 
@@ -1443,9 +1446,9 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
             z &= mh[p * cp + j] == (CT)0;
         zero[p] = (unsigned char)z;
     }
-    CT *rep = NULL; /* the coefficient sets repeated, rl elements each (below) */
-#ifdef FN_DIRECT
-    int64_t rl = 0;
+    CT *rep = NULL; /* the coefficient sets repeated, rn elements each (below) */
+    int64_t rl = 0, rn = 0;
+#ifdef FN_REP
     /* Rows of few columns, back to back (channels-last with 16-72 channels: early CNN
      * stages): the 16-bit direct loops took one short row a call. With each coefficient set
      * repeated over rl elements (a whole number of rows and of vectors, at least
@@ -1453,15 +1456,37 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
      * coefficients for every element, the same bits. Eval BatchNorm, channels-last, 1 thread,
      * ms: float16 (4, 40, 56, 56) 0.070 -> 0.038, (1, 16, 112, 112) 0.036 -> 0.019,
      * (8, 72, 28, 28) 0.053 -> 0.035, (1, 96, 56, 56) 0.030 -> 0.027; bfloat16 0.073 ->
-     * 0.049, 0.039 -> 0.022, 0.056 -> 0.044, 0.031 (the same). */
-    if (!rw && act == FN_ACT_NONE && C < FN_REP_COLS && R > 1 && s->xs[2] == 1 &&
-        s->ys[2] == 1 && s->xs[1] == C && s->ys[1] == C && FN_DIRECT(whole)()) {
+     * 0.049, 0.039 -> 0.022, 0.056 -> 0.044, 0.031 (the same).
+     * float32 / float64 (FN_STREAM) where the output is to be streamed but out_act found
+     * rows of fewer than 128 columns too short to stream one at a time: the unit's rows
+     * stream as one run, rl elements a call from its first 64-byte-aligned output on (so in
+     * any column's phase: rn = rl + C): plain stores had left channels-last eval BatchNorm
+     * 1.5x slower than NCHW's (streamed) on the same data. Builds alternating, 2 threads, ms:
+     * eval BatchNorm (8, 80, 112, 112) 1.78-2.26 -> 1.22-1.31 (1 thread 2.17-2.90 -> 1.63),
+     * float64 (8, 64, 112, 112) 2.25-2.63 -> 1.92-2.29; GroupNorm (8, 64, 128, 128) 2.67-3.34
+     * -> 1.91-2.44, InstanceNorm 2.83-2.89 -> 1.95-2.27; training BatchNorm (32, 64, 56, 56)
+     * 1.17-1.31 -> 0.96-1.34; (8, 64, 112, 112), whose 64 coefficients sat in registers,
+     * 0.96-1.18 -> 0.95-0.99. */
+#ifdef FN_DIRECT
+    const int rep_ok = act == FN_ACT_NONE && FN_DIRECT(whole)();
+#else
+    const int rep_ok = act == FN_ACT_NONE &&
+                       FN(out_act)(act, P1 * R * C * (int64_t)sizeof(T), FN_REP_MIN,
+                                   FN_SB_COLS) == FN_ACT_STREAM;
+#endif
+    if (!rw && rep_ok && C < FN_REP_COLS && R > 1 && s->xs[2] == 1 && s->ys[2] == 1 &&
+        s->xs[1] == C && s->ys[1] == C) {
         rl = fn_rep_len(C);
+#ifdef FN_DIRECT
+        rn = rl;
+#else
+        rn = rl + C;
+#endif
         /* one set (BatchNorm): repeated once for all the units; a set per outer index
          * (GroupNorm, InstanceNorm): by each unit of at least FN_REP_UNITS runs of rl, on its
          * stack (a copy per set would cost 6 KB and more per sample) */
-        if (sets == 1 && (rep = (CT *)malloc((size_t)(3 * rl) * sizeof(CT))) != NULL)
-            FN(repeat_coefs)(rep, rl, C, mh, a, c);
+        if (sets == 1 && (rep = (CT *)malloc((size_t)(3 * rn) * sizeof(CT))) != NULL)
+            FN(repeat_coefs)(rep, rn, C, mh, a, c);
         else if ((R < rc ? R : rc) * C < FN_REP_UNITS * rl)
             rl = 0;
     }
@@ -1473,13 +1498,14 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         const int64_t k = p1 * cp;
         const T *xu = x + p1 * s->xs[0] + r0 * s->xs[1];
         T *yu = y + p1 * s->ys[0] + r0 * s->ys[1];
-#ifdef FN_DIRECT
-        CT own[rep || !rl ? 1 : 3 * FN_REP_MAX];
+#ifdef FN_REP
+        CT own[rep || !rl ? 1 : 3 * rn];
         if (rl && !rep)
-            FN(repeat_coefs)(own, rl, C, mh + k, a + k, c + k);
+            FN(repeat_coefs)(own, rn, C, mh + k, a + k, c + k);
         if (rl) {
-            const CT *rm = rep ? rep : own, *ra = rm + rl, *rcf = ra + rl;
+            const CT *rm = rep ? rep : own, *ra = rm + rn, *rcf = ra + rn;
             const int64_t N = (r1 - r0) * C;
+#ifdef FN_DIRECT
             for (int64_t j = 0; j < N; j += rl) {
                 const int64_t m = N - j < rl ? N - j : rl;
                 if (zero[cp ? p1 : 0])
@@ -1487,6 +1513,13 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
                 else
                     FN_DIRECT(cols)(xu + j, yu + j, m, rm, ra, rcf);
             }
+#else
+            const int64_t h = FN(head)(yu, N), ph = h % C;
+            FN_STREAM(cols)(xu, yu, 1, 0, 0, h, rm, ra, rcf);
+            for (int64_t j = h; j < N; j += rl)
+                FN_STREAM(cols)(xu + j, yu + j, 1, 0, 0, N - j < rl ? N - j : rl, rm + ph,
+                                ra + ph, rcf + ph);
+#endif
         } else
 #endif
         if (FN_ROW_FUSED && rw) /* the 16-bit types: both in one pass, rounded once */
@@ -2148,6 +2181,7 @@ static const fn_kernel_table FN(table) = {
 #undef FN_LOADBUF
 #undef FN_STOREBUF
 #undef FN_DIRECT
+#undef FN_REP
 #undef FN_SPAN
 #undef FN_PAIRS_LOAD
 #undef FN_V512

@@ -68,6 +68,20 @@ def results():
                 _, m, r = F.native_batch_norm(xl, wl, None, None, None, True, 0.1, 1e-5)
                 out += [g for g in F.native_batch_norm_backward(
                     dy, xl, wl, None, None, m, r, True, 1e-5, [True, True, True])]
+        # channels innermost with fewer than 128 channels (float32 / float64: each unit's rows
+        # streamed as one run, from its first aligned output, coefficients in any column's
+        # phase): one set (BatchNorm) or one per sample (InstanceNorm, GroupNorm) on rows enough
+        # for a unit to repeat its own; data near zero (two coefficients) and far from it
+        for C in (3, 40, 64, 80, 127):
+            for off in (0.5, 100.0):
+                base = (rng.standard_normal(2 * 150 * C + 1) + off).astype(dtype)
+                xl = np.moveaxis(base[1:].reshape(2, 150, C), 2, 1)  # one element in
+                cc = rng.standard_normal(C).astype(dtype)
+                out += [F.batch_norm(xl, cc, np.abs(cc) + 1, cc, cc),
+                        F.batch_norm(xl, None, None, cc, cc, training=True),
+                        F.instance_norm(xl, weight=cc, bias=cc)]
+                if C % 4 == 0:
+                    out.append(F.group_norm(xl, 4, cc, cc))
         if np.dtype(dtype).itemsize == 2:  # subnormal outputs (rows of 4096: streamed lines)
             xs = rng.standard_normal((8, 4096)).astype(dtype)
             scale = 2.0 ** (-20 if dtype == np.float16 else -130)  # below the smallest normal

@@ -43,6 +43,7 @@ static inline void fn_nt_flush(void) {}
 #define FN_COL_TALL 512
 #define FN_MERGE_COLS 256 /* columns per unit of the column statistics' merge */
 #define FN_QB 64          /* rows whose coefficients group_apply computes at a time */
+#define FN_LOOK_MIN 256   /* shortest float32 run that looks_centred looks at */
 #define FN_GB 16          /* small fused groups taken at a time (fused_groups) */
 #define FN_GB_BYTES 16384 /* ... when FN_GB of them fit in this much: in L1 for the normalize */
 #define FN_OUTER_ROW_BYTES 2048 /* longest rows that fused_groups takes rows outer (rows_outer) */

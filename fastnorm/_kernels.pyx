@@ -25,10 +25,10 @@ from libc.math cimport isfinite
 from libc.string cimport memcpy
 
 from fastnorm._checks cimport (NPY_HALF_, NPY_USERDEF_, as_input, as_nc_input,
-                               bfloat16_typenum, check_activation, check_eps, check_flag, check_momentum,
-                               check_normalized_shape, check_running_pair, check_updated,
-                               empty_like, has_shape, rms_eps, may_overlap, param,
-                               prepare_out, prod, running, same_view, unalias,
+                               bfloat16_typenum, check_activation, check_eps, check_flag,
+                               check_momentum, check_normalized_shape, check_running_pair,
+                               check_updated, empty_like, has_shape, may_overlap, param,
+                               prepare_out, prod, rms_eps, running, same_view, unalias,
                                verify_batch_size)
 from fastnorm._layout cimport Ax, axes, axis, compact, iabs, pad_front, scaled, unit
 from fastnorm._runtime cimport enter, leave, threads
@@ -643,13 +643,8 @@ cdef object in_call(object input, object running_mean, object running_var, objec
     y = _run(c, out, _in)
     flat = np.flatnonzero(stats[1] == 0.0)
     if flat.size:
-        planes = y.reshape((c.x.shape[0] * C, -1)) if y.flags.c_contiguous else None
-        for i in flat:
-            v = 0 if c.b is None else c.b[i % C]
-            if planes is not None:
-                planes[i] = v
-            else:
-                y[i // C, i % C] = v
+        n, ch = np.divmod(flat, C)
+        y[n, ch] = 0 if c.b is None else c.b[ch].reshape((-1,) + (1,) * (y.ndim - 2))
     return y
 
 

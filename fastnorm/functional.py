@@ -255,8 +255,9 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
     The sum is rounded to the input's dtype before it is normalized, as ``x + r`` followed by
     ``layer_norm`` would store it: on C-order operands the result equals
     ``layer_norm(input + residual, ...)`` bit for bit (a strided float64 ``sum_out`` may move
-    the last bit or two, as ``layer_norm`` of strided rows does). With ``sum_out`` the sum is also written there (the transformer's residual stream); it
-    may be ``residual`` (or ``input``) itself, for the in-place update inference engines use.
+    the last bit or two, as ``layer_norm`` of strided rows does). With ``sum_out`` the sum is
+    also written there (the transformer's residual stream); it may be ``residual`` (or
+    ``input``) itself, for the in-place update inference engines use.
 
     Parameters
     ----------

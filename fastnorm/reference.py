@@ -106,8 +106,11 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         # batch average of the per-instance mean and unbiased variance
         _update(running_mean, mean.reshape(x.shape[:2]).mean(axis=0), momentum)
         _update(running_var, (var.reshape(x.shape[:2]) * n / (n - 1)).mean(axis=0), momentum)
-    with np.errstate(invalid="ignore"):  # torch: 1 / sqrt(var + eps) is 0 where both are 0
-        y = np.where(var + eps == 0, 0.0, (x - mean) / np.sqrt(var + eps))
+    # eps = 0: 1 / sqrt(var + eps) is taken as 0 on constant planes (their variance exactly 0,
+    # which the two-pass var above may miss by rounding: a plane of 0.1s), so they give the bias
+    flat = (np.ptp(x, axis=axes, keepdims=True) == 0) if eps == 0 and x.size else False
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.where(flat, 0.0, (x - mean) / np.sqrt(var + eps))
     return _affine(y, weight, bias, _channel_shape(x))
 
 

@@ -63,10 +63,12 @@ static inline void fn_nt_flush(void) {}
  * spent more time in those calls than in its rows. */
 #define FN_SHORT_TAIL 16
 /* normalize_cols' rows of fewer columns than FN_REP_COLS go as one run with their coefficients
- * repeated over fn_rep_len(C) elements (the 16-bit direct loops) */
+ * repeated over fn_rep_len(C) elements (the 16-bit direct loops; float32 / float64 where they
+ * are streamed) */
 #define FN_REP_COLS 128
 #define FN_REP_MIN 512
-#define FN_REP_MAX 2048  /* the most fn_rep_len gives for C < FN_REP_COLS: 16 * 127 */
+#define FN_REP_MAX 2048 /* a bound on the repeated sets a unit keeps on its stack (fn_rep_len
+                         * gives at most 16 * 127 = 2032 for C < FN_REP_COLS) */
 #define FN_REP_UNITS 8   /* a unit repeats its own coefficient set when it has this many runs */
 /* about the most bytes of a row's coefficients that normalize_cols takes in one run (more: column
  * chunks) */

@@ -293,17 +293,10 @@ static inline int FN(lowp_ok)(double n, double s1, double s2, int rms)
  * thread: 0.085 ms before unshifted sums, 0.123 with them and no look, 0.093-0.096 with it).
  * Correlated neighbours (image planes) can make a centred run look offset, which only costs
  * the faster first try. The look sees the block's data only, so the choice, and the bits, do
- * not depend on the threads. float32 runs shorter than FN_LOOK_MIN go straight to the shifted
- * sums: the look and fn_unshifted_ok's test cost more there than the subtraction they spare
- * (LayerNorm over 96 channels, 2.4M elements, one thread, builds alternating, best of six:
- * 1.28 -> 0.87 ms; 64 channels 1.60 -> 1.12, 128 1.11 -> 1.03, 192 0.93 -> 0.89). */
+ * not depend on the threads. */
 static inline int FN(looks_centred)(const T *x, int64_t n, int64_t s)
 {
-#ifdef FN_SUMS16
     if (n < 4)
-#else
-    if (n < FN_LOOK_MIN)
-#endif
         return 0;
     const double a = (double)LD(x[0]), b = (double)LD(x[s]);
     const double c = (double)LD(x[2 * s]), d = (double)LD(x[3 * s]);
@@ -311,6 +304,17 @@ static inline int FN(looks_centred)(const T *x, int64_t n, int64_t s)
     const double l = l0 < l1 ? l0 : l1, h = h0 > h1 ? h0 : h1;
     return (fabs(l) > fabs(h) ? fabs(l) : fabs(h)) <= 4.0 * (h - l); /* max |x| <= 4 range */
 }
+
+/* Whether a block of n elements is looked at (looks_centred) at all: float32 blocks of fewer than
+ * FN_LOOK_MIN go straight to the shifted sums, the look and fn_unshifted_ok's test costing more
+ * there than the subtraction they spare (LayerNorm over 96 channels, 2.4M elements, one thread,
+ * builds alternating, best of six: 1.28 -> 0.87 ms; 64 channels 1.60 -> 1.12, 128 1.11 ->
+ * 1.03, 192 0.93 -> 0.89). By the block's size alone, as every path counts it. */
+#ifdef FN_SUMS16
+#define FN_LOOK_N(n) 1
+#else
+#define FN_LOOK_N(n) ((n) >= FN_LOOK_MIN)
+#endif
 
 /* looks_centred for a tile's w columns (sc apart) over rows [r0, r1) (sr apart), from every
  * eighth column of its first and middle rows, in aggregate: the sum over those columns of the
@@ -381,7 +385,8 @@ FN(block_moments)(const T *xg, const fn_rowplan *pl, int64_t b, int64_t Q, int64
     int done = 0;
     /* x itself first where the block looks centred (a subtraction less per element) */
     const int centred =
-        FN_LOOK && !rms && k != 0.0 && FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl);
+        FN_LOOK && !rms && k != 0.0 && FN_LOOK_N(n) &&
+        FN(looks_centred)(xg + q0 * sq + l0 * sl, l1 - l0, sl);
 #ifdef FN_SUMS16
     /* where the float loops run */
     const int lowp = sl == 1 && (l1 - l0 >= 16 || fn_bw_ok());
@@ -446,7 +451,8 @@ static inline void FN(short_moments)(const T *x, const fn_rows *s, int64_t g0, i
     for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
         xg[i] = x + p1 * s->xs[0] + p2 * s->xs[1];
         k[i] = rms ? 0.0 : fn_shift((double)LD(xg[i][0]));
-        cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xg[i], L, sl);
+        cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN_LOOK_N(n) &&
+                 FN(looks_centred)(xg[i], L, sl);
         s1[i] = s2[i] = 0.0;
         kk[i] = cen[i] ? 0.0 : k[i];
         if (outer)
@@ -504,7 +510,8 @@ static void FN(outer_moments)(const T *x, const fn_rows *s, const fn_rowplan *pl
         for (int64_t i = 0; i < m; i++) {
             xb[i] = xg[i] + q0 * sq;
             k[i] = rms ? 0.0 : fn_shift((double)LD(xb[i][0]));
-            cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN(looks_centred)(xb[i], L, 1);
+            cen[i] = FN_UNSHIFTED && !rms && k[i] != 0.0 && FN_LOOK_N(bn) &&
+                     FN(looks_centred)(xb[i], L, 1);
             kk[i] = cen[i] ? 0.0 : k[i];
         }
         FN_V512(rows_sums_m)(xb, m, q1 - q0, sq, L, kk, s1, s2);
@@ -1454,8 +1461,8 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
         zero[p] = (unsigned char)z;
     }
     CT *rep = NULL; /* the coefficient sets repeated, rn elements each (below) */
-    int64_t rl = 0, rn = 0;
 #ifdef FN_REP
+    int64_t rl = 0, rn = 0;
     /* Rows of few columns, back to back (channels-last with 16-72 channels: early CNN
      * stages): the 16-bit direct loops took one short row a call. With each coefficient set
      * repeated over rl elements (a whole number of rows and of vectors, at least
@@ -1477,7 +1484,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
 #ifdef FN_DIRECT
     const int rep_ok = act == FN_ACT_NONE && FN_DIRECT(whole)();
 #else
-    const int rep_ok = act == FN_ACT_NONE &&
+    const int rep_ok = act == FN_ACT_NONE && (uintptr_t)y % sizeof(T) == 0 &&
                        FN(out_act)(act, P1 * R * C * (int64_t)sizeof(T), FN_REP_MIN,
                                    FN_SB_COLS) == FN_ACT_STREAM;
 #endif
@@ -1491,10 +1498,12 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
 #endif
         /* one set (BatchNorm): repeated once for all the units; a set per outer index
          * (GroupNorm, InstanceNorm): by each unit of at least FN_REP_UNITS runs of rl, on its
-         * stack (a copy per set would cost 6 KB and more per sample) */
+         * stack, at most 3 FN_REP_MAX floats' worth (a copy per set would cost 6 KB and more
+         * per sample) */
         if (sets == 1 && (rep = (CT *)malloc((size_t)(3 * rn) * sizeof(CT))) != NULL)
             FN(repeat_coefs)(rep, rn, C, mh, a, c);
-        else if ((R < rc ? R : rc) * C < FN_REP_UNITS * rl)
+        else if ((R < rc ? R : rc) * C < FN_REP_UNITS * rl ||
+                 rn * (int64_t)sizeof(CT) > FN_REP_MAX * (int64_t)sizeof(float))
             rl = 0;
     }
 #endif
@@ -2195,6 +2204,7 @@ static const fn_kernel_table FN(table) = {
 #undef FN_DIRECT_NT
 #undef FN_UNSHIFTED
 #undef FN_LOOK
+#undef FN_LOOK_N
 #undef FN_STREAM
 #undef FN_SUMS16
 #undef FN_SUMS16_0

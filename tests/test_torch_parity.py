@@ -116,6 +116,11 @@ def test_instance_norm_eps_zero_constant_plane_gives_bias(torch, dtype, layout):
         assert np.all(flat == 0)
         ref = R.instance_norm(x, weight=w, bias=bias, eps=0.0)
         assert_close(np.nan_to_num(ref), np.nan_to_num(want), dtype, "reference")
+    # a constant whose two-pass variance rounds to about 1e-34 (torch gives noise there): bias
+    xc = np.full((2, 4, 7), 0.1, dtype)
+    for got in (F.instance_norm(xc, weight=w, bias=b, eps=0.0),
+                R.instance_norm(xc, weight=w, bias=b, eps=0.0)):
+        assert np.array_equal(got, np.broadcast_to(b[:, None], (2, 4, 7)).astype(got.dtype))
     xs = np.nan_to_num(x)
     _, _, invstd = F.native_instance_norm(xs, None, None, None, None, True, 0.1, 0.0)
     assert invstd[0, 1] == 0 and invstd[2, 3] == 0 and np.all(invstd[0, [0, 2, 3]] > 0)

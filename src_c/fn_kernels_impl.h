@@ -1410,15 +1410,14 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
 
 #if defined(FN_DIRECT) || defined(FN_STREAM)
 #define FN_REP 1
-/* The coefficients mh, a, c of C columns repeated over n elements each: out[0, n), [n, 2 n),
- * [2 n, 3 n) (normalize_cols' short rows) */
+/* The coefficients mh, a, c of C columns repeated over n elements each (n a multiple of C):
+ * out[0, n), [n, 2 n), [2 n, 3 n) (normalize_cols' short rows) */
 static void FN(repeat_coefs)(CT *out, int64_t n, int64_t C, const CT *mh, const CT *a,
                              const CT *c)
 {
     for (int q = 0; q < 3; q++)
         for (int64_t i = 0; i < n; i += C)
-            memcpy(out + q * n + i, q == 0 ? mh : q == 1 ? a : c,
-                   (size_t)(n - i < C ? n - i : C) * sizeof(CT));
+            memcpy(out + q * n + i, q == 0 ? mh : q == 1 ? a : c, (size_t)C * sizeof(CT));
 }
 #endif
 

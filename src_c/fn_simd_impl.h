@@ -165,6 +165,21 @@ VFUNC void VN(rows_sums_m)(const T *const *xg, int64_t ng, int64_t nr, int64_t s
         t2[g] = VHSUM(VADD(VADD(h[4], h[5]), VADD(h[6], h[7])));
     }
 }
+/* rows_sums of two single rows of len at x[0], x[1] (shifts k[0], k[1]; 0: rows_sums0's bits)
+ * in one call: the second row's loads and sums proceed while the first's lanes are summed (short
+ * LayerNorm rows, short_moments). Each row the same operations as rows_sums, so the same bits. */
+VFUNC void VN(rows_sums_2)(const T *const *x, int64_t len, const double *k, double *t1,
+                           double *t2)
+{
+    const __mmask8 m = (__mmask8)((1u << (len % VW)) - 1u);
+    for (int j = 0; j < 2; j++) {
+        V a1 = VZERO(), b1 = a1, c1 = a1, d1 = a1, a2 = a1, b2 = a1, c2 = a1, d2 = a1;
+        const V kv = VSET1(k[j]);
+        VROW(x[j], VSHIFT_K, VMSHIFT_K, VACC)
+        t1[j] = VHSUM(VADD(VADD(a1, b1), VADD(c1, d1)));
+        t2[j] = VHSUM(VADD(VADD(a2, b2), VADD(c2, d2)));
+    }
+}
 /* rows_sums0's sum of squares alone (RMSNorm): the same accumulators in the same order */
 VFUNC void VN(rows_sumsq)(const T *x, int64_t nr, int64_t sq, int64_t len, double *t2)
 {

@@ -104,3 +104,22 @@ def test_float32_pairs_give_the_512_bit_loops_bits():
         pytest.skip("no AVX-512 VL on this CPU: the pair loops cannot run")
     assert int(out["1"][1]) == 184
     assert out["0"][1:] == out["1"][1:]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rows_taken_together_have_the_bits_of_rows_alone(dtype):
+    """LayerNorm's short rows are summed several (two) a call; each row must get the bits it
+    gets alone (a one-row call), near and far from zero, for every row length up to 300."""
+    import numpy as np
+
+    import fastnorm.functional as F
+
+    rng = np.random.default_rng(7)
+    for L in list(range(1, 40)) + [64, 95, 96, 97, 128, 192, 255, 256, 300]:
+        for off in (0.0, 1e4):
+            x = (rng.standard_normal((5, L)) * 2 + off).astype(dtype)
+            w = rng.standard_normal(L).astype(dtype)
+            together = F.layer_norm(x, L, w, w)
+            for i in range(5):
+                alone = F.layer_norm(x[i:i + 1], L, w, w)
+                assert together[i:i + 1].tobytes() == alone.tobytes(), (L, off, i)

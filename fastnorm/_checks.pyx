@@ -168,7 +168,7 @@ cpdef bint check_flag(object value, str name, str fname) except -1:
     (a string or None is not quietly taken for its truth value)."""
     if value is True or value is False:
         return value is True
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, np.bool_):
         return bool(value)
     raise TypeError(f"{fname}: {name} must be a bool, got {type(value).__name__}")
 

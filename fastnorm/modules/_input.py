@@ -1,4 +1,5 @@
-"""Input checks shared by the layers of issue 14 (FRN, conditional BN, PowerNorm, BGN)."""
+"""Input checks and gradient steps shared by the layers of issue 14 (FRN, conditional BN,
+PowerNorm, BGN)."""
 import numpy as np
 
 from .._checks import ACCEPTED_DTYPES, is_float_dtype
@@ -51,3 +52,22 @@ def merge_moments(mean, var, axes):
         total = mean.mean(axis=axes, keepdims=True)
         merged = (var + (mean - total) ** 2).mean(axis=axes)
     return total.reshape(merged.shape), merged
+
+
+def batch_stats(x, axes):
+    """float64 mean and biased variance of x over ``axes`` (kept, length 1), for a backward pass
+    that recomputes its forward's batch statistics."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=axes, keepdims=True)
+    return mean, ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+
+
+def normalized_input_grad(g, xhat, invstd, axes, batch):
+    r"""d loss / d x for :math:`\hat x = (x - \mathrm{E}[x]) \cdot \mathrm{invstd}` given
+    g = d loss / d :math:`\hat x` (float64, broadcasting invstd): with batch statistics over
+    ``axes`` (``batch``), :math:`\mathrm{invstd}\,(g - \overline{g} - \hat x\,
+    \overline{g \hat x})`; with fixed (running) statistics, ``g * invstd``."""
+    if not batch:
+        return g * invstd
+    return invstd * (g - g.mean(axis=axes, keepdims=True)
+                     - xhat * (g * xhat).mean(axis=axes, keepdims=True))

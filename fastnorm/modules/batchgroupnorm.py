@@ -19,8 +19,8 @@ otherwise the per-channel affine is a further NumPy pass.
 import numpy as np
 
 from .. import _kernels
-from ._input import (batch_factor, check_float_input, empty_output, merge_moments,
-                     update_running)
+from ._input import (batch_factor, batch_stats, check_float_input, empty_output, merge_moments,
+                     normalized_input_grad, update_running)
 from .batchnorm import _NormBase
 from .module import check_size
 
@@ -160,4 +160,34 @@ class BatchGroupNorm2d(_NormBase):
                 update_running(self.running_mean, mean, factor)
                 update_running(self.running_var, var * count / (count - 1), factor)
             self.num_batches_tracked += 1
-        return y
+        return self._keep(y, x=x, batch=use_batch)
+
+    def _backward(self, saved, gy):
+        """float64: the per-channel affine's gradients, then batch norm's over each group's N x
+        (C * H * W / G) values (batch statistics recomputed from the saved input, or the running
+        ones in eval mode)."""
+        x = np.asarray(saved["x"], np.float64)
+        N, C = x.shape[:2]
+        G = self.num_groups
+        if x.size == 0:
+            return np.zeros(x.shape, saved["dtype"]), {
+                k: np.zeros(C) for k in ("weight", "bias") if self._parameters.get(k) is not None}
+        xg = x.reshape(N, G, -1)
+        if saved["batch"]:
+            mean, var = batch_stats(xg, (0, 2))
+        else:
+            mean = self.running_mean.astype(np.float64).reshape(1, G, 1)
+            var = self.running_var.astype(np.float64).reshape(1, G, 1)
+        g = np.asarray(gy, np.float64)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            invstd = 1.0 / np.sqrt(var + self.eps)
+            xhat = (xg - mean) * invstd
+            grads = {}
+            red, sh = (0, 2, 3), (1, C, 1, 1)
+            if self.weight is not None:
+                grads["weight"] = (g * xhat.reshape(x.shape)).sum(axis=red)
+                g = g * self.weight.astype(np.float64).reshape(sh)
+            if self.bias is not None:
+                grads["bias"] = np.asarray(gy, np.float64).sum(axis=red)
+            gx = normalized_input_grad(g.reshape(N, G, -1), xhat, invstd, (0, 2), saved["batch"])
+        return gx.reshape(x.shape).astype(saved["dtype"]), grads

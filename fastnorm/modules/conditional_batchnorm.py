@@ -12,7 +12,8 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import _kernels
-from ._input import batch_factor, check_float_input, merge_moments, update_running
+from ._input import (batch_factor, batch_stats, check_float_input, merge_moments,
+                     normalized_input_grad, update_running)
 from .batchnorm import BatchNorm2d
 from .module import Module, check_dtype, check_size, to_numpy
 
@@ -78,6 +79,20 @@ class _ConditionalBatchNorm2d(Module):
         for child in self._children.values():
             child.train(mode)
         return self
+
+    def named_parameters(self):
+        return iter([(f"{c}.{k}", v) for c, child in self._children.items()
+                     for k, v in child.named_parameters()])
+
+    def parameters(self):
+        return iter([v for _, v in self.named_parameters()])
+
+    def named_buffers(self):
+        return iter([(f"{c}.{k}", v) for c, child in self._children.items()
+                     for k, v in child.named_buffers()])
+
+    def buffers(self):
+        return iter([v for _, v in self.named_buffers()])
 
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         destination = super().state_dict(destination, prefix, keep_vars)
@@ -164,7 +179,7 @@ class _ConditionalBatchNorm2d(Module):
         x, labels, table, (w, b, rm, rv) = self._check(input, y)
         bn = self.bn
         if x.size == 0:
-            return bn(x)
+            return self._keep(bn(x), x=x, labels=labels, batch=True)
         track = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
         use_batch = bn.training or (rm is None and rv is None)
         N, C = x.shape[:2]
@@ -183,7 +198,7 @@ class _ConditionalBatchNorm2d(Module):
                                                   batch_factor(bn) if track else 0.0, bn.eps)
             if track:  # after the output exists: a failed call changes nothing
                 bn.num_batches_tracked += 1
-            return y
+            return self._keep(y, x=x, labels=labels, batch=use_batch)
         if use_batch:
             mean, var = merge_moments(*_kernels.instance_moments(x), 0)  # one pass
         else:
@@ -203,7 +218,50 @@ class _ConditionalBatchNorm2d(Module):
                 update_running(rm, mean, factor)
                 update_running(rv, var * count / (count - 1), factor)
             bn.num_batches_tracked += 1
-        return y
+        return self._keep(y, x=x, labels=labels, batch=use_batch)
+
+    def _backward(self, saved, gy):
+        """float64, gradients under the names of named_parameters(): the per-class rows of
+        ``embed.weight`` (added up over the samples of each class), ``bn.weight`` and ``bn.bias``
+        (Sandwich BN), then batch norm's input gradient (batch statistics recomputed from the
+        saved input, or the running ones in eval mode)."""
+        x = np.asarray(saved["x"], np.float64)
+        labels, bn, C = saved["labels"], self.bn, self.num_features
+        w, b = bn.weight, bn.bias
+        red, sh = (0, 2, 3), (1, C, 1, 1)
+        table = self.embed.weight
+        grads = {"embed.weight": np.zeros(table.shape)}
+        for key, p in (("bn.weight", w), ("bn.bias", b)):
+            if p is not None:
+                grads[key] = np.zeros(C)
+        if x.size == 0:
+            return np.zeros(x.shape, saved["dtype"]), grads
+        if saved["batch"]:
+            mean, var = batch_stats(x, red)
+        else:
+            mean = bn.running_mean.astype(np.float64).reshape(sh)
+            var = bn.running_var.astype(np.float64).reshape(sh)
+        g = np.asarray(gy, np.float64)
+        e = table.astype(np.float64)[labels]
+        gamma = e[:, :C, None, None]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            invstd = 1.0 / np.sqrt(var + bn.eps)
+            xhat = (x - mean) * invstd
+            inner = xhat  # what the per-class affine scales: bn's output
+            if w is not None:
+                inner = xhat * w.astype(np.float64).reshape(sh)
+            if b is not None:
+                inner = inner + b.astype(np.float64).reshape(sh)
+            np.add.at(grads["embed.weight"][:, :C], labels, (g * inner).sum(axis=(2, 3)))
+            np.add.at(grads["embed.weight"][:, C:], labels, g.sum(axis=(2, 3)))
+            g = g * gamma  # d loss / d (bn's output)
+            if b is not None:
+                grads["bn.bias"] = g.sum(axis=red)
+            if w is not None:
+                grads["bn.weight"] = (g * xhat).sum(axis=red)
+                g = g * w.astype(np.float64).reshape(sh)
+            gx = normalized_input_grad(g, xhat, invstd, red, saved["batch"])
+        return gx.astype(saved["dtype"]), grads
 
 
 class CategoricalConditionalBatchNorm2d(_ConditionalBatchNorm2d):

@@ -63,7 +63,35 @@ class _FilterResponseNorm(Module):
                     p is not None and p.shape != (self.num_features,)):
                 raise ValueError(f"{name}: {key} must be an array of shape "
                                  f"({self.num_features},), got {None if p is None else p.shape}")
-        return F.filter_response_norm(x, self.weight, self.bias, self.tau, self.eps)
+        return self._keep(F.filter_response_norm(x, self.weight, self.bias, self.tau, self.eps),
+                          x=x)
+
+    def _backward(self, saved, gy):
+        """float64: with z = weight * x / sqrt(nu2 + eps) + bias, the TLU's gradient goes to z
+        where z > tau and to tau where z < tau, half to each where they are equal (and all to both
+        at NaN), as torch.maximum's; then through the mean of squares per (n, c)."""
+        x = np.asarray(saved["x"], np.float64)
+        C, ax = self.num_features, tuple(range(2, x.ndim))
+        sh = (1, C) + (1,) * len(ax)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            r = 1.0 / np.sqrt(np.mean(x * x, axis=ax, keepdims=True) + self.eps)
+            xhat = x * r
+            w = self.weight.astype(np.float64).reshape(sh)
+            g = np.asarray(gy, np.float64)
+            grads = {}
+            if self.tau is not None:
+                z = w * xhat + self.bias.astype(np.float64).reshape(sh)
+                t = self.tau.astype(np.float64).reshape(sh)
+                share = np.where(z == t, 0.5 * g, g)
+                gz, gt = np.where(z < t, 0.0, share), np.where(z > t, 0.0, share)
+                grads["tau"] = gt.sum(axis=(0,) + ax)
+            else:
+                gz = g
+            red = (0,) + ax
+            grads["weight"], grads["bias"] = (gz * xhat).sum(axis=red), gz.sum(axis=red)
+            gh = gz * w  # d loss / d xhat; xhat = x * r with r = (mean(x^2) + eps)^-1/2
+            gx = r * (gh - xhat * np.mean(gh * xhat, axis=ax, keepdims=True))
+        return gx.astype(saved["dtype"]), grads
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, apply_act={self.apply_act}"

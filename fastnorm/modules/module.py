@@ -287,8 +287,9 @@ class Module:
             raise TypeError(f"{name}.backward: expected grad_output of the output's dtype "
                             f"{saved['dtype']}, got {gy.dtype}")
         gx, grads = self._backward(saved, gy)
+        params = dict(self.named_parameters())  # a container's under "<child>.<name>"
         for key, g in grads.items():  # every gradient exists before any is stored
-            p = self._parameters[key]
+            p = params[key]
             g = np.asarray(g, dtype=p.dtype).reshape(p.shape)
             if key in self.grad:
                 self.grad[key] += g

@@ -136,6 +136,14 @@ class MaskPowerNorm(Module):
                              f"training (input of shape {x.shape})")
         return x, keep
 
+    def requires_grad_(self, requires_grad=True):
+        """``requires_grad=True`` raises: this layer has no backward pass (its forward follows
+        the authors' code; their backward, which also updates ``ema_gz``, is not here)."""
+        if requires_grad is True or (isinstance(requires_grad, np.bool_) and requires_grad):
+            raise NotImplementedError("MaskPowerNorm has no backward pass in fastnorm: it "
+                                      "cannot keep gradients (forward only)")
+        return super().requires_grad_(requires_grad)
+
     def forward(self, input, pad_mask=None, is_encoder=False):
         """Normalize ``input`` (T, B, C) or (B, C); ``pad_mask`` (B, T) is True at padding.
         ``is_encoder`` is accepted and ignored, as in the authors' module."""

@@ -122,7 +122,19 @@ class SpectralNorm(Module):
         if self.training:  # after the result exists
             np.copyto(v, v64, casting="unsafe")
             np.copyto(u, u64, casting="unsafe")
-        return out
+        return self._keep(out, sigma=sigma, u=u64, v=v64)
+
+    def _backward(self, saved, gy):
+        """The gradient of ``weight_orig`` (no input: ``backward`` returns None). As torch's,
+        u and v are constants (the power iteration runs without gradients), so with W_SN =
+        W / sigma and sigma = u^T W_mat v: dW = G / sigma - sum(G * W) / sigma^2 * u v^T."""
+        sigma, u, v = saved["sigma"], saved["u"], saved["v"]
+        g = np.asarray(gy, np.float64)
+        w = self.weight_orig.astype(np.float64)
+        uv = np.moveaxis(np.outer(u, v).reshape(np.moveaxis(w, self.dim, 0).shape), 0, self.dim)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            gw = g / sigma - (np.sum(g * w) / sigma ** 2) * uv
+        return None, {"weight_orig": gw}
 
     def extra_repr(self):
         return (f"{self.weight_orig.shape}, n_power_iterations={self.n_power_iterations}, "

@@ -252,10 +252,47 @@ def _trailing_block(x, mean, var, weight, bias, eps, k, block_info=None):
     return _affine(y, weight, bias, sl, y.shape[x.ndim - k:])
 
 
-def _ms_block(x, mean, var, weight, eps, k, block_info=None):
-    """rms_norm of a chunk with given per-row moments: E[x^2] = var + mean^2."""
-    ms = var + mean * mean
+def _ms_block(x, ms, weight, eps, k, block_info=None):
+    """rms_norm of a chunk with given per-row means of squares."""
     return _trailing_block(x, np.zeros_like(ms), ms, weight, None, eps, k, block_info)
+
+
+def _chunk_ms(x, axis, keepdims, computing_meta=False):
+    """Chunk step of the mean of squares over `axis` (kept): the chunk's count and its E[x^2]
+    from fastnorm's moments (var + mean^2), summed plainly where that is not finite (inf or NaN
+    in the row: inf - inf would turn a row with an inf into NaN), as functional._mean_squares."""
+    if computing_meta:
+        return x
+    ax = tuple(sorted(axis))
+    mean, var, count = _stats(x, ax)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ms = var + mean * mean
+        bad = ~np.isfinite(ms)
+        if bad.any():
+            ms = np.where(bad, np.mean(np.square(np.asarray(x, np.float64)), axis=ax), ms)
+    return {"count": count, "ms": np.expand_dims(ms, axis)}
+
+
+def _combine_ms(parts, axis, keepdims, computing_meta=False):
+    """Combine step: the count-weighted mean of the parts' E[x^2] (no cancellation: a sum of
+    non-negative terms); parts of no elements add nothing."""
+    parts = _flatten(parts)
+    total = sum(p["count"] for p in parts)
+    ms = sum(p["ms"] * (p["count"] / total) for p in parts if p["count"]) if total else \
+        np.full_like(parts[0]["ms"], np.nan)
+    return {"count": total, "ms": np.asarray(ms, np.float64)}
+
+
+def _aggregate_ms(parts, axis, keepdims, computing_meta=False):
+    return _combine_ms(parts, axis, keepdims)["ms"]
+
+
+def _mean_squares_dask(x, axes):
+    """Lazy float64 E[x^2] of dask array x over `axes` (kept, length 1), one pass over x."""
+    meta = np.empty((0,) * x.ndim, np.float64)
+    return da.reduction(x, _chunk_ms, _aggregate_ms, axis=axes, keepdims=True, dtype=np.float64,
+                        combine=_combine_ms, concatenate=False, meta=meta,
+                        name="fastnorm-mean-squares")
 
 
 def _native(dtype):
@@ -501,8 +538,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     axes = tuple(range(x.ndim - k, x.ndim))
     if _whole(x, axes):
         return _map(F.rms_norm, x, ns, w, e, token="fastnorm-rms_norm")
-    mean, var = _stats_dask(x, axes, keepdims=True)
-    return _map(_ms_block, x, mean, var, w, e, k, token="fastnorm-rms_norm")
+    return _map(_ms_block, x, _mean_squares_dask(x, axes), w, e, k, token="fastnorm-rms_norm")
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -583,6 +619,8 @@ def _group_stats(st, num_groups, S):
 
 
 def _gn_block(x, cpg, weight, bias, eps, block_info=None):
+    if x.shape[1] == 0:  # a chunk of no channels (dask allows them): no groups
+        return np.empty(x.shape, _native(x.dtype))
     c = _loc(block_info, 1)
     return F.group_norm(x, x.shape[1] // cpg, None if weight is None else weight[c],
                         None if bias is None else bias[c], eps)

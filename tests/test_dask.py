@@ -150,6 +150,13 @@ def test_nan_and_inf_chunks_match_in_memory():
             assert np.allclose(g, w, rtol=1e-12, atol=0, equal_nan=True), axis  # inf: equal
     y = fd.layer_norm(x, (10, 12)).compute()
     assert np.array_equal(np.isnan(y), np.isnan(F.layer_norm(xn, (10, 12))))
+    # rows split across chunks: a row with an inf has mean square inf (0 beside the inf, as
+    # in memory and torch), not the NaN of var + mean^2 = inf - inf
+    with np.errstate(invalid="ignore"):
+        want = F.rms_norm(xn, (10, 12))
+    y = fd.rms_norm(x, (10, 12)).compute()
+    assert not np.isnan(want[0, 0]).all() and np.array_equal(np.isnan(y), np.isnan(want))
+    assert np.allclose(y, want, rtol=1e-12, atol=1e-15, equal_nan=True)
 
 
 def test_float32_offset_1e6_next_to_dask(scheduler, capsys):
@@ -278,6 +285,11 @@ def test_numpy_input_and_empty_arrays():
     assert fd.layer_norm(e, 4).compute().shape == (0, 3, 4)
     mean, var = dask.compute(*fd.moments(e, axis=0))
     assert np.isnan(mean).all() and np.isnan(var).all() and mean.shape == (3, 4)
+    # chunks of no channels among whole spatial axes (group_norm's per-chunk path)
+    x = da.from_array(xn[:, :6], chunks=(2, (3, 0, 3), 10, 12))
+    for op in (lambda a: fd.group_norm(a, 2), lambda a: fd.instance_norm(a)):
+        got = op(x).compute()
+        assert np.allclose(got, op(xn[:, :6]).compute(), rtol=1e-12, atol=1e-12)
 
 
 def test_import_fastnorm_does_not_import_dask():

@@ -2130,7 +2130,12 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                                  s->ys[3] == 1 ? L : 1, FN_SB_ROWS);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        if (jb->sum) {
+        /* the scratch below holds a group's rows back to back: where y's do not lie so (a
+         * transposed or Fortran-order output), its statistics would take the contiguous loops
+         * and y's the strided ones, other bits, and the unfused path (one thread) reads y: the
+         * sum goes into y then, as into sum_out */
+        const int dense = s->ys[3] == 1 && (Q == 1 || s->ys[2] == L);
+        if (jb->sum || !dense) {
             FN_PFOR(n_threads, ntf, g, P, {
                 const int64_t p1 = g / P2, p2 = g % P2;
                 for (int64_t q = 0; q < Q; q++)
@@ -2144,7 +2149,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
         /* No sum wanted: each thread adds a group into its own cache-resident scratch, not into
          * y, so y is written once (a second, streaming write over lines just stored costs more
          * than the whole add). The scratch has the group's rows back to back (xs = {0, 0, L, 1}),
-         * the same blocks and bits as from y. */
+         * as y's (dense): the same blocks and bits as from y. */
         const int64_t gl = Q * L;
         T *scr = (T *)malloc((size_t)(ntf * gl) * sizeof(T));
         if (!scr)

@@ -155,6 +155,25 @@ def test_large_rows_and_threads():
             assert _same(y, want) and _same(so, x + r), (shape, nt)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+@pytest.mark.parametrize("out_order", ["A", "C"])
+def test_transposed_rows_same_bits_for_any_thread_count(dtype, out_order):
+    """Rows with an element stride (transposed views): without sum_out, the fused path had
+    summed into a contiguous scratch (the contiguous statistics loops) where one thread reads
+    the strided output (other bits); every thread count and form must give layer_norm(x + r)."""
+    rng = np.random.default_rng(3)
+    R, L = 5, 8192
+    x, r = (np.ascontiguousarray(rng.standard_normal((L, R)).astype(dtype)).T for _ in range(2))
+    t = np.empty_like(x, order=out_order)
+    np.add(x, r, out=t)
+    want = F.layer_norm(t, L), F.rms_norm(t, L)
+    for nt in (1, 2, 3):
+        fastnorm.set_num_threads(nt)
+        for got, w in zip((F.add_layer_norm(x, r, L, out=np.empty_like(x, order=out_order)),
+                           F.add_rms_norm(x, r, L, out=np.empty_like(x, order=out_order))), want):
+            assert _same(got, w), (nt, out_order)
+
+
 def test_activation_and_torch(torch):
     TF = torch.nn.functional
     rng = np.random.default_rng(1)

@@ -32,8 +32,8 @@ from libc.math cimport sqrt
 from libc.string cimport memset
 from libc.stdint cimport int64_t
 
-from fastnorm._checks cimport (as_input, as_nc_input, check_flag, empty_like, param, prod,
-                               rms_eps)
+from fastnorm._checks cimport (as_input, as_nc_input, check_flag, check_normalized_shape,
+                               empty_like, param, prod, rms_eps)
 from fastnorm._kernels cimport (_check_rc, _rows, _table, bn_call, fn_cols, fn_grad_col_job,
                                 fn_grad_layer_job, fn_grad_row_job, fn_kernel_table, fn_rows,
                                 gn_call, in_call, ln_call)
@@ -615,8 +615,7 @@ def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, g
 
 cdef tuple _ln_shapes(cnp.ndarray x, object normalized_shape, str fn):
     """(normalized_shape, leading shape, shape of the saved statistics)."""
-    ns = tuple(int(d) for d in (normalized_shape if isinstance(normalized_shape, (tuple, list))
-                                else (normalized_shape,)))
+    ns = check_normalized_shape(normalized_shape, fn)  # the forward ops' check (no int())
     shape = (<object>x).shape
     k = len(ns)
     if k == 0 or x.ndim < k or tuple(shape[x.ndim - k:]) != ns:

@@ -284,16 +284,19 @@ cdef int check_updated(object rm, object rv, object out, str fname) except -1:
     return 0
 
 
+_SIZE_MAX = 2 ** 63 - 1  # the largest axis size check_normalized_shape passes on
+
+
 cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_ok=False):
     """normalized_shape (an int or a sequence of ints >= 0; at least one unless empty_ok) as a
     tuple."""
     cdef Py_ssize_t i
-    if type(normalized_shape) is int and normalized_shape >= 0:  # fast path: one axis
+    if type(normalized_shape) is int and 0 <= normalized_shape <= _SIZE_MAX:  # one axis
         return (normalized_shape,)
     if type(normalized_shape) is tuple:  # fast path: a tuple of non-negative Python ints
         for i in range(len(<tuple>normalized_shape)):
             d = (<tuple>normalized_shape)[i]
-            if type(d) is not int or d < 0:
+            if type(d) is not int or d < 0 or d > _SIZE_MAX:
                 break
         else:
             if len(<tuple>normalized_shape) or empty_ok:
@@ -316,6 +319,8 @@ cpdef tuple check_normalized_shape(object normalized_shape, str fn, bint empty_o
     for d in ns:
         if d < 0:
             raise ValueError(f"{fn}: normalized_shape must not have negative sizes, got {ns}")
+        if d > _SIZE_MAX:  # no array has such an axis; a C integer could not hold it either
+            raise ValueError(f"{fn}: normalized_shape sizes must be below 2**63, got {ns}")
     return ns
 
 

@@ -229,6 +229,13 @@ def test_eval_batch_norm_backward_uses_running_statistics():
      ValueError, "HxW"),
     (lambda x, dy, m, r: F.native_layer_norm_backward(dy, x, 4, m, r, None, None, [1, 1, 1]),
      ValueError, "normalized_shape"),
+    # the forward ops' check of normalized_shape (int() had truncated 5.7 and parsed "5")
+    (lambda x, dy, m, r: F.native_layer_norm(x, [5.7], None, None, 1e-5),
+     TypeError, r"native_layer_norm: normalized_shape must be an int or a sequence of ints"),
+    (lambda x, dy, m, r: F.native_rms_norm(x, "5", None, None),
+     TypeError, r"native_rms_norm: normalized_shape must be an int or a sequence of ints"),
+    (lambda x, dy, m, r: F.native_layer_norm_backward(dy, x, [5.5], m, r, None, None, [1, 1, 1]),
+     TypeError, r"normalized_shape must be an int or a sequence of ints"),
 ])
 def test_errors_say_what_was_expected(call, exc, words):
     rng = np.random.default_rng(0)

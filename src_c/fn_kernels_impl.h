@@ -2130,12 +2130,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                                  s->ys[3] == 1 ? L : 1, FN_SB_ROWS);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
-        /* the scratch below holds a group's rows back to back: where y's do not lie so (a
-         * transposed or Fortran-order output), its statistics would take the contiguous loops
-         * and y's the strided ones, other bits, and the unfused path (one thread) reads y: the
-         * sum goes into y then, as into sum_out */
-        const int dense = s->ys[3] == 1 && (Q == 1 || s->ys[2] == L);
-        if (jb->sum || !dense) {
+        if (jb->sum) {
             FN_PFOR(n_threads, ntf, g, P, {
                 const int64_t p1 = g / P2, p2 = g % P2;
                 for (int64_t q = 0; q < Q; q++)
@@ -2148,8 +2143,8 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
         }
         /* No sum wanted: each thread adds a group into its own cache-resident scratch, not into
          * y, so y is written once (a second, streaming write over lines just stored costs more
-         * than the whole add). The scratch has the group's rows back to back (xs = {0, 0, L, 1}),
-         * as y's (dense): the same blocks and bits as from y. */
+         * than the whole add). The scratch has the group's rows back to back (xs = {0, 0, L, 1}):
+         * the statistics' bits are those of dense rows whatever y's layout (below). */
         const int64_t gl = Q * L;
         T *scr = (T *)malloc((size_t)(ntf * gl) * sizeof(T));
         if (!scr)
@@ -2171,6 +2166,24 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
         free(scr);
         return FN_OK;
     }
+    /* Unfused, no sum wanted: the sum goes into y where y's rows are dense; otherwise (a
+     * transposed or Fortran-order output) into a dense scratch, so that the statistics are
+     * those of dense rows as in the fused path: the same bits for any thread count (which
+     * picks the path) and any output layout (in place or not). */
+    T *scr = NULL;
+    int64_t dense[4];
+    if (!jb->sum && !(s->ys[3] == 1 && (Q == 1 || s->ys[2] == L))) {
+        scr = (T *)malloc((size_t)(P * Q * L) * sizeof(T));
+        if (!scr)
+            return FN_ENOMEM;
+        dense[3] = 1;
+        dense[2] = L;
+        dense[1] = Q * L;
+        dense[0] = P2 * Q * L;
+        t = scr;
+        ts = dense;
+        memcpy(nj.shape.xs, ts, sizeof nj.shape.xs);
+    }
     const int64_t cpl = (L + FN_NCHUNK - 1) / FN_NCHUNK, U = P * Q * cpl;
     const int nta = fn_eff_threads(P * Q * L, U, n_threads);
     FN_PFOR(n_threads, nta, u, U, {
@@ -2181,7 +2194,9 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     t + p1 * ts[0] + p2 * ts[1] + q * ts[2] + l0 * ts[3], l1 - l0, xs[3], rs[3],
                     ts[3]);
     });
-    return FN(normalize_rows)(t, y, &nj, n_threads);
+    const int rc = FN(normalize_rows)(t, y, &nj, n_threads);
+    free(scr);
+    return rc;
 }
 
 #include "fn_backward_impl.h"

@@ -156,22 +156,27 @@ def test_large_rows_and_threads():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
-@pytest.mark.parametrize("out_order", ["A", "C"])
-def test_transposed_rows_same_bits_for_any_thread_count(dtype, out_order):
-    """Rows with an element stride (transposed views): without sum_out, the fused path had
-    summed into a contiguous scratch (the contiguous statistics loops) where one thread reads
-    the strided output (other bits); every thread count and form must give layer_norm(x + r)."""
+def test_strided_rows_same_bits_for_any_thread_count_and_output(dtype):
+    """Rows with an element stride (transposed views), no sum_out: the statistics are those of
+    the sum's rows stored densely, whatever the path (the thread count picks fused or not) and
+    the output (C or transposed, in place): layer_norm of the C-order sum, bit for bit. The
+    fused path had summed into a dense scratch where one thread summed into the strided
+    output (other bits), and vice versa for in-place calls after a first fix."""
     rng = np.random.default_rng(3)
     R, L = 5, 8192
     x, r = (np.ascontiguousarray(rng.standard_normal((L, R)).astype(dtype)).T for _ in range(2))
-    t = np.empty_like(x, order=out_order)
-    np.add(x, r, out=t)
+    t = np.ascontiguousarray(x + r)
     want = F.layer_norm(t, L), F.rms_norm(t, L)
     for nt in (1, 2, 3):
         fastnorm.set_num_threads(nt)
-        for got, w in zip((F.add_layer_norm(x, r, L, out=np.empty_like(x, order=out_order)),
-                           F.add_rms_norm(x, r, L, out=np.empty_like(x, order=out_order))), want):
-            assert _same(got, w), (nt, out_order)
+        for order in ("C", "A", "in place"):
+            def out():
+                return x.copy(order="A") if order == "in place" else np.empty_like(x, order=order)
+            o1, o2 = out(), out()
+            xa, xb = (o1, o2) if order == "in place" else (x, x)
+            got = F.add_layer_norm(xa, r, L, out=o1), F.add_rms_norm(xb, r, L, out=o2)
+            for g, w in zip(got, want):
+                assert _same(g, w), (nt, order)
 
 
 def test_activation_and_torch(torch):

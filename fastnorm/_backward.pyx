@@ -25,6 +25,8 @@ group, per-channel weight w, A = sum(w dy), B = sum(w dy (x - m)):
 sums: grad_rows' eval branch, grad_eval_cols). LayerNorm / RMSNorm run one kernel
 (grad_layer) that sums each row, then writes its dx while the row is in cache.
 """
+import numbers
+
 import numpy as np
 
 cimport numpy as cnp
@@ -62,12 +64,18 @@ cdef inline double* _dp(object a):
 # argument checks
 
 def check_mask(object output_mask, int n, str fn):
-    """output_mask as a tuple of n bools."""
+    """output_mask as a tuple of n bools (bools or integers: 0 / 1, as torch's bool[n])."""
     try:
-        m = tuple([bool(v) for v in output_mask])
+        if isinstance(output_mask, (str, bytes)):
+            raise TypeError
+        entries = tuple(output_mask)
+        for v in entries:
+            if not isinstance(v, (bool, np.bool_, numbers.Integral)):
+                raise TypeError
+        m = tuple([bool(v) for v in entries])
     except TypeError:
         raise TypeError(f"{fn}: output_mask must be a sequence of {n} bools, got "
-                        f"{type(output_mask).__name__}") from None
+                        f"{output_mask!r}") from None
     if len(m) != n:
         raise ValueError(f"{fn}: output_mask must have {n} entries, got {len(m)}")
     return m

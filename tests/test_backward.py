@@ -229,6 +229,12 @@ def test_eval_batch_norm_backward_uses_running_statistics():
      ValueError, "HxW"),
     (lambda x, dy, m, r: F.native_layer_norm_backward(dy, x, 4, m, r, None, None, [1, 1, 1]),
      ValueError, "normalized_shape"),
+    (lambda x, dy, m, r: F.native_batch_norm_backward(dy, x, None, None, None, m, r, True,
+                                                      1e-5, "abc"),
+     TypeError, "output_mask must be a sequence of 3 bools, got 'abc'"),
+    (lambda x, dy, m, r: F.native_batch_norm_backward(dy, x, None, None, None, m, r, True,
+                                                      1e-5, [1, 0, "x"]),
+     TypeError, "output_mask must be a sequence of 3 bools"),
     # the forward ops' check of normalized_shape (int() had truncated 5.7 and parsed "5")
     (lambda x, dy, m, r: F.native_layer_norm(x, [5.7], None, None, 1e-5),
      TypeError, r"native_layer_norm: normalized_shape must be an int or a sequence of ints"),

@@ -144,7 +144,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, dtype=np.float64
     ``eps=None`` is the machine epsilon of the type torch computes the input in: float64's for
     float64 (and any input that is not float32, float16 or bfloat16), float32's for those."""
     if eps is None:
-        in_dtype = np.asarray(input).dtype
+        in_dtype = np.asarray(input).dtype.newbyteorder("=")  # byte-swapped float32 too
         low = in_dtype.name == "bfloat16" or in_dtype in (np.float16, np.float32)
         eps = np.finfo(np.float32 if low else np.float64).eps
     x = _as(input, dtype)

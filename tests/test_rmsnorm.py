@@ -61,6 +61,10 @@ def test_eps_none_is_machine_epsilon_of_the_input_dtype(dtype):
     np.testing.assert_allclose(fastnorm.RMSNorm(3, eps=1e-8)(x), x / np.sqrt(2e-8), rtol=1e-6)
     z = F.rms_norm(np.zeros((2, 3), dtype), 3)  # 0 / sqrt(0 + eps) = 0, not NaN
     assert np.all(z == 0)
+    # byte order does not change the epsilon, in fastnorm or in the reference
+    xs = x.astype(x.dtype.newbyteorder())
+    np.testing.assert_array_equal(F.rms_norm(xs, 3), y)
+    np.testing.assert_allclose(R.rms_norm(xs, 3), x / np.sqrt(1e-8 + eps), rtol=1e-6)
 
 
 def test_zero_rows_with_zero_eps_give_nan_like_torch(torch):

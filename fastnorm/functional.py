@@ -253,9 +253,10 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
               \gamma + \beta
 
     The sum is rounded to the input's dtype before it is normalized, as ``x + r`` followed by
-    ``layer_norm`` would store it: on C-order operands the result equals
-    ``layer_norm(input + residual, ...)`` bit for bit (a strided float64 ``sum_out`` may move
-    the last bit or two, as ``layer_norm`` of strided rows does). With ``sum_out`` the sum is
+    ``layer_norm`` would store it: the result equals ``layer_norm`` of the sum stored in C
+    order, bit for bit, for any layout of the operands and of ``out`` and any thread count
+    (with a strided ``sum_out``, ``layer_norm`` of that ``sum_out``: strided float64 rows may
+    move the last bit or two). With ``sum_out`` the sum is
     also written there (the transformer's residual stream); it may be ``residual`` (or
     ``input``) itself, for the in-place update inference engines use.
 

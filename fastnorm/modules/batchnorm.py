@@ -70,7 +70,9 @@ class _NormBase(Module):
         # may lack it: keep the module's own count, as torch does
         if ((version is None or version < 2) and self.track_running_stats
                 and "num_batches_tracked" not in state_dict):
-            state_dict["num_batches_tracked"] = self.num_batches_tracked.copy()
+            nbt = self.num_batches_tracked  # None: turned off; then an unexpected key, as torch
+            state_dict["num_batches_tracked"] = (np.array(0, np.int64) if nbt is None
+                                                 else nbt.copy())
 
 
 class _BatchNorm(_NormBase):

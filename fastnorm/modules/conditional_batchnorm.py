@@ -72,6 +72,16 @@ class _ConditionalBatchNorm2d(Module):
             return children[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def __setattr__(self, name, value):
+        children = self.__dict__.get("_children")
+        if children is not None and name in children:  # a new child takes the old one's place
+            if not isinstance(value, Module):
+                raise TypeError(f"cannot assign {type(value).__name__!r} as child module "
+                                f"{name!r} (a fastnorm layer expected)")
+            children[name] = value
+            return
+        super().__setattr__(name, value)
+
     # -- container: children's state under "<child>.", mode set on every child ----------------
 
     def train(self, mode=True):
@@ -122,6 +132,8 @@ class _ConditionalBatchNorm2d(Module):
             for k, v in child._buffers.items():
                 if v is not None:
                     flat._buffers[f"{cname}.{k}"] = v
+        # its keys in this container's order (child by child, as torch lists missing keys)
+        object.__setattr__(flat, "state_dict", lambda *a, **k: self.state_dict())
         result = flat.load_state_dict(sd, strict, assign)
         if assign:
             for cname, child in self._children.items():
@@ -183,14 +195,16 @@ class _ConditionalBatchNorm2d(Module):
         track = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
         use_batch = bn.training or (rm is None and rv is None)
         N, C = x.shape[:2]
-        e = table[labels]  # (N, 2C)
+        # the coefficients in the compute type (float64 for float64 input, else float32),
+        # whatever the parameters' dtypes, as every layer casts its parameters
+        ct = np.float64 if x.dtype.itemsize == 8 else np.float32
+        e = table[labels].astype(ct, copy=False)  # (N, 2C)
         scale, shift = e[:, :C], e[:, C:]
         if w is not None:  # Sandwich BN: the shared affine inside the per-class one
-            # in the embedding's dtype (one rounding per coefficient, as torch's chained affine
-            # has per step); no float64 round trip to the kernel's parameter type
+            # one rounding per coefficient, as torch's chained affine has per step
             if b is not None:
-                shift = scale * b + shift
-            scale = scale * w
+                shift = scale * b.astype(ct, copy=False) + shift
+            scale = scale * w.astype(ct, copy=False)
         if x.shape[2] * x.shape[3] > 1:  # one kernel: statistics, then the per-sample affine
             keep = track or not use_batch
             y = _kernels.batch_norm_sample_affine(x, rm if keep else None, rv if keep else None,

@@ -138,8 +138,22 @@ class Module:
 
     # -- registration -----------------------------------------------------------------------
 
+    def _check_name(self, name, store):
+        """torch's checks of a new parameter or buffer name (KeyError, TypeError)."""
+        if not isinstance(name, str):
+            raise TypeError(f"{store[1:-1]} name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError(f"{store[1:-1]} name can't contain \".\"")
+        if name == "":
+            raise KeyError(f"{store[1:-1]} name can't be empty string \"\"")
+        if name not in getattr(self, store) and (
+                hasattr(self, name) or any(name in getattr(self, other)
+                                           for other in ("_parameters", "_buffers"))):
+            raise KeyError(f"attribute '{name}' already exists")
+
     def register_parameter(self, name, value):
         """Add a parameter (an ndarray, or None for an absent one such as ``bias=False``)."""
+        self._check_name(name, "_parameters")
         self._check_value(name, value, "parameter")
         self.__dict__.pop(name, None)
         self._parameters[name] = value
@@ -147,6 +161,7 @@ class Module:
 
     def register_buffer(self, name, value):
         """Add a buffer (an ndarray, or None where torch keeps a None buffer)."""
+        self._check_name(name, "_buffers")
         self._check_value(name, value, "buffer")
         self.__dict__.pop(name, None)
         self._buffers[name] = value
@@ -157,6 +172,10 @@ class Module:
         if value is not None and not isinstance(value, np.ndarray):
             raise TypeError(f"cannot assign {type(value).__name__!r} as {kind} {name!r} "
                             f"(numpy.ndarray or None expected)")
+        if kind == "parameter" and value is not None and not _checks.is_float_dtype(value.dtype):
+            # as torch, whose parameters are floating point (integers cannot have gradients)
+            raise TypeError(f"cannot assign an array of dtype {value.dtype} as parameter "
+                            f"{name!r} (a floating-point dtype expected: {_checks.ACCEPTED_DTYPES})")
 
     def __setstate__(self, state):
         # unpickled in a process that has not built a layer of this class yet: its class
@@ -376,6 +395,19 @@ class Module:
             if missing:
                 error_msgs.insert(0, "Missing key(s) in state_dict: {}. ".format(
                     ", ".join(f'"{k}"' for k in missing)))
+        if error_msgs:
+            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
+                type(self).__name__, "\n\t".join(error_msgs)))
+        # every destination checked before any is written: read-only arrays (assigned from a
+        # read-only source, say) and integer parameters (with assign=True) are errors
+        params = self._parameters
+        for key, value in new.items():
+            if assign and key in params and not _checks.is_float_dtype(value.dtype):
+                error_msgs.append(f'While assigning the parameter named "{key}", expected a '
+                                  f"floating-point array, got dtype {value.dtype}")
+            elif not assign and not local[key].flags.writeable:
+                error_msgs.append(f'While copying the parameter named "{key}", the module\'s '
+                                  f"array is read-only")
         if error_msgs:
             raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
                 type(self).__name__, "\n\t".join(error_msgs)))

@@ -30,7 +30,9 @@ def _native(dtype):
 
 def _array(a, name, fn, float_only=True):
     arr = _checks.to_numpy(a)
-    if arr.dtype.kind not in ("f" if float_only else "fiu"):
+    # is_float_dtype: bfloat16 too (ml_dtypes' kind is "V")
+    floating = arr.dtype.kind == "f" or _checks.is_float_dtype(arr.dtype)
+    if not (floating or (not float_only and arr.dtype.kind in "iu")):
         raise TypeError(f"{fn}: {name} must be a {'floating' if float_only else 'real'}-valued "
                         f"array, got dtype {arr.dtype}")
     return arr

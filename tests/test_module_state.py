@@ -1,0 +1,119 @@
+"""Layer state as torch keeps it: registering names, assigning parameters and children, loads
+that fail before writing anything, and the mixed parameter dtypes of the Sandwich BatchNorm and
+of BatchNorm folding (a fuzzing review found each of these off)."""
+import numpy as np
+import pytest
+
+import fastnorm
+from fastnorm.utils import fuse_conv_bn_weights
+
+f32 = np.float32
+
+
+def test_assigned_child_replaces_the_old_one():
+    m = fastnorm.SandwichBatchNorm2d(3, num_classes=2, rng=0)
+    new = fastnorm.BatchNorm2d(3)
+    new.weight[...] = 2
+    m.bn = new
+    assert m.bn is new and m.state_dict()["bn.weight"].tolist() == [2, 2, 2]
+    m.eval()
+    assert not new.training
+    m.load_state_dict({**m.state_dict(), "bn.bias": np.full(3, 5, f32)})
+    assert new.bias.tolist() == [5, 5, 5]
+    with pytest.raises(TypeError, match="cannot assign 'int' as child module 'embed'"):
+        m.embed = 3
+    assert isinstance(m.embed, fastnorm.Module)
+
+
+def test_failed_load_into_a_read_only_array_writes_nothing():
+    m = fastnorm.LayerNorm(3)
+    m.bias = np.broadcast_to(np.zeros(1, f32), (3,))  # read-only
+    with pytest.raises(RuntimeError, match='"bias", the module\'s array is read-only'):
+        m.load_state_dict({"weight": np.full(3, 2, f32), "bias": np.ones(3, f32)})
+    assert m.weight.tolist() == [1, 1, 1]
+    m.load_state_dict({"weight": np.full(3, 2, f32), "bias": np.ones(3, f32)}, assign=True)
+    assert m.weight.tolist() == [2, 2, 2] and m.bias.tolist() == [1, 1, 1]
+
+
+def test_parameters_are_floating_point():
+    m = fastnorm.BatchNorm2d(3)
+    with pytest.raises(TypeError, match="dtype int64 as parameter 'weight'"):
+        m.weight = np.ones(3, np.int64)
+    sd = {k: (v.astype(np.int64) if k in ("weight", "bias") else v)
+          for k, v in m.state_dict().items()}
+    with pytest.raises(RuntimeError, match='"weight", expected a floating-point array'):
+        m.load_state_dict(sd, assign=True)
+    assert m.weight.dtype == f32
+    m.load_state_dict(sd)  # copied into the float32 arrays: fine, as torch
+    assert m.num_batches_tracked.dtype == np.int64  # buffers may be integers
+
+
+def test_no_count_to_keep_is_an_unexpected_key_as_torch():
+    m = fastnorm.BatchNorm2d(3)
+    m.num_batches_tracked = None
+    sd = {k: v for k, v in fastnorm.BatchNorm2d(3).state_dict().items()
+          if k != "num_batches_tracked"}  # an old checkpoint: no count, no version metadata
+    assert m.load_state_dict(sd, strict=False).unexpected_keys == ["num_batches_tracked"]
+    with pytest.raises(RuntimeError, match='Unexpected key.*"num_batches_tracked"'):
+        m.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("name,words", [("a.b", r'name can.*t contain "\."'),
+                                        ("", "be empty string"),
+                                        ("eps", "attribute 'eps' already exists"),
+                                        ("running_mean", "attribute 'running_mean' already")])
+def test_register_checks_names_as_torch(name, words):
+    m = fastnorm.BatchNorm2d(3)
+    with pytest.raises(KeyError, match=words):
+        m.register_parameter(name, np.ones(3, f32))
+    if name != "running_mean":
+        with pytest.raises(KeyError, match=words):
+            m.register_buffer(name, np.ones(3, f32))
+    assert list(m.state_dict()) == ["weight", "bias", "running_mean", "running_var",
+                                    "num_batches_tracked"]
+    m.register_parameter("bias", None)  # the same store: replaced, as torch
+    assert m.bias is None
+
+
+def test_container_missing_keys_child_by_child():
+    m = fastnorm.SandwichBatchNorm2d(3, num_classes=2)
+    missing = m.load_state_dict({"bn.running_mean": np.zeros(3, f32),
+                                 "bn.num_batches_tracked": np.array(0)}, strict=False)[0]
+    assert missing == ["bn.weight", "bn.bias", "bn.running_var", "embed.weight"]
+
+
+@pytest.mark.parametrize("pdtype,xdtype", [(np.float16, f32), ("bfloat16", f32),
+                                           (f32, np.float64)])
+def test_sandwich_coefficients_in_the_compute_type(pdtype, xdtype):
+    """Parameters of another dtype are cast to the compute type before they are combined."""
+    if pdtype == "bfloat16":
+        pdtype = pytest.importorskip("ml_dtypes").bfloat16
+    rng = np.random.default_rng(0)
+    m = fastnorm.SandwichBatchNorm2d(4, num_classes=3, rng=0).eval()
+    for p in (m.bn.weight, m.bn.bias, m.embed.weight):
+        p[...] = rng.standard_normal(p.shape) * 3
+    m.load_state_dict({k: v.astype(pdtype) if v.dtype.kind == "f" else v
+                       for k, v in m.state_dict().items()}, assign=True)
+    x = rng.standard_normal((3, 4, 5, 5)).astype(xdtype)
+    labels = np.array([0, 2, 1])
+    p = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    xh = (x - p["bn.running_mean"][:, None, None]) / np.sqrt(p["bn.running_var"] + 1e-5)[
+        :, None, None]
+    inner = xh * p["bn.weight"][:, None, None] + p["bn.bias"][:, None, None]
+    e = p["embed.weight"][labels]
+    want = e[:, :4, None, None] * inner + e[:, 4:, None, None]
+    tol = 1e-12 if xdtype == np.float64 else 2e-5
+    assert np.abs(m(x, labels) - want).max() <= tol * max(1.0, np.abs(want).max())
+
+
+def test_folding_takes_bfloat16():
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(bf16)
+    rm, rv = rng.standard_normal(4).astype(f32), rng.random(4).astype(f32) + 0.5
+    fw, fb = fuse_conv_bn_weights(w, None, rm, rv, 1e-5, None, None)
+    assert fw.dtype == bf16 and fb.dtype == bf16
+    s = 1 / np.sqrt(rv.astype(np.float64) + 1e-5)
+    want = (w.astype(np.float64) * s[:, None, None, None]).astype(bf16)
+    np.testing.assert_array_equal(fw.astype(f32), want.astype(f32))
+    np.testing.assert_array_equal(fb.astype(f32), (-rm * s).astype(bf16).astype(f32))

@@ -40,7 +40,7 @@ from fastnorm._kernels cimport (_check_rc, _rows, _table, bn_call, fn_cols, fn_g
                                 fn_grad_layer_job, fn_grad_row_job, fn_kernel_table, fn_rows,
                                 gn_call, in_call, ln_call)
 from fastnorm._layout cimport Ax, axis, compact, iabs, pad_front, scaled, unit
-from fastnorm._runtime cimport threads
+from fastnorm._runtime cimport enter, leave, threads
 
 
 cnp.import_array()
@@ -54,6 +54,14 @@ cdef enum:
     K_BN = 0  # one group per channel, over N and the spatial axes
     K_NC = 1  # one group per (n, c), over the spatial axes (InstanceNorm, SwitchNorm)
     K_GN = 2  # one group per (n, g), over the group's channels and the spatial axes
+
+
+cdef inline int _counted_threads() noexcept:
+    """Count the kernel about to run as a call in progress (leave() right after it), then its
+    threads: its share of the limit among the calls in progress, as every forward op's
+    (fastnorm._runtime): concurrent backward calls from Python threads do not oversubscribe."""
+    enter()
+    return threads()
 
 
 cdef inline double* _dp(object a):
@@ -284,7 +292,7 @@ cdef class _Job:
 
     cdef int sums(self, const double* centre, double* s1, double* s2) except -1:
         """Per entry: s1 = sum(dy), s2 = sum(dy * (x - centre[entry]))."""
-        cdef int rc, nt = threads()
+        cdef int rc, nt = _counted_threads()
         cdef const void* xp = cnp.PyArray_DATA(self.x)
         cdef const void* dp = cnp.PyArray_DATA(self.dy)
         if self.mode == _ROWS:
@@ -295,13 +303,14 @@ cdef class _Job:
             self.cj.e.centre, self.cj.e.sum_dy, self.cj.e.sum_dyxc = centre, s1, s2
             with nogil:
                 rc = self.k.grad_sums_cols(xp, dp, &self.cj, nt)
+        leave()
         return _check_rc(rc)
 
     cdef int eval_cols(self, const double* centre, const double* a, double* s1,
                        double* s2) except -1:
         """Column layout, statistics held constant: the sums (as sums) and dx = a * dy in one
         pass."""
-        cdef int rc, nt = threads()
+        cdef int rc, nt = _counted_threads()
         cdef const void* xp = cnp.PyArray_DATA(self.x)
         cdef const void* dp = cnp.PyArray_DATA(self.dy)
         cdef void* op = cnp.PyArray_DATA(self.dx)
@@ -309,13 +318,14 @@ cdef class _Job:
         self.cj.e.a, self.cj.e.b, self.cj.e.c = a, NULL, NULL
         with nogil:
             rc = self.k.grad_eval_cols(xp, dp, op, &self.cj, nt)
+        leave()
         return _check_rc(rc)
 
     cdef int cols_backward(self, const double* mean, const double* rstd, const double* weight,
                            double* s1, double* s2) except -1:
         """The train-mode backward of a column layout whose entries are each their own group
         (grad_cols): per-entry sums into s1, s2 and dx."""
-        cdef int rc, nt = threads()
+        cdef int rc, nt = _counted_threads()
         cdef const void* xp = cnp.PyArray_DATA(self.x)
         cdef const void* dp = cnp.PyArray_DATA(self.dy)
         cdef void* op = cnp.PyArray_DATA(self.dx)
@@ -323,12 +333,13 @@ cdef class _Job:
         self.cj.mean, self.cj.rstd, self.cj.weight = mean, rstd, weight
         with nogil:
             rc = self.k.grad_cols(xp, dp, op, &self.cj, nt)
+        leave()
         return _check_rc(rc)
 
     cdef int rows_backward(self, const double* mean, const double* rstd, const double* weight,
                            bint train, double* s1, double* s2) except -1:
         """The row layout's whole backward (grad_rows): per-entry sums into s1, s2 and dx."""
-        cdef int rc, nt = threads()
+        cdef int rc, nt = _counted_threads()
         cdef const void* xp = cnp.PyArray_DATA(self.x)
         cdef const void* dp = cnp.PyArray_DATA(self.dy)
         cdef void* op = NULL if self.dx is None else cnp.PyArray_DATA(self.dx)
@@ -337,12 +348,13 @@ cdef class _Job:
         self.rj.group_step, self.rj.row_step, self.rj.train = self.gstep, self.rstep, train
         with nogil:
             rc = self.k.grad_rows(xp, dp, op, &self.rj, nt)
+        leave()
         return _check_rc(rc)
 
     cdef int apply(self, const double* centre, const double* a, const double* b,
                    const double* c) except -1:
         """dx = a * dy + b * (x - centre) + c, per entry."""
-        cdef int rc, nt = threads()
+        cdef int rc, nt = _counted_threads()
         cdef const void* xp = cnp.PyArray_DATA(self.x)
         cdef const void* dp = cnp.PyArray_DATA(self.dy)
         cdef void* op = cnp.PyArray_DATA(self.dx)
@@ -354,6 +366,7 @@ cdef class _Job:
             self.cj.e.centre, self.cj.e.a, self.cj.e.b, self.cj.e.c = centre, a, b, c
             with nogil:
                 rc = self.k.grad_apply_cols(xp, dp, op, &self.cj, nt)
+        leave()
         return _check_rc(rc)
 
 
@@ -695,12 +708,13 @@ cdef tuple _layer_backward(str fn, object grad_out, object input, object normali
     j.dweight = NULL if dw is None else _dp(dw)
     j.dbias = NULL if db is None else _dp(db)
     cdef const fn_kernel_table* k = _table(x)
-    cdef int rc, nt = threads()
+    cdef int rc, nt = _counted_threads()
     cdef const void* xp = cnp.PyArray_DATA(x)
     cdef const void* dp = cnp.PyArray_DATA(dy)
     cdef void* op = NULL if dx is None else cnp.PyArray_DATA(<cnp.ndarray>dx)
     with nogil:
         rc = k.grad_layer(xp, dp, op, &j, nt)
+    leave()
     _check_rc(rc)
     return dx, (None if dw is None else dw.reshape(ns)), (None if db is None else db.reshape(ns))
 

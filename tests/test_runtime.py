@@ -169,6 +169,37 @@ def test_calls_in_progress_return_to_zero():
     assert _runtime._active_calls() == 0
 
 
+def test_backward_calls_count_as_calls_in_progress():
+    """A backward kernel takes its share of the threads as the forward ops do: while one runs
+    in a Python thread, another thread sees it in progress (it was not counted)."""
+    import threading
+    rng = np.random.default_rng(3)
+    x, dy = (rng.standard_normal((512, 2048)).astype(np.float32) for _ in range(2))
+    _, mean, rstd = F.native_layer_norm(x, 2048, None, None, 1e-5)
+    done, seen = threading.Event(), set()
+
+    _, bmean, binvstd = F.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(100):
+                F.native_layer_norm_backward(dy, x, 2048, mean, rstd, None, None, [True] * 3)
+                F.native_batch_norm_backward(dy, x, None, None, None, bmean, binvstd, True,
+                                             1e-5, [True] * 3)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    while not done.wait(0.0001):
+        seen.add(_runtime._active_calls())
+    t.join()
+    assert not errors and 1 in seen and _runtime._active_calls() == 0
+
+
 def _benchmark(name):
     """A script of benchmarks/ as a module."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

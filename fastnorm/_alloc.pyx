@@ -102,6 +102,18 @@ cdef bint _reusable(PyObject* p, cnp.ndarray x) noexcept:
     return True
 
 
+cdef bint _spent(PyObject* p) noexcept:
+    """Whether pooled array p, held by the pool alone, can never be handed out again: weak
+    references to it (whose callbacks wait for its death), a base, flags it was not made with,
+    or a size past SMALL_MAX (an in-place resize). Arrays of another shape or dtype than the
+    call's may serve a later call and stay."""
+    if Py_REFCNT(p) != 1:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p
+    return ((<PyArrayObject_fields*>p).weakreflist != NULL or cnp.PyArray_BASE(a) != NULL
+            or (cnp.PyArray_FLAGS(a) & _REQ) != _REQ or cnp.PyArray_NBYTES(a) > SMALL_MAX)
+
+
 cdef inline cnp.ndarray _fresh(cnp.ndarray x):
     """np.empty_like(x) for C-contiguous x, by the C API (no axis order to work out)."""
     Py_INCREF(<object>cnp.PyArray_DESCR(x))  # NewFromDescr steals a reference
@@ -120,6 +132,10 @@ cdef cnp.ndarray _pooled(cnp.ndarray x):
         return _fresh(x)
     for i in range(SMALL_SLOTS):
         p = _small[i]
+        if p != NULL and _spent(p):  # let go now: its weakref callbacks run, its memory goes
+            _small[i] = NULL  # before the release, which may run code that comes back here
+            Py_XDECREF(p)
+            continue
         if p != NULL and _reusable(p, x):
             _small_hits += 1
             return <cnp.ndarray>p
@@ -184,7 +200,8 @@ def set_output_cache_limit(nbytes):
     default is 256 MiB, at most 1/8 of the physical memory.
 
     C-contiguous outputs of at most 64 KiB come from a pool of the last 8 of them instead (one
-    that only the pool still holds is handed out again): at most 512 KiB whatever the limit,
+    that only the pool still holds is handed out again): at most 512 KiB of outputs as made
+    whatever the limit (one resized in place and dropped is let go at the next small output),
     released by ``release_output_cache()``, turned off with the cache by a limit of ``0``.
 
     Parameters

@@ -328,10 +328,12 @@ def test_small_outputs_someone_holds_are_never_handed_out(cache):
 
     for alter in (read_only, reshaped, restrided, weakref.ref):
         y = F.layer_norm(x, 768)
-        data, keep = y.ctypes.data, alter(y)
-        del y  # alive in the pool's newest slot: no other array can own its memory
+        keep = alter(y)
+        del y  # dead, and never to be handed out: the pool lets go of it at its next call
+        held = cache()["small_held"]
         z = F.layer_norm(x, 768)
-        assert z.ctypes.data != data, f"a result {alter.__name__} was handed out again"
+        assert cache()["small_held"] <= held, f"a result {alter.__name__} is still held"
+        assert alter is not weakref.ref or keep() is None, "a weakly referenced result lives on"
         assert z.flags.writeable and z.shape == (1, 768) and z.strides == (3072, 4)
         del z, keep
     kept = [F.layer_norm(x, 768) for _ in range(slots + 2)]
@@ -367,13 +369,38 @@ def test_small_output_pool_survives_callbacks_that_call_fastnorm(cache):
     y = F.layer_norm(x, 768)
     weakref.finalize(y, again)
     del y  # pooled and weakly referenced: kept until the pool lets go of it
-    hold = [F.layer_norm(x, 768) for _ in range(slots)]  # its slot is taken: it dies
+    assert not made
+    hold = [F.layer_norm(x, 768) for _ in range(slots)]  # the first call lets go of it
     assert len(made) == 1
     np.testing.assert_allclose(made[0], want, rtol=0, atol=2e-6)
     watch = [weakref.ref(a) for a in hold + made]
     del hold, made
     fastnorm.release_output_cache()
     assert all(w() is None for w in watch), "an output outlived every reference to it"
+
+
+def test_small_output_pool_lets_go_of_spent_outputs_at_the_next_call(cache):
+    """A dropped output that can never be handed out again (weakly referenced, resized in
+    place) is let go at the next small output, also in a steady loop that reuses other slots:
+    its callbacks run then and the pool holds no more than its outputs as made."""
+    import weakref
+    x, want = _small(7)
+    fired = []
+    y = F.layer_norm(x, 768)
+    weakref.finalize(y, lambda: fired.append(1))
+    del y
+    z = F.layer_norm(x, 768)  # a steady loop from here: z's slot comes back each time
+    for _ in range(3):
+        z = F.layer_norm(x, 768)
+    assert fired == [1]
+    for _ in range(4):
+        y = F.layer_norm(x, 768)
+        y.resize((1 << 20,), refcheck=False)  # 4 MiB, as NumPy allows
+        del y
+        assert cache()["small_held"] <= (4 << 20) + cache()["small_slots"] * x.nbytes
+    z = F.layer_norm(x, 768)
+    assert cache()["small_held"] <= cache()["small_slots"] * x.nbytes
+    np.testing.assert_allclose(z, want, rtol=0, atol=2e-6)
 
 
 def test_small_outputs_keep_their_dtype_and_shape(cache):

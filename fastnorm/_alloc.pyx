@@ -88,14 +88,20 @@ cdef bint _reusable(PyObject* p, cnp.ndarray x) noexcept:
     if Py_REFCNT(p) != 1:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>p
-    cdef int k, nd = cnp.PyArray_NDIM(x)
+    cdef int nd = cnp.PyArray_NDIM(x)
     if (cnp.PyArray_DESCR(a) is not cnp.PyArray_DESCR(x) or cnp.PyArray_NDIM(a) != nd
             or (cnp.PyArray_FLAGS(a) & _REQ) != _REQ or cnp.PyArray_BASE(a) != NULL
             or (<PyArrayObject_fields*>p).weakreflist != NULL
             or memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(x), nd * sizeof(cnp.npy_intp))):
         return False
-    cdef cnp.npy_intp st = cnp.PyArray_ITEMSIZE(x)
-    for k in range(nd - 1, -1, -1):  # the strides a fresh array has
+    return _fresh_strides(a)
+
+
+cdef bint _fresh_strides(cnp.ndarray a) noexcept:
+    """Whether a has the strides a fresh C-contiguous array of its shape has."""
+    cdef int k
+    cdef cnp.npy_intp st = cnp.PyArray_ITEMSIZE(a)
+    for k in range(cnp.PyArray_NDIM(a) - 1, -1, -1):
         if cnp.PyArray_STRIDES(a)[k] != st:
             return False
         st *= cnp.PyArray_DIMS(a)[k] if cnp.PyArray_DIMS(a)[k] > 0 else 1
@@ -104,14 +110,15 @@ cdef bint _reusable(PyObject* p, cnp.ndarray x) noexcept:
 
 cdef bint _spent(PyObject* p) noexcept:
     """Whether pooled array p, held by the pool alone, can never be handed out again: weak
-    references to it (whose callbacks wait for its death), a base, flags it was not made with,
-    or a size past SMALL_MAX (an in-place resize). Arrays of another shape or dtype than the
-    call's may serve a later call and stay."""
+    references to it (whose callbacks wait for its death), a base, flags or strides it was not
+    made with, or a size past SMALL_MAX (an in-place resize). Arrays of another shape or dtype
+    than the call's may serve a later call and stay."""
     if Py_REFCNT(p) != 1:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>p
     return ((<PyArrayObject_fields*>p).weakreflist != NULL or cnp.PyArray_BASE(a) != NULL
-            or (cnp.PyArray_FLAGS(a) & _REQ) != _REQ or cnp.PyArray_NBYTES(a) > SMALL_MAX)
+            or (cnp.PyArray_FLAGS(a) & _REQ) != _REQ or cnp.PyArray_NBYTES(a) > SMALL_MAX
+            or not _fresh_strides(a))
 
 
 cdef inline cnp.ndarray _fresh(cnp.ndarray x):
@@ -130,12 +137,13 @@ cdef cnp.ndarray _pooled(cnp.ndarray x):
     cdef PyObject* p
     if not (FN_SMALL_POOL and _limit != 0):
         return _fresh(x)
-    for i in range(SMALL_SLOTS):
+    for i in range(SMALL_SLOTS):  # every slot, whichever one serves this call
         p = _small[i]
         if p != NULL and _spent(p):  # let go now: its weakref callbacks run, its memory goes
             _small[i] = NULL  # before the release, which may run code that comes back here
             Py_XDECREF(p)
-            continue
+    for i in range(SMALL_SLOTS):
+        p = _small[i]
         if p != NULL and _reusable(p, x):
             _small_hits += 1
             return <cnp.ndarray>p

@@ -268,7 +268,7 @@ def _chunk_ms(x, axis, keepdims, computing_meta=False):
     with np.errstate(over="ignore", invalid="ignore"):
         ms = var + mean * mean
         bad = ~np.isfinite(ms)
-        if bad.any():
+        if bad.any() and count:  # (a chunk of no elements adds nothing: _combine_ms)
             ms = np.where(bad, np.mean(np.square(np.asarray(x, np.float64)), axis=ax), ms)
     return {"count": count, "ms": np.expand_dims(ms, axis)}
 

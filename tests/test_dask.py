@@ -4,6 +4,7 @@ module, closed at its end). Several chunkings, uneven ones included, split norma
 included; the float32 offset-1e6 accuracy next to dask's own mean/var; laziness (how many times
 the input's chunks are read); argument checks before any state changes."""
 import subprocess
+import warnings
 import sys
 
 import numpy as np
@@ -290,6 +291,12 @@ def test_numpy_input_and_empty_arrays():
     for op in (lambda a: fd.group_norm(a, 2), lambda a: fd.instance_norm(a)):
         got = op(x).compute()
         assert np.allclose(got, op(xn[:, :6]).compute(), rtol=1e-12, atol=1e-12)
+    # rows split into chunks, one of no elements: no warning, the in-memory result
+    x = da.from_array(xn[:2, :6], chunks=(2, 6, 10, (5, 0, 7)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fd.rms_norm(x, (10, 12)).compute()
+    assert np.allclose(got, F.rms_norm(xn[:2, :6], (10, 12)), rtol=1e-12, atol=1e-12)
 
 
 def test_import_fastnorm_does_not_import_dask():

@@ -31,6 +31,8 @@ def test_failed_load_into_a_read_only_array_writes_nothing():
     with pytest.raises(RuntimeError, match='"bias", the module\'s array is read-only'):
         m.load_state_dict({"weight": np.full(3, 2, f32), "bias": np.ones(3, f32)})
     assert m.weight.tolist() == [1, 1, 1]
+    with pytest.raises(RuntimeError, match=r'(?s)Missing key.*"weight".*read-only'):
+        m.load_state_dict({"bias": np.ones(3, f32)})  # every problem in one error
     m.load_state_dict({"weight": np.full(3, 2, f32), "bias": np.ones(3, f32)}, assign=True)
     assert m.weight.tolist() == [2, 2, 2] and m.bias.tolist() == [1, 1, 1]
 

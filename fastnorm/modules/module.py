@@ -153,9 +153,8 @@ class Module:
 
     def register_parameter(self, name, value):
         """Add a parameter (an ndarray, or None for an absent one such as ``bias=False``)."""
-        self._check_name(name, "_parameters")
+        self._check_name(name, "_parameters")  # (so no instance attribute shadows it)
         self._check_value(name, value, "parameter")
-        self.__dict__.pop(name, None)
         self._parameters[name] = value
         _expose(self, name)
 
@@ -163,7 +162,6 @@ class Module:
         """Add a buffer (an ndarray, or None where torch keeps a None buffer)."""
         self._check_name(name, "_buffers")
         self._check_value(name, value, "buffer")
-        self.__dict__.pop(name, None)
         self._buffers[name] = value
         _expose(self, name)
 
@@ -351,11 +349,12 @@ class Module:
         """Copy parameters and buffers from ``state_dict`` (NumPy arrays, torch tensors, or
         anything ``np.asarray`` takes) into this module.
 
-        Every key and shape is checked before anything is written: on error nothing changes and
-        ``RuntimeError`` lists every problem, in torch's words. Values are copied into the
-        module's arrays, cast to their dtype; with ``assign=True`` the module takes the incoming
-        arrays themselves instead (``np.asarray`` of each value: their dtype, and memory shared
-        with a torch tensor), as torch assigns the checkpoint's tensors.
+        Every key, shape and destination is checked before anything is written: on error
+        nothing changes and ``RuntimeError`` lists every problem, in torch's words. Values are
+        copied into the module's arrays, cast to their dtype (a read-only array there is an
+        error); with ``assign=True`` the module takes the incoming arrays themselves instead
+        (``np.asarray`` of each value: their dtype, floating point for parameters, and memory
+        shared with a torch tensor), as torch assigns the checkpoint's tensors.
         Returns ``(missing_keys, unexpected_keys)``.
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
@@ -387,6 +386,15 @@ class Module:
                                   f"{param.shape}.")
                 continue
             new[key] = value
+        # every destination too: read-only arrays (assigned from a read-only source, say) and,
+        # with assign=True, integer values for parameters
+        for key, value in new.items():
+            if assign and key in self._parameters and not _checks.is_float_dtype(value.dtype):
+                error_msgs.append(f'While assigning the parameter named "{key}", expected a '
+                                  f"floating-point array, got dtype {value.dtype}")
+            elif not assign and not local[key].flags.writeable:
+                error_msgs.append(f'While copying the parameter named "{key}", the module\'s '
+                                  f"array is read-only")
         unexpected = [k for k in sd if k not in local]
         if strict:
             if unexpected:
@@ -395,19 +403,6 @@ class Module:
             if missing:
                 error_msgs.insert(0, "Missing key(s) in state_dict: {}. ".format(
                     ", ".join(f'"{k}"' for k in missing)))
-        if error_msgs:
-            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
-                type(self).__name__, "\n\t".join(error_msgs)))
-        # every destination checked before any is written: read-only arrays (assigned from a
-        # read-only source, say) and integer parameters (with assign=True) are errors
-        params = self._parameters
-        for key, value in new.items():
-            if assign and key in params and not _checks.is_float_dtype(value.dtype):
-                error_msgs.append(f'While assigning the parameter named "{key}", expected a '
-                                  f"floating-point array, got dtype {value.dtype}")
-            elif not assign and not local[key].flags.writeable:
-                error_msgs.append(f'While copying the parameter named "{key}", the module\'s '
-                                  f"array is read-only")
         if error_msgs:
             raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
                 type(self).__name__, "\n\t".join(error_msgs)))

@@ -81,7 +81,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     axes = (0,) + tuple(range(2, x.ndim))
     if training:
         mean, var = _moments(x, axes)
-        if running_mean is not None:
+        if running_mean is not None and x.size:  # an empty batch leaves them (torch)
             n = x.size // x.shape[1]
             _update(running_mean, mean.ravel(), momentum)
             _update(running_var, var.ravel() * n / (n - 1), momentum)
@@ -133,6 +133,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, dtype=np.
                activation=None):
     """Group norm of ``input`` (N, C, *): per (sample, group of C // num_groups channels)."""
     x = _as(input, dtype)
+    if x.size == 0:  # (reshape cannot infer -1 from no elements)
+        return activate(_affine(x.copy(), weight, bias, _channel_shape(x)), activation)
     xg = x.reshape((x.shape[0], num_groups, -1))
     mean, var = _moments(xg, (2,))
     y = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)

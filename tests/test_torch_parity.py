@@ -589,3 +589,26 @@ def test_functional_signatures_are_torchs(torch, name):
     positional = [(p.name, p.default) for p in ours.values() if p.kind != p.KEYWORD_ONLY]
     assert positional == [(p.name, p.default) for p in theirs.values()]
     assert all(p.kind == p.KEYWORD_ONLY for p in ours.values() if p.name in ("out", "activation"))
+
+
+def test_reference_on_empty_batches_as_torch(torch):
+    """The oracle itself: an empty training batch leaves the running statistics as torch does
+    (the reference had set them to NaN), and group_norm of no samples is an empty array (the
+    reference had raised)."""
+    TF = torch.nn.functional
+    for shape in ((0, 2, 4), (3, 2, 0)):
+        rm, rv = np.full(2, 0.5), np.full(2, 2.0)
+        trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            R.batch_norm(np.zeros(shape), rm, rv, training=True)
+        TF.batch_norm(torch.zeros(shape, dtype=torch.float64), trm, trv, training=True)
+        np.testing.assert_array_equal(rm, trm.numpy())
+        np.testing.assert_array_equal(rv, trv.numpy())
+        frm, frv = np.full(2, 0.5), np.full(2, 2.0)
+        F.batch_norm(np.zeros(shape), frm, frv, training=True)
+        np.testing.assert_array_equal(frm, rm)
+        np.testing.assert_array_equal(frv, rv)
+    x = np.zeros((0, 4, 3))
+    want = TF.group_norm(torch.from_numpy(x), 2).numpy()
+    assert R.group_norm(x, 2).shape == want.shape == F.group_norm(x, 2).shape

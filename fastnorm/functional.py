@@ -256,9 +256,9 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
     ``layer_norm`` would store it: the result equals ``layer_norm`` of the sum stored in C
     order, bit for bit, for any layout of the operands and of ``out`` and any thread count
     (with a strided ``sum_out``, ``layer_norm`` of that ``sum_out``: strided float64 rows may
-    move the last bit or two). With ``sum_out`` the sum is
-    also written there (the transformer's residual stream); it may be ``residual`` (or
-    ``input``) itself, for the in-place update inference engines use.
+    move the last bit or two). With ``sum_out`` the sum is also written there (the
+    transformer's residual stream); it may be ``residual`` (or ``input``) itself, for the
+    in-place update inference engines use.
 
     Parameters
     ----------

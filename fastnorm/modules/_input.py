@@ -54,12 +54,20 @@ def merge_moments(mean, var, axes):
     return total.reshape(merged.shape), merged
 
 
-def batch_stats(x, axes):
-    """float64 mean and biased variance of x over ``axes`` (kept, length 1), for a backward pass
-    that recomputes its forward's batch statistics."""
+def normalized(x, axes, running, eps):
+    """(x̂, invstd), float64, for a backward pass: x̂ = (x - mean) * invstd with the batch's mean
+    and biased variance over ``axes`` (kept, length 1) recomputed from its forward's input, or
+    with ``running`` = (mean, var) in their place (eval mode)."""
     x = np.asarray(x, np.float64)
-    mean = x.mean(axis=axes, keepdims=True)
-    return mean, ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    if running is None:
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    else:
+        shape = [1 if a in axes else n for a, n in enumerate(x.shape)]
+        mean, var = (np.asarray(r, np.float64).reshape(shape) for r in running)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        invstd = 1.0 / np.sqrt(var + eps)
+        return (x - mean) * invstd, invstd
 
 
 def normalized_input_grad(g, xhat, invstd, axes, batch):

@@ -19,7 +19,7 @@ otherwise the per-channel affine is a further NumPy pass.
 import numpy as np
 
 from .. import _kernels
-from ._input import (batch_factor, batch_stats, check_float_input, empty_output, merge_moments,
+from ._input import (batch_factor, check_float_input, empty_output, merge_moments, normalized,
                      normalized_input_grad, update_running)
 from .batchnorm import _NormBase
 from .module import check_size
@@ -172,16 +172,10 @@ class BatchGroupNorm2d(_NormBase):
         if x.size == 0:
             return np.zeros(x.shape, saved["dtype"]), {
                 k: np.zeros(C) for k in ("weight", "bias") if self._parameters.get(k) is not None}
-        xg = x.reshape(N, G, -1)
-        if saved["batch"]:
-            mean, var = batch_stats(xg, (0, 2))
-        else:
-            mean = self.running_mean.astype(np.float64).reshape(1, G, 1)
-            var = self.running_var.astype(np.float64).reshape(1, G, 1)
+        running = None if saved["batch"] else (self.running_mean, self.running_var)
+        xhat, invstd = normalized(x.reshape(N, G, -1), (0, 2), running, self.eps)
         g = np.asarray(gy, np.float64)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            invstd = 1.0 / np.sqrt(var + self.eps)
-            xhat = (xg - mean) * invstd
             grads = {}
             red, sh = (0, 2, 3), (1, C, 1, 1)
             if self.weight is not None:

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import _kernels
-from ._input import (batch_factor, batch_stats, check_float_input, merge_moments,
+from ._input import (batch_factor, check_float_input, merge_moments, normalized,
                      normalized_input_grad, update_running)
 from .batchnorm import BatchNorm2d
 from .module import Module, check_dtype, check_size, to_numpy
@@ -250,17 +250,12 @@ class _ConditionalBatchNorm2d(Module):
                 grads[key] = np.zeros(C)
         if x.size == 0:
             return np.zeros(x.shape, saved["dtype"]), grads
-        if saved["batch"]:
-            mean, var = batch_stats(x, red)
-        else:
-            mean = bn.running_mean.astype(np.float64).reshape(sh)
-            var = bn.running_var.astype(np.float64).reshape(sh)
+        running = None if saved["batch"] else (bn.running_mean, bn.running_var)
+        xhat, invstd = normalized(x, red, running, bn.eps)
         g = np.asarray(gy, np.float64)
         e = table.astype(np.float64)[labels]
         gamma = e[:, :C, None, None]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            invstd = 1.0 / np.sqrt(var + bn.eps)
-            xhat = (x - mean) * invstd
             inner = xhat  # what the per-class affine scales: bn's output
             if w is not None:
                 inner = xhat * w.astype(np.float64).reshape(sh)

@@ -146,9 +146,8 @@ class Module:
             raise KeyError(f"{store[1:-1]} name can't contain \".\"")
         if name == "":
             raise KeyError(f"{store[1:-1]} name can't be empty string \"\"")
-        if name not in getattr(self, store) and (
-                hasattr(self, name) or any(name in getattr(self, other)
-                                           for other in ("_parameters", "_buffers"))):
+        # hasattr finds the other store's names too (their Registered lookups, None or not)
+        if name not in getattr(self, store) and hasattr(self, name):
             raise KeyError(f"attribute '{name}' already exists")
 
     def register_parameter(self, name, value):
@@ -173,7 +172,8 @@ class Module:
         if kind == "parameter" and value is not None and not _checks.is_float_dtype(value.dtype):
             # as torch, whose parameters are floating point (integers cannot have gradients)
             raise TypeError(f"cannot assign an array of dtype {value.dtype} as parameter "
-                            f"{name!r} (a floating-point dtype expected: {_checks.ACCEPTED_DTYPES})")
+                            f"{name!r} (a floating-point dtype expected: "
+                            f"{_checks.ACCEPTED_DTYPES})")
 
     def __setstate__(self, state):
         # unpickled in a process that has not built a layer of this class yet: its class

@@ -51,7 +51,8 @@ def show_config():
     stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB "
               f"({cpu['stream_bytes_wb'] / mib:g} MiB: float32 with elementwise weight and bias; "
               f"{cpu['stream_bytes_cols'] / mib:g} MiB: channels-last; "
-              f"{cpu['stream_bytes_later'] / mib:g} MiB: float16/bfloat16)"
+              f"{cpu['stream_bytes_later'] / mib:g} MiB: float16/bfloat16; outputs fastnorm "
+              f"allocates: two thirds of these, channels-last's excepted)"
               if cpu["stream_bytes"] else "no streaming stores")
     pairs = " (float32 statistics as 256-bit pairs)" if cpu["pairs"] else ""
     print(f"  {'cpu':13s}: {cpu['simd']} loops{pairs}, last-level cache {cpu['l3_bytes'] / mib:g} MiB, "

@@ -36,6 +36,7 @@ cdef extern from "fastnorm.h" nogil:
     ctypedef struct fn_epilogue:
         int activation
         const void *lower
+        int fresh
 
     ctypedef struct fn_row_job:
         fn_rows shape

@@ -138,6 +138,7 @@ cdef class _Call:
     cdef int64_t wrow                  # batch_norm_sample_affine: C (weight[n, c]), else 0
     cdef bint rms
     cdef int act                       # fn_activation of the epilogue
+    cdef bint fresh                    # y allocated here, not the caller's out (fn_epilogue)
     cdef object mean, var              # normalize_nc: given statistics, float64 (N, C)
     cdef object stats                  # None, or float64 (2, groups): the batch statistics
                                        # (mean, biased variance) written out, for backward
@@ -218,6 +219,7 @@ cdef object _run_counted(_Call c, object out, _Planner plan, object sum_out):
         c.y, c.final = prepare_out(out, c.x, c.fn)
     if c.r is not None and c.y is c.final and may_overlap(c.y, c.r) and not same_view(c.y, c.r):
         c.y = empty_like(c.x)  # the residual is read as the output is written: out may be it
+    c.fresh = out is None or c.y is not c.final
     if c.training and c.rm is not None:
         check_updated(c.rm, c.rv, out, c.fn)
     if out is not None or sum_out is not None:
@@ -225,6 +227,7 @@ cdef object _run_counted(_Call c, object out, _Planner plan, object sum_out):
     if c.x.size != 0 and not plan(c):
         c.x = np.ascontiguousarray(c.x)
         c.y = empty_like(c.x)
+        c.fresh = True
         if out is None:
             c.final = c.y
         if c.r is not None:
@@ -279,10 +282,11 @@ cdef int _col_moments(_Call c, const fn_cols* s, double* mean, double* m2) excep
 
 
 cdef inline fn_epilogue _epilogue(_Call c, const void* lower) noexcept:
-    """c's epilogue: its activation and the TLU's lower bounds (NULL: none)."""
+    """c's epilogue: its activation, the TLU's lower bounds (NULL: none), whether y is fresh."""
     cdef fn_epilogue e
     e.activation = c.act
     e.lower = lower
+    e.fresh = c.fresh
     return e
 
 

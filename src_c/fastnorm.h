@@ -115,6 +115,11 @@ typedef struct {
      * thresholded linear unit) y = max(y, lower[channel]) (param type; NaN propagates), applied
      * to each run right after it is written, while it is in cache */
     const void *lower;
+    /* 1: y was allocated for this call. A loop of such calls keeps the previous result alive
+     * while it writes the next, so its memory holds two outputs beside the input: the row
+     * layouts' normalize passes stream their stores from two thirds of the size at which the
+     * caller's output streams. 0: y is the caller's. Results are the same bits. */
+    int fresh;
 } fn_epilogue;
 
 /* Normalize groups of the row layout, computing their statistics unless stats.given:

@@ -1385,9 +1385,10 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
  * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
  * streamed one at a time than with their coefficients in registers; normalize_cols streams
  * such rows back to back as one run instead). */
-static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int kind)
+static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int kind, int fresh)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)
+    out_bytes = fn_out_footprint(out_bytes, fresh);
     const int64_t sb = kind == FN_SB_COLS ? fn_stream_bytes_cols()
                        : kind == FN_SB_WB ? fn_stream_bytes_wb()
                                           : fn_stream_bytes();
@@ -1418,6 +1419,7 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
     (void)out_bytes;
     (void)run_len;
     (void)kind;
+    (void)fresh;
 #endif
     return act;
 }
@@ -1452,7 +1454,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
      * pass (cols_row_run), so that their output is rounded once */
     const int act = rw ? FN_ACT_NONE
                        : FN(out_act)(jb->epilogue.activation, P1 * R * C * (int64_t)sizeof(T),
-                                     s->ys[2] == 1 ? C : 1, FN_SB_COLS);
+                                     s->ys[2] == 1 ? C : 1, FN_SB_COLS, 0);
     const CT *mh = (const CT *)jb->coefs.shift, *a = (const CT *)jb->coefs.scale;
     const CT *c = (const CT *)jb->coefs.offset;
     const int64_t rc = C >= FN_NCHUNK ? 1 : FN_NCHUNK / C; /* rows per unit */
@@ -1499,7 +1501,7 @@ static int FN(normalize_cols)(const void *xv, void *yv, const fn_col_job *jb, in
 #else
     const int rep_ok = act == FN_ACT_NONE && (uintptr_t)y % sizeof(T) == 0 &&
                        FN(out_act)(act, P1 * R * C * (int64_t)sizeof(T), FN_REP_MIN,
-                                   FN_SB_COLS) == FN_ACT_STREAM;
+                                   FN_SB_COLS, 0) == FN_ACT_STREAM;
 #endif
     if (!rw && rep_ok && C < FN_REP_COLS && R > 1 && s->xs[2] == 1 && s->ys[2] == 1 &&
         s->xs[1] == C && s->ys[1] == C) {
@@ -1913,7 +1915,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
-                                s->ys[3] == 1 ? L : 1, FN_SB_ROWS);
+                                s->ys[3] == 1 ? L : 1, FN_SB_ROWS, jb->epilogue.fresh);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -2001,7 +2003,8 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         jb->epilogue.lower
             ? act
             : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
-                          sizeof(T) == 4 && af->elementwise && af->bias ? FN_SB_WB : FN_SB_ROWS);
+                          sizeof(T) == 4 && af->elementwise && af->bias ? FN_SB_WB : FN_SB_ROWS,
+                          jb->epilogue.fresh);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
@@ -2123,11 +2126,12 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     const fn_rowplan pl = fn_plan_rows(Q, L);
     const int nt = fn_eff_threads(P * Q * L, P * pl.nb, n_threads);
     /* out_act's threshold is for a pass over x and y; this one also reads the residual (and
-     * writes the sum): its output stops fitting beside the rest at 2/3 (1/2) of that size */
-    const int64_t streams = jb->sum ? 4 : 3;
+     * writes the sum), and a fresh y keeps the previous result beside them (fn_epilogue): its
+     * output stops fitting beside the rest at 2/3 (1/2, 2/5) of that size */
+    const int64_t streams = 3 + (jb->sum != NULL) + (jb->norm.epilogue.fresh != 0);
     const int oact = FN(out_act)(jb->norm.epilogue.activation,
                                  P * Q * L * (int64_t)sizeof(T) * streams / 2,
-                                 s->ys[3] == 1 ? L : 1, FN_SB_ROWS);
+                                 s->ys[3] == 1 ? L : 1, FN_SB_ROWS, 0);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {

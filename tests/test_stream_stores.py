@@ -1,8 +1,8 @@
 """Outputs of half the last-level cache and more (three eighths for float32 rows with a weight
 and bias, three quarters for the channels-last layouts, the whole cache for the 16-bit types and
-for calls that read their input once) are written with
-streaming (non-temporal) stores
-(float32, float64, and the 16-bit types' direct loops). Those loops must give the same bits as
+the channels-last backward's dx; in the row layouts two thirds of these for outputs fastnorm
+allocates) are written with streaming (non-temporal) stores (float32, float64, and the 16-bit
+types' direct loops). Those loops must give the same bits as
 the regular ones: FN_STREAM_BYTES=1 streams every eligible output, in a subprocess, and its
 results are compared bit for bit with this process's (which streams only outputs of many MB), on
 shapes whose runs start unaligned and end ragged."""
@@ -151,3 +151,34 @@ def test_stream_bytes_setting_reaches_the_kernels():
             v = min(int(value), 2**60)  # clamped, so that its multiples cannot overflow
             assert r.stdout.split()[-4:] == [str(v), str(v * 3 // 2), str(2 * v),
                                              str(v - v // 4)]
+
+
+def test_allocated_outputs_stream_earlier_with_the_same_bits():
+    """In the row layouts an output fastnorm allocates streams from two thirds of the threshold
+    of an out= one (a loop of allocating calls keeps two outputs beside the input): between the
+    two, allocating and out= calls take different stores and must still agree bit for bit."""
+    cpu = fastnorm.get_config()["cpu"]
+    if not cpu["stream_bytes"]:
+        pytest.skip("no streaming stores on this CPU")
+    rng = np.random.default_rng(9)
+
+    def units(threshold, per):
+        """How many units of per float32 elements make an output of 0.8 threshold."""
+        return max(1, int(0.8 * threshold / (per * 4)))
+
+    x = (rng.standard_normal((units(cpu["stream_bytes"], 64 * 1024), 64, 32, 32)) + 3
+         ).astype(np.float32)
+    c = np.linspace(0.5, 2, 64, dtype=np.float32)
+    rows = x.reshape(-1, 1024)
+    lw, lb = np.linspace(-1, 1, 1024, dtype=np.float32), np.full(1024, 0.25, np.float32)
+    # float32 rows with an elementwise weight and bias (LayerNorm) stream from stream_bytes_wb
+    xw = rng.standard_normal((units(cpu["stream_bytes_wb"], 1024), 1024)).astype(np.float32) * 4
+    calls = [lambda out=None: F.group_norm(x, 8, c, c, out=out),
+             lambda out=None: F.batch_norm(x, c, c, c, c, out=out),
+             lambda out=None: F.batch_norm(x, None, None, c, c, training=True, out=out),
+             lambda out=None: F.rms_norm(rows, 1024, lw, out=out),
+             lambda out=None: F.layer_norm(xw, 1024, lw, lb, out=out)]
+    for i, f in enumerate(calls):
+        got = f()
+        want = f(out=np.empty_like(got))
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), i

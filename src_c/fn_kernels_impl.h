@@ -1915,7 +1915,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const fn_affine *af = &jb->affine;
     const int64_t P2 = s->groups, Q = s->rows, L = s->row_len, P = s->outer * P2, R = P * Q;
     const int act = FN(out_act)(jb->epilogue.activation, R * L * (int64_t)sizeof(T),
-                                s->ys[3] == 1 ? L : 1, FN_SB_ROWS, jb->epilogue.fresh);
+                                s->ys[3] == 1 ? L : 1, FN_SB_ROWS, 0);
     CT *co = (CT *)malloc((size_t)(3 * P) * sizeof(CT));
     if (!co)
         return FN_ENOMEM;
@@ -2004,7 +2004,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             ? act
             : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
                           sizeof(T) == 4 && af->elementwise && af->bias ? FN_SB_WB : FN_SB_ROWS,
-                          jb->epilogue.fresh);
+                          jb->epilogue.fresh && !given);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {

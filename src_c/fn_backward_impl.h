@@ -856,11 +856,18 @@ static FN_HOT void FN(gcols_coefs)(const fn_grad_col_job *jb, int64_t o, int64_t
                 tc[i] = -ri * (0.0 + s1[i0 + i]) / M;
             }
         }
+        /* a's weight outside the loop: inside, GCC read w with masked loads even when it is
+         * NULL, which AMD Zen 4 serves slowly (coefs_run, fn_kernels_impl.h) */
+        if (w)
+            for (int64_t i = 0; i < m; i++)
+                a[i0 + i] = FN(narrow)(r[i0 + i] * w[i0 + i]);
+        else
+            for (int64_t i = 0; i < m; i++)
+                a[i0 + i] = FN(narrow)(r[i0 + i]);
         for (int64_t i = 0; i < m; i++) {
             const int64_t q = i0 + i;
             const CT mq = FN(narrow)(k[q]);
             mh[q] = mq;
-            a[q] = FN(narrow)(w ? r[q] * w[q] : r[q]);
             b[q] = FN(narrow)(tb[i]);
             c[q] = FN(narrow)(tc[i] + (tb[i] != 0.0 ? tb[i] * ((double)mq - k[q]) : 0.0));
         }

@@ -99,6 +99,8 @@ EXTRA = [
     ("bn_train", (128, 64, 32, 32), "contiguous"), ("bn_train", (128, 64, 32, 32), "channels_last"),
     ("bn_train", (256, 512), "contiguous"), ("bn_train", (8, 32, 224, 224), "contiguous"),
     ("bn_train", (16, 128, 64), "contiguous"),
+    ("bn_train", (2, 2048, 7, 7), "contiguous"), ("bn_train", (2, 2048, 7, 7), "channels_last"),
+    ("in", (1, 512, 16, 16), "channels_last"),
     ("ln", (1, 197, 768), "contiguous"), ("ln", (8, 197, 384), "contiguous"),
     ("ln", (8, 128, 768), "contiguous"), ("ln", (32, 50, 512), "contiguous"),
     ("ln", (1, 1024, 1600), "contiguous"), ("ln", (1, 5120), "contiguous"),

@@ -52,7 +52,8 @@ def show_config():
               f"({cpu['stream_bytes_wb'] / mib:g} MiB: float32 with elementwise weight and bias; "
               f"{cpu['stream_bytes_cols'] / mib:g} MiB: channels-last; "
               f"{cpu['stream_bytes_later'] / mib:g} MiB: float16/bfloat16; outputs fastnorm "
-              f"allocates: two thirds of these, channels-last's excepted)"
+              f"allocates in calls that compute statistics over rows: from two thirds of "
+              f"these)"
               if cpu["stream_bytes"] else "no streaming stores")
     pairs = " (float32 statistics as 256-bit pairs)" if cpu["pairs"] else ""
     print(f"  {'cpu':13s}: {cpu['simd']} loops{pairs}, last-level cache {cpu['l3_bytes'] / mib:g} MiB, "

@@ -117,9 +117,9 @@ typedef struct {
     const void *lower;
     /* 1: y was allocated for this call. A loop of such calls keeps the previous result alive
      * while it writes the next, so its memory holds two outputs beside the input: the row
-     * layouts' normalize passes that compute their statistics (and add_normalize_rows) stream
-     * their stores from two thirds of the size at which the caller's output streams. 0: y is
-     * the caller's. Results are the same bits. */
+     * layouts' normalize passes that compute their statistics stream their stores from two
+     * thirds of the size at which the caller's output streams (add_normalize_rows: counted as
+     * one array more, 3/4 or 4/5 of it). 0: y is the caller's. Results are the same bits. */
     int fresh;
 } fn_epilogue;
 

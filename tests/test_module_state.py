@@ -119,3 +119,110 @@ def test_folding_takes_bfloat16():
     want = (w.astype(np.float64) * s[:, None, None, None]).astype(bf16)
     np.testing.assert_array_equal(fw.astype(f32), want.astype(f32))
     np.testing.assert_array_equal(fb.astype(f32), (-rm * s).astype(bf16).astype(f32))
+
+
+def _blocks():
+    """The same layer tree in fastnorm and torch: a container of a LayerNorm, a container of a
+    BatchNorm2d, and a GroupNorm, assigned as attributes in a subclass's __init__."""
+    torch = pytest.importorskip("torch")
+
+    def build(base, nn):
+        class Inner(base):
+            def __init__(self):
+                super().__init__()
+                self.bn = nn.BatchNorm2d(4)
+
+        class Block(base):
+            def __init__(self):
+                super().__init__()
+                self.scale = 2.0  # a plain attribute stays one
+                self.norm1 = nn.LayerNorm(4)
+                self.inner = Inner()
+                self.gn = nn.GroupNorm(2, 4)
+
+            def forward(self, x):
+                return self.gn(self.inner.bn(self.norm1(x)))
+
+        return Block()
+
+    return build(fastnorm.Module, fastnorm), build(torch.nn.Module, torch.nn), torch
+
+
+def test_layers_assigned_in_a_subclass_are_children_as_in_torch():
+    ours, theirs, torch = _blocks()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
+    assert [n for n, _ in ours.named_parameters(recurse=False)] == []
+    assert repr(ours) == repr(theirs)
+    assert ours.scale == 2.0 and "scale" not in dict(ours.named_children())
+    visited = []
+    ours.apply(lambda m: visited.append(type(m).__name__))
+    assert visited == ["LayerNorm", "BatchNorm2d", "Inner", "GroupNorm", "Block"]
+    # mode reaches every layer below
+    assert ours.eval() is ours and not ours.inner.bn.training and not ours.norm1.training
+    ours.train()
+    assert ours.inner.bn.training
+    # a torch checkpoint of the tree loads whole, then the forward agrees in training mode
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.uniform_(0.5, 1.5)
+    assert str(ours.load_state_dict(theirs.state_dict())) == "<All keys matched successfully>"
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 4)).astype(f32)
+    want = theirs(torch.from_numpy(x)).detach().numpy()
+    got = ours.gn(ours.inner.bn(ours.norm1(x)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.inner.bn.running_var, theirs.inner.bn.running_var.numpy(),
+                               rtol=1e-6)
+
+
+def test_children_load_and_assign_as_in_torch():
+    ours, theirs, torch = _blocks()
+    sd = {k: v.numpy() for k, v in theirs.state_dict().items()}
+    del sd["inner.bn.running_mean"]
+    sd["extra.weight"] = np.ones(4, f32)
+    with pytest.raises(RuntimeError) as e:
+        ours.load_state_dict(sd)
+    with pytest.raises(RuntimeError) as t:
+        theirs.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    assert 'Missing key(s) in state_dict: "inner.bn.running_mean"' in str(e.value)
+    assert 'Unexpected key(s) in state_dict: "extra.weight"' in str(e.value)
+    assert str(e.value).split(":", 1)[1] == str(t.value).split(":", 1)[1]
+    assert ours.load_state_dict(sd, strict=False) == tuple(
+        theirs.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False))
+    np.testing.assert_array_equal(ours.inner.bn.running_var, sd["inner.bn.running_var"])
+    # assign=True hands the arrays themselves to the layers that own them
+    sd2 = ours.state_dict()
+    new = {k: v.copy() for k, v in sd2.items()}
+    ours.load_state_dict(new, assign=True)
+    assert ours.inner.bn.running_var is new["inner.bn.running_var"]
+    # None in a child's place, as torch: it leaves the state; anything else is refused
+    ours.norm1 = None
+    theirs.norm1 = None
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert "(norm1): None" in repr(ours)
+    with pytest.raises(TypeError, match="cannot assign 'int' as child module 'gn'"):
+        ours.gn = 3
+    del ours.gn
+    assert "gn.weight" not in ours.state_dict() and not hasattr(ours, "gn")
+    # copied (pickle's protocol: the classes here are local), the tree is whole
+    import copy
+    back = copy.deepcopy(ours)
+    assert list(back.state_dict()) == list(ours.state_dict())
+    assert back.inner.bn.running_var.tolist() == ours.inner.bn.running_var.tolist()
+
+
+def test_requires_grad_and_zero_grad_reach_the_children():
+    ours, _, _ = _blocks()
+    ours.requires_grad_()
+    x = np.random.default_rng(1).standard_normal((2, 4, 3, 4)).astype(f32)
+    y = ours.norm1(x)
+    ours.norm1.backward(np.ones_like(y))
+    assert sorted(ours.norm1.grad) == ["bias", "weight"]
+    ours.zero_grad()
+    assert ours.norm1.grad == {}
+    ours.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="call requires_grad_"):
+        ours.inner.bn.backward(np.ones((2, 4, 3, 4), f32))

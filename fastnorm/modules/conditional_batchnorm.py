@@ -7,7 +7,6 @@ with the arguments, ``forward(x, y)``, initialisation and state_dict keys (``bn.
 Cost: one statistics pass (per-(n, c) moments, merged per channel in float64) and one normalize
 pass in which BN, its shared affine and the per-sample affine are one multiply-add per element.
 """
-from collections import OrderedDict
 
 import numpy as np
 
@@ -58,95 +57,19 @@ class _ConditionalBatchNorm2d(Module):
         dt = check_dtype(dtype)
         C = self.num_features = check_size(num_features, "num_features")
         self.num_classes = check_size(num_classes, "num_classes")
-        object.__setattr__(self, "_children", OrderedDict(
-            bn=BatchNorm2d(C, affine=self._bn_affine, dtype=dt),
-            embed=_Embedding(self.num_classes, 2 * C, dt)))
+        self.bn = BatchNorm2d(C, affine=self._bn_affine, dtype=dt)  # children, as torch's
+        self.embed = _Embedding(self.num_classes, 2 * C, dt)
         # the authors' init: scale ~ N(1, 0.02), shift 0
         rng = np.random.default_rng(rng)
         self.embed.weight[:, :C] = rng.normal(1.0, 0.02, (self.num_classes, C))
         self.embed.weight[:, C:] = 0
 
-    def __getattr__(self, name):
-        children = self.__dict__.get("_children")
-        if children is not None and name in children:
-            return children[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def __setattr__(self, name, value):
-        children = self.__dict__.get("_children")
-        if children is not None and name in children:  # a new child takes the old one's place
-            if not isinstance(value, Module):
-                raise TypeError(f"cannot assign {type(value).__name__!r} as child module "
-                                f"{name!r} (a fastnorm layer expected)")
-            children[name] = value
-            return
+        # the forward needs both children: a new one may take an old one's place, None may not
+        if name in self.__dict__.get("_modules", ()) and not isinstance(value, Module):
+            raise TypeError(f"cannot assign {type(value).__name__!r} as child module "
+                            f"{name!r} (a fastnorm layer expected)")
         super().__setattr__(name, value)
-
-    # -- container: children's state under "<child>.", mode set on every child ----------------
-
-    def train(self, mode=True):
-        super().train(mode)
-        for child in self._children.values():
-            child.train(mode)
-        return self
-
-    def named_parameters(self):
-        return iter([(f"{c}.{k}", v) for c, child in self._children.items()
-                     for k, v in child.named_parameters()])
-
-    def parameters(self):
-        return iter([v for _, v in self.named_parameters()])
-
-    def named_buffers(self):
-        return iter([(f"{c}.{k}", v) for c, child in self._children.items()
-                     for k, v in child.named_buffers()])
-
-    def buffers(self):
-        return iter([v for _, v in self.named_buffers()])
-
-    def state_dict(self, destination=None, prefix="", keep_vars=False):
-        destination = super().state_dict(destination, prefix, keep_vars)
-        for name, child in self._children.items():
-            child.state_dict(destination, f"{prefix}{name}.", keep_vars)
-        return destination
-
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        """As ``Module.load_state_dict`` over the children's keys (``bn.running_mean``, ...):
-        every key and shape of every child is checked before anything is written."""
-        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
-        sd = OrderedDict((k, state_dict[k]) for k in state_dict.keys())
-        metadata = getattr(state_dict, "_metadata", None) or {}
-        # one flat module holding the children's arrays under their prefixed names: its
-        # load_state_dict checks everything first, then writes into those same arrays
-        flat = type(type(self).__name__, (Module,), {})()
-        for cname, child in self._children.items():
-            sub = OrderedDict((k[len(cname) + 1:], v) for k, v in sd.items()
-                              if k.startswith(cname + "."))
-            child._fix_state_dict(sub, metadata.get(cname, {}).get("version"), [])
-            for k, v in sub.items():  # keys a fix-up added (num_batches_tracked)
-                sd.setdefault(f"{cname}.{k}", v)
-            for k, v in child._parameters.items():
-                if v is not None:
-                    flat._parameters[f"{cname}.{k}"] = v
-            for k, v in child._buffers.items():
-                if v is not None:
-                    flat._buffers[f"{cname}.{k}"] = v
-        # its keys in this container's order (child by child, as torch lists missing keys)
-        object.__setattr__(flat, "state_dict", lambda *a, **k: self.state_dict())
-        result = flat.load_state_dict(sd, strict, assign)
-        if assign:
-            for cname, child in self._children.items():
-                for store, fstore in ((child._parameters, flat._parameters),
-                                      (child._buffers, flat._buffers)):
-                    for k in store:
-                        if f"{cname}.{k}" in fstore:
-                            store[k] = fstore[f"{cname}.{k}"]
-        return result
-
-    def __repr__(self):
-        lines = [f"  ({name}): {child!r}" for name, child in self._children.items()]
-        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
     # -- forward ------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """``Module``: the small part of ``torch.nn.Module`` that stateful normalization layers need.
 
-Parameters and buffers are plain NumPy arrays registered by name, so ``state_dict()`` yields torch's
-keys in torch's order (parameters first, then buffers, each in registration order) and
+Parameters and buffers are plain NumPy arrays registered by name, and layers assigned as attributes
+are children (as torch's submodules), so ``state_dict()`` yields torch's keys in torch's order
+(parameters first, then buffers, each in registration order, then each child's under its name) and
 ``load_state_dict()`` accepts a PyTorch checkpoint as it is (tensors are converted with NumPy).
 There is no autograd graph: parameters are arrays like buffers. Gradients are opt-in per layer:
 after ``m.requires_grad_()`` each forward keeps what its backward needs, ``m.backward(gy)`` returns
@@ -132,6 +133,7 @@ class Module:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())  # child layers, as torch's
         object.__setattr__(self, "_grad_enabled", False)
         object.__setattr__(self, "_saved", None)  # what the last forward kept for backward
         object.__setattr__(self, "grad", {})
@@ -179,7 +181,8 @@ class Module:
         # unpickled in a process that has not built a layer of this class yet: its class
         # still needs the lookups of the parameters and buffers (_expose)
         self.__dict__.update(state)
-        for store in ("_parameters", "_buffers"):
+        self.__dict__.setdefault("_modules", OrderedDict())  # pickled before layers had children
+        for store in ("_parameters", "_buffers", "_modules"):
             for name in state.get(store, ()):
                 _expose(self, name)
 
@@ -190,10 +193,24 @@ class Module:
                 self._check_value(name, value, kind)
                 d[name] = value
                 return
+        modules = self.__dict__.get("_modules")
+        if isinstance(value, Module):  # a child layer, as torch registers it
+            if modules is None:
+                raise AttributeError("cannot assign module before Module.__init__() call")
+            self.__dict__.pop(name, None)
+            modules[name] = value
+            _expose(self, name)  # read through Registered: no __getattr__ (see _registered)
+            return
+        if modules is not None and name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__!r} as child module "
+                                f"{name!r} (a fastnorm layer or None expected)")
+            modules[name] = None
+            return
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
-        for store in ("_parameters", "_buffers"):
+        for store in ("_parameters", "_buffers", "_modules"):
             d = self.__dict__.get(store)
             if d is not None and name in d:
                 del d[name]
@@ -201,7 +218,45 @@ class Module:
         object.__delattr__(self, name)
 
     def __dir__(self):
-        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers))
+        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
+                      | set(self._modules))
+
+    # -- children -----------------------------------------------------------------------------
+
+    def named_children(self):
+        """(name, layer) of each direct child layer, in assignment order."""
+        return iter([(k, m) for k, m in self._modules.items() if m is not None])
+
+    def children(self):
+        return iter([m for _, m in self.named_children()])
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """(name, layer) of this layer ("") and of every layer below it, depth first, as
+        torch's: a layer met twice is listed once unless ``remove_duplicate=False``."""
+        out = []
+
+        def walk(m, pre, seen):
+            if remove_duplicate:
+                if id(m) in seen:
+                    return
+                seen.add(id(m))
+            out.append((pre, m))
+            for k, c in m._modules.items():
+                if c is not None:
+                    walk(c, f"{pre}.{k}" if pre else k, seen)
+
+        walk(self, prefix, memo if memo is not None else set())
+        return iter(out)
+
+    def modules(self):
+        return iter([m for _, m in self.named_modules()])
+
+    def apply(self, fn):
+        """``fn(layer)`` on every child (recursively), then on this layer. Returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
 
     def _reset_affine(self):
         """weight = 1 and bias = 0 in place, for whichever of them the layer has."""
@@ -210,17 +265,30 @@ class Module:
             if p is not None:
                 p[...] = value
 
-    def named_parameters(self):
-        return iter([(k, v) for k, v in self._parameters.items() if v is not None])
+    def _named(self, store, prefix, recurse, remove_duplicate):
+        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        out, seen = [], set()
+        for pre, m in mods:
+            for k, v in getattr(m, store).items():
+                if v is None or (remove_duplicate and id(v) in seen):
+                    continue
+                seen.add(id(v))
+                out.append((f"{pre}.{k}" if pre else k, v))
+        return iter(out)
 
-    def parameters(self):
-        return iter([v for v in self._parameters.values() if v is not None])
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(name, array) of the parameters, this layer's first, then its children's under
+        "<child>." (``recurse=False``: this layer's only), as torch's."""
+        return self._named("_parameters", prefix, recurse, remove_duplicate)
 
-    def named_buffers(self):
-        return iter([(k, v) for k, v in self._buffers.items() if v is not None])
+    def parameters(self, recurse=True):
+        return iter([v for _, v in self.named_parameters(recurse=recurse)])
 
-    def buffers(self):
-        return iter([v for v in self._buffers.values() if v is not None])
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        return self._named("_buffers", prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse=True):
+        return iter([v for _, v in self.named_buffers(recurse=recurse)])
 
     # -- mode ---------------------------------------------------------------------------------
 
@@ -229,6 +297,8 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         self.training = bool(mode)
+        for m in self.children():
+            m.train(mode)
         return self
 
     def eval(self):
@@ -253,11 +323,16 @@ class Module:
         object.__setattr__(self, "_grad_enabled", bool(requires_grad))
         if not requires_grad:
             object.__setattr__(self, "_saved", None)
+        for m in self.children():
+            m.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self):
-        """Forget the accumulated parameter gradients (``grad`` becomes empty)."""
+        """Forget the accumulated parameter gradients (``grad`` becomes empty), the children's
+        too."""
         self.grad.clear()
+        for m in self.children():
+            m.zero_grad()
 
     def _keep(self, output, **saved):
         """After a forward with gradients on: what backward needs, and the output's shape and
@@ -339,6 +414,9 @@ class Module:
             for name, value in store.items():
                 if value is not None:
                     destination[prefix + name] = value
+        for name, child in self._modules.items():
+            if child is not None:
+                child.state_dict(destination, f"{prefix}{name}.", keep_vars)
         return destination
 
     def _fix_state_dict(self, state_dict, version, error_msgs):
@@ -359,6 +437,8 @@ class Module:
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+        if any(m is not None for m in self._modules.values()):
+            return self._load_tree(state_dict, strict, assign)
         sd = OrderedDict((k, state_dict[k]) for k in state_dict.keys())
         error_msgs, missing, new = [], [], {}
         metadata = getattr(state_dict, "_metadata", None) or {}
@@ -415,10 +495,45 @@ class Module:
                         np.copyto(param, new[name], casting="unsafe")
         return _IncompatibleKeys(missing, unexpected)
 
+    def _load_tree(self, state_dict, strict, assign):
+        """load_state_dict of a layer with children: one flat layer holds every layer's arrays
+        under their full names, and its load_state_dict checks everything before it writes into
+        those same arrays (or, with assign=True, the new arrays go back to their owners)."""
+        sd = OrderedDict((k, state_dict[k]) for k in state_dict.keys())
+        metadata = getattr(state_dict, "_metadata", None) or {}
+        flat = type(type(self).__name__, (Module,), {})()
+        owners = {}  # full name -> (store, name)
+        for mname, m in self.named_modules():
+            pre = f"{mname}." if mname else ""
+            sub = OrderedDict((k[len(pre):], v) for k, v in sd.items() if k.startswith(pre))
+            m._fix_state_dict(sub, metadata.get(mname, {}).get("version"), [])
+            for k, v in sub.items():  # keys a fix-up added (num_batches_tracked)
+                sd.setdefault(pre + k, v)
+            for store, fstore in ((m._parameters, flat._parameters), (m._buffers, flat._buffers)):
+                for k, v in store.items():
+                    if v is not None:
+                        fstore[pre + k] = v
+                        owners[pre + k] = (store, k)
+        # its keys in this layer's order (layer by layer, as torch lists missing keys)
+        object.__setattr__(flat, "state_dict", lambda *a, **k: self.state_dict())
+        result = flat.load_state_dict(sd, strict, assign)
+        if assign:
+            for fstore in (flat._parameters, flat._buffers):
+                for key, v in fstore.items():
+                    store, k = owners[key]
+                    store[k] = v
+        return result
+
     # -- repr ---------------------------------------------------------------------------------
 
     def extra_repr(self):
         return ""
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.extra_repr()})"
+        """torch's: ``Name(extra)``, or with children one line each, indented."""
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        children = [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
+        if not children:
+            return f"{type(self).__name__}({extra})"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines + children) + "\n)"

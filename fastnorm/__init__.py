@@ -23,6 +23,7 @@ from ._moments import Moments, moments
 from ._runtime import get_num_threads, set_num_threads
 from .modules import *  # noqa: F401,F403
 from .modules import __all__ as _modules_all
+from . import utils  # fastnorm.utils.fusion / SpectralNorm after `import fastnorm`, as torch.nn.utils
 
 __version__ = get_config()["version"]
 
@@ -30,3 +31,12 @@ __all__ = ["functional", "F", "reference", "moments", "Moments", "show_config", 
            "set_num_threads", "get_num_threads", "set_output_cache_limit",
            "get_output_cache_limit", "release_output_cache", "output_cache_info",
            "__version__"] + list(_modules_all)
+
+
+def __getattr__(name):
+    """``fastnorm.dask`` on first use (it imports the optional dask package)."""
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module 'fastnorm' has no attribute {name!r}")

@@ -55,6 +55,14 @@ def make_case(name, x, torch):
     return fast, slow, lambda: tf(tx, **tkw)
 
 
+def positive_int(text):
+    """--threads: an int of at least 1 (argparse then reports anything else as a usage error)."""
+    n = int(text)
+    if n < 1:
+        raise ValueError(text)
+    return n
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m fastnorm", description=__doc__.split("\n\n")[0])
     size = ap.add_mutually_exclusive_group()
@@ -62,7 +70,8 @@ def main(argv=None):
     size.add_argument("--large", action="store_true",
                       help="1 GiB-class inputs, with a plain copy's time for scale")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--threads", type=int, default=None, help="fastnorm threads (default: all)")
+    ap.add_argument("--threads", type=positive_int, default=None,
+                    help="fastnorm threads (default: all)")
     args = ap.parse_args(argv)
     try:
         import torch
@@ -70,7 +79,7 @@ def main(argv=None):
     except ImportError:
         torch, torch_version = None, "not installed"
     if args.threads is not None:
-        fastnorm.set_num_threads(args.threads)  # ValueError below 1
+        fastnorm.set_num_threads(args.threads)
     cfg = fastnorm.get_config()
     dt = np.dtype(args.dtype)
     tol = _cases.TOL[dt]

@@ -3,7 +3,7 @@ memory or spread over a cluster.
 
 Optional: ``pip install "fastnorm-cpu[dask]"``; imported only when used (``import fastnorm``
 does not import Dask). The functions have the signatures of ``fastnorm.functional`` (without
-``out=``) and ``fastnorm.moments``, take a Dask array (anything else goes through
+``out=`` and ``activation=``; float32 and float64) and ``fastnorm.moments``, take a Dask array (anything else goes through
 ``dask.array.asarray``) and return Dask arrays; the running statistics and parameters are
 NumPy arrays. Dask is the engine: the same code runs on the threaded scheduler, a
 ``dask.distributed`` LocalCluster or any cluster given its scheduler address.

@@ -89,3 +89,28 @@ def test_random_cases_are_repeatable_real_model_calls():
         got = getattr(fastnorm.functional, op)(x, **kw)
         want = getattr(fastnorm.reference, op)(x, **kw)
         assert got.shape == x.shape and np.abs(got - want).max() <= _cases.TOL[x.dtype]
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "abc"])
+def test_cli_refuses_a_thread_count_below_one_as_a_usage_error(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--quick", "--threads", bad])
+    assert e.value.code == 2
+    assert f"argument --threads: invalid positive_int value: '{bad}'" in capsys.readouterr().err
+
+
+def test_subpackages_after_import_fastnorm():
+    """fastnorm.utils after ``import fastnorm`` alone, as torch.nn.utils after ``import torch``;
+    fastnorm.dask on first use (its dask import is optional)."""
+    import subprocess
+    import sys
+    code = ("import fastnorm; print(fastnorm.utils.fusion.fuse_conv_bn_weights.__name__, "
+            "fastnorm.utils.SpectralNorm.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["fuse_conv_bn_weights", "SpectralNorm"], r.stderr
+    pytest.importorskip("dask")
+    r = subprocess.run([sys.executable, "-c", "import fastnorm; print(fastnorm.dask.__name__)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "fastnorm.dask", r.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        fastnorm.nonesuch

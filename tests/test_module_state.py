@@ -226,3 +226,23 @@ def test_requires_grad_and_zero_grad_reach_the_children():
     ours.requires_grad_(False)
     with pytest.raises(RuntimeError, match="call requires_grad_"):
         ours.inner.bn.backward(np.ones((2, 4, 3, 4), f32))
+
+
+def test_layers_pickled_before_children_existed_load_whole():
+    """Pickles of the version before Module had children: layers without ``_modules``, and the
+    conditional BatchNorms with their children in ``_children``."""
+    ln = fastnorm.LayerNorm(4)
+    state = dict(ln.__dict__)
+    del state["_modules"]
+    old = fastnorm.LayerNorm.__new__(fastnorm.LayerNorm)
+    old.__setstate__(state)
+    assert list(old.named_children()) == [] and list(old.state_dict()) == ["weight", "bias"]
+    m = fastnorm.SandwichBatchNorm2d(3, num_classes=2, rng=0)
+    state = dict(m.__dict__)
+    state["_children"] = state.pop("_modules")
+    old = fastnorm.SandwichBatchNorm2d.__new__(fastnorm.SandwichBatchNorm2d)
+    old.__setstate__(state)
+    assert list(old.state_dict()) == list(m.state_dict()) and old.bn is m.bn
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 4)).astype(f32)
+    y = np.array([0, 1])
+    np.testing.assert_array_equal(old.eval()(x, y), m.eval()(x, y))

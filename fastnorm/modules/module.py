@@ -181,7 +181,8 @@ class Module:
         # unpickled in a process that has not built a layer of this class yet: its class
         # still needs the lookups of the parameters and buffers (_expose)
         self.__dict__.update(state)
-        self.__dict__.setdefault("_modules", OrderedDict())  # pickled before layers had children
+        # pickled before layers had children: the conditional BatchNorms kept theirs apart
+        self.__dict__.setdefault("_modules", self.__dict__.pop("_children", OrderedDict()))
         for store in ("_parameters", "_buffers", "_modules"):
             for name in state.get(store, ()):
                 _expose(self, name)

@@ -246,3 +246,82 @@ def test_layers_pickled_before_children_existed_load_whole():
     x = np.random.default_rng(2).standard_normal((2, 3, 4, 4)).astype(f32)
     y = np.array([0, 1])
     np.testing.assert_array_equal(old.eval()(x, y), m.eval()(x, y))
+
+
+def test_each_childs_fix_ups_of_old_checkpoints_apply_in_a_tree():
+    """A layer's own handling of old checkpoints (refused, reshaped, added keys) is the same
+    inside a container, every name of a shared layer included; as torch's
+    _load_from_state_dict, with the child's name in the message."""
+    torch = pytest.importorskip("torch")
+    from collections import OrderedDict
+
+    class Box(fastnorm.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.c = c
+
+    b = Box(fastnorm.InstanceNorm2d(3))
+    sd = OrderedDict([("c.running_mean", np.zeros(3, f32)), ("c.running_var", np.ones(3, f32))])
+    tb = torch.nn.Module()
+    tb.c = torch.nn.InstanceNorm2d(3)
+    for strict in (True, False):
+        with pytest.raises(RuntimeError) as e:
+            b.load_state_dict(sd, strict=strict)
+        with pytest.raises(RuntimeError) as t:
+            tb.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=strict)
+        assert str(e.value).split(":", 1)[1] == str(t.value).split(":", 1)[1]
+    # FRN's (1, C, 1, 1) parameters from other ports are reshaped on load, in a tree too
+    b = Box(fastnorm.FilterResponseNorm2d(3))
+    sd = OrderedDict((f"c.{k}", np.full((1, 3, 1, 1), 2, f32)) for k in b.c.state_dict())
+    assert str(b.load_state_dict(sd)) == "<All keys matched successfully>"
+    assert b.c.weight.tolist() == [2, 2, 2]
+    # one BatchNorm under two names, a checkpoint from before num_batches_tracked
+    s, ts = fastnorm.Module(), torch.nn.Module()
+    s.a = s.b = fastnorm.BatchNorm1d(2)
+    ts.a = ts.b = torch.nn.BatchNorm1d(2)
+    sd = OrderedDict((k, v) for k, v in s.state_dict().items() if "num_batches" not in k)
+    sd._metadata = {"a": {"version": 1}, "b": {"version": 1}}
+    assert str(s.load_state_dict(sd)) == "<All keys matched successfully>"
+    assert ([n for n, _ in s.named_parameters(remove_duplicate=False)]
+            == [n for n, _ in ts.named_parameters(remove_duplicate=False)]
+            == ["a.weight", "a.bias", "b.weight", "b.bias"])
+    # a layer assigned over a buffer's name replaces it, as in torch
+    m, tm = fastnorm.Module(), torch.nn.Module()
+    m.register_buffer("x", np.zeros(2, f32))
+    tm.register_buffer("x", torch.zeros(2))
+    m.x, tm.x = fastnorm.LayerNorm(2), torch.nn.LayerNorm(2)
+    assert list(m.state_dict()) == list(tm.state_dict()) == ["x.weight", "x.bias"]
+
+
+def test_repr_of_a_multi_line_extra_repr_as_torch():
+    torch = pytest.importorskip("torch")
+
+    class D(fastnorm.Module):
+        def extra_repr(self):
+            return "a=1\nb=2"
+
+    class TD(torch.nn.Module):
+        def extra_repr(self):
+            return "a=1\nb=2"
+
+    assert repr(D()) == repr(TD()).replace("TD(", "D(") == "D(\n  a=1\n  b=2\n)"
+
+
+def test_unpickled_old_conditional_bn_reaches_its_children_in_a_fresh_class():
+    """The attribute lookups of children unpickled from the old layout are installed even when
+    no layer of the class was built in the process (here: the class's lookup removed)."""
+    m = fastnorm.CategoricalConditionalBatchNorm2d(3, num_classes=2, rng=0)
+    state = dict(m.__dict__)
+    state["_children"] = state.pop("_modules")
+    cls = type(m)
+    saved = {n: cls.__dict__[n] for n in ("bn", "embed") if n in cls.__dict__}
+    for n in saved:
+        delattr(cls, n)
+    try:
+        old = cls.__new__(cls)
+        old.__setstate__(state)
+        assert old.bn is m._modules["bn"] and old.embed is m._modules["embed"]
+    finally:
+        for n, d in saved.items():
+            if n not in cls.__dict__:
+                setattr(cls, n, d)

@@ -94,12 +94,12 @@ class BatchGroupNorm2d(_NormBase):
                 f"momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def _fix_state_dict(self, state_dict, version, error_msgs):
+    def _fix_state_dict(self, state_dict, version, error_msgs, prefix=""):
         # the public implementation keeps its statistics in a child BatchNorm1d, "inner_bn"
         for key in ("running_mean", "running_var", "num_batches_tracked"):
             if f"inner_bn.{key}" in state_dict and key not in state_dict:
                 state_dict[key] = state_dict.pop(f"inner_bn.{key}")
-        super()._fix_state_dict(state_dict, version, error_msgs)
+        super()._fix_state_dict(state_dict, version, error_msgs, prefix)
 
     def _check(self, input):
         name = "BatchGroupNorm2d"

@@ -65,7 +65,7 @@ class _NormBase(Module):
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def _fix_state_dict(self, state_dict, version, error_msgs):
+    def _fix_state_dict(self, state_dict, version, error_msgs, prefix=""):
         # a state dict without version metadata, or from before num_batches_tracked existed,
         # may lack it: keep the module's own count, as torch does
         if ((version is None or version < 2) and self.track_running_stats

@@ -39,7 +39,7 @@ class _FilterResponseNorm(Module):
         if self.tau is not None:
             self.tau[...] = 0
 
-    def _fix_state_dict(self, state_dict, version, error_msgs):
+    def _fix_state_dict(self, state_dict, version, error_msgs, prefix=""):
         # checkpoints of FRN ports that keep (1, C, 1, 1) parameters (the paper's TF code and
         # others) load too: C elements in any shape become (C,)
         C = self.num_features

@@ -25,8 +25,8 @@ class _InstanceNorm(_NormBase):
             raise ValueError(f"expected {self._no_batch_dim}D or {self._no_batch_dim + 1}D input "
                              f"(got {nd}D input)")
 
-    def _fix_state_dict(self, state_dict, version, error_msgs):
-        super()._fix_state_dict(state_dict, version, error_msgs)
+    def _fix_state_dict(self, state_dict, version, error_msgs, prefix=""):
+        super()._fix_state_dict(state_dict, version, error_msgs, prefix)
         if self.track_running_stats or version is not None:
             return
         # torch refuses running statistics for a layer that does not track them in a state
@@ -42,7 +42,7 @@ class _InstanceNorm(_NormBase):
                 "since 0.4.0. Please remove these keys from state_dict. If the running stats are "
                 "actually needed, instead set track_running_stats=True in {klass} to enable "
                 "them. See the documentation of {klass} for details.".format(
-                    names=" and ".join(f'"{k}"' for k in keys), klass=klass))
+                    names=" and ".join(f'"{prefix}{k}"' for k in keys), klass=klass))
             for k in keys:
                 del state_dict[k]
 

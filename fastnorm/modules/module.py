@@ -184,21 +184,23 @@ class Module:
         # pickled before layers had children: the conditional BatchNorms kept theirs apart
         self.__dict__.setdefault("_modules", self.__dict__.pop("_children", OrderedDict()))
         for store in ("_parameters", "_buffers", "_modules"):
-            for name in state.get(store, ()):
+            for name in self.__dict__.get(store, ()):
                 _expose(self, name)
 
     def __setattr__(self, name, value):
-        for store, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
-            d = self.__dict__.get(store)
-            if d is not None and name in d:
-                self._check_value(name, value, kind)
-                d[name] = value
-                return
+        # torch's order: a parameter's name, then a layer (which replaces a buffer of its
+        # name), a child's name, a buffer's name, a plain attribute
+        params = self.__dict__.get("_parameters")
+        if params is not None and name in params:
+            self._check_value(name, value, "parameter")
+            params[name] = value
+            return
         modules = self.__dict__.get("_modules")
         if isinstance(value, Module):  # a child layer, as torch registers it
             if modules is None:
                 raise AttributeError("cannot assign module before Module.__init__() call")
             self.__dict__.pop(name, None)
+            self._buffers.pop(name, None)
             modules[name] = value
             _expose(self, name)  # read through Registered: no __getattr__ (see _registered)
             return
@@ -207,6 +209,11 @@ class Module:
                 raise TypeError(f"cannot assign {type(value).__name__!r} as child module "
                                 f"{name!r} (a fastnorm layer or None expected)")
             modules[name] = None
+            return
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            self._check_value(name, value, "buffer")
+            buffers[name] = value
             return
         object.__setattr__(self, name, value)
 
@@ -267,7 +274,8 @@ class Module:
                 p[...] = value
 
     def _named(self, store, prefix, recurse, remove_duplicate):
-        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        mods = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse
+                else [(prefix, self)])
         out, seen = [], set()
         for pre, m in mods:
             for k, v in getattr(m, store).items():
@@ -420,9 +428,10 @@ class Module:
                 child.state_dict(destination, f"{prefix}{name}.", keep_vars)
         return destination
 
-    def _fix_state_dict(self, state_dict, version, error_msgs):
+    def _fix_state_dict(self, state_dict, version, error_msgs, prefix=""):
         """Hook for fix-ups of an incoming state dict (a private copy) saved by an older version
-        of the class (``version``: from torch's ``_metadata``, None when absent)."""
+        of the class (``version``: from torch's ``_metadata``, None when absent; ``prefix``: the
+        layer's name in its parent's keys, for messages)."""
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy parameters and buffers from ``state_dict`` (NumPy arrays, torch tensors, or
@@ -499,25 +508,44 @@ class Module:
     def _load_tree(self, state_dict, strict, assign):
         """load_state_dict of a layer with children: one flat layer holds every layer's arrays
         under their full names, and its load_state_dict checks everything before it writes into
-        those same arrays (or, with assign=True, the new arrays go back to their owners)."""
-        sd = OrderedDict((k, state_dict[k]) for k in state_dict.keys())
+        those same arrays (or, with assign=True, the new arrays go back to their owners). Each
+        layer's fix-ups of old checkpoints (_fix_state_dict: added, renamed, reshaped or refused
+        keys) run on the keys under its name, every name of a shared layer included, as torch's
+        _load_from_state_dict does."""
         metadata = getattr(state_dict, "_metadata", None) or {}
+        tree = list(self.named_modules(remove_duplicate=False))
         flat = type(type(self).__name__, (Module,), {})()
         owners = {}  # full name -> (store, name)
-        for mname, m in self.named_modules():
+        for mname, m in tree:
             pre = f"{mname}." if mname else ""
-            sub = OrderedDict((k[len(pre):], v) for k, v in sd.items() if k.startswith(pre))
-            m._fix_state_dict(sub, metadata.get(mname, {}).get("version"), [])
-            for k, v in sub.items():  # keys a fix-up added (num_batches_tracked)
-                sd.setdefault(pre + k, v)
             for store, fstore in ((m._parameters, flat._parameters), (m._buffers, flat._buffers)):
                 for k, v in store.items():
                     if v is not None:
                         fstore[pre + k] = v
                         owners[pre + k] = (store, k)
+
+        def fix(sd, version, error_msgs):
+            for mname, m in tree:
+                pre = f"{mname}." if mname else ""
+                sub = OrderedDict((k[len(pre):], v) for k, v in sd.items() if k.startswith(pre))
+                m._fix_state_dict(sub, metadata.get(mname, {}).get("version"), error_msgs, pre)
+                # the fixed keys where the layer's first key was (the rest keep their order)
+                out, placed = [], False
+                for k, v in sd.items():
+                    if not k.startswith(pre):
+                        out.append((k, v))
+                    elif not placed:
+                        out.extend((pre + q, w) for q, w in sub.items())
+                        placed = True
+                if not placed:
+                    out.extend((pre + q, w) for q, w in sub.items())
+                sd.clear()
+                sd.update(out)
+
+        object.__setattr__(flat, "_fix_state_dict", fix)
         # its keys in this layer's order (layer by layer, as torch lists missing keys)
         object.__setattr__(flat, "state_dict", lambda *a, **k: self.state_dict())
-        result = flat.load_state_dict(sd, strict, assign)
+        result = flat.load_state_dict(state_dict, strict, assign)
         if assign:
             for fstore in (flat._parameters, flat._buffers):
                 for key, v in fstore.items():
@@ -535,6 +563,6 @@ class Module:
         extra = self.extra_repr()
         lines = extra.split("\n") if extra else []
         children = [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
-        if not children:
+        if len(lines) <= 1 and not children:
             return f"{type(self).__name__}({extra})"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines + children) + "\n)"

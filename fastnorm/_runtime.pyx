@@ -92,10 +92,14 @@ def _set_thread_sharing(bint on):
 
 
 def set_num_threads(n):
-    """Set the number of threads fastnorm's kernels may use (n >= 1)."""
+    """Set the number of threads fastnorm's kernels may use (n >= 1); None: follow OpenMP's
+    limit again (OMP_NUM_THREADS, threadpoolctl), as before any call."""
     global _num_threads
+    if n is None:
+        _num_threads = 0
+        return
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+        raise TypeError(f"set_num_threads: expected an int or None, got {type(n).__name__}")
     if n < 1 or n > 1024:  # more would ask libgomp for more threads than it may create
         raise ValueError(f"set_num_threads: expected a number of threads in [1, 1024], got {n}")
     _num_threads = int(n)
@@ -105,12 +109,6 @@ def get_num_threads():
     """Number of threads the kernels may use: set_num_threads' value, else OpenMP's limit (1 in
     a build without OpenMP). Calls made at once from several Python threads share it."""
     return _limit()
-
-
-def _reset_num_threads():
-    """Forget set_num_threads(): follow OpenMP's limit again (used by tests)."""
-    global _num_threads
-    _num_threads = 0
 
 
 def have_openmp():

@@ -3,7 +3,6 @@ when PyTorch is not installed, and the thread count restored after every test.""
 import pytest
 
 import fastnorm
-from fastnorm import _runtime
 
 
 def pytest_addoption(parser):
@@ -29,5 +28,5 @@ def torch():
 @pytest.fixture(autouse=True)
 def _restore_threads():
     yield
-    _runtime._reset_num_threads()
+    fastnorm.set_num_threads(None)
     assert fastnorm.get_num_threads() >= 1

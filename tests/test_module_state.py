@@ -22,7 +22,9 @@ def test_assigned_child_replaces_the_old_one():
     assert new.bias.tolist() == [5, 5, 5]
     with pytest.raises(TypeError, match="cannot assign 'int' as child module 'embed'"):
         m.embed = 3
-    assert isinstance(m.embed, fastnorm.Module)
+    with pytest.raises(AttributeError, match="cannot delete child module 'bn'"):
+        del m.bn
+    assert isinstance(m.embed, fastnorm.Module) and m.bn is new
 
 
 def test_failed_load_into_a_read_only_array_writes_nothing():

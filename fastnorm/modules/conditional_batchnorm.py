@@ -71,6 +71,12 @@ class _ConditionalBatchNorm2d(Module):
                             f"{name!r} (a fastnorm layer expected)")
         super().__setattr__(name, value)
 
+    def __delattr__(self, name):
+        if name in self.__dict__.get("_modules", ()):
+            raise AttributeError(f"cannot delete child module {name!r}: the forward needs it "
+                                 f"(assign a fastnorm layer in its place)")
+        super().__delattr__(name)
+
     # -- forward ------------------------------------------------------------------------------
 
     def _check(self, input, y):

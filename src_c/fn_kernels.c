@@ -1592,8 +1592,8 @@ static int64_t fn_stream_bytes_wb(void)
  * alternating, allocating training BatchNorm 1.19 -> 0.60 ms; float16, 24 MiB, the same
  * comparison: GroupNorm (12, 256, 64, 64) 0.93-1.00x, InstanceNorm (12, 64, 128, 128)
  * 0.89-0.95x, LayerNorm (3072, 4096) 0.73-0.87x. Calls that read their input once (statistics
- * given: eval BatchNorm) keep their threshold, their callers passing 0: streamed
- * they took 0.98-1.30x the time of plain stores, (1, 256, 112, 112) 1.08-1.22x. So do the
+ * given: eval BatchNorm) keep their threshold, their callers passing 0: streamed they took
+ * 0.98-1.30x the time of plain stores, (1, 256, 112, 112) 1.08-1.22x. So do the
  * column layouts: channels-last GroupNorm (2, 640, 64, 64), 21 MB, went 1.38-1.70 -> 1.23-1.87
  * ms across builds, and its whole samples fused in cache (group_cols) would give way to two
  * passes over all of them. */

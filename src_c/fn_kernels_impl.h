@@ -1403,7 +1403,8 @@ static void FN(cols_row_run)(int act, const T *x, T *y, int64_t nr, int64_t rx, 
  * (run_len elements, at least 256, or 128 in whole cache lines: short runs would be mostly
  * unaligned head and tail, and channels-last rows of 64 channels or fewer measured slower
  * streamed one at a time than with their coefficients in registers; normalize_cols streams
- * such rows back to back as one run instead). */
+ * such rows back to back as one run instead). fresh: out_bytes counted as fn_out_footprint
+ * does for an output allocated for the call (callers pass 0 where that measured slower). */
 static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int kind, int fresh)
 {
 #if defined(FN_STREAM) || defined(FN_DIRECT_NT)

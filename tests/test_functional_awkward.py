@@ -18,7 +18,9 @@ SHAPES = [(4, 6, 5, 7), (3, 6, 9), (5, 6), (2, 6, 3, 4, 5), (2, 6, 1, 1), (4, 6,
           (2, 3, 4100), (1, 3, 4097), (2, 96, 40, 40), (3, 6, 20000), (1, 3, 2),
           # channels-last rows whose coefficients normalize_cols takes in column chunks, and
           # several column tiles of statistics
-          (2, 2601, 3, 5)]
+          (2, 2601, 3, 5),
+          # one channels-last sample of wide groups: group_cols in units of whole groups
+          (1, 288, 5, 7)]
 
 
 def _params(C, dtype, seed=1):

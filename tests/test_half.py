@@ -366,6 +366,29 @@ def test_channels_last_few_channels_per_sample_coefficients(dtype, C):
     assert_ulp(F.instance_norm(x), R.instance_norm(x64), dtype, 1, "in")
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+@pytest.mark.parametrize("groups", [32, 16, 8, 6])
+def test_channels_last_single_sample_in_units_of_groups(dtype, groups):
+    """One channels-last sample of few rows goes in units of whole groups, each summed, merged
+    (fn_merge_equal), and normalized on its own (group_cols' single-sample path): groups of
+    channels far apart in mean and scale, a first row far from its column's mean, weight and
+    bias, and a fused ReLU: within 1 ulp of float64."""
+    rng = np.random.default_rng(13)
+    C = 768
+    scale = np.exp(rng.uniform(-2, 2, C))
+    shift = np.repeat(rng.uniform(-4, 4, groups), C // groups)
+    x = rng.standard_normal((1, 6, 7, C)) * scale + shift
+    x[0, 0, 0, :] += 40.0
+    x = np.moveaxis(x.astype(dtype), -1, 1)  # (1, 768, 6, 7), channels-last
+    x64 = np.asarray(x, np.float64)
+    w = rng.standard_normal(C).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    want = R.group_norm(x64, groups, np.float64(w), np.float64(b))
+    assert_ulp(F.group_norm(x, groups, w, b), want, dtype, 1, "gn")
+    assert_ulp(F.group_norm(x, groups, w, b, activation="relu"), np.maximum(want, 0.0), dtype, 1,
+               "gn relu")
+
+
 def test_contiguous_runs_match_strided_with_avx2_loops():
     """The same check with the AVX2 direct loops (FN_SIMD_LEVEL=1: 8 wide, remainders element
     by element), in a subprocess."""

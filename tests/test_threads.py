@@ -206,6 +206,17 @@ def _gn(G):
     return f
 
 
+def _gn_stats(G):
+    """GroupNorm's output and the statistics it keeps for a backward pass (float64 per group:
+    differences there do not round away as the output's may)"""
+    def f(x):
+        N, C = x.shape[:2]
+        HW = int(np.prod(x.shape[2:]))
+        return F.native_group_norm(x, _vec(C, x.dtype, 3), None, N, C, HW, G, 1e-5)
+    f.__name__ = f"gn{G}_stats"
+    return f
+
+
 def _ln(k, affine=True):
     def f(x):
         ns = x.shape[x.ndim - k:]
@@ -257,6 +268,10 @@ CASES = [
     # tall samples: past 8 pieces the column statistics' row blocks keep halving down to 512
     # rows (16 pieces here), for any thread count
     ("channels_last_tall", (2, 24, 64, 64), "channels_last", [_bn_train, _gn(6), _in_train]),
+    # one channels-last sample of wide groups: units of whole groups (group_cols' single-sample
+    # path; groups of 6-96 channels, 8 units or, for 6 and 12 groups, a group a unit)
+    ("channels_last_one_sample", (1, 768, 12, 12), "channels_last",
+     [_gn(32), _gn(8), _gn(6), _gn(12), _gn_stats(32), _gn_stats(6), _in_train]),
     # wide rows: several statistics tiles, coefficients applied in column chunks
     ("channels_last_wide", (3, 2601, 4, 5), "channels_last", [_bn_train, _bn_eval, _in_train,
                                                               _gn(3), _gn(1)]),
@@ -477,35 +492,34 @@ def _raw(a):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-def test_channels_last_samples_together_match_samples_alone(dtype):
+def test_channels_last_sample_per_thread_matches_all_samples_at_once(dtype):
     """Channels-last GroupNorm / InstanceNorm take a sample per thread where the samples split
-    evenly over several threads, and each step over all samples otherwise (one sample, one
-    thread, three samples on two threads): the same bits either way, statistics included."""
+    evenly over several threads (6 samples on 2 or 3 threads), and each step over all samples
+    otherwise (one thread; 3 samples on 2 threads): the same bits either way, statistics
+    included."""
     dtype = np.dtype(dtype)
     x = _data((6, 320, 13, 11), dtype, seed=5, layout="channels_last")
     x[1, 7, 2, 3], x[4, 100, 0, 0] = np.nan, np.inf  # NaN and inf statistics in some groups
-    C = x.shape[1]
+    N, C, HW = 6, x.shape[1], x.shape[2] * x.shape[3]
     pt = np.float32 if dtype.itemsize == 2 else dtype
     w, b = _vec(C, pt, 5), _vec(C, pt, 6, -1, 1)
     calls = {"gn": lambda a: F.group_norm(a, 32, w, b, activation="silu"),
              "gn4": lambda a: F.group_norm(a, 4, w, b),  # 4 groups: a scalar merge per sample
              "gn1": lambda a: F.group_norm(a, 1, w, b),
-             "in": lambda a: F.instance_norm(a, weight=w, bias=b)}
-    for n in (1, 2, 3):
-        fastnorm.set_num_threads(n)
-        for name, f in calls.items():
-            for k in (6, 3):  # 3 samples: on two threads, not a sample per thread
-                together = f(x[:k])
-                alone = np.concatenate([f(x[i:i + 1]) for i in range(k)])
-                assert np.isnan(together[1]).any() and np.isfinite(together[2]).all()
-                assert np.array_equal(_raw(together), _raw(alone)), (
-                    f"{name} {dtype} {k} samples, {n} threads: differ from samples alone")
-        # the statistics kept for a backward pass, per (sample, group)
-        N, HW = 6, x.shape[2] * x.shape[3]
-        _, mean, rstd = F.native_group_norm(x, w, b, N, C, HW, 32, 1e-5)
-        parts = [F.native_group_norm(x[i:i + 1], w, b, 1, C, HW, 32, 1e-5) for i in range(N)]
-        assert np.array_equal(mean, np.concatenate([p[1] for p in parts]), equal_nan=True)
-        assert np.array_equal(rstd, np.concatenate([p[2] for p in parts]), equal_nan=True)
+             "in": lambda a: F.instance_norm(a, weight=w, bias=b),
+             # the statistics kept for a backward pass, per (sample, group)
+             "stats": lambda a: F.native_group_norm(a, w, b, a.shape[0], C, HW, 32, 1e-5)[1:]}
+    for name, f in calls.items():
+        for k in (6, 3):
+            fastnorm.set_num_threads(1)
+            want = f(x[:k])
+            for n in (2, 3):
+                fastnorm.set_num_threads(n)
+                got = f(x[:k])
+                if name != "stats":
+                    assert np.isnan(got[1]).any() and np.isfinite(got[2]).all()
+                assert all(np.array_equal(_raw(g), _raw(v)) for g, v in zip(got, want)), (
+                    f"{name} {dtype} {k} samples: {n} threads differ from 1 thread")
 
 
 @pytest.mark.skipif(not HAVE_OMP or not os.path.isdir("/proc/self/task"),

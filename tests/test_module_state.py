@@ -230,6 +230,101 @@ def test_requires_grad_and_zero_grad_reach_the_children():
         ours.inner.bn.backward(np.ones((2, 4, 3, 4), f32))
 
 
+def _dtypes(module):
+    """name -> dtype name of every parameter and buffer (torch's names: torch.float16 ->
+    float16)"""
+    return {k: str(v.dtype).replace("torch.", "") for k, v in module.state_dict().items()}
+
+
+def test_to_and_the_dtype_casts_as_in_torch():
+    ours, theirs, torch = _blocks()
+    steps = [(lambda m: m.half(), lambda m: m.half()),
+             (lambda m: m.to(torch.float64), lambda m: m.to(torch.float64)),
+             (lambda m: m.to("cpu", torch.float32), lambda m: m.to("cpu", torch.float32)),
+             (lambda m: m.double(), lambda m: m.double()),
+             (lambda m: m.to(dtype=torch.float16, non_blocking=True),
+              lambda m: m.to(dtype=torch.float16, non_blocking=True)),
+             (lambda m: m.to(np.zeros(2, np.float32)), lambda m: m.to(torch.zeros(2))),
+             (lambda m: m.to(device="cpu"), lambda m: m.to(device="cpu")),
+             (lambda m: m.cpu().float(), lambda m: m.cpu().float())]
+    for ours_step, theirs_step in steps:
+        assert ours_step(ours) is ours
+        theirs_step(theirs)
+        assert _dtypes(ours) == _dtypes(theirs)
+    assert ours.inner.bn.num_batches_tracked.dtype == np.int64
+    # an array of the wanted dtype stays the same array
+    w = ours.norm1.weight
+    assert ours.to(np.float32).norm1.weight is w
+    # the layers run in their new dtype: float16 input, float16 parameters
+    x = np.random.default_rng(2).standard_normal((2, 4, 3, 4)).astype(np.float16)
+    ours.half().eval()
+    assert ours.gn(ours.inner.bn(ours.norm1(x))).dtype == np.float16
+    # gradients follow their parameters
+    ours.float().requires_grad_()
+    y = ours.norm1(x.astype(f32))
+    ours.norm1.backward(np.ones_like(y))
+    ours.double()
+    assert {k: g.dtype for k, g in ours.norm1.grad.items()} == {"weight": np.float64,
+                                                               "bias": np.float64}
+    # integer dtypes and other devices are refused, before anything changes
+    for bad in (torch.int64, np.int32, "int8"):
+        with pytest.raises(TypeError, match="only accepts floating-point dtypes"):
+            ours.to(bad)
+        with pytest.raises(TypeError):
+            theirs.to(bad if bad is torch.int64 else torch.int32)
+    with pytest.raises(ValueError, match="CPU only"):
+        ours.to("cuda:0", torch.float16)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'dtypes'"):
+        ours.to(dtypes=torch.float16)
+    assert _dtypes(ours)["norm1.weight"] == "float64"
+
+
+def test_bfloat16_cast():
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    ln = fastnorm.LayerNorm(8).bfloat16()
+    assert ln.weight.dtype == bf16
+    assert ln.to("float32").weight.dtype == np.float32
+    assert ln.to("bfloat16").bias.dtype == bf16
+    x = np.random.default_rng(3).standard_normal((2, 8)).astype(bf16)
+    assert ln(x).dtype == bf16
+
+
+def test_submodule_parameter_and_buffer_lookups_as_in_torch():
+    ours, theirs, torch = _blocks()
+    for target in ("", "inner", "inner.bn", "gn"):
+        assert type(ours.get_submodule(target)).__name__ == type(theirs.get_submodule(target)).__name__
+    assert ours.get_parameter("inner.bn.weight") is ours.inner.bn.weight
+    assert ours.get_buffer("inner.bn.running_var") is ours.inner.bn.running_var
+    assert ours.get_buffer("inner.bn.num_batches_tracked").dtype == np.int64
+    calls = [("get_submodule", "inner.nope"), ("get_submodule", "scale"),
+             ("get_submodule", "norm1.weight"), ("get_parameter", "inner.bn.running_mean"),
+             ("get_parameter", "gn.nope"), ("get_buffer", "inner.bn.weight"),
+             ("get_buffer", "nope.x"), ("get_parameter", "inner.nope.weight")]
+    for method, target in calls:
+        with pytest.raises(AttributeError) as e:
+            getattr(ours, method)(target)
+        with pytest.raises(AttributeError) as t:
+            getattr(theirs, method)(target)
+        assert str(e.value) == str(t.value), (method, target)
+    # add_module / register_module: torch's checks and messages
+    for name, value in (("x.y", fastnorm.LayerNorm(2)), ("", fastnorm.LayerNorm(2)),
+                        ("scale", fastnorm.LayerNorm(2)), (3, fastnorm.LayerNorm(2))):
+        with pytest.raises((KeyError, TypeError)) as e:
+            ours.add_module(name, value)
+        with pytest.raises((KeyError, TypeError)) as t:
+            theirs.add_module(name, torch.nn.LayerNorm(2))
+        assert (type(e.value), str(e.value)) == (type(t.value), str(t.value)), name
+    with pytest.raises(TypeError, match="is not a Module subclass"):
+        ours.add_module("extra", np.ones(3))
+    ours.register_module("extra", fastnorm.LayerNorm(4))
+    theirs.register_module("extra", torch.nn.LayerNorm(4))
+    ours.add_module("empty", None)
+    theirs.add_module("empty", None)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert repr(ours) == repr(theirs)
+    assert ours.get_submodule("extra") is ours.extra and ours.empty is None
+
+
 def test_layers_pickled_before_children_existed_load_whole():
     """Pickles of the version before Module had children: layers without ``_modules``, and the
     conditional BatchNorms with their children in ``_children``."""

@@ -66,6 +66,15 @@ def check_device(device):
         raise ValueError(f"fastnorm runs on the CPU only: expected device None or 'cpu', got {device!r}")
 
 
+def _is_device(value):
+    """Whether Module.to's positional argument names a device (a torch.device, or a string
+    such as "cpu" or "cuda:0") rather than a dtype."""
+    if type(value).__name__ == "device":
+        return True
+    return isinstance(value, str) and value.split(":")[0] in (
+        "cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "mkldnn", "ipu", "hpu", "mtia")
+
+
 def check_eps(eps, owner, allow_none=False):
     """eps as given (for torch's repr), after the functional ops' own check."""
     if eps is None and allow_none:
@@ -238,6 +247,56 @@ class Module:
     def children(self):
         return iter([m for _, m in self.named_children()])
 
+    def add_module(self, name, module):
+        """Register a child layer (or None) under name, as torch's ``add_module``: the same
+        checks, errors and messages (a name already taken by another attribute is a KeyError)."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__module__}.{type(module).__qualname__} is not a "
+                            f"Module subclass")
+        if not isinstance(name, str):
+            raise TypeError(f"module name should be a string. Got {type(name).__name__}")
+        if name not in self._modules and hasattr(self, name):
+            raise KeyError(f"attribute '{name}' already exists")
+        if "." in name:
+            raise KeyError(f'module name can\'t contain ".", got: {name}')
+        if name == "":
+            raise KeyError('module name can\'t be empty string ""')
+        self._modules[name] = module
+        _expose(self, name)
+
+    register_module = add_module
+
+    def get_submodule(self, target):
+        """The layer at dotted path target ("" is this layer), with torch's AttributeErrors."""
+        mod = self
+        for item in target.split(".") if target else ():
+            if not hasattr(mod, item):
+                raise AttributeError(f"{type(mod).__name__} has no attribute `{item}`")
+            mod = getattr(mod, item)
+            if not isinstance(mod, Module):
+                raise AttributeError(f"`{item}` is not an nn.Module")
+        return mod
+
+    def get_parameter(self, target):
+        """The parameter at dotted path target (e.g. "bn.weight"), with torch's errors."""
+        path, _, name = target.rpartition(".")
+        mod = self.get_submodule(path)
+        if not hasattr(mod, name):
+            raise AttributeError(f"{type(mod).__name__} has no attribute `{name}`")
+        if mod._parameters.get(name) is None:
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return mod._parameters[name]
+
+    def get_buffer(self, target):
+        """The buffer at dotted path target (e.g. "bn.running_mean"), with torch's errors."""
+        path, _, name = target.rpartition(".")
+        mod = self.get_submodule(path)
+        if not hasattr(mod, name):
+            raise AttributeError(f"{type(mod).__name__} has no attribute `{name}`")
+        if name not in mod._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        return mod._buffers[name]
+
     def named_modules(self, memo=None, prefix="", remove_duplicate=True):
         """(name, layer) of this layer ("") and of every layer below it, depth first, as
         torch's: a layer met twice is listed once unless ``remove_duplicate=False``."""
@@ -313,6 +372,89 @@ class Module:
     def eval(self):
         """Set evaluation mode. Returns self."""
         return self.train(False)
+
+    # -- dtype and device ---------------------------------------------------------------------
+
+    def _cast_floats(self, dt):
+        """Every floating-point parameter and buffer of this layer and of its children as dt,
+        their gradients too (torch's ``Module._apply``); integer buffers (num_batches_tracked)
+        keep theirs. Arrays already of dt are kept as they are. Returns self."""
+        for m in self.modules():
+            for store in (m._parameters, m._buffers):
+                for name, v in store.items():
+                    if v is not None and _checks.is_float_dtype(v.dtype) and v.dtype != dt:
+                        store[name] = v.astype(dt)
+            for name, g in m.grad.items():
+                if _checks.is_float_dtype(g.dtype) and g.dtype != dt:
+                    m.grad[name] = g.astype(dt)
+        return self
+
+    def to(self, *args, **kwargs):
+        """Cast the floating-point parameters and buffers to a dtype, as torch's ``Module.to``:
+        ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(array_or_tensor)`` (its
+        dtype), with keywords ``device``, ``dtype``, ``non_blocking`` and ``memory_format``
+        (accepted; the layers' arrays have no memory format). dtype: float16, bfloat16
+        (ml_dtypes), float32 or float64, as NumPy dtypes, their names or torch's dtypes; the
+        device must be the CPU. Integer buffers keep their dtype. Everything is checked before
+        anything changes. Returns self.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> bn = fastnorm.BatchNorm2d(4).to(np.float16)
+        >>> bn.weight.dtype, bn.running_var.dtype, bn.num_batches_tracked.dtype
+        (dtype('float16'), dtype('float16'), dtype('int64'))
+        """
+        name = f"{type(self).__name__}.to"
+        allowed = {"device", "dtype", "non_blocking", "memory_format", "copy"}
+        bad = sorted(set(kwargs) - allowed)
+        if bad:
+            raise TypeError(f"{name}() got an unexpected keyword argument {bad[0]!r}")
+        device, dtype = kwargs.get("device"), kwargs.get("dtype")
+        rest = list(args)
+        if rest and isinstance(rest[-1], bool) and len(rest) > 1:  # to(x, non_blocking)
+            rest.pop()
+        if len(rest) > 2:
+            raise TypeError(f"{name}() takes at most 2 positional arguments (device, dtype), "
+                            f"got {len(rest)}")
+        for a in rest:
+            if not isinstance(a, type) and hasattr(a, "dtype") and hasattr(a, "shape"):
+                # an array or tensor: its dtype (and a tensor's device)
+                dtype = a.dtype
+                device = getattr(a, "device", None)
+            elif _is_device(a):
+                device = a
+            else:
+                dtype = a
+        check_device(device)
+        if dtype is None:
+            return self
+        try:
+            dt = check_dtype(dtype)
+        except TypeError:
+            raise TypeError(f"{name}() only accepts floating-point dtypes (float16, bfloat16, "
+                            f"float32, float64), got {dtype!r}") from None
+        return self._cast_floats(dt)
+
+    def half(self):
+        """Floating-point parameters and buffers to float16. Returns self."""
+        return self._cast_floats(np.dtype(np.float16))
+
+    def float(self):
+        """Floating-point parameters and buffers to float32. Returns self."""
+        return self._cast_floats(np.dtype(np.float32))
+
+    def double(self):
+        """Floating-point parameters and buffers to float64. Returns self."""
+        return self._cast_floats(np.dtype(np.float64))
+
+    def bfloat16(self):
+        """Floating-point parameters and buffers to bfloat16 (needs ml_dtypes). Returns self."""
+        return self._cast_floats(check_dtype("bfloat16"))
+
+    def cpu(self):
+        """Returns self: fastnorm's arrays are on the CPU."""
+        return self
 
     # -- forward ------------------------------------------------------------------------------
 

@@ -674,7 +674,8 @@ static FN_HOT void fn_merge_equal(int64_t K, double n_each, const double *mean, 
             a[l] += mean[j + l];
     for (int l = 0; j + l < K; l++)
         a[l] += mean[j + l];
-    const double mu = (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) / (double)K;
+    const double sa = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    const double mu = sa / (double)K;
     for (j = 0; j + 8 <= K; j += 8)
         for (int l = 0; l < 8; l++) {
             const double e = mean[j + l] - mu;

@@ -19,8 +19,9 @@ SHAPES = [(4, 6, 5, 7), (3, 6, 9), (5, 6), (2, 6, 3, 4, 5), (2, 6, 1, 1), (4, 6,
           # channels-last rows whose coefficients normalize_cols takes in column chunks, and
           # several column tiles of statistics
           (2, 2601, 3, 5),
-          # one channels-last sample of wide groups: group_cols in units of whole groups
-          (1, 288, 5, 7)]
+          # one channels-last sample of wide groups (GroupNorm(8)): group_cols in units of whole
+          # groups
+          (1, 768, 5, 7)]
 
 
 def _params(C, dtype, seed=1):
@@ -48,6 +49,9 @@ def _ops(shape, dtype):
         "group_norm_1": (lambda x: F.group_norm(x, 1), lambda x: R.group_norm(x, 1)),
         "rms_norm": (lambda x: F.rms_norm(x, (L,), lw[-1]), lambda x: R.rms_norm(x, (L,), lw[-1])),
     }
+    if C % 8 == 0:
+        ops["group_norm_8"] = (lambda x: F.group_norm(x, 8, w, b),
+                               lambda x: R.group_norm(x, 8, w, b))
     if np.prod(shape[2:]) > 1:
         ops["instance_norm"] = (lambda x: F.instance_norm(x, weight=w, bias=b),
                                 lambda x: R.instance_norm(x, weight=w, bias=b))

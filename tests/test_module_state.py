@@ -277,6 +277,32 @@ def test_to_and_the_dtype_casts_as_in_torch():
     with pytest.raises(TypeError, match="unexpected keyword argument 'dtypes'"):
         ours.to(dtypes=torch.float16)
     assert _dtypes(ours)["norm1.weight"] == "float64"
+    # argument combinations torch refuses, refused with its exception types
+    for args, kwargs in [((torch.float16, True, False), {}), ((torch.float16,), {"copy": True}),
+                         ((torch.float16, torch.float64), {}),
+                         ((torch.float16,), {"dtype": torch.float64}),
+                         (("cpu",), {"device": "cpu"}), ((), {"memory_format": "bad"})]:
+        with pytest.raises((TypeError, RuntimeError)) as e:
+            ours.to(*args, **kwargs)
+        with pytest.raises((TypeError, RuntimeError)) as t:
+            theirs.to(*args, **kwargs)
+        assert type(e.value) is type(t.value), (args, kwargs)
+    assert _dtypes(ours)["norm1.weight"] == "float64"
+    ours.to("cpu", torch.float16, True, memory_format=torch.channels_last)
+    assert _dtypes(ours)["norm1.weight"] == "float16"
+
+
+def test_cast_keeps_tied_weights_tied():
+    torch = pytest.importorskip("torch")
+    ours, theirs = fastnorm.Module(), torch.nn.Module()
+    ours.a, ours.b = fastnorm.LayerNorm(4), fastnorm.LayerNorm(4)
+    theirs.a, theirs.b = torch.nn.LayerNorm(4), torch.nn.LayerNorm(4)
+    ours.b.weight = ours.a.weight
+    theirs.b.weight = theirs.a.weight
+    ours.half()
+    theirs.half()
+    assert ours.a.weight is ours.b.weight and ours.a.weight.dtype == np.float16
+    assert len(list(ours.parameters())) == len(list(theirs.parameters())) == 3
 
 
 def test_bfloat16_cast():
@@ -316,6 +342,15 @@ def test_submodule_parameter_and_buffer_lookups_as_in_torch():
         assert (type(e.value), str(e.value)) == (type(t.value), str(t.value)), name
     with pytest.raises(TypeError, match="is not a Module subclass"):
         ours.add_module("extra", np.ones(3))
+    with pytest.raises(TypeError) as e:
+        ours.add_module("extra", 3)
+    with pytest.raises(TypeError) as t:
+        theirs.add_module("extra", 3)
+    assert str(e.value) == str(t.value)
+    # the layer's own rules apply: the conditional BatchNorms refuse None for their children
+    cbn = fastnorm.CategoricalConditionalBatchNorm2d(4, 3)
+    with pytest.raises(TypeError, match="cannot assign 'NoneType' as child module 'bn'"):
+        cbn.add_module("bn", None)
     ours.register_module("extra", fastnorm.LayerNorm(4))
     theirs.register_module("extra", torch.nn.LayerNorm(4))
     ours.add_module("empty", None)

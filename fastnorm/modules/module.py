@@ -249,10 +249,12 @@ class Module:
 
     def add_module(self, name, module):
         """Register a child layer (or None) under name, as torch's ``add_module``: the same
-        checks, errors and messages (a name already taken by another attribute is a KeyError)."""
+        checks, errors and messages (a name already taken by another attribute is a KeyError).
+        The assignment itself goes through the layer's own rules (``setattr``)."""
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{type(module).__module__}.{type(module).__qualname__} is not a "
-                            f"Module subclass")
+            t = type(module)
+            full = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
+            raise TypeError(f"{full} is not a Module subclass")
         if not isinstance(name, str):
             raise TypeError(f"module name should be a string. Got {type(name).__name__}")
         if name not in self._modules and hasattr(self, name):
@@ -261,15 +263,22 @@ class Module:
             raise KeyError(f'module name can\'t contain ".", got: {name}')
         if name == "":
             raise KeyError('module name can\'t be empty string ""')
-        self._modules[name] = module
-        _expose(self, name)
+        if module is None and name not in self._modules:
+            self._modules[name] = None
+            _expose(self, name)
+        else:
+            setattr(self, name, module)
 
-    register_module = add_module
+    def register_module(self, name, module):
+        """``add_module``'s other name, as torch's."""
+        self.add_module(name, module)
 
     def get_submodule(self, target):
         """The layer at dotted path target ("" is this layer), with torch's AttributeErrors."""
+        if target == "":
+            return self
         mod = self
-        for item in target.split(".") if target else ():
+        for item in target.split("."):
             if not hasattr(mod, item):
                 raise AttributeError(f"{type(mod).__name__} has no attribute `{item}`")
             mod = getattr(mod, item)
@@ -378,25 +387,31 @@ class Module:
     def _cast_floats(self, dt):
         """Every floating-point parameter and buffer of this layer and of its children as dt,
         their gradients too (torch's ``Module._apply``); integer buffers (num_batches_tracked)
-        keep theirs. Arrays already of dt are kept as they are. Returns self."""
+        keep theirs. Arrays already of dt are kept as they are, and an array that several
+        layers hold (tied weights) is cast once, so they go on sharing it. Returns self."""
+        done = {}  # id of an array -> its cast
+
+        def cast(v):
+            if v is None or not _checks.is_float_dtype(v.dtype) or v.dtype == dt:
+                return v
+            if id(v) not in done:
+                done[id(v)] = (v, v.astype(dt))  # (the original kept alive: ids stay unique)
+            return done[id(v)][1]
+
         for m in self.modules():
-            for store in (m._parameters, m._buffers):
+            for store in (m._parameters, m._buffers, m.grad):
                 for name, v in store.items():
-                    if v is not None and _checks.is_float_dtype(v.dtype) and v.dtype != dt:
-                        store[name] = v.astype(dt)
-            for name, g in m.grad.items():
-                if _checks.is_float_dtype(g.dtype) and g.dtype != dt:
-                    m.grad[name] = g.astype(dt)
+                    store[name] = cast(v)
         return self
 
     def to(self, *args, **kwargs):
         """Cast the floating-point parameters and buffers to a dtype, as torch's ``Module.to``:
         ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(array_or_tensor)`` (its
-        dtype), with keywords ``device``, ``dtype``, ``non_blocking`` and ``memory_format``
-        (accepted; the layers' arrays have no memory format). dtype: float16, bfloat16
-        (ml_dtypes), float32 or float64, as NumPy dtypes, their names or torch's dtypes; the
-        device must be the CPU. Integer buffers keep their dtype. Everything is checked before
-        anything changes. Returns self.
+        dtype), each optionally followed by ``non_blocking``, with keywords ``device``,
+        ``dtype``, ``non_blocking`` and ``memory_format`` (torch's formats are accepted; the
+        layers' arrays have none). dtype: float16, bfloat16 (ml_dtypes), float32 or float64, as
+        NumPy dtypes, their names or torch's dtypes; the device must be the CPU. Integer
+        buffers keep their dtype. Everything is checked before anything changes. Returns self.
 
         Examples
         --------
@@ -406,26 +421,43 @@ class Module:
         (dtype('float16'), dtype('float16'), dtype('int64'))
         """
         name = f"{type(self).__name__}.to"
-        allowed = {"device", "dtype", "non_blocking", "memory_format", "copy"}
-        bad = sorted(set(kwargs) - allowed)
+        if "copy" in kwargs:
+            raise RuntimeError(".to() does not accept copy argument")
+        bad = sorted(set(kwargs) - {"device", "dtype", "non_blocking", "memory_format"})
         if bad:
             raise TypeError(f"{name}() got an unexpected keyword argument {bad[0]!r}")
-        device, dtype = kwargs.get("device"), kwargs.get("dtype")
-        rest = list(args)
-        if rest and isinstance(rest[-1], bool) and len(rest) > 1:  # to(x, non_blocking)
+        rest = list(args)  # then non_blocking and copy, as bools
+        while len(rest) > 1 and isinstance(rest[-1], (bool, np.bool_)):
             rest.pop()
-        if len(rest) > 2:
-            raise TypeError(f"{name}() takes at most 2 positional arguments (device, dtype), "
-                            f"got {len(rest)}")
+        if len(args) - len(rest) > 1:
+            raise RuntimeError(".to() does not accept copy argument")
+        got = {}  # what the positional arguments say: device, dtype
+
+        def put(key, value):
+            if key in got or kwargs.get(key) is not None:
+                raise TypeError(f"{name}() received an invalid combination of arguments: "
+                                f"{key} given twice")
+            got[key] = value
+
+        if len(rest) > 2 or (len(rest) == 2 and not _is_device(rest[0])):
+            raise TypeError(f"{name}() received an invalid combination of arguments: expected "
+                            f"(dtype), (device[, dtype]) or (array or tensor), got "
+                            f"{len(args)} positional arguments")
         for a in rest:
             if not isinstance(a, type) and hasattr(a, "dtype") and hasattr(a, "shape"):
                 # an array or tensor: its dtype (and a tensor's device)
-                dtype = a.dtype
-                device = getattr(a, "device", None)
+                put("dtype", a.dtype)
+                put("device", getattr(a, "device", None))
             elif _is_device(a):
-                device = a
+                put("device", a)
             else:
-                dtype = a
+                put("dtype", a)
+        device = got.get("device", kwargs.get("device"))
+        dtype = got.get("dtype", kwargs.get("dtype"))
+        fmt = kwargs.get("memory_format")
+        if fmt is not None and str(fmt) not in ("torch.contiguous_format", "torch.channels_last",
+                                                "torch.channels_last_3d", "torch.preserve_format"):
+            raise TypeError(f"{name}(): memory_format must be a torch.memory_format, got {fmt!r}")
         check_device(device)
         if dtype is None:
             return self

@@ -360,6 +360,68 @@ def test_submodule_parameter_and_buffer_lookups_as_in_torch():
     assert ours.get_submodule("extra") is ours.extra and ours.empty is None
 
 
+def test_forward_hooks_as_in_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(4).standard_normal((3, 4)).astype(f32)
+    logs = {}
+    ours_ln = fastnorm.LayerNorm(4)
+    for lib, m, conv in (("ours", ours_ln, lambda a: a),
+                         ("torch", torch.nn.LayerNorm(4), torch.from_numpy)):
+        log = logs[lib] = []
+        hs = [m.register_forward_pre_hook(lambda mod, args: log.append("pre1")),
+              m.register_forward_pre_hook(lambda mod, args: log.append("pre0") or (args[0] * 2,),
+                                          prepend=True),
+              m.register_forward_pre_hook(lambda mod, args, kw: log.append(("kw", kw)) or None,
+                                          with_kwargs=True),
+              m.register_forward_hook(lambda mod, args, out: log.append(tuple(out.shape))),
+              m.register_forward_hook(lambda mod, args, out: out + 1),
+              m.register_forward_hook(lambda mod, args, kw, out: log.append("last"),
+                                      with_kwargs=True)]
+        y = m(conv(x))
+        log.append(np.asarray(y.detach() if lib == "torch" else y).round(5).tolist())
+        # Module.__call__ read from the class runs them too
+        log.append(np.asarray(type(m).__call__(m, conv(x)).detach() if lib == "torch"
+                              else type(m).__call__(m, conv(x))).round(5).tolist())
+        hs[1].remove()
+        hs[1].remove()  # again: nothing
+        with hs[4]:
+            pass  # leaving the block removes the hook
+        log.append(np.asarray(m(conv(x)).detach() if lib == "torch" else m(conv(x)))
+                   .round(5).tolist())
+        for h in hs:
+            h.remove()
+        log.append(np.asarray(m(conv(x)).detach() if lib == "torch" else m(conv(x)))
+                   .round(5).tolist())
+    assert logs["ours"] == logs["torch"]
+    assert logs["ours"][0] == "pre0"
+    assert ours_ln.__call__ == ours_ln.forward  # no hooks left: calls go straight to forward again
+    # a pre-hook returning one value (not a tuple) replaces the only argument
+    ln = fastnorm.LayerNorm(4)
+    ln.register_forward_pre_hook(lambda mod, args: args[0][:1])
+    assert ln(x).shape == (1, 4)
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        bad = fastnorm.LayerNorm(4)
+        bad.register_forward_pre_hook(lambda mod, args, kw: 3, with_kwargs=True)
+        bad(x)
+    # always_call: run when the forward raises, its own error a warning, the first error wins
+    for lib, m, arg in (("ours", fastnorm.LayerNorm(4), np.ones((2, 5), f32)),
+                        ("torch", torch.nn.LayerNorm(4), torch.ones(2, 5))):
+        seen = []
+        m.register_forward_hook(lambda mod, args, out: seen.append(out), always_call=True)
+        m.register_forward_hook(lambda mod, args, out: 1 / 0, always_call=True)
+        m.register_forward_hook(lambda mod, args, out: seen.append("not always"))
+        with pytest.warns(UserWarning, match="silenced"), pytest.raises(
+                (ValueError, RuntimeError)):
+            m(arg)
+        assert seen == [None], lib
+    # a child's hooks run when its parent's forward calls it
+    ours, _, _ = _blocks()
+    shapes = []
+    ours.inner.bn.register_forward_hook(lambda mod, args, out: shapes.append(out.shape))
+    ours.inner.bn(np.ones((2, 4, 3, 3), f32))
+    assert shapes == [(2, 4, 3, 3)]
+
+
 def test_layers_pickled_before_children_existed_load_whole():
     """Pickles of the version before Module had children: layers without ``_modules``, and the
     conditional BatchNorms with their children in ``_children``."""

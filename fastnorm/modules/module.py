@@ -10,6 +10,9 @@ the input's gradient and accumulates the parameters' into the dict ``m.grad`` (k
 name), and ``m.zero_grad()`` empties it. Without ``requires_grad_()`` a forward keeps nothing.
 """
 import inspect
+import itertools
+import warnings
+import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -130,6 +133,49 @@ class _ForwardSignature:
 
     def __get__(self, obj, objtype=None):
         return None if obj is None else inspect.signature(obj.forward)
+
+
+def _init_hooks(d):
+    """A layer's forward hooks, as torch keeps them, made when the first is registered (d: its
+    __dict__): a layer without them keeps a smaller __dict__, and its calls read the one key
+    _hooked (absent: no hooks)."""
+    for name, kind in (("_forward_hooks", OrderedDict), ("_forward_pre_hooks", OrderedDict),
+                       ("_forward_hooks_with_kwargs", _IdSet),
+                       ("_forward_hooks_always_called", _IdSet),
+                       ("_forward_pre_hooks_with_kwargs", _IdSet)):
+        d.setdefault(name, kind())
+
+
+class RemovableHandle:
+    """What ``register_forward_hook`` / ``register_forward_pre_hook`` return, as torch's
+    ``torch.utils.hooks.RemovableHandle``: ``remove()`` takes the hook out (again: nothing), and
+    as a context manager it removes the hook on exit."""
+
+    _ids = itertools.count()
+
+    def __init__(self, module, hooks, *extra):
+        self.id = next(RemovableHandle._ids)
+        self._module = weakref.ref(module)
+        self._refs = [weakref.ref(d) for d in (hooks, *extra)]
+
+    def remove(self):
+        for ref in self._refs:
+            d = ref()
+            if d is not None:
+                d.pop(self.id, None) if isinstance(d, dict) else d.discard(self.id)
+        m = self._module()
+        if m is not None:
+            m._note_hooks()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+class _IdSet(set):
+    """A set of hook ids that a weak reference can point at (plain sets cannot)."""
 
 
 class Module:
@@ -494,6 +540,102 @@ class Module:
         raise NotImplementedError
 
     __call__ = ForwardCall()  # forward, looked up at each call (see _registered)
+
+    # -- forward hooks ------------------------------------------------------------------------
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Run ``hook(layer, args)`` before each call's forward, as torch's: a return value other
+        than None replaces the positional arguments (a non-tuple becomes a 1-tuple). With
+        ``with_kwargs=True``: ``hook(layer, args, kwargs)``, returning None or (args, kwargs).
+        ``prepend=True`` runs it before the hooks already there. Returns a handle whose
+        ``remove()`` takes it out.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> ln = fastnorm.LayerNorm(4)
+        >>> h = ln.register_forward_pre_hook(lambda m, args: (args[0] * 2,))
+        >>> seen = []
+        >>> h2 = ln.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+        >>> _ = ln(np.ones((3, 4), np.float32)); seen
+        [(3, 4)]
+        >>> h.remove(); h2.remove()
+        """
+        _init_hooks(self.__dict__)
+        handle = RemovableHandle(self, self._forward_pre_hooks,
+                                 self._forward_pre_hooks_with_kwargs)
+        self._forward_pre_hooks[handle.id] = hook
+        self._note_hooks()
+        if with_kwargs:
+            self._forward_pre_hooks_with_kwargs.add(handle.id)
+        if prepend:
+            self._forward_pre_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """Run ``hook(layer, args, output)`` after each call's forward, as torch's: a return
+        value other than None replaces the output. ``with_kwargs=True``:
+        ``hook(layer, args, kwargs, output)``; ``always_call=True``: also when the forward
+        raises (output None; an error in the hook is then a warning); ``prepend=True``: before
+        the hooks already there. Returns a handle whose ``remove()`` takes it out."""
+        _init_hooks(self.__dict__)
+        handle = RemovableHandle(self, self._forward_hooks, self._forward_hooks_with_kwargs,
+                                 self._forward_hooks_always_called)
+        self._forward_hooks[handle.id] = hook
+        self._note_hooks()
+        if with_kwargs:
+            self._forward_hooks_with_kwargs.add(handle.id)
+        if always_call:
+            self._forward_hooks_always_called.add(handle.id)
+        if prepend:
+            self._forward_hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def _note_hooks(self):
+        """_hooked: whether a call must go through _call_hooked (ForwardCall reads this flag)."""
+        object.__setattr__(self, "_hooked",
+                           bool(self._forward_hooks or self._forward_pre_hooks))
+
+    def _call_hooked(self, *args, **kwargs):
+        """A call with forward hooks or pre-hooks registered (ForwardCall hands this out then):
+        torch's _call_impl order and rules."""
+        for hid, hook in list(self._forward_pre_hooks.items()):
+            if hid in self._forward_pre_hooks_with_kwargs:
+                res = hook(self, args, kwargs)
+                if res is not None:
+                    if not (isinstance(res, tuple) and len(res) == 2):
+                        raise RuntimeError("forward pre-hook must return None or a tuple of "
+                                           f"(new_args, new_kwargs), but got {res}.")
+                    args, kwargs = res
+            else:
+                res = hook(self, args)
+                if res is not None:
+                    args = res if isinstance(res, tuple) else (res,)
+        hooks = list(self._forward_hooks.items())
+        called, result = set(), None
+        try:
+            result = self.forward(*args, **kwargs)
+            for hid, hook in hooks:
+                called.add(hid)
+                res = (hook(self, args, kwargs, result) if hid in self._forward_hooks_with_kwargs
+                       else hook(self, args, result))
+                if res is not None:
+                    result = res
+        except Exception:
+            for hid, hook in hooks:
+                if hid in self._forward_hooks_always_called and hid not in called:
+                    try:
+                        res = (hook(self, args, kwargs, result)
+                               if hid in self._forward_hooks_with_kwargs
+                               else hook(self, args, result))
+                        if res is not None:
+                            result = res
+                    except Exception as e:  # noqa: BLE001 - as torch: the first error wins
+                        warnings.warn("forward hook with ``always_call=True`` raised an exception "
+                                      f"that was silenced as another error was raised in "
+                                      f"forward: {e}")
+            raise
+        return result
     __signature__ = _ForwardSignature()
 
     # -- gradients ----------------------------------------------------------------------------

@@ -414,12 +414,34 @@ def test_forward_hooks_as_in_torch():
                 (ValueError, RuntimeError)):
             m(arg)
         assert seen == [None], lib
+    # a raising pre-hook still lets the always_call hooks run; hooks registered by the forward
+    # itself run in that call
+    for lib, m, arg in (("ours", fastnorm.LayerNorm(4), x),
+                        ("torch", torch.nn.LayerNorm(4), torch.from_numpy(x))):
+        seen = []
+        assert not m._forward_hooks
+        m.register_forward_pre_hook(lambda mod, args: 1 / 0)
+        m.register_forward_hook(lambda mod, args, out: seen.append(out), always_call=True)
+        with pytest.raises(ZeroDivisionError):
+            m(arg)
+        assert seen == [None], lib
+        m2 = type(m)(4)
+        forward = m2.forward
+
+        def patched(inp, m2=m2, forward=forward, seen=seen):
+            m2.register_forward_hook(lambda mod, args, out: seen.append("late"))
+            return forward(inp)
+
+        m2.forward = patched
+        m2.register_forward_pre_hook(lambda mod, args: None)
+        m2(arg)
+        assert seen == [None, "late"], lib
     # a child's hooks run when its parent's forward calls it
     ours, _, _ = _blocks()
     shapes = []
     ours.inner.bn.register_forward_hook(lambda mod, args, out: shapes.append(out.shape))
-    ours.inner.bn(np.ones((2, 4, 3, 3), f32))
-    assert shapes == [(2, 4, 3, 3)]
+    ours(np.random.default_rng(5).standard_normal((2, 4, 3, 4)).astype(f32))
+    assert shapes == [(2, 4, 3, 4)]
 
 
 def test_layers_pickled_before_children_existed_load_whole():

@@ -14,6 +14,7 @@ import itertools
 import warnings
 import weakref
 from collections import OrderedDict, namedtuple
+from types import MappingProxyType
 
 import numpy as np
 
@@ -135,15 +136,17 @@ class _ForwardSignature:
         return None if obj is None else inspect.signature(obj.forward)
 
 
+# a layer's hooks and their options, keyed by handle id, as torch keeps them (OrderedDicts)
+_HOOK_STORES = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+                "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+
 def _init_hooks(d):
     """A layer's forward hooks, as torch keeps them, made when the first is registered (d: its
     __dict__): a layer without them keeps a smaller __dict__, and its calls read the one key
     _hooked (absent: no hooks)."""
-    for name, kind in (("_forward_hooks", OrderedDict), ("_forward_pre_hooks", OrderedDict),
-                       ("_forward_hooks_with_kwargs", _IdSet),
-                       ("_forward_hooks_always_called", _IdSet),
-                       ("_forward_pre_hooks_with_kwargs", _IdSet)):
-        d.setdefault(name, kind())
+    for name in _HOOK_STORES:
+        d.setdefault(name, OrderedDict())
 
 
 class RemovableHandle:
@@ -162,7 +165,7 @@ class RemovableHandle:
         for ref in self._refs:
             d = ref()
             if d is not None:
-                d.pop(self.id, None) if isinstance(d, dict) else d.discard(self.id)
+                d.pop(self.id, None)
         m = self._module()
         if m is not None:
             m._note_hooks()
@@ -174,15 +177,14 @@ class RemovableHandle:
         self.remove()
 
 
-class _IdSet(set):
-    """A set of hook ids that a weak reference can point at (plain sets cannot)."""
-
-
 class Module:
     """Base class of fastnorm's layers: named parameters and buffers, train/eval mode,
     ``state_dict``/``load_state_dict`` with torch's keys, and torch's ``repr``."""
 
     _version = 1  # torch's per-class state_dict version, kept in state_dict()._metadata
+    # torch's hook stores read on a layer without hooks: empty, read-only (_init_hooks makes a
+    # layer's own at its first hook)
+    _forward_hooks = _forward_pre_hooks = MappingProxyType({})
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -567,7 +569,7 @@ class Module:
         self._forward_pre_hooks[handle.id] = hook
         self._note_hooks()
         if with_kwargs:
-            self._forward_pre_hooks_with_kwargs.add(handle.id)
+            self._forward_pre_hooks_with_kwargs[handle.id] = True
         if prepend:
             self._forward_pre_hooks.move_to_end(handle.id, last=False)
         return handle
@@ -584,9 +586,9 @@ class Module:
         self._forward_hooks[handle.id] = hook
         self._note_hooks()
         if with_kwargs:
-            self._forward_hooks_with_kwargs.add(handle.id)
+            self._forward_hooks_with_kwargs[handle.id] = True
         if always_call:
-            self._forward_hooks_always_called.add(handle.id)
+            self._forward_hooks_always_called[handle.id] = True
         if prepend:
             self._forward_hooks.move_to_end(handle.id, last=False)
         return handle
@@ -598,31 +600,32 @@ class Module:
 
     def _call_hooked(self, *args, **kwargs):
         """A call with forward hooks or pre-hooks registered (ForwardCall hands this out then):
-        torch's _call_impl order and rules."""
-        for hid, hook in list(self._forward_pre_hooks.items()):
-            if hid in self._forward_pre_hooks_with_kwargs:
-                res = hook(self, args, kwargs)
-                if res is not None:
-                    if not (isinstance(res, tuple) and len(res) == 2):
-                        raise RuntimeError("forward pre-hook must return None or a tuple of "
-                                           f"(new_args, new_kwargs), but got {res}.")
-                    args, kwargs = res
-            else:
-                res = hook(self, args)
-                if res is not None:
-                    args = res if isinstance(res, tuple) else (res,)
-        hooks = list(self._forward_hooks.items())
+        torch's _call_impl order and rules. The pre-hooks run inside the try (a raising one
+        still lets the always_call hooks run), and the forward hooks are read after forward
+        (hooks it registers or removes count), as there."""
         called, result = set(), None
         try:
+            for hid, hook in list(self._forward_pre_hooks.items()):
+                if hid in self._forward_pre_hooks_with_kwargs:
+                    res = hook(self, args, kwargs)
+                    if res is not None:
+                        if not (isinstance(res, tuple) and len(res) == 2):
+                            raise RuntimeError("forward pre-hook must return None or a tuple "
+                                               f"of (new_args, new_kwargs), but got {res}.")
+                        args, kwargs = res
+                else:
+                    res = hook(self, args)
+                    if res is not None:
+                        args = res if isinstance(res, tuple) else (res,)
             result = self.forward(*args, **kwargs)
-            for hid, hook in hooks:
+            for hid, hook in list(self._forward_hooks.items()):
                 called.add(hid)
                 res = (hook(self, args, kwargs, result) if hid in self._forward_hooks_with_kwargs
                        else hook(self, args, result))
                 if res is not None:
                     result = res
         except Exception:
-            for hid, hook in hooks:
+            for hid, hook in list(self._forward_hooks.items()):
                 if hid in self._forward_hooks_always_called and hid not in called:
                     try:
                         res = (hook(self, args, kwargs, result)
@@ -631,9 +634,9 @@ class Module:
                         if res is not None:
                             result = res
                     except Exception as e:  # noqa: BLE001 - as torch: the first error wins
-                        warnings.warn("forward hook with ``always_call=True`` raised an exception "
-                                      f"that was silenced as another error was raised in "
-                                      f"forward: {e}")
+                        warnings.warn("module forward hook with ``always_call=True`` raised an "
+                                      "exception that was silenced as another error was raised "
+                                      f"in forward: {e}", stacklevel=2)
             raise
         return result
     __signature__ = _ForwardSignature()

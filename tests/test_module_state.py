@@ -318,7 +318,8 @@ def test_bfloat16_cast():
 def test_submodule_parameter_and_buffer_lookups_as_in_torch():
     ours, theirs, torch = _blocks()
     for target in ("", "inner", "inner.bn", "gn"):
-        assert type(ours.get_submodule(target)).__name__ == type(theirs.get_submodule(target)).__name__
+        got, want = ours.get_submodule(target), theirs.get_submodule(target)
+        assert type(got).__name__ == type(want).__name__
     assert ours.get_parameter("inner.bn.weight") is ours.inner.bn.weight
     assert ours.get_buffer("inner.bn.running_var") is ours.inner.bn.running_var
     assert ours.get_buffer("inner.bn.num_batches_tracked").dtype == np.int64

@@ -208,7 +208,7 @@ def _gn(G):
 
 def _gn_stats(G):
     """GroupNorm's output and the statistics it keeps for a backward pass (float64 per group:
-    differences there do not round away as the output's may)"""
+    differences there do not round away as the output's may)."""
     def f(x):
         N, C = x.shape[:2]
         HW = int(np.prod(x.shape[2:]))
@@ -500,7 +500,7 @@ def test_channels_last_sample_per_thread_matches_all_samples_at_once(dtype):
     dtype = np.dtype(dtype)
     x = _data((6, 320, 13, 11), dtype, seed=5, layout="channels_last")
     x[1, 7, 2, 3], x[4, 100, 0, 0] = np.nan, np.inf  # NaN and inf statistics in some groups
-    N, C, HW = 6, x.shape[1], x.shape[2] * x.shape[3]
+    C, HW = x.shape[1], x.shape[2] * x.shape[3]
     pt = np.float32 if dtype.itemsize == 2 else dtype
     w, b = _vec(C, pt, 5), _vec(C, pt, 6, -1, 1)
     calls = {"gn": lambda a: F.group_norm(a, 32, w, b, activation="silu"),

@@ -542,6 +542,7 @@ class Module:
         raise NotImplementedError
 
     __call__ = ForwardCall()  # forward, looked up at each call (see _registered)
+    __signature__ = _ForwardSignature()
 
     # -- forward hooks ------------------------------------------------------------------------
 
@@ -598,6 +599,13 @@ class Module:
         object.__setattr__(self, "_hooked",
                            bool(self._forward_hooks or self._forward_pre_hooks))
 
+    def _run_forward_hook(self, hid, hook, args, kwargs, result):
+        """One forward hook's call (with the kwargs if it asked for them): its return value,
+        or result where it returns None."""
+        res = (hook(self, args, kwargs, result) if hid in self._forward_hooks_with_kwargs
+               else hook(self, args, result))
+        return result if res is None else res
+
     def _call_hooked(self, *args, **kwargs):
         """A call with forward hooks or pre-hooks registered (ForwardCall hands this out then):
         torch's _call_impl order and rules. The pre-hooks run inside the try (a raising one
@@ -620,26 +628,18 @@ class Module:
             result = self.forward(*args, **kwargs)
             for hid, hook in list(self._forward_hooks.items()):
                 called.add(hid)
-                res = (hook(self, args, kwargs, result) if hid in self._forward_hooks_with_kwargs
-                       else hook(self, args, result))
-                if res is not None:
-                    result = res
+                result = self._run_forward_hook(hid, hook, args, kwargs, result)
         except Exception:
             for hid, hook in list(self._forward_hooks.items()):
                 if hid in self._forward_hooks_always_called and hid not in called:
                     try:
-                        res = (hook(self, args, kwargs, result)
-                               if hid in self._forward_hooks_with_kwargs
-                               else hook(self, args, result))
-                        if res is not None:
-                            result = res
+                        result = self._run_forward_hook(hid, hook, args, kwargs, result)
                     except Exception as e:  # noqa: BLE001 - as torch: the first error wins
                         warnings.warn("module forward hook with ``always_call=True`` raised an "
                                       "exception that was silenced as another error was raised "
                                       f"in forward: {e}", stacklevel=2)
             raise
         return result
-    __signature__ = _ForwardSignature()
 
     # -- gradients ----------------------------------------------------------------------------
 

@@ -564,16 +564,7 @@ class Module:
         [(3, 4)]
         >>> h.remove(); h2.remove()
         """
-        _init_hooks(self.__dict__)
-        handle = RemovableHandle(self, self._forward_pre_hooks,
-                                 self._forward_pre_hooks_with_kwargs)
-        self._forward_pre_hooks[handle.id] = hook
-        self._note_hooks()
-        if with_kwargs:
-            self._forward_pre_hooks_with_kwargs[handle.id] = True
-        if prepend:
-            self._forward_pre_hooks.move_to_end(handle.id, last=False)
-        return handle
+        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs=with_kwargs)
 
     def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
         """Run ``hook(layer, args, output)`` after each call's forward, as torch's: a return
@@ -581,17 +572,24 @@ class Module:
         ``hook(layer, args, kwargs, output)``; ``always_call=True``: also when the forward
         raises (output None; an error in the hook is then a warning); ``prepend=True``: before
         the hooks already there. Returns a handle whose ``remove()`` takes it out."""
+        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs=with_kwargs,
+                              always_called=always_call)
+
+    def _add_hook(self, store, hook, prepend, **options):
+        """hook into store ("_forward_hooks" or "_forward_pre_hooks"; first or last), its id
+        into the option stores (store + "_" + option) whose flag is set, as torch keeps them;
+        the handle removes it from all of them."""
         _init_hooks(self.__dict__)
-        handle = RemovableHandle(self, self._forward_hooks, self._forward_hooks_with_kwargs,
-                                 self._forward_hooks_always_called)
-        self._forward_hooks[handle.id] = hook
-        self._note_hooks()
-        if with_kwargs:
-            self._forward_hooks_with_kwargs[handle.id] = True
-        if always_call:
-            self._forward_hooks_always_called[handle.id] = True
+        hooks = getattr(self, store)
+        extra = [getattr(self, f"{store}_{opt}") for opt in options]
+        handle = RemovableHandle(self, hooks, *extra)
+        hooks[handle.id] = hook
+        for d, on in zip(extra, options.values()):
+            if on:
+                d[handle.id] = True
         if prepend:
-            self._forward_hooks.move_to_end(handle.id, last=False)
+            hooks.move_to_end(handle.id, last=False)
+        self._note_hooks()
         return handle
 
     def _note_hooks(self):

@@ -1698,24 +1698,29 @@ static void FN(group_block)(const T *x, T *y, const fn_group_cols_job *jb, int64
 }
 
 /* Groups per unit of group_cols' single-sample path (group_block), or 0 where it does not apply:
- * one sample, float32 or a 16-bit type, groups of 8 channels or more, in eight units of G / 8
- * groups (or a group a unit where G is not a multiple of 8, at least 4 of them: fewer would
- * leave threads idle) of 96 to FN_CB columns and at most 256 KB each (2 MB in all), so that a
- * unit is normalized from its thread's cache right after its statistics. The path reads the
- * sample twice, as the others do, but has no serial step between parallel passes. Measured in
- * one process against group_cols_run, 2 threads, time ratio old / units: float32 (1, 2560, 8, 8)
- * 1.24-1.38, (1, 1280, 16, 16) 1.11-1.24, (1, 1152, 12, 12) 1.13-1.27, (1, 2048, 8, 8)
- * 1.25-1.37, (1, 1280, 8, 8) 1.19-1.34, (1, 960, 16, 16) 1.15-1.36, GroupNorm(16) (1, 2560, 8,
- * 8) 1.63; float16 1.26-1.54, bfloat16 1.16-1.40; 1 thread 0.93-1.10. Left to the other paths:
+ * one sample of at most 512 rows (maps to about 22x22), float32 or a 16-bit type, groups of 8
+ * channels or more, in eight units of G / 8 groups (or a group a unit where G is not a multiple
+ * of 8, at least 4 of them: fewer would leave threads idle) of 96 to FN_CB columns, a multiple
+ * of 8 (no column left to the statistics' scalar loop), and at most 256 KB each (2 MB in all),
+ * so that a unit is normalized from its thread's cache right after its statistics. The path
+ * reads the sample twice, as the others do, but has no serial step between parallel passes.
+ * Measured in one process against group_cols_run, 2 threads, time ratio old / units: float32
+ * (1, 2560, 8, 8) 1.24-1.38, (1, 1280, 16, 16) 1.11-1.24, (1, 1152, 12, 12) 1.13-1.27, (1, 2048,
+ * 8, 8) 1.25-1.37, (1, 1280, 8, 8) 1.19-1.34, (1, 960, 16, 16) 1.15-1.36, GroupNorm(16) (1, 2560,
+ * 8, 8) 1.63; float16 1.26-1.54, bfloat16 1.16-1.40; 1 thread 0.93-1.10; builds alternating,
+ * float16 (1, 1280, 20, 20), 400 rows: 1.3x at 2 threads, level at 1. Left to the other paths:
  * two samples or more (0.81-1.05 at 2 threads: group_cols_run takes a sample a thread), float64
  * (0.80-1.07), units under 96 columns (float32 (1, 512, 16, 16), 64: 0.81 at 1 thread), groups
- * of one channel (InstanceNorm: 0.64-0.83). */
+ * of one channel (InstanceNorm: 0.64-0.83), taller maps (float16 (1, 1024, 32, 32), 1024 rows:
+ * 0.83-0.86 at 1 thread, 0.90-0.99 at 2; builds alternating) and units whose width leaves
+ * columns to a scalar loop (float16 (1, 992, 32, 32), 124 columns: 0.73-0.79 at 1 thread). */
 static inline int64_t FN(block_groups)(const fn_cols *s, int64_t G)
 {
     const int64_t R = s->rows, Cg = s->cols / G, kg = G % 8 ? 1 : G / 8;
     const int64_t unit = R * kg * Cg * (int64_t)sizeof(T);
-    if (s->outer != 1 || sizeof(T) > 4 || R < 1 || R > FN_BLOCK || G < 4 || Cg < 8 ||
-        kg * Cg < 96 || kg * Cg > FN_CB || unit > 256 * 1024 || G / kg * unit > 2048 * 1024)
+    if (s->outer != 1 || sizeof(T) > 4 || R < 1 || R > 512 || G < 4 || Cg < 8 ||
+        kg * Cg < 96 || kg * Cg > FN_CB || kg * Cg % 8 || unit > 256 * 1024 ||
+        G / kg * unit > 2048 * 1024)
         return 0;
     return kg;
 }

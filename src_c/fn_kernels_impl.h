@@ -661,6 +661,25 @@ static inline int FN(unshifted_tile)(const T *xt, int64_t r0, int64_t r1, int64_
     return fn_finish_run0(w, n, s1, s2, mean, m2);
 }
 
+/* The moments of rows [r0, r1) (of [0, R)) of w <= FN_CB columns from xt (strides xs[1], xs[2])
+ * into mean[j], m2[j]: col_moments' tile and group_block's. float32 in cache (unshifted) sums x
+ * itself first (a subtraction less per element: the loop is bound by its arithmetic, 1.2x
+ * faster) and keeps that where it lost nothing that matters; otherwise each column is shifted
+ * by its first row's value, the 16-bit types' float loop taking what it can. */
+static inline void FN(tile_moments)(const T *xt, int64_t r0, int64_t r1, int64_t R,
+                                    const int64_t *xs, int64_t w, int unshifted, double *mean,
+                                    double *m2)
+{
+    double k[FN_CB], s1[FN_CB], s2[FN_CB];
+    if (unshifted && FN(unshifted_tile)(xt, r0, r1, R, xs, w, s1, s2, mean, m2))
+        return;
+    for (int64_t j = 0; j < w; j++)
+        k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
+    const int64_t j0 = FN(tile16)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
+    FN(tile_sums)(xt + j0 * xs[2], r0, r1, R, xs[1], xs[2], w - j0, k + j0, s1 + j0, s2 + j0);
+    fn_finish_run(w, (double)(r1 - r0), k, s1, s2, mean, m2);
+}
+
 /* Rows per block of col_moments for the call described by s (fn_col_stat_rows). group_cols
  * passes the whole call's height when a thread takes one sample at a time, so that the blocks,
  * and the bits, do not depend on which way the thread count made it go. */
@@ -706,20 +725,9 @@ static int FN(col_moments_rb)(const void *xv, const fn_cols *s, int64_t rb, doub
         const int64_t p1 = u / (nrb * ncb), rbi = (u / ncb) % nrb, cb = u % ncb;
         const int64_t r0 = rbi * rb, r1 = r0 + rb < R ? r0 + rb : R;
         const int64_t c0 = cb * tw, w = c0 + tw < C ? tw : C - c0;
-        const T *xt = x + p1 * xs[0] + c0 * xs[2];
         const int64_t o = (p1 * nrb + rbi) * C + c0;
-        double k[FN_CB], s1[FN_CB], s2[FN_CB];
-        /* float32 in cache sums x itself first (a subtraction less per element: the loop is
-         * bound by its arithmetic, 1.2x faster) and keeps that where it lost nothing that
-         * matters */
-        if (!unshifted || !FN(unshifted_tile)(xt, r0, r1, R, xs, w, s1, s2, pm + o, pq + o)) {
-            for (int64_t j = 0; j < w; j++)
-                k[j] = fn_shift((double)LD(xt[r0 * xs[1] + j * xs[2]]));
-            const int64_t j0 = FN(tile16)(xt, r0, r1, R, xs[1], xs[2], w, k, s1, s2);
-            FN(tile_sums)(xt + j0 * xs[2], r0, r1, R, xs[1], xs[2], w - j0, k + j0, s1 + j0,
-                          s2 + j0);
-            fn_finish_run(w, (double)(r1 - r0), k, s1, s2, pm + o, pq + o);
-        }
+        FN(tile_moments)(x + p1 * xs[0] + c0 * xs[2], r0, r1, R, xs, w, unshifted, pm + o,
+                         pq + o);
     });
     if (buf) { /* runs of columns merged down the row blocks, vectorized across the columns */
         /* at most FN_MERGE_COLS a unit, in units that share evenly among the threads (each
@@ -1665,19 +1673,9 @@ static void FN(group_block)(const T *x, T *y, const fn_group_cols_job *jb, int64
     const T *xu = x + c0 * xs[2];
     T *yu = y + c0 * ys[2];
     double *q = m + W, *gm = jb->mean + g0, *gv = jb->var + g0;
-    for (int64_t j0 = 0; j0 < W; j0 += FN_CB) {
-        const int64_t w = W - j0 < FN_CB ? W - j0 : FN_CB;
-        const T *xt = xu + j0 * xs[2];
-        double kk[FN_CB], s1[FN_CB], s2[FN_CB];
-        if (!unshifted || !FN(unshifted_tile)(xt, 0, R, R, xs, w, s1, s2, m + j0, q + j0)) {
-            for (int64_t j = 0; j < w; j++)
-                kk[j] = fn_shift((double)LD(xt[j * xs[2]]));
-            const int64_t jv = FN(tile16)(xt, 0, R, R, xs[1], xs[2], w, kk, s1, s2);
-            FN(tile_sums)(xt + jv * xs[2], 0, R, R, xs[1], xs[2], w - jv, kk + jv, s1 + jv,
-                          s2 + jv);
-            fn_finish_run(w, (double)R, kk, s1, s2, m + j0, q + j0);
-        }
-    }
+    for (int64_t j0 = 0; j0 < W; j0 += FN_CB)
+        FN(tile_moments)(xu + j0 * xs[2], 0, R, R, xs, W - j0 < FN_CB ? W - j0 : FN_CB,
+                         unshifted, m + j0, q + j0);
     for (int64_t g = 0; g < k; g++) {
         fn_merge_equal(Cg, (double)R, m + g * Cg, q + g * Cg, &gm[g], &gv[g]);
         gv[g] /= (double)(Cg * R);

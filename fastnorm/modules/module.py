@@ -334,22 +334,25 @@ class Module:
                 raise AttributeError(f"`{item}` is not an nn.Module")
         return mod
 
-    def get_parameter(self, target):
-        """The parameter at dotted path target (e.g. "bn.weight"), with torch's errors."""
+    def _get_leaf(self, target):
+        """(layer, name) of dotted path target's last part, with torch's error for a layer
+        without that attribute (get_parameter, get_buffer)."""
         path, _, name = target.rpartition(".")
         mod = self.get_submodule(path)
         if not hasattr(mod, name):
             raise AttributeError(f"{type(mod).__name__} has no attribute `{name}`")
+        return mod, name
+
+    def get_parameter(self, target):
+        """The parameter at dotted path target (e.g. "bn.weight"), with torch's errors."""
+        mod, name = self._get_leaf(target)
         if mod._parameters.get(name) is None:
             raise AttributeError(f"`{name}` is not an nn.Parameter")
         return mod._parameters[name]
 
     def get_buffer(self, target):
         """The buffer at dotted path target (e.g. "bn.running_mean"), with torch's errors."""
-        path, _, name = target.rpartition(".")
-        mod = self.get_submodule(path)
-        if not hasattr(mod, name):
-            raise AttributeError(f"{type(mod).__name__} has no attribute `{name}`")
+        mod, name = self._get_leaf(target)
         if name not in mod._buffers:
             raise AttributeError(f"`{name}` is not a buffer")
         return mod._buffers[name]

@@ -50,8 +50,7 @@ def show_config():
     cpu = cfg["cpu"]
     stream = (f"streaming stores for outputs >= {cpu['stream_bytes'] / mib:g} MiB "
               f"({cpu['stream_bytes_wb'] / mib:g} MiB: float32 with elementwise weight and bias; "
-              f"{cpu['stream_bytes_cols'] / mib:g} MiB: channels-last; "
-              f"{cpu['stream_bytes_later'] / mib:g} MiB: float16/bfloat16; outputs fastnorm "
+              f"{cpu['stream_bytes_cols'] / mib:g} MiB: channels-last; outputs fastnorm "
               f"allocates in calls that compute statistics over rows: from two thirds of "
               f"these)"
               if cpu["stream_bytes"] else "no streaming stores")

@@ -139,7 +139,7 @@ cdef extern from "fastnorm.h" nogil:
     const fn_kernel_table *fn_kernels_for(int dtype)
     void fn_init()
     void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes,
-                     int64_t *stream_bytes_cols, int64_t *stream_bytes_later,
+                     int64_t *stream_bytes_cols, int64_t *stream_bytes_backward,
                      int64_t *stream_bytes_wb)
     void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o)
     void fn_merge_moments(int64_t A, int64_t K, int64_t B, double n_each, const double *mean_in,

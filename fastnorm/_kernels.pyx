@@ -47,17 +47,17 @@ def cpu_info():
     """What the kernels found at import: {"simd": "avx512" | "avx2" | "portable", "pairs":
     whether float32's AVX-512 statistics loops run as pairs of 256-bit halves (AMD Zen 4, where
     that is faster; the same bits), "l3_bytes": last-level cache bytes (0: unknown),
-    "stream_bytes": output bytes from which the normalize passes of float32/float64 rows use
-    streaming stores (0: never), "stream_bytes_cols": the same for the column (channels-last)
-    layouts, "stream_bytes_later": the same for the 16-bit types (and the channels-last backward
-    pass), "stream_bytes_wb": the same for float32 rows
-    with an elementwise weight and bias (layer_norm's)}."""
+    "stream_bytes": output bytes from which the normalize passes of rows use streaming stores
+    (0: never), "stream_bytes_cols": the same for the column (channels-last) layouts,
+    "stream_bytes_wb": the same for float32 rows with an elementwise weight and bias
+    (layer_norm's), "stream_bytes_backward": the same for the channels-last backward pass's
+    input gradient}."""
     cdef int level, pairs
-    cdef int64_t l3, sb, sbc, sbl, sbw
-    fn_cpu_info(&level, &pairs, &l3, &sb, &sbc, &sbl, &sbw)
+    cdef int64_t l3, sb, sbc, sbb, sbw
+    fn_cpu_info(&level, &pairs, &l3, &sb, &sbc, &sbb, &sbw)
     return {"simd": ("portable", "avx2", "avx512")[level], "pairs": bool(pairs), "l3_bytes": l3,
-            "stream_bytes": sb, "stream_bytes_cols": sbc, "stream_bytes_later": sbl,
-            "stream_bytes_wb": sbw}
+            "stream_bytes": sb, "stream_bytes_cols": sbc, "stream_bytes_wb": sbw,
+            "stream_bytes_backward": sbb}
 
 
 # --------------------------------------------------------------------------------------------

@@ -295,12 +295,12 @@ int fn_max_threads(void);
 /* What fn_init found, for show_config: the SIMD level of the hot loops (2: AVX-512, 1: AVX2 +
  * FMA, 0: portable C), whether float32's AVX-512 statistics loops run as 256-bit pairs (AMD Zen
  * 4; the same bits), the last-level cache bytes (0: unknown), and the output bytes from which
- * normalize passes use streaming stores (0: never): the row layouts' float32/float64 calls,
- * the column (channels-last) layouts' (stream_bytes_cols), the 16-bit types and calls that
- * read their input once (stream_bytes_later), and float32 rows with an elementwise weight and
- * bias, LayerNorm's (stream_bytes_wb). */
+ * normalize passes use streaming stores (0: never): the row layouts' calls, the column
+ * (channels-last) layouts' (stream_bytes_cols), float32 rows with an elementwise weight and
+ * bias, LayerNorm's (stream_bytes_wb), and the channels-last backward pass's dx
+ * (stream_bytes_backward). */
 void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes,
-                 int64_t *stream_bytes_cols, int64_t *stream_bytes_later,
+                 int64_t *stream_bytes_cols, int64_t *stream_bytes_backward,
                  int64_t *stream_bytes_wb);
 
 /* n contiguous float16 (bf16: bfloat16) values as float32, exactly: the 16-bit types' weights

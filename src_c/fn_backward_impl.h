@@ -975,12 +975,12 @@ static int FN(grad_cols)(const void *xv, const void *dyv, void *dxv, const fn_gr
         FN(gcols_coefs)(jb, o, C, t1, t2, M, mh + o * C, a + o * C, b + o * C, c + o * C);
     }
     /* dx with streaming stores where x, dy and dx together overflow the last-level cache
-     * (fn_stream_bytes_later, the whole cache): dx's lines are not read first, and they do not
+     * (fn_stream_bytes_backward, the whole cache): dx's lines are not read first, and they do not
      * push out the x and dy this pass reads (BatchNorm training, channels-last, 1 thread: (32, 256, 28, 28)
      * 1.24x, (8, 512, 28, 28) 1.2x, (16, 1024, 14, 14) 1.1x faster; rows of at least 256
      * channels: (64, 128, 28, 28) level, (32, 64, 56, 56) 1.5x slower streamed; from 3/4 of
      * the cache, GroupNorm's dx pass (4, 512, 32, 32) was 1.2x slower). The same bits. */
-    const int64_t sb = fn_stream_bytes_later();
+    const int64_t sb = fn_stream_bytes_backward();
     const int nts = FN_GF32 && sb > 0 && C >= 256 &&
                     3 * E * R * (int64_t)sizeof(T) > sb && !((uintptr_t)dx % sizeof(T)) &&
                     (jb->dxs[0] * (int64_t)sizeof(T)) % 64 == 0 &&

@@ -1587,9 +1587,9 @@ static int64_t fn_stream_bytes(void)
     return l3 > 0 ? l3 / 2 : ((int64_t)16 << 20);
 }
 
-/* ... twice that (the whole last-level cache) for the 16-bit types and for the channels-last
- * backward pass whose x, dy and dx overflow it (out_act, grad_cols) */
-static int64_t fn_stream_bytes_later(void) { return 2 * fn_stream_bytes(); }
+/* ... twice that (the whole last-level cache) for the channels-last backward pass, whose x,
+ * dy and dx overflow it (grad_cols) */
+static int64_t fn_stream_bytes_backward(void) { return 2 * fn_stream_bytes(); }
 
 /* ... and half as much again (three quarters of the cache) for the column layouts (channels
  * last), forward and backward: at 16 MiB their passes were slower streamed (2 threads, training
@@ -1732,7 +1732,7 @@ void fn_widen16(const uint16_t *x, int64_t n, int bf16, float *o)
 }
 
 void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream_bytes,
-                 int64_t *stream_bytes_cols, int64_t *stream_bytes_later,
+                 int64_t *stream_bytes_cols, int64_t *stream_bytes_backward,
                  int64_t *stream_bytes_wb)
 {
     *simd_level = fn_simd_level();
@@ -1740,7 +1740,7 @@ void fn_cpu_info(int *simd_level, int *pairs, int64_t *l3_bytes, int64_t *stream
     *l3_bytes = fn_l3_bytes();
     *stream_bytes = fn_stream_bytes();
     *stream_bytes_cols = fn_stream_bytes_cols();
-    *stream_bytes_later = fn_stream_bytes_later();
+    *stream_bytes_backward = fn_stream_bytes_backward();
     *stream_bytes_wb = fn_stream_bytes_wb();
 }
 

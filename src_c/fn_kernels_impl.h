@@ -1430,18 +1430,23 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
     const int runs_ok =
         sizeof(T) == 2 ? run_len >= 4096
                        : run_len >= 256 || (run_len >= 128 && run_len * (int64_t)sizeof(T) % 64 == 0);
-    /* from the whole last-level cache for the 16-bit types: at 16 MB their GroupNorm /
-     * InstanceNorm (groups normalized in cache) measured faster with plain stores, at 32 MB
-     * LayerNorm slower. A call that reads its input once (eval BatchNorm) streams where its
-     * input and output no longer fit the cache together, as the row layouts do: streamed it
-     * keeps its time whatever the machine's neighbours do, plain stores do not. Eval BatchNorm
-     * float32, 2 threads, alternating: (8, 64, 112, 112) and (8, 256, 56, 56), 25.7 MB,
-     * 1.01-1.06 ms streamed against 1.15-1.51 plain in four pairs; (8, 320, 44, 44) 0.78-0.79
-     * against 0.96-1.01; (8, 512, 32, 32), 16.8 MB, 0.63-0.69 against 0.59-0.89 (an earlier
-     * session on a quieter machine: (8, 64, 112, 112) 0.93-0.96 streamed against 0.74-0.83,
-     * README). */
-    const int64_t from = sizeof(T) == 2 ? fn_stream_bytes_later() : sb;
-    if (act == FN_ACT_NONE && sb > 0 && out_bytes >= from && runs_ok)
+    /* The same thresholds for every dtype: where input and output no longer fit the cache
+     * together, plain stores read each output line from memory first. The 16-bit types had
+     * waited for the whole last-level cache (at 16 MB their GroupNorm / InstanceNorm had
+     * measured faster with plain stores on a quiet machine); on a busy one their passes are
+     * bound by that traffic. float16, 2 threads, out=, both thresholds alternating in one
+     * process (median of 9): GroupNorm (8, 256, 64, 64) / (2, 320, 128, 128) 1.10x / 1.23x
+     * faster streamed, InstanceNorm (8, 64, 128, 128) 1.16x, LayerNorm (2048, 4096) 1.23x,
+     * eval BatchNorm (16, 64, 112, 112) 1.19x, training 1.19x; bfloat16 1.10-1.76x; one
+     * thread 0.97-1.48x; allocating calls 0.98-1.40x. A call that reads its input once (eval
+     * BatchNorm) streams where its input and output no longer fit the cache together, as the
+     * row layouts do: streamed it keeps its time whatever the machine's neighbours do, plain
+     * stores do not. Eval BatchNorm float32, 2 threads, alternating: (8, 64, 112, 112) and (8,
+     * 256, 56, 56), 25.7 MB, 1.01-1.06 ms streamed against 1.15-1.51 plain in four pairs; (8,
+     * 320, 44, 44) 0.78-0.79 against 0.96-1.01; (8, 512, 32, 32), 16.8 MB, 0.63-0.69 against
+     * 0.59-0.89 (an earlier session on a quieter machine: (8, 64, 112, 112) 0.93-0.96 streamed
+     * against 0.74-0.83, README). */
+    if (act == FN_ACT_NONE && sb > 0 && out_bytes >= sb && runs_ok)
         return FN_ACT_STREAM;
 #else
     (void)out_bytes;

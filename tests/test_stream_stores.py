@@ -1,6 +1,6 @@
 """Outputs of half the last-level cache and more (three eighths for float32 rows with a weight
-and bias, three quarters for the channels-last layouts, the whole cache for the 16-bit types and
-the channels-last backward's dx; in the row layouts two thirds of these for outputs fastnorm
+and bias, three quarters for the channels-last layouts, the whole cache for the channels-last
+backward's dx; in the row layouts two thirds of these for outputs fastnorm
 allocates) are written with streaming (non-temporal) stores (float32, float64, and the 16-bit
 types' direct loops). Those loops must give the same bits as
 the regular ones: FN_STREAM_BYTES=1 streams every eligible output, in a subprocess, and its
@@ -128,9 +128,9 @@ def test_show_config_reports_the_streaming_threshold(capsys):
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("cpu")]
     assert line and cpu["simd"] in line[0] and "streaming" in line[0]
     if cpu["stream_bytes"]:  # float32 with weight and bias first, rows, the column layouts,
-        # then the 16-bit types
+        # then the channels-last backward
         assert (cpu["stream_bytes_wb"] <= cpu["stream_bytes"] <= cpu["stream_bytes_cols"]
-                <= cpu["stream_bytes_later"])
+                <= cpu["stream_bytes_backward"])
         assert f"{cpu['stream_bytes_cols'] / 2**20:g} MiB: channels-last" in line[0]
         assert (f"{cpu['stream_bytes_wb'] / 2**20:g} MiB: float32 with elementwise weight and "
                 f"bias" in line[0])
@@ -138,10 +138,10 @@ def test_show_config_reports_the_streaming_threshold(capsys):
 
 def test_stream_bytes_setting_reaches_the_kernels():
     """FN_STREAM_BYTES=0 turns streaming off; a value sets the rows' threshold, the column
-    layouts' is 1.5 times it, the 16-bit types' twice and float32 rows with a weight
+    layouts' is 1.5 times it, the channels-last backward's twice and float32 rows with a weight
     and bias 3/4 of it, rounded up (read at import)."""
     code = ("import fastnorm; c = fastnorm.get_config()['cpu']; "
-            "print(c['stream_bytes'], c['stream_bytes_cols'], c['stream_bytes_later'], "
+            "print(c['stream_bytes'], c['stream_bytes_cols'], c['stream_bytes_backward'], "
             "c['stream_bytes_wb'])")
     for value in ("0", "12345", str(2**62)):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

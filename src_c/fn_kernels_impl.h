@@ -857,6 +857,45 @@ static inline int64_t FN(head)(const T *y, int64_t n)
 #if !FN_BUFFERED
 #define FN_INLINE static inline __attribute__((always_inline))
 
+/* A contiguous run's loop from its last element down, in blocks of 16 (each block in order: the
+ * same operations on the same elements as the forward loop, so the same bits). Small calls
+ * (FN_BACK_BYTES) whose output leads an input by up to 512 bytes modulo 4096 (fn_lead_alias)
+ * take these loops, activation-free rows only (FN(back_ok)); large ones keep the forward loops,
+ * which the prefetchers follow: backward, eval BatchNorm (4, 256, 56, 56) took 2.8x their time
+ * and RMSNorm (2048, 4096) 1.6x. */
+#define FN_BACKWARD_RUN(n, STEP)                                                                 \
+    do {                                                                                         \
+        int64_t e_ = (n);                                                                        \
+        for (; e_ >= 16; e_ -= 16) {                                                             \
+            const int64_t b_ = e_ - 16;                                                          \
+            FN_OMP(simd)                                                                         \
+            for (int64_t k_ = 0; k_ < 16; k_++) {                                                \
+                const int64_t i = b_ + k_;                                                       \
+                STEP;                                                                            \
+            }                                                                                    \
+        }                                                                                        \
+        for (int64_t i = 0; i < e_; i++) {                                                       \
+            STEP;                                                                                \
+        }                                                                                        \
+    } while (0)
+/* scale_body, affine_body and weight_body without activation, contiguous, backward */
+static void FN(scale_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c)
+{
+    FN_BACKWARD_RUN(n, y[i] = ST((LD(x[i]) - mh) * a + c));
+}
+static void FN(affine_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c, const CT *w,
+                            const CT *lb)
+{
+    FN_BACKWARD_RUN(n, y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i] + lb[i]));
+}
+static void FN(weight_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c, const CT *w)
+{
+    if (mh == 0 && c == 0)
+        FN_BACKWARD_RUN(n, y[i] = ST(LD(x[i]) * a * w[i]));
+    else
+        FN_BACKWARD_RUN(n, y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i]));
+}
+
 /* y = act((x - mh) * a + c) */
 FN_INLINE void FN(scale_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a,
                               CT c, const int act)
@@ -1457,6 +1496,13 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
     return act;
 }
 
+/* Whether a call of n elements whose normalize pass uses run-table index act may run outputs
+ * backward (FN_BACKWARD_RUN): activation-free plain stores, at most FN_BACK_BYTES */
+static inline int FN(back_ok)(int act, int64_t n)
+{
+    return act == FN_ACT_NONE && n * (int64_t)sizeof(T) <= FN_BACK_BYTES;
+}
+
 #if defined(FN_DIRECT) || defined(FN_STREAM)
 #define FN_REP 1
 /* The coefficients mh, a, c of C columns repeated over n elements each (n a multiple of C):
@@ -1797,11 +1843,28 @@ static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
             y[i * sy] = tl;
 }
 
+/* BACK_CALL where cond (a contiguous run that FN_BACKWARD_RUN takes), else RUN_CALL. The 16-bit
+ * types have no backward loops: theirs are bound by their conversions, and measured level with
+ * an output just ahead of the input. */
+#if FN_BUFFERED
+#define FN_BACK_OR(cond, BACK_CALL, RUN_CALL) RUN_CALL
+#else
+#define FN_BACK_OR(cond, BACK_CALL, RUN_CALL)                                                    \
+    do {                                                                                         \
+        if (cond)                                                                                \
+            BACK_CALL;                                                                           \
+        else                                                                                     \
+            RUN_CALL;                                                                            \
+    } while (0)
+#endif
+
 /* Normalizes rows [q0, q1) x [l0, l1) of group g (group index p2 within its outer index) with
- * its mean, variance and rstd (centred as FN(centre) says, as coefs does). */
+ * its mean, variance and rstd (centred as FN(centre) says, as coefs does). back: a small call
+ * without activation, whose single rows may run backward (FN_BACKWARD_RUN). */
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
                                    int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
-                                   int act, const CT *lower, double mean, double var, double rstd)
+                                   int act, const CT *lower, double mean, double var, double rstd,
+                                   int back)
 {
     double dl;
     const CT mh = FN(centre)(mean, var, &dl);
@@ -1825,21 +1888,28 @@ static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, i
         }
         return;
     }
+    back = back && s->xs[3] == 1 && s->ys[3] == 1;
     for (int64_t q = q0; q < q1; q++) {
         const T *xr = xg + q * s->xs[2] + l0 * s->xs[3];
         T *yr = yg + q * s->ys[2] + l0 * s->ys[3];
-        if (af->elementwise && !b) {
-            FN_WEIGHT_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
-                          FN(narrow)(-dl * rstd), w + l0);
-        } else if (af->elementwise) {
-            FN_AFFINE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(rstd),
-                          FN(narrow)(-dl * rstd), w + l0, b + l0);
+        const int64_t n = l1 - l0;
+        if (af->elementwise) {
+            const CT a = FN(narrow)(rstd), c = FN(narrow)(-dl * rstd);
+            if (!b)
+                FN_BACK_OR(fn_back_run(back, yr, xr, w + l0, NULL),
+                           FN(weight_back)(xr, yr, n, mh, a, c, w + l0),
+                           FN_WEIGHT_RUN(act, xr, yr, n, s->xs[3], s->ys[3], mh, a, c, w + l0));
+            else
+                FN_BACK_OR(fn_back_run(back, yr, xr, w + l0, b + l0),
+                           FN(affine_back)(xr, yr, n, mh, a, c, w + l0, b + l0),
+                           FN_AFFINE_RUN(act, xr, yr, n, s->xs[3], s->ys[3], mh, a, c, w + l0,
+                                         b + l0));
         } else {
             const int64_t j = p2 * af->group_step + q * af->row_step;
-            const double a = w ? rstd * (double)w[j] : rstd;
-            const double c = (b ? (double)b[j] : 0.0) - dl * a;
-            FN_SCALE_RUN(act, xr, yr, l1 - l0, s->xs[3], s->ys[3], mh, FN(narrow)(a),
-                         FN(narrow)(c));
+            const double ad = w ? rstd * (double)w[j] : rstd;
+            const CT a = FN(narrow)(ad), c = FN(narrow)((b ? (double)b[j] : 0.0) - dl * ad);
+            FN_BACK_OR(fn_back_run(back, yr, xr, NULL, NULL), FN(scale_back)(xr, yr, n, mh, a, c),
+                       FN_SCALE_RUN(act, xr, yr, n, s->xs[3], s->ys[3], mh, a, c));
             if (lower)
                 FN(tlu_run)(yr, l1 - l0, s->ys[3], lower[j]);
         }
@@ -1860,7 +1930,7 @@ static inline int FN(fuse_ok)(int64_t gbytes, int64_t P, int nt)
  * divisions that dominated groups of a few dozen elements (InstanceNorm on 4x4 to 8x8 maps);
  * and rows-outer groups (FN(rows_outer)) up to FN_GB at a time, of one block or several. */
 static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, const fn_row_job *jb,
-                                    const fn_rowplan *pl, int act, int64_t cols)
+                                    const fn_rowplan *pl, int act, int64_t cols, int back)
 {
     const fn_rows *s = &jb->shape;
     const int64_t Q = s->rows, L = s->row_len;
@@ -1923,9 +1993,14 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
         }
         const CT *w = (const CT *)jb->affine.weight, *b = (const CT *)jb->affine.bias;
         int64_t p1 = g0 / s->groups, p2 = g0 % s->groups; /* group g0 + i, counted up */
-        for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups))
-            FN_AFFINE_RUN(act, x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
-                          L, s->xs[3], s->ys[3], cm[i], ca[i], cc[i], w, b);
+        back = back && s->xs[3] == 1 && s->ys[3] == 1;
+        for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
+            const T *xr = x + p1 * s->xs[0] + p2 * s->xs[1];
+            T *yr = y + p1 * s->ys[0] + p2 * s->ys[1];
+            FN_BACK_OR(fn_back_run(back, yr, xr, w, b),
+                       FN(affine_back)(xr, yr, L, cm[i], ca[i], cc[i], w, b),
+                       FN_AFFINE_RUN(act, xr, yr, L, s->xs[3], s->ys[3], cm[i], ca[i], cc[i], w, b));
+        }
         return;
     }
     const fn_affine *af = &jb->affine;
@@ -1958,7 +2033,7 @@ static inline void FN(fused_groups)(const T *x, T *y, int64_t g0, int64_t m, con
         for (int64_t i = 0; i < m; i++, fn_next_group(&p1, &p2, s->groups)) {
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
                             p2, 0, Q, l0, l1, s, &jb->affine, act, (const CT *)jb->epilogue.lower,
-                            mean[i], m2[i], rstd[i]);
+                            mean[i], m2[i], rstd[i], back);
         }
     }
 }
@@ -2040,6 +2115,8 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
      * 512, 28, 28) 28.2 -> 29.6 us in it; (1, 256, 56, 56) at one thread 7% slower) */
     const int span = rows_outer && act == FN_ACT_NONE && L >= 16 && L < 512 && s->xs[3] == 1 &&
                      s->ys[3] == 1 && s->xs[1] == L && s->ys[1] == L;
+    const int back = FN(back_ok)(act, R * L) && s->xs[3] == 1 && s->ys[3] == 1;
+    (void)back; /* (the 16-bit types have no backward loops) */
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
     FN_PFOR(n_threads, nt, u, U, {
@@ -2064,11 +2141,18 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
             /* the rows of consecutive groups up to the next q, back to back: in one span */
             if (span) {
                 const int64_t nr = t1 - t < P2 - p2 ? t1 - t : P2 - p2;
+#ifdef FN_SPAN_BACK
+                if (nr > 1 && fn_back_run(back, yr, xr, NULL, NULL))
+                    done = FN_SPAN_BACK(xr, yr, nr, L, cm + g, ca + g, cc + g);
+                else
+#endif
                 if (nr > 1)
                     done = FN_SPAN(xr, yr, nr, L, cm + g, ca + g, cc + g);
             }
             if (!done) {
-                FN_SCALE_RUN(act, xr, yr, L, s->xs[3], s->ys[3], cm[g], ca[g], cc[g]);
+                FN_BACK_OR(fn_back_run(back, yr, xr, NULL, NULL),
+                           FN(scale_back)(xr, yr, L, cm[g], ca[g], cc[g]),
+                           FN_SCALE_RUN(act, xr, yr, L, s->xs[3], s->ys[3], cm[g], ca[g], cc[g]));
                 done = 1;
             }
             t += done;
@@ -2112,6 +2196,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             : FN(out_act)(act, P * gsize * (int64_t)sizeof(T), s->ys[3] == 1 ? L : 1,
                           sizeof(T) == 4 && af->elementwise && af->bias ? FN_SB_WB : FN_SB_ROWS,
                           jb->epilogue.fresh && !given);
+    const int back = FN(back_ok)(oact, P * gsize);
     /* Fused: each thread takes whole groups and normalizes a group right after its statistics,
      * while it is still in cache. Needs enough groups to share out evenly and groups that fit. */
     if (!given && FN(fuse_ok)(gsize * (int64_t)sizeof(T), P, nt)) {
@@ -2141,7 +2226,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
         const int64_t cols = long_affine && mb > 1 ? FN_AFFINE_COLS : L;
         FN_PFOR(n_threads, ntf, u, (P + mb - 1) / mb, {
             const int64_t g0 = u * mb;
-            FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact, cols);
+            FN(fused_groups)(x, y, g0, P - g0 < mb ? P - g0 : mb, jb, &pl, oact, cols, back);
         });
         return FN_OK;
     }
@@ -2202,7 +2287,7 @@ static int FN(normalize_rows)(const void *xv, void *yv, const fn_row_job *jb, in
             const int64_t p1 = g / P2, p2 = g % P2;
             FN(group_apply)(x + p1 * s->xs[0] + p2 * s->xs[1], y + p1 * s->ys[0] + p2 * s->ys[1],
                             p2, q, q + 1, l0, l1, s, af, oact, (const CT *)jb->epilogue.lower,
-                            mean[g], var[g], rstd[g]);
+                            mean[g], var[g], rstd[g], 0);
         });
     }
     free(buf);
@@ -2239,6 +2324,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
     const int oact = FN(out_act)(jb->norm.epilogue.activation,
                                  P * Q * L * (int64_t)sizeof(T) * streams / 2,
                                  s->ys[3] == 1 ? L : 1, FN_SB_ROWS, 0);
+    const int back = FN(back_ok)(oact, P * Q * L);
     if (FN(fuse_ok)(Q * L * (int64_t)sizeof(T), P, nt)) {
         const int ntf = P < nt ? (int)P : nt;
         if (jb->sum) {
@@ -2248,7 +2334,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                                 r + p1 * rs[0] + p2 * rs[1] + q * rs[2],
                                 t + p1 * ts[0] + p2 * ts[1] + q * ts[2], L, xs[3], rs[3], ts[3]);
-                FN(fused_groups)(t, y, g, 1, &nj, &pl, oact, L);
+                FN(fused_groups)(t, y, g, 1, &nj, &pl, oact, L, back);
             });
             return FN_OK;
         }
@@ -2271,7 +2357,7 @@ static int FN(add_normalize_rows)(const void *xv, void *yv, const fn_add_job *jb
                     FN(add_run)(x + p1 * xs[0] + p2 * xs[1] + q * xs[2],
                                 r + p1 * rs[0] + p2 * rs[1] + q * rs[2], sk + q * L, L, xs[3],
                                 rs[3], 1);
-                FN(fused_groups)(sk, y, g, 1, &nj, &pl, oact, L);
+                FN(fused_groups)(sk, y, g, 1, &nj, &pl, oact, L, back);
             }
         });
         free(scr);
@@ -2343,6 +2429,8 @@ static const fn_kernel_table FN(table) = {
 #undef FN_DIRECT
 #undef FN_REP
 #undef FN_SPAN
+#undef FN_SPAN_BACK
+#undef FN_BACK_OR
 #undef FN_PAIRS_LOAD
 #undef FN_V512
 #undef FN_DIRECT_NT

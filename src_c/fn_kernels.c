@@ -1612,44 +1612,28 @@ FN_SPAN_BACK_LOOP(fn_f64_avx512_span_back, FN_AVX512_FUNC, double, double, __m51
                   pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_maskz_loadu_pd,
                   _mm512_mask_storeu_pd)
 #endif
-/* the span loops of float32 and float64 for this CPU: all nr rows, or 0 */
-static inline int64_t fn_f32_span(const float *x, float *y, int64_t nr, int64_t L,
-                                  const float *mh, const float *a, const float *c)
-{
+/* the span loops of float32 and float64 for this CPU, forward and from the last element down
+ * (fn_lead_alias): all nr rows, or 0 */
 #if FN_AVX512
-    if (fn_simd_level() >= 2)
-        return fn_f32_avx512_span(x, y, nr, L, mh, a, c);
+#define FN_SPAN_PICK(NAME, T, LOOP)                                                               \
+    static inline int64_t NAME(const T *x, T *y, int64_t nr, int64_t L, const T *mh, const T *a, \
+                               const T *c)                                                        \
+    {                                                                                             \
+        return fn_simd_level() >= 2 ? LOOP(x, y, nr, L, mh, a, c) : 0;                            \
+    }
+#else
+#define FN_SPAN_PICK(NAME, T, LOOP)                                                               \
+    static inline int64_t NAME(const T *x, T *y, int64_t nr, int64_t L, const T *mh, const T *a, \
+                               const T *c)                                                        \
+    {                                                                                             \
+        return 0;                                                                                 \
+    }
 #endif
-    return 0;
-}
-static inline int64_t fn_f64_span(const double *x, double *y, int64_t nr, int64_t L,
-                                  const double *mh, const double *a, const double *c)
-{
-#if FN_AVX512
-    if (fn_simd_level() >= 2)
-        return fn_f64_avx512_span(x, y, nr, L, mh, a, c);
-#endif
-    return 0;
-}
-/* ... and the same from the last element down (FN_BACKWARD_RUN, fn_lead_alias) */
-static inline int64_t fn_f32_span_back(const float *x, float *y, int64_t nr, int64_t L,
-                                       const float *mh, const float *a, const float *c)
-{
-#if FN_AVX512
-    if (fn_simd_level() >= 2)
-        return fn_f32_avx512_span_back(x, y, nr, L, mh, a, c);
-#endif
-    return 0;
-}
-static inline int64_t fn_f64_span_back(const double *x, double *y, int64_t nr, int64_t L,
-                                       const double *mh, const double *a, const double *c)
-{
-#if FN_AVX512
-    if (fn_simd_level() >= 2)
-        return fn_f64_avx512_span_back(x, y, nr, L, mh, a, c);
-#endif
-    return 0;
-}
+FN_SPAN_PICK(fn_f32_span, float, fn_f32_avx512_span)
+FN_SPAN_PICK(fn_f64_span, double, fn_f64_avx512_span)
+FN_SPAN_PICK(fn_f32_span_back, float, fn_f32_avx512_span_back)
+FN_SPAN_PICK(fn_f64_span_back, double, fn_f64_avx512_span_back)
+#undef FN_SPAN_PICK
 
 /* Output bytes from which the normalize passes stream their stores (0: never): half the
  * last-level cache, where a pass's input and output together no longer fit it. AVX-512 only.

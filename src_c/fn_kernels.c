@@ -1527,7 +1527,7 @@ static inline __attribute__((always_inline)) double fn_act_d(double v, int act)
 }
 
 /* Activation-free normalize loops with non-temporal (streaming) stores, for outputs that overflow
- * the last-level cache beside their input (fn_stream_bytes and the later thresholds): the
+ * the last-level cache beside their input (fn_stream_bytes and the thresholds derived from it): the
  * output's lines are written without being read first, a third less memory traffic (1.3-1.4x
  * faster from 16 MB on, one thread). Same arithmetic as the regular loops, operation for
  * operation (no FMA), so the same bits. Head elements before the first 64-byte-aligned output

@@ -1497,10 +1497,12 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
 }
 
 /* Whether a call of n elements whose normalize pass uses run-table index act may run outputs
- * backward (FN_BACKWARD_RUN): activation-free plain stores, at most FN_BACK_BYTES */
+ * backward (FN_BACKWARD_RUN): float32 / float64, activation-free plain stores, at most
+ * FN_BACK_BYTES. The 16-bit types' loops are bound by their conversions: float16 RMSNorm (1,
+ * 4096) measured level with its output 80 bytes ahead of its input. */
 static inline int FN(back_ok)(int act, int64_t n)
 {
-    return act == FN_ACT_NONE && n * (int64_t)sizeof(T) <= FN_BACK_BYTES;
+    return sizeof(T) > 2 && act == FN_ACT_NONE && n * (int64_t)sizeof(T) <= FN_BACK_BYTES;
 }
 
 #if defined(FN_DIRECT) || defined(FN_STREAM)
@@ -1843,9 +1845,8 @@ static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
             y[i * sy] = tl;
 }
 
-/* BACK_CALL where cond (a contiguous run that FN_BACKWARD_RUN takes), else RUN_CALL. The 16-bit
- * types have no backward loops: theirs are bound by their conversions, and measured level with
- * an output just ahead of the input. */
+/* BACK_CALL where cond (a contiguous run that FN_BACKWARD_RUN takes), else RUN_CALL; float16's
+ * buffered loops have no backward copies (FN(back_ok) is false for the 16-bit types). */
 #if FN_BUFFERED
 #define FN_BACK_OR(cond, BACK_CALL, RUN_CALL) RUN_CALL
 #else
@@ -2116,7 +2117,7 @@ static int FN(given_short_rows)(const T *x, T *y, const fn_row_job *jb, int n_th
     const int span = rows_outer && act == FN_ACT_NONE && L >= 16 && L < 512 && s->xs[3] == 1 &&
                      s->ys[3] == 1 && s->xs[1] == L && s->ys[1] == L;
     const int back = FN(back_ok)(act, R * L) && s->xs[3] == 1 && s->ys[3] == 1;
-    (void)back; /* (the 16-bit types have no backward loops) */
+    (void)back; /* (unused by float16, which has no backward loops) */
     const int64_t rpu = FN_NCHUNK / L, U = (R + rpu - 1) / rpu;
     const int nt = fn_eff_threads(R * L, U, n_threads);
     FN_PFOR(n_threads, nt, u, U, {

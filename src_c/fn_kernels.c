@@ -94,9 +94,9 @@ static inline void fn_nt_flush(void) {}
  * amount (three allocating LayerNorm (1, 768) calls: 2288, 1280 and 272 bytes); large ones start
  * 16 bytes into a page, as their input does (0). Calls of at most FN_BACK_BYTES run such outputs
  * backward (FN_BACKWARD_RUN, the span loops' _back). RMSNorm (1, 4096) with its output 80 or 160
- * bytes ahead of its input against the same call with the output elsewhere, ten processes each
- * build: 1.00-1.49x the time forward, 1.02-1.04x backward; eval BatchNorm (1, 320, 14, 14)
- * 1.16-1.36x forward, 0.97-1.00x backward. */
+ * bytes ahead of its input against the same call with the output elsewhere, in separate processes:
+ * 1.00-2.07x the time forward, 1.00-1.04x backward; eval BatchNorm (1, 320, 14, 14) 1.05-1.57x
+ * forward, 0.94-1.05x backward. */
 static inline int fn_lead_alias(const void *y, const void *p)
 {
     const uintptr_t d = ((uintptr_t)y - (uintptr_t)p) & 4095u;

@@ -1,4 +1,4 @@
-"""An output that leads its input (or a weight, bias or coefficient array) by 1 to 512 bytes
+"""An output that leads its input (or its weight or bias) by 1 to 512 bytes
 modulo 4096 is written from its last element down, because forward the loads would wait on the
 stores just issued (4K aliasing; see fn_lead_alias in src_c/fn_kernels.c). Each element gets the
 same operations either way: such an output must have the bits of the same call writing to an

@@ -93,10 +93,10 @@ static inline void fn_nt_flush(void) {}
  * stores). Small outputs that NumPy or the pool of small outputs places lead their input by any
  * amount (three allocating LayerNorm (1, 768) calls: 2288, 1280 and 272 bytes); large ones start
  * 16 bytes into a page, as their input does (0). Calls of at most FN_BACK_BYTES run such outputs
- * backward (FN_BACKWARD_RUN, the span loops' _back). RMSNorm (1, 4096) with its output 80 or 160
- * bytes ahead of its input against the same call with the output elsewhere, in separate processes:
- * 1.00-2.07x the time forward, 1.00-1.04x backward; eval BatchNorm (1, 320, 14, 14) 1.05-1.57x
- * forward, 0.94-1.05x backward. */
+ * backward (scale_back, affine_back, weight_back, the span loops' _back). RMSNorm (1, 4096) with
+ * its output 80 or 160 bytes ahead of its input against the same call with the output elsewhere,
+ * in separate processes: 1.00-2.07x the time forward, 1.00-1.04x backward; eval BatchNorm (1,
+ * 320, 14, 14) 1.05-1.57x forward, 0.94-1.05x backward. */
 static inline int fn_lead_alias(const void *y, const void *p)
 {
     const uintptr_t d = ((uintptr_t)y - (uintptr_t)p) & 4095u;
@@ -1125,6 +1125,32 @@ FN_SUMS16_ROWS(fn_sums16r_f16_avx512bw, fn_lf16_f16, fn_lh16m, _mm512_sub_ps, _m
 FN_SUMS16_ROWS(fn_sums16r_0_f16_avx512bw, fn_lf16_f16, fn_lh16m, fn_keep, fn_keep_m)
 FN_SUMS16_ROWS(fn_sums16r_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, _mm512_sub_ps, _mm512_maskz_sub_ps)
 FN_SUMS16_ROWS(fn_sums16r_0_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, fn_keep, fn_keep_m)
+/* The span loops' shared pieces, on their locals: row r's coefficients into m, a1, c1 and the
+ * lanes of mask into mv, av, cv (FN_SPAN_ROW); the step of w <= W elements at offset o
+ * (FN_SPAN_STEP, masked when w < W) */
+#define FN_SPAN_ROW(OP, MT, mask, r)                                                               \
+    do {                                                                                           \
+        const MT mk_ = (MT)(mask);                                                                 \
+        const int64_t rr_ = (r);                                                                   \
+        m = _mm512_set1_##OP(mh[rr_]);                                                             \
+        a1 = _mm512_set1_##OP(a[rr_]);                                                             \
+        c1 = _mm512_set1_##OP(c[rr_]);                                                             \
+        mv = _mm512_mask_blend_##OP(mk_, mv, m);                                                   \
+        av = _mm512_mask_blend_##OP(mk_, av, a1);                                                  \
+        cv = _mm512_mask_blend_##OP(mk_, cv, c1);                                                  \
+    } while (0)
+#define FN_SPAN_STEP(OP, W, MT, LOADH, STOREH, LOADH_M, STOREH_M, o, w)                            \
+    do {                                                                                           \
+        if ((w) == W) {                                                                            \
+            STOREH(y + (o),                                                                        \
+                   _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH(x + (o)), mv), av), cv)); \
+        } else {                                                                                   \
+            const MT k_ = (MT)((1u << (w)) - 1u);                                                  \
+            STOREH_M(y + (o), k_,                                                                  \
+                     _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH_M(k_, x + (o)), mv),    \
+                                                     av), cv));                                    \
+        }                                                                                          \
+    } while (0)
 /* The direct scale loop over nr back-to-back rows of L >= 16 elements, row r with its own
  * coefficients mh[r], a[r], c[r] (eval BatchNorm on NCHW planes of 7x7 to 22x22: consecutive
  * channels are consecutive rows): whole vectors straight through the rows, a vector that
@@ -1144,25 +1170,10 @@ FN_SUMS16_ROWS(fn_sums16r_0_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, fn_keep, fn_k
             const int64_t w = n - i < W ? n - i : W;                                               \
             V mv = m, av = a1, cv = c1;                                                            \
             if (i + w > e) { /* lanes e - i on (all when i = e): row r + 1 */                      \
-                const MT nx = (MT)(0xffffu << (e - i));                                            \
+                FN_SPAN_ROW(OP, MT, 0xffffu << (e - i), ++r);                                      \
                 e += L;                                                                            \
-                r++;                                                                               \
-                m = _mm512_set1_##OP(mh[r]);                                                       \
-                a1 = _mm512_set1_##OP(a[r]);                                                       \
-                c1 = _mm512_set1_##OP(c[r]);                                                       \
-                mv = _mm512_mask_blend_##OP(nx, mv, m);                                            \
-                av = _mm512_mask_blend_##OP(nx, av, a1);                                           \
-                cv = _mm512_mask_blend_##OP(nx, cv, c1);                                           \
             }                                                                                      \
-            if (w == W) {                                                                          \
-                STOREH(y + i,                                                                      \
-                       _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH(x + i), mv), av), cv)); \
-            } else {                                                                               \
-                const MT k = (MT)((1u << w) - 1u);                                                 \
-                STOREH_M(y + i, k,                                                                 \
-                         _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH_M(k, x + i), mv),  \
-                                                         av), cv));                                \
-            }                                                                                      \
+            FN_SPAN_STEP(OP, W, MT, LOADH, STOREH, LOADH_M, STOREH_M, i, w);                       \
             i += w;                                                                                \
         }                                                                                          \
         return nr;                                                                                 \
@@ -1179,26 +1190,11 @@ FN_SUMS16_ROWS(fn_sums16r_0_bf16_avx512bw, fn_lf16_bf16, fn_lb16m, fn_keep, fn_k
         while (i > 0) {                                                                            \
             const int64_t w = i < W ? i : W, b = i - w;                                            \
             V mv = m, av = a1, cv = c1;                                                            \
-            if (b < s) {                                                                           \
-                const MT lo = (MT)((1u << (s - b)) - 1u);                                          \
+            if (b < s) { /* lanes below s - b: row r - 1 */                                        \
+                FN_SPAN_ROW(OP, MT, (1u << (s - b)) - 1u, --r);                                    \
                 s -= L;                                                                            \
-                r--;                                                                               \
-                m = _mm512_set1_##OP(mh[r]);                                                       \
-                a1 = _mm512_set1_##OP(a[r]);                                                       \
-                c1 = _mm512_set1_##OP(c[r]);                                                       \
-                mv = _mm512_mask_blend_##OP(lo, mv, m);                                            \
-                av = _mm512_mask_blend_##OP(lo, av, a1);                                           \
-                cv = _mm512_mask_blend_##OP(lo, cv, c1);                                           \
             }                                                                                      \
-            if (w == W) {                                                                          \
-                STOREH(y + b,                                                                      \
-                       _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH(x + b), mv), av), cv)); \
-            } else {                                                                               \
-                const MT k = (MT)((1u << w) - 1u);                                                 \
-                STOREH_M(y + b, k,                                                                 \
-                         _mm512_add_##OP(_mm512_mul_##OP(_mm512_sub_##OP(LOADH_M(k, x + b), mv),  \
-                                                         av), cv));                                \
-            }                                                                                      \
+            FN_SPAN_STEP(OP, W, MT, LOADH, STOREH, LOADH_M, STOREH_M, b, w);                       \
             i = b;                                                                                 \
         }                                                                                          \
         return nr;                                                                                 \

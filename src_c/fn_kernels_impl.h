@@ -857,45 +857,6 @@ static inline int64_t FN(head)(const T *y, int64_t n)
 #if !FN_BUFFERED
 #define FN_INLINE static inline __attribute__((always_inline))
 
-/* A contiguous run's loop from its last element down, in blocks of 16 (each block in order: the
- * same operations on the same elements as the forward loop, so the same bits). Small calls
- * (FN_BACK_BYTES) whose output leads an input by up to 512 bytes modulo 4096 (fn_lead_alias)
- * take these loops, activation-free rows only (FN(back_ok)); large ones keep the forward loops,
- * which the prefetchers follow: backward, eval BatchNorm (4, 256, 56, 56) took 2.8x their time
- * and RMSNorm (2048, 4096) 1.6x. */
-#define FN_BACKWARD_RUN(n, STEP)                                                                 \
-    do {                                                                                         \
-        int64_t e_ = (n);                                                                        \
-        for (; e_ >= 16; e_ -= 16) {                                                             \
-            const int64_t b_ = e_ - 16;                                                          \
-            FN_OMP(simd)                                                                         \
-            for (int64_t k_ = 0; k_ < 16; k_++) {                                                \
-                const int64_t i = b_ + k_;                                                       \
-                STEP;                                                                            \
-            }                                                                                    \
-        }                                                                                        \
-        for (int64_t i = 0; i < e_; i++) {                                                       \
-            STEP;                                                                                \
-        }                                                                                        \
-    } while (0)
-/* scale_body, affine_body and weight_body without activation, contiguous, backward */
-static void FN(scale_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c)
-{
-    FN_BACKWARD_RUN(n, y[i] = ST((LD(x[i]) - mh) * a + c));
-}
-static void FN(affine_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c, const CT *w,
-                            const CT *lb)
-{
-    FN_BACKWARD_RUN(n, y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i] + lb[i]));
-}
-static void FN(weight_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c, const CT *w)
-{
-    if (mh == 0 && c == 0)
-        FN_BACKWARD_RUN(n, y[i] = ST(LD(x[i]) * a * w[i]));
-    else
-        FN_BACKWARD_RUN(n, y[i] = ST(((LD(x[i]) - mh) * a + c) * w[i]));
-}
-
 /* y = act((x - mh) * a + c) */
 FN_INLINE void FN(scale_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t sy, CT mh, CT a,
                               CT c, const int act)
@@ -946,6 +907,33 @@ FN_INLINE void FN(weight_body)(const T *x, T *y, int64_t n, int64_t sx, int64_t 
         for (int64_t i = 0; i < n; i++)
             y[i * sy] = ST(ACT(((LD(x[i * sx]) - mh) * a + c) * w[i], act));
     }
+}
+
+/* scale_body, affine_body and weight_body over a contiguous run from its last element down:
+ * blocks of 16 from the end, then the first n % 16 (each the same body, so the same bits).
+ * Small calls (FN_BACK_BYTES) whose output leads an input by up to 512 bytes modulo 4096
+ * (fn_lead_alias) take these, activation-free rows only (FN(back_ok)); large ones keep the
+ * forward loops, which the prefetchers follow: backward, eval BatchNorm (4, 256, 56, 56) took
+ * 2.8x their time and RMSNorm (2048, 4096) 1.6x. */
+static void FN(scale_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c)
+{
+    for (; n >= 16; n -= 16)
+        FN(scale_body)(x + n - 16, y + n - 16, 16, 1, 1, mh, a, c, FN_ACT_NONE);
+    FN(scale_body)(x, y, n, 1, 1, mh, a, c, FN_ACT_NONE);
+}
+static void FN(affine_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c, const CT *w,
+                            const CT *lb)
+{
+    for (; n >= 16; n -= 16)
+        FN(affine_body)(x + n - 16, y + n - 16, 16, 1, 1, mh, a, c, w + n - 16, lb + n - 16,
+                        FN_ACT_NONE);
+    FN(affine_body)(x, y, n, 1, 1, mh, a, c, w, lb, FN_ACT_NONE);
+}
+static void FN(weight_back)(const T *x, T *y, int64_t n, CT mh, CT a, CT c, const CT *w)
+{
+    for (; n >= 16; n -= 16)
+        FN(weight_body)(x + n - 16, y + n - 16, 16, 1, 1, mh, a, c, w + n - 16, FN_ACT_NONE);
+    FN(weight_body)(x, y, n, 1, 1, mh, a, c, w, FN_ACT_NONE);
 }
 
 /* y[i] = act((x[i] - mh[i]) * a[i] + c[i]) (one row across the columns) */
@@ -1497,9 +1485,9 @@ static inline int FN(out_act)(int act, int64_t out_bytes, int64_t run_len, int k
 }
 
 /* Whether a call of n elements whose normalize pass uses run-table index act may run outputs
- * backward (FN_BACKWARD_RUN): float32 / float64, activation-free plain stores, at most
- * FN_BACK_BYTES. The 16-bit types' loops are bound by their conversions: float16 RMSNorm (1,
- * 4096) measured level with its output 80 bytes ahead of its input. */
+ * backward (FN(scale_back) and the like): float32 / float64, activation-free plain stores, at
+ * most FN_BACK_BYTES. The 16-bit types' loops are bound by their conversions: float16 RMSNorm
+ * (1, 4096) measured level with its output 80 bytes ahead of its input. */
 static inline int FN(back_ok)(int act, int64_t n)
 {
     return sizeof(T) > 2 && act == FN_ACT_NONE && n * (int64_t)sizeof(T) <= FN_BACK_BYTES;
@@ -1845,8 +1833,9 @@ static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
             y[i * sy] = tl;
 }
 
-/* BACK_CALL where cond (a contiguous run that FN_BACKWARD_RUN takes), else RUN_CALL; float16's
- * buffered loops have no backward copies (FN(back_ok) is false for the 16-bit types). */
+/* BACK_CALL where cond (a contiguous run to write backward: FN(scale_back) and the like), else
+ * RUN_CALL; float16's buffered loops have no backward copies (FN(back_ok) is false for the
+ * 16-bit types). */
 #if FN_BUFFERED
 #define FN_BACK_OR(cond, BACK_CALL, RUN_CALL) RUN_CALL
 #else
@@ -1861,7 +1850,7 @@ static FN_HOT void FN(tlu_run)(T *y, int64_t n, int64_t sy, CT lo)
 
 /* Normalizes rows [q0, q1) x [l0, l1) of group g (group index p2 within its outer index) with
  * its mean, variance and rstd (centred as FN(centre) says, as coefs does). back: a small call
- * without activation, whose single rows may run backward (FN_BACKWARD_RUN). */
+ * without activation, whose single rows may run backward (FN(scale_back) and the like). */
 static inline void FN(group_apply)(const T *xg, T *yg, int64_t p2, int64_t q0, int64_t q1,
                                    int64_t l0, int64_t l1, const fn_rows *s, const fn_affine *af,
                                    int act, const CT *lower, double mean, double var, double rstd,
